@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:
+#   make test    create .venv if missing, install torch (pinned) then the project, run the tests
+#   make main    the main job (for now: the solver benchmark, written to reports/)
+# TORCH_SPEC overrides the torch requirement, e.g. for a CUDA build:
+#   make test TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: test main bench lint format
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.torch
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.bench: pyproject.toml $(VENV)/.dev
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check latentode tests benchmarks
+	$(BIN)/ruff format --check latentode tests benchmarks
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format latentode tests benchmarks
+	$(BIN)/ruff check --fix latentode tests benchmarks
+
+bench: $(VENV)/.bench
+	$(BIN)/python benchmarks/solver_benchmark.py --output reports/solver_benchmark.md
+
+main: bench
