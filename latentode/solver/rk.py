@@ -1,0 +1,419 @@
+"""The generic explicit Runge-Kutta engine.
+
+One step of any tableau (in FSAL form, see `tableaus`), its error estimate and its dense output,
+and two loops over steps: fixed-step and adaptive. The loops keep time and step size as host
+floats; the adaptive loop reads one number from the device per attempted step (the error ratio)
+and nothing else, so on a GPU it synchronises once per step.
+
+Two ways to hold the stages. Without autograd, stages live as rows of a preallocated ``[S, N]``
+buffer and each stage input is one ``addmm``. With autograd, stages are concatenated afresh (in
+place writes would invalidate saved tensors).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .errors import SolverError
+from .grid import OutputGrid, fixed_step_grid
+from .tableaus import ButcherTableau
+
+__all__ = ["Coefficients", "Control", "Run", "integrate"]
+
+_COEF_CACHE: dict[tuple, Coefficients] = {}
+
+
+class Coefficients:
+    """A tableau's coefficients as tensors of one dtype and device (cached)."""
+
+    def __init__(self, tab: ButcherTableau, dtype: torch.dtype, device: torch.device) -> None:
+        self.tab = tab
+        self.S = tab.n_stages
+        self.c = [float(x) for x in tab.c]
+        a = torch.as_tensor(tab.a, dtype=dtype, device=device)
+        self.a_rows = [a[i : i + 1, :i] for i in range(self.S)]  # (1, i)
+        self.b_err = (
+            None
+            if tab.b_err is None
+            else torch.as_tensor(tab.b_err, dtype=dtype, device=device)[None]
+        )  # (1, S)
+        self.dense = torch.as_tensor(tab.dense, dtype=dtype, device=device)  # (deg, S)
+        degree = tab.dense.shape[0]
+        self.powers = torch.arange(1, degree + 1, dtype=dtype, device=device)  # (deg,)
+        q = tab.order if tab.error_order is None else min(tab.order, tab.error_order)
+        self.err_exponent = 1.0 / (q + 1)
+
+    @classmethod
+    def get(cls, tab: ButcherTableau, dtype: torch.dtype, device: torch.device) -> Coefficients:
+        """Coefficients for ``tab`` on ``dtype``/``device``, built once."""
+        key = (tab.name, dtype, device)
+        if key not in _COEF_CACHE:
+            _COEF_CACHE[key] = cls(tab, dtype, device)
+        return _COEF_CACHE[key]
+
+    def weights(self, theta: Tensor) -> Tensor:
+        """Dense-output stage weights ``b_s(theta)`` for read-outs at ``theta``: (m, S)."""
+        return torch.mm(theta.unsqueeze(1) ** self.powers, self.dense)
+
+    def weights_deriv(self, theta: Tensor) -> Tensor:
+        """``d b_s / d theta``, so that ``dy/dt = weights_deriv @ K``: (m, S)."""
+        return torch.mm(theta.unsqueeze(1) ** (self.powers - 1) * self.powers, self.dense)
+
+
+@dataclass
+class Control:
+    """Step-size control settings (host floats)."""
+
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    first_step: float | None = None
+    max_step: float = math.inf
+    min_step: float = 0.0
+    max_num_steps: int = 10_000
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    step_size: float | None = None
+    norm_n: int | None = None  # only the first norm_n columns enter the error norm
+
+
+@dataclass
+class Run:
+    """What a pass over ``[t0, t_end]`` produced.
+
+    Attributes:
+        outputs: read-outs in schedule order, ``[M, N]`` (1-D grids) or ``[M, D]`` rows.
+        derivs: ``dy/dt`` at the read-outs (only if asked for), same shape.
+        y_end: the state at ``t_end``, ``[1, N]``.
+        f0: ``f(t0, y0)``, ``[1, N]``.
+        n_accepted, n_rejected: step counts.
+        steps: accepted steps ``(t, t_new, dt, y, lo, hi)`` when recording (checkpointed adjoint).
+        last_step: size of the last accepted step.
+    """
+
+    outputs: Tensor | None
+    derivs: Tensor | None
+    y_end: Tensor
+    f0: Tensor
+    n_accepted: int = 0
+    n_rejected: int = 0
+    steps: list[tuple[float, float, float, Tensor, int, int]] = field(default_factory=list)
+    last_step: float = 0.0
+
+
+# ----------------------------------------------------------------------------- one step
+def step_buffered(rhs, t: float, dt: float, y: Tensor, coef: Coefficients, K, rows, prefix):
+    """Fill stages 1..S-1 of the buffer ``K`` (row 0 holds f(t, y)); return y1 (no autograd)."""
+    yi = y
+    for i in range(1, coef.S):
+        yi = torch.addmm(y, coef.a_rows[i], prefix[i], alpha=dt)  # (1, N)
+        rows[i].copy_(rhs(t + coef.c[i] * dt, yi))
+    return yi
+
+
+def step_autograd(rhs, t: float, dt: float, y: Tensor, k0: Tensor, coef: Coefficients):
+    """One step with autograd; returns ``(y1, K)`` with K of shape (S, N)."""
+    ks = [k0]
+    yi = y
+    for i in range(1, coef.S):
+        yi = torch.addmm(y, coef.a_rows[i], torch.cat(ks), alpha=dt)  # (1, N)
+        ks.append(rhs(t + coef.c[i] * dt, yi))
+    return yi, torch.cat(ks)
+
+
+def error_ratio(y: Tensor, y1: Tensor, K: Tensor, coef: Coefficients, ctl: Control) -> Tensor:
+    """RMS of the embedded error estimate over ``atol + rtol * max(|y|, |y1|)``, divided by |dt|.
+
+    Returns a 0-d tensor; the caller multiplies by ``|dt| / sqrt(n)``.
+    """
+    err = torch.mm(coef.b_err, K)  # (1, N)
+    if ctl.norm_n is not None:
+        err, y, y1 = err[:, : ctl.norm_n], y[:, : ctl.norm_n], y1[:, : ctl.norm_n]
+    scale = torch.maximum(y.abs(), y1.abs()).mul_(ctl.rtol).add_(ctl.atol)
+    return torch.linalg.vector_norm(err.div_(scale))
+
+
+# ----------------------------------------------------------------------------- read-outs
+def read_out(
+    grid: OutputGrid,
+    coef,
+    lo: int,
+    hi: int,
+    t: float,
+    t_new: float,
+    dt: float,
+    y: Tensor,
+    y1: Tensor,
+    K: Tensor,
+    derivs: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The solution (and optionally dy/dt) at read-outs ``lo:hi``, all inside ``(t, t_new]``.
+
+    Returns ``(values, derivatives)`` of shape (m, N) for 1-D grids, (m, D) per-sample.
+    """
+    if grid.batch is None:
+        end_hit = grid.times[hi - 1] == t_new
+        m = hi - lo - end_hit
+        parts, dparts = [], []
+        if m:
+            theta = (grid.t_dev[lo : lo + m] - t) / dt  # (m,)
+            parts.append(torch.addmm(y, coef.weights(theta), K, alpha=dt))  # (m, N)
+            if derivs:
+                dparts.append(torch.mm(coef.weights_deriv(theta), K))
+        if end_hit:
+            parts.append(y1)
+            if derivs:
+                dparts.append(K[-1:])
+        values = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return values, (torch.cat(dparts) if derivs else None)
+    B = grid.batch
+    S, N = K.shape
+    theta = (grid.t_dev[lo:hi] - t) / dt  # (m,)
+    rows = grid.rows[lo:hi]  # (m,)
+    Kb = K.view(S, B, N // B)[:, rows]  # (S, m, D)
+    values = y.view(B, -1)[rows] + dt * torch.einsum("ms,smd->md", coef.weights(theta), Kb)
+    d = torch.einsum("ms,smd->md", coef.weights_deriv(theta), Kb) if derivs else None
+    return values, d
+
+
+# ----------------------------------------------------------------------------- loops
+Stop = Callable[[int, float, Tensor], Tensor]
+
+
+def integrate(
+    rhs,
+    y0: Tensor,
+    grid: OutputGrid,
+    coef: Coefficients,
+    ctl: Control,
+    *,
+    t0: float | None = None,
+    t_end: float | None = None,
+    stops: list[float] = (),
+    on_stop: Stop | None = None,
+    record: bool = False,
+    derivs: bool = False,
+    readouts: bool = True,
+) -> Run:
+    """Integrate from ``t0`` to ``t_end`` (default: the grid's), reading out the grid's times.
+
+    Args:
+        rhs: ``(t: float, y: [1, N]) -> [1, N]``.
+        y0: initial state, ``[1, N]``.
+        grid: read-out schedule (ignored when ``readouts`` is False).
+        coef, ctl: method coefficients and step control.
+        stops: times (in integration order) where the step must land and ``on_stop(j, t, y)``
+            may replace the state (the adjoint's jumps); the first stage is then re-evaluated.
+        record: keep the accepted steps' start states (checkpointed adjoint).
+        derivs: also return dy/dt at the read-outs.
+
+    Raises:
+        SolverError: step-size underflow, step limit, or a non-finite state / vector field.
+    """
+    t0 = grid.t0 if t0 is None else t0
+    t_end = grid.t_end if t_end is None else t_end
+    loop = _adaptive if coef.tab.adaptive and ctl.step_size is None else _fixed
+    return loop(rhs, y0, grid, coef, ctl, t0, t_end, list(stops), on_stop, record, derivs, readouts)
+
+
+class _Stages:
+    """Holds the current step's stages in either representation."""
+
+    def __init__(self, rhs, y0: Tensor, t0: float, coef: Coefficients) -> None:
+        self.grad = torch.is_grad_enabled()
+        self.coef = coef
+        k0 = rhs(t0, y0)
+        if self.grad:
+            self.k0 = k0
+        else:
+            self.K = y0.new_empty(coef.S, y0.shape[1])  # (S, N)
+            self.rows = [self.K[i : i + 1] for i in range(coef.S)]
+            self.prefix = [self.K[:i] for i in range(coef.S)]
+            self.rows[0].copy_(k0)
+
+    @property
+    def first(self) -> Tensor:
+        """f(t, y) at the current step's start."""
+        return self.k0 if self.grad else self.rows[0]
+
+    def step(self, rhs, t: float, dt: float, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.grad:
+            return step_autograd(rhs, t, dt, y, self.k0, self.coef)
+        return step_buffered(rhs, t, dt, y, self.coef, self.K, self.rows, self.prefix), self.K
+
+    def accept(self, K: Tensor) -> None:
+        if self.grad:
+            self.k0 = K[-1:]
+        else:
+            self.rows[0].copy_(self.rows[-1])
+
+    def restart(self, rhs, t: float, y: Tensor) -> None:
+        if self.grad:
+            self.k0 = rhs(t, y)
+        else:
+            self.rows[0].copy_(rhs(t, y))
+
+
+class _Collector:
+    """Accumulates read-outs and (optionally) recorded steps."""
+
+    def __init__(self, grid, coef, readouts: bool, derivs: bool, record: bool) -> None:
+        self.grid, self.coef, self.derivs, self.record = grid, coef, derivs, record
+        self.tau = grid.tau if readouts else []
+        self.pos = 0
+        self.values: list[Tensor] = []
+        self.dvalues: list[Tensor] = []
+        self.steps: list = []
+
+    def add(self, t: float, t_new: float, dt: float, y: Tensor, y1: Tensor, K: Tensor) -> None:
+        lo = self.pos
+        hi = bisect_right(self.tau, self.grid.direction * t_new, lo)
+        if hi > lo:
+            v, d = read_out(self.grid, self.coef, lo, hi, t, t_new, dt, y, y1, K, self.derivs)
+            self.values.append(v)
+            if d is not None:
+                self.dvalues.append(d)
+        if self.record:
+            self.steps.append((t, t_new, dt, y, lo, hi))
+        self.pos = hi
+
+    def finish(self, y_end, f0, n_acc, n_rej, last) -> Run:
+        cat = lambda xs: torch.cat(xs) if xs else None  # noqa: E731
+        return Run(cat(self.values), cat(self.dvalues), y_end, f0, n_acc, n_rej, self.steps, last)
+
+
+def _fixed(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, readouts) -> Run:
+    times = grid.times if readouts else []
+    bounds = fixed_step_grid(t0, t_end, ctl.step_size, times, stops)
+    stages = _Stages(rhs, y, t0, coef)
+    f0 = stages.first.clone()
+    out = _Collector(grid, coef, readouts, derivs, record)
+    stop_at = {s: j for j, s in enumerate(stops)}
+    for t, t_new in zip(bounds[:-1], bounds[1:], strict=True):
+        dt = t_new - t
+        y1, K = stages.step(rhs, t, dt, y)
+        out.add(t, t_new, dt, y, y1, K)
+        stages.accept(K)
+        y = y1
+        if t_new in stop_at and on_stop is not None:
+            y = on_stop(stop_at[t_new], t_new, y)
+            stages.restart(rhs, t_new, y)
+    n = len(bounds) - 1
+    return out.finish(y, f0, n, 0, abs(bounds[-1] - bounds[-2]) if n else 0.0)
+
+
+def _rms(x: Tensor, scale: Tensor, n: int | None) -> Tensor:
+    if n is not None:
+        x, scale = x[:, :n], scale[:, :n]
+    return torch.linalg.vector_norm(x / scale) / math.sqrt(x.numel())
+
+
+def initial_step(rhs, t0: float, y0: Tensor, f0: Tensor, direction: float, coef, ctl) -> float:
+    """Hairer, Norsett & Wanner (1993), II.4: a first step from two derivative estimates.
+
+    Costs one function evaluation and two host reads. Also rejects a non-finite start.
+    """
+    scale = y0.abs().mul(ctl.rtol).add(ctl.atol)
+    d0, d1 = torch.stack([_rms(y0, scale, ctl.norm_n), _rms(f0, scale, ctl.norm_n)]).tolist()
+    if not math.isfinite(d0):
+        raise SolverError("non_finite", t0, None, "the initial state contains NaN or inf")
+    if not math.isfinite(d1):
+        raise SolverError(
+            "non_finite", t0, None, "the vector field returned NaN or inf at the initial state"
+        )
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    h0 = min(h0, ctl.max_step)
+    f1 = rhs(t0 + direction * h0, y0 + (direction * h0) * f0)
+    d2 = _rms(f1 - f0, scale, ctl.norm_n).item() / h0
+    if not math.isfinite(d2):
+        return h0 * 1e-3
+    dmax = max(d1, d2)
+    order = coef.tab.order
+    h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / (order + 1))
+    return min(100 * h0, h1, ctl.max_step)
+
+
+def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, readouts) -> Run:
+    direction = 1.0 if t_end >= t0 else -1.0
+    stages = _Stages(rhs, y, t0, coef)
+    f0 = stages.first.clone()
+    out = _Collector(grid, coef, readouts, derivs, record)
+    with torch.no_grad():
+        h = ctl.first_step or initial_step(rhs, t0, y, f0, direction, coef, ctl)
+    h = min(abs(h), ctl.max_step)
+    targets = [direction * s for s in stops] + [direction * t_end]
+    tau, tau_end, j = direction * t0, direction * t_end, 0
+    inv_sqrt_n = 1.0 / math.sqrt(ctl.norm_n or y.shape[1])
+    beta1, beta2 = 0.7 * coef.err_exponent, 0.4 * coef.err_exponent  # PI (Soderlind) gains
+    r_prev, n_acc, n_rej, non_finite, last = 1.0, 0, 0, False, 0.0
+    while tau < tau_end:
+        if n_acc + n_rej >= ctl.max_num_steps:
+            raise SolverError(
+                "max_num_steps",
+                direction * tau,
+                h,
+                f"reached max_num_steps={ctl.max_num_steps} ({n_acc} accepted, {n_rej} "
+                f"rejected) before t={t_end:.6g}",
+            )
+        target = targets[j]
+        clipped = 1.01 * h >= target - tau  # no sliver steps before a landing
+        h_step = target - tau if clipped else h
+        t, dt = direction * tau, direction * h_step
+        y1, K = stages.step(rhs, t, dt, y)
+        if stages.grad:
+            with torch.no_grad():
+                r = error_ratio(y, y1, K, coef, ctl).item() * h_step * inv_sqrt_n
+        else:
+            r = error_ratio(y, y1, K, coef, ctl).item() * h_step * inv_sqrt_n
+        if r <= 1.0:
+            tau_new = target if clipped else tau + h_step
+            t_new = direction * tau_new
+            out.add(t, t_new, dt, y, y1, K)
+            stages.accept(K)
+            y, tau, last, non_finite = y1, tau_new, h_step, False
+            n_acc += 1
+            if clipped and j < len(stops):
+                if on_stop is not None:
+                    y = on_stop(j, t_new, y)
+                    stages.restart(rhs, t_new, y)
+                j += 1
+            factor = ctl.safety * max(r, 1e-10) ** -beta1 * r_prev**beta2
+            factor = min(ctl.ifactor, max(ctl.dfactor, factor))
+            r_prev = max(r, 1e-4)
+            h_next = max(h_step * factor, h) if clipped else h_step * factor
+        else:
+            n_rej += 1
+            if not math.isfinite(r):
+                if not bool(torch.isfinite(stages.first).all()):
+                    raise SolverError(
+                        "non_finite",
+                        t,
+                        None,
+                        "the vector field returned NaN or inf at a finite state",
+                    )
+                non_finite, factor = True, ctl.dfactor
+            else:
+                factor = max(ctl.dfactor, ctl.safety * r**-coef.err_exponent)
+            h_next = h_step * min(1.0, factor)
+        h = min(h_next, ctl.max_step)
+        if tau < tau_end and (h < ctl.min_step or tau + h <= tau):
+            if non_finite:
+                raise SolverError(
+                    "non_finite",
+                    direction * tau,
+                    h,
+                    "the state became NaN or inf for every step size tried",
+                )
+            raise SolverError(
+                "step_size_underflow",
+                direction * tau,
+                h,
+                f"the step size fell below {'min_step' if h < ctl.min_step else 'machine precision'}",
+            )
+    return out.finish(y, f0, n_acc, n_rej, last)

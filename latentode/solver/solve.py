@@ -1,0 +1,294 @@
+"""Entry points: `solve` (returns a `Solution`), `odeint` and `odeint_adjoint`.
+
+``odeint(func, y0, t)`` has torchdiffeq's call shape, so switching is a change of import.
+Gradients reach ``y0``, the parameters and ``t`` in each of three ways:
+
+- ``gradient="backprop"``: autograd through the solver's operations;
+- ``gradient="adjoint"``: the continuous backsolve adjoint (`adjoint`), O(1) memory in steps;
+- ``gradient="checkpoint"``: the checkpointed adjoint (`checkpoint`), exact discrete gradient.
+
+Time gradients use ``dL/dt_i = <dL/dy(t_i), f(t_i, y(t_i))>`` for read-out times (with ``f``
+from the dense output's derivative) and ``dL/dt_0 = -<dL/dy_0, f(t_0, y_0)>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .adjoint import BacksolveAdjoint
+from .checkpoint import CheckpointAdjoint
+from .errors import SolverError, SolverInputError
+from .grid import OutputGrid
+from .problem import Problem, SolveStats
+from .rk import Coefficients, Control, integrate
+from .state import RHS, Packer, State
+from .tableaus import METHODS
+
+__all__ = ["GRADIENTS", "Solution", "odeint", "odeint_adjoint", "solve"]
+
+GRADIENTS = ("backprop", "adjoint", "checkpoint")
+_STEP_OPTIONS = tuple(f.name for f in fields(Control) if f.name not in ("rtol", "atol", "norm_n"))
+
+
+@dataclass
+class Solution:
+    """The result of `solve`.
+
+    Attributes:
+        ys: the solution at ``ts``: ``[T, *y0.shape]`` (a tuple for tuple states); for a 2-D
+            ``t`` of shape ``[B, T]``, ``[T, B, ...]`` with ``ys[i, b] = y_b(t[b, i])``.
+        ts: the output times as given.
+        stats: evaluation and step counts; the backward ones are filled in by ``backward()``.
+        method: the method's name.
+    """
+
+    ys: State
+    ts: Tensor
+    stats: SolveStats
+    method: str
+
+
+def _control(method: str, rtol: Any, atol: Any, options: Mapping[str, Any], what: str) -> Control:
+    unknown = sorted(set(options) - set(_STEP_OPTIONS))
+    if unknown:
+        raise SolverInputError(
+            f"unknown {what} option(s) {unknown}; valid options are {list(_STEP_OPTIONS)}."
+        )
+    kw = {k: v for k, v in options.items() if v is not None}
+    for name in ("rtol", "atol"):
+        value = float(rtol if name == "rtol" else atol)
+        if not (value >= 0 and math.isfinite(value)):
+            raise SolverInputError(f"{name} must be a finite number >= 0, got {value!r}.")
+    if float(rtol) == 0 and float(atol) == 0:
+        raise SolverInputError("rtol and atol cannot both be 0.")
+    ctl = Control(rtol=float(rtol), atol=float(atol), **kw)
+    if ctl.max_num_steps < 1:
+        raise SolverInputError(f"max_num_steps must be >= 1, got {ctl.max_num_steps}.")
+    if not METHODS[method].adaptive and ctl.step_size is None and ctl.first_step is not None:
+        ctl.step_size = ctl.first_step
+    return ctl
+
+
+def _method(name: str, what: str = "method") -> str:
+    if name not in METHODS:
+        raise SolverInputError(f"unknown {what} {name!r}; choose one of {list(METHODS)}.")
+    return name
+
+
+def _params(func: Callable, adjoint_params: Iterable[Tensor] | None) -> tuple[Tensor, ...]:
+    if adjoint_params is None:
+        if not isinstance(func, nn.Module):
+            raise SolverInputError(
+                "the adjoint and checkpoint gradients need the parameters of func: make func "
+                "an nn.Module, or pass adjoint_params=(tensors...) explicitly."
+            )
+        adjoint_params = func.parameters()
+    return tuple(p for p in adjoint_params if p.requires_grad)
+
+
+def solve(
+    func: Callable[[Tensor, State], State],
+    y0: State,
+    t: Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    options: Mapping[str, Any] | None = None,
+    gradient: str = "backprop",
+    adjoint_rtol: float | None = None,
+    adjoint_atol: float | None = None,
+    adjoint_method: str | None = None,
+    adjoint_options: Mapping[str, Any] | None = None,
+    adjoint_params: Iterable[Tensor] | None = None,
+    seminorm: bool = True,
+    **step_options: Any,
+) -> Solution:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and read the solution out at ``t``.
+
+    Args:
+        func: the vector field ``func(t, y)``; ``t`` is a 0-d tensor.
+        y0: initial state, a floating tensor or a tuple of them.
+        t: ``[T]`` strictly monotone times, or ``[B, T]`` per-sample grids sharing ``t[:, 0]``.
+        method: one of ``METHODS`` (euler, midpoint, heun, rk4, bosh3, dopri5, tsit5).
+        rtol, atol: relative and absolute tolerances (adaptive methods).
+        options: step options as a mapping (torchdiffeq style); same keys as ``step_options``.
+        gradient: ``"backprop"``, ``"adjoint"`` or ``"checkpoint"``.
+        adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options: backward solve settings
+            of the adjoint (default: the forward's).
+        adjoint_params: tensors to differentiate for ``adjoint``/``checkpoint`` (default: the
+            parameters of ``func`` if it is an ``nn.Module``).
+        seminorm: leave the parameter channels out of the adjoint's error norm.
+        **step_options: ``step_size``, ``first_step``, ``max_step``, ``min_step``,
+            ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``.
+
+    Returns:
+        A `Solution`.
+
+    Raises:
+        SolverInputError: invalid arguments. SolverError: the integration failed.
+    """
+    method = _method(method)
+    if gradient not in GRADIENTS:
+        raise SolverInputError(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}.")
+    clash = set(options or {}) & set(step_options)
+    if clash:
+        raise SolverInputError(f"option(s) {sorted(clash)} given both in options= and as keywords.")
+    opts = {**(options or {}), **step_options}
+    ctl = _control(method, rtol, atol, opts, "step")
+    pieces = tuple(y0) if isinstance(y0, tuple | list) else (y0,)
+    dtype = pieces[0].dtype if isinstance(pieces[0], Tensor) else None
+    device = pieces[0].device if isinstance(pieces[0], Tensor) else None
+    grid = OutputGrid.build(t, dtype or torch.get_default_dtype(), device or t.device)
+    packer = Packer(y0, grid.batch)
+    if not METHODS[method].adaptive and ctl.step_size is None and grid.batch is not None:
+        raise SolverInputError(
+            f"fixed-step method {method!r} with per-sample time grids needs step_size=...; "
+            "(without it the grid would be the union of all samples' times)."
+        )
+    stats = SolveStats()
+    y0_row = packer.pack(y0)  # (1, N)
+    if grid.T == 1:
+        rows = y0_row if grid.batch is None else y0_row.view(1, grid.batch, -1)
+        return Solution(packer.unpack_series(rows), t, stats, method)
+
+    params = _params(func, adjoint_params) if gradient != "backprop" else ()
+    want_t_grad = t.requires_grad and torch.is_grad_enabled()
+    problem = Problem(
+        RHS(func, packer),
+        grid,
+        Coefficients.get(METHODS[method], dtype, device),
+        ctl,
+        params,
+        stats,
+        want_derivs=want_t_grad,
+    )
+    if gradient == "adjoint":
+        adj_method = _method(adjoint_method or method, "adjoint_method")
+        adj_opts = {**opts, **(adjoint_options or {})}
+        problem.adj_coef = Coefficients.get(METHODS[adj_method], dtype, device)
+        problem.adj_ctl = _control(
+            adj_method,
+            rtol if adjoint_rtol is None else adjoint_rtol,
+            atol if adjoint_atol is None else adjoint_atol,
+            adj_opts,
+            "adjoint",
+        )
+        problem.adj_ctl.norm_n = 2 * packer.n if seminorm else None
+
+    y_start = y0_row
+    if want_t_grad:
+        t0 = t[0] if grid.batch is None else t[:, 0]
+        y_start = _StartTimeGrad.apply(y0_row, t0, problem)
+    if gradient == "backprop":
+        nfe0 = problem.rhs.nfe
+        run = integrate(problem.rhs, y_start, grid, problem.coef, ctl, derivs=want_t_grad)
+        problem.record_forward(run, problem.rhs.nfe - nfe0)
+        outputs = run.outputs
+    elif gradient == "adjoint":
+        outputs = BacksolveAdjoint.apply(y_start, problem, *params)
+    else:
+        outputs = CheckpointAdjoint.apply(y_start, problem, *params)
+    if not problem.coef.tab.adaptive or ctl.step_size is not None:
+        _check_finite(outputs, grid, ctl)
+    if want_t_grad:
+        t_out = t.reshape(-1)[grid.flat_index]
+        outputs = _ReadoutTimeGrad.apply(outputs, t_out, problem.run.derivs)
+
+    if grid.batch is None:
+        rows = torch.cat([y0_row, outputs])  # (T, N)
+    else:
+        B, T = grid.batch, grid.T
+        per = outputs[grid.inverse].view(B, T - 1, -1)  # (B, T-1, D)
+        rows = torch.cat([y0_row.view(B, 1, -1), per], dim=1).transpose(0, 1)  # (T, B, D)
+    return Solution(packer.unpack_series(rows), t, stats, method)
+
+
+def _check_finite(outputs: Tensor, grid: OutputGrid, ctl: Control) -> None:
+    """Fixed-step solves have no error test; check the read-outs once at the end."""
+    finite = torch.isfinite(outputs).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0, 0])
+        raise SolverError(
+            "non_finite",
+            grid.times[first],
+            ctl.step_size,
+            "the solution became NaN or inf by this read-out time",
+        )
+
+
+def odeint(
+    func: Callable,
+    y0: State,
+    t: Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> State:
+    """Solve an ODE and return the solution at ``t`` (torchdiffeq's call shape).
+
+    Takes every keyword of `solve`, including ``gradient=``; see there.
+
+    Returns:
+        ``[len(t), *y0.shape]`` (tuple for tuple ``y0``); ``[T, B, ...]`` for 2-D ``t``.
+    """
+    return solve(func, y0, t, method=method, rtol=rtol, atol=atol, options=options, **kwargs).ys
+
+
+def odeint_adjoint(
+    func: Callable,
+    y0: State,
+    t: Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> State:
+    """`odeint` with gradients by the continuous backsolve adjoint (O(1) memory in steps).
+
+    Keywords as `solve`: ``adjoint_rtol``, ``adjoint_atol``, ``adjoint_method``,
+    ``adjoint_options``, ``adjoint_params``, ``seminorm``.
+    """
+    if kwargs.setdefault("gradient", "adjoint") != "adjoint":
+        raise SolverInputError("odeint_adjoint uses gradient='adjoint'; call odeint for others.")
+    return odeint(func, y0, t, method=method, rtol=rtol, atol=atol, options=options, **kwargs)
+
+
+class _StartTimeGrad(torch.autograd.Function):
+    """Identity on ``y0``; gives ``t0`` the gradient ``-<dL/dy0, f(t0, y0)>``."""
+
+    @staticmethod
+    def forward(ctx, y0: Tensor, t0: Tensor, problem: Problem) -> Tensor:
+        ctx.problem, ctx.t0_shape = problem, t0.shape
+        return y0.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        f0 = ctx.problem.run.f0
+        prod = (g * f0).view(ctx.t0_shape.numel() or 1, -1).sum(dim=1)
+        return g, -prod.view(ctx.t0_shape).to(g.dtype), None
+
+
+class _ReadoutTimeGrad(torch.autograd.Function):
+    """Identity on the read-outs; gives each read-out time ``<dL/dy(t_i), dy/dt(t_i)>``."""
+
+    @staticmethod
+    def forward(ctx, outputs: Tensor, t_out: Tensor, derivs: Tensor) -> Tensor:
+        ctx.save_for_backward(derivs)
+        return outputs.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (derivs,) = ctx.saved_tensors
+        return g, (g * derivs).sum(dim=1), None

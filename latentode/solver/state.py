@@ -1,0 +1,137 @@
+"""Packing of tensor / tuple states into the flat ``[1, N]`` rows the engine works on.
+
+The engine stores stages as rows of one ``[S, N]`` matrix, so a stage combination is a single
+``addmm``. A single-tensor state is a view; a tuple is concatenated. With per-sample time grids
+the layout is sample-major (``[B, D]`` flattened), so sample ``b`` owns columns
+``b * D .. (b + 1) * D``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import SolverInputError
+
+__all__ = ["Packer", "RHS"]
+
+State = Tensor | tuple[Tensor, ...]
+
+
+class Packer:
+    """Converts between the user's state (tensor or tuple) and flat rows.
+
+    Args:
+        y0: the initial state.
+        batch: the batch size for per-sample time grids (sample-major layout), else None.
+    """
+
+    def __init__(self, y0: State, batch: int | None) -> None:
+        self.is_tuple = isinstance(y0, tuple | list)
+        pieces = tuple(y0) if self.is_tuple else (y0,)
+        if not pieces:
+            raise SolverInputError("y0 is an empty tuple: give at least one state tensor.")
+        for i, p in enumerate(pieces):
+            name = f"y0[{i}]" if self.is_tuple else "y0"
+            if not isinstance(p, Tensor):
+                raise SolverInputError(f"{name} must be a torch.Tensor, got {type(p).__name__}.")
+            if not p.is_floating_point():
+                raise SolverInputError(
+                    f"{name} has dtype {p.dtype}; the state must be floating point "
+                    "(use y0.float() or y0.double())."
+                )
+            if p.dtype != pieces[0].dtype or p.device != pieces[0].device:
+                raise SolverInputError(
+                    "all state tensors must share one dtype and device; got "
+                    f"{[(q.dtype, str(q.device)) for q in pieces]}."
+                )
+            if batch is not None and (p.dim() == 0 or p.shape[0] != batch):
+                raise SolverInputError(
+                    f"per-sample time grids have {batch} rows, so {name} must have leading "
+                    f"batch dimension {batch}; got shape {tuple(p.shape)}."
+                )
+        self.shapes = [p.shape for p in pieces]
+        self.dtype, self.device = pieces[0].dtype, pieces[0].device
+        self.batch = batch
+        self.numels = [p.numel() for p in pieces]
+        self.n = sum(self.numels)
+        # Per-sample widths (columns of one sample) in the sample-major layout.
+        self.widths = [n // batch for n in self.numels] if batch else None
+        self.width = self.n // batch if batch else self.n
+
+    def pack(self, y: State) -> Tensor:
+        """Flatten a state to a ``[1, N]`` row (a view for a single contiguous tensor)."""
+        if not self.is_tuple:
+            return y.reshape(1, self.n)
+        if self.batch is None:
+            return torch.cat([p.reshape(1, -1) for p in y], dim=1)
+        return torch.cat([p.reshape(self.batch, -1) for p in y], dim=1).reshape(1, self.n)
+
+    def pack_out(self, out: State) -> Tensor:
+        """Flatten the vector field's output, checking it has the state's structure."""
+        if not self.is_tuple:
+            if not isinstance(out, Tensor) or out.shape != self.shapes[0]:
+                got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise SolverInputError(
+                    f"func(t, y) returned {got}; it must return a tensor of the state's shape "
+                    f"{tuple(self.shapes[0])}."
+                )
+            return out.reshape(1, self.n)
+        if not isinstance(out, tuple | list) or len(out) != len(self.shapes):
+            raise SolverInputError(
+                f"func(t, y) must return a tuple of {len(self.shapes)} tensors like the state."
+            )
+        for o, s in zip(out, self.shapes, strict=True):
+            if o.shape != s:
+                raise SolverInputError(
+                    f"func(t, y) returned a piece of shape {tuple(o.shape)} for a state piece "
+                    f"of shape {tuple(s)}."
+                )
+        return self.pack(out)
+
+    def unpack(self, row: Tensor) -> State:
+        """Inverse of `pack` for one ``[1, N]`` row."""
+        if not self.is_tuple:
+            return row.view(self.shapes[0])
+        if self.batch is None:
+            parts = torch.split(row, self.numels, dim=1)
+            return tuple(p.reshape(s) for p, s in zip(parts, self.shapes, strict=True))
+        parts = torch.split(row.view(self.batch, self.width), self.widths, dim=1)
+        return tuple(p.reshape(s) for p, s in zip(parts, self.shapes, strict=True))
+
+    def unpack_series(self, rows: Tensor) -> State:
+        """Unpack ``[T, N]`` (1-D grids) or ``[T, B, D]`` (per-sample grids) to ``[T, *shape]``."""
+        T = rows.shape[0]
+        if not self.is_tuple:
+            return rows.reshape(T, *self.shapes[0])
+        if self.batch is None:
+            parts = torch.split(rows, self.numels, dim=1)
+            return tuple(p.reshape(T, *s) for p, s in zip(parts, self.shapes, strict=True))
+        parts = torch.split(rows.reshape(T, self.batch, self.width), self.widths, dim=2)
+        return tuple(p.reshape(T, *s) for p, s in zip(parts, self.shapes, strict=True))
+
+
+class RHS:
+    """The vector field as the engine sees it: ``(t: float, y: [1, N]) -> [1, N]``.
+
+    Counts function evaluations. The time is handed to ``func`` as a 0-d tensor of the state's
+    dtype and device, created with ``torch.full`` (a fill, not a host-to-device copy).
+    """
+
+    def __init__(self, func: Callable[[Tensor, State], State], packer: Packer) -> None:
+        self.func = func
+        self.packer = packer
+        self.nfe = 0
+
+    def __call__(self, t: float, y: Tensor) -> Tensor:
+        self.nfe += 1
+        p = self.packer
+        tt = torch.full((), t, dtype=p.dtype, device=p.device)
+        return p.pack_out(self.func(tt, p.unpack(y)))
+
+
+def flatten_params(params: Sequence[Tensor]) -> Tensor:
+    """Concatenate parameters into one ``[1, P]`` row."""
+    return torch.cat([p.reshape(1, -1) for p in params], dim=1)
