@@ -16,6 +16,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 from torch import Tensor
@@ -295,7 +296,7 @@ def _fixed(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, r
     f0 = stages.first.clone()
     out = _Collector(grid, coef, readouts, derivs, record)
     stop_at = {s: j for j, s in enumerate(stops)}
-    for t, t_new in zip(bounds[:-1], bounds[1:], strict=True):
+    for t, t_new in pairwise(bounds):
         dt = t_new - t
         y1, K = stages.step(rhs, t, dt, y)
         out.add(t, t_new, dt, y, y1, K)
@@ -414,6 +415,7 @@ def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs
                 "step_size_underflow",
                 direction * tau,
                 h,
-                f"the step size fell below {'min_step' if h < ctl.min_step else 'machine precision'}",
+                "the step size fell below "
+                + ("min_step" if h < ctl.min_step else "machine precision"),
             )
     return out.finish(y, f0, n_acc, n_rej, last)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .errors import SolverInputError
 
-__all__ = ["Packer", "RHS"]
+__all__ = ["RHS", "Packer"]
 
 State = Tensor | tuple[Tensor, ...]
 
