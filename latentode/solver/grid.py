@@ -28,10 +28,11 @@ class OutputGrid:
         times: read-out times after the start, sorted in integration order (host floats).
         t_dev: the same times as a tensor of the state's dtype on its device.
         batch: B for per-sample grids, else None.
-        rows: sample index of each read-out (per-sample grids), long tensor ``[M]``.
+        rows, cols: sample and time index of each read-out (per-sample grids), long ``[M]``.
         flat_index: index of each read-out into ``t.reshape(-1)``, long tensor ``[M]``.
         inverse: for per-sample grids, the sorted position of read-out ``(b, i)``, ``[B*(T-1)]``.
         T: number of times per grid (including the start).
+        host: ``t`` as a float64 numpy array (for messages).
     """
 
     t0: float
@@ -41,14 +42,14 @@ class OutputGrid:
     t_dev: Tensor
     batch: int | None
     rows: Tensor | None
+    cols: Tensor | None
     flat_index: Tensor
     inverse: Tensor | None
     T: int
+    host: np.ndarray
 
-    @property
-    def tau(self) -> list[float]:
-        """Read-out times multiplied by the direction (ascending)."""
-        return [self.direction * x for x in self.times]
+    def __post_init__(self) -> None:
+        self.tau = [self.direction * x for x in self.times]  # ascending
 
     @classmethod
     def build(cls, t: Tensor, dtype: torch.dtype, device: torch.device) -> OutputGrid:
@@ -99,9 +100,11 @@ class OutputGrid:
             t_dev=t[1:].detach().to(device=device, dtype=dtype),
             batch=None,
             rows=None,
+            cols=None,
             flat_index=torch.arange(1, len(host), device=t.device),
             inverse=None,
             T=len(host),
+            host=host,
         )
 
     @classmethod
@@ -136,9 +139,11 @@ class OutputGrid:
             t_dev=torch.as_tensor(times, dtype=dtype, device=device),
             batch=B,
             rows=as_long(rows_np),
+            cols=as_long(cols_np),
             flat_index=torch.as_tensor(flat, dtype=torch.long, device=t.device),
             inverse=as_long(inverse),
             T=T,
+            host=host,
         )
 
 

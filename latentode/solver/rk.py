@@ -143,7 +143,7 @@ def error_ratio(y: Tensor, y1: Tensor, K: Tensor, coef: Coefficients, ctl: Contr
 # ----------------------------------------------------------------------------- read-outs
 def read_out(
     grid: OutputGrid,
-    coef,
+    coef: Coefficients,
     lo: int,
     hi: int,
     t: float,
@@ -153,10 +153,13 @@ def read_out(
     y1: Tensor,
     K: Tensor,
     derivs: bool,
-) -> tuple[Tensor, Tensor | None]:
+    dest: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None]:
     """The solution (and optionally dy/dt) at read-outs ``lo:hi``, all inside ``(t, t_new]``.
 
-    Returns ``(values, derivatives)`` of shape (m, N) for 1-D grids, (m, D) per-sample.
+    Returns ``(values, derivatives)`` of shape (m, N) for 1-D grids, (m, D) per-sample. With
+    ``dest`` (the whole output, ``[T, N]`` or ``[B, T, D]``, no autograd) the values are written
+    in place instead and ``None`` is returned for them.
     """
     if grid.batch is None:
         end_hit = grid.times[hi - 1] == t_new
@@ -164,14 +167,20 @@ def read_out(
         parts, dparts = [], []
         if m:
             theta = (grid.t_dev[lo : lo + m] - t) / dt  # (m,)
-            parts.append(torch.addmm(y, coef.weights(theta), K, alpha=dt))  # (m, N)
+            if dest is None:
+                parts.append(torch.addmm(y, coef.weights(theta), K, alpha=dt))  # (m, N)
+            else:
+                torch.addmm(y, coef.weights(theta), K, alpha=dt, out=dest[lo + 1 : lo + 1 + m])
             if derivs:
                 dparts.append(torch.mm(coef.weights_deriv(theta), K))
         if end_hit:
-            parts.append(y1)
+            if dest is None:
+                parts.append(y1)
+            else:
+                dest[hi].copy_(y1[0])
             if derivs:
                 dparts.append(K[-1:])
-        values = parts[0] if len(parts) == 1 else torch.cat(parts)
+        values = None if dest is not None else parts[0] if len(parts) == 1 else torch.cat(parts)
         return values, (torch.cat(dparts) if derivs else None)
     B = grid.batch
     S, N = K.shape
@@ -180,6 +189,9 @@ def read_out(
     Kb = K.view(S, B, N // B)[:, rows]  # (S, m, D)
     values = y.view(B, -1)[rows] + dt * torch.einsum("ms,smd->md", coef.weights(theta), Kb)
     d = torch.einsum("ms,smd->md", coef.weights_deriv(theta), Kb) if derivs else None
+    if dest is not None:
+        dest.index_put_((rows, grid.cols[lo:hi]), values)
+        values = None
     return values, d
 
 
@@ -201,6 +213,7 @@ def integrate(
     record: bool = False,
     derivs: bool = False,
     readouts: bool = True,
+    dest: Tensor | None = None,
 ) -> Run:
     """Integrate from ``t0`` to ``t_end`` (default: the grid's), reading out the grid's times.
 
@@ -213,6 +226,8 @@ def integrate(
             may replace the state (the adjoint's jumps); the first stage is then re-evaluated.
         record: keep the accepted steps' start states (checkpointed adjoint).
         derivs: also return dy/dt at the read-outs.
+        readouts: read the grid's times out (False for the adjoint's backward pass).
+        dest: write read-outs into this output tensor (no autograd; see `read_out`).
 
     Raises:
         SolverError: step-size underflow, step limit, or a non-finite state / vector field.
@@ -220,7 +235,9 @@ def integrate(
     t0 = grid.t0 if t0 is None else t0
     t_end = grid.t_end if t_end is None else t_end
     loop = _adaptive if coef.tab.adaptive and ctl.step_size is None else _fixed
-    return loop(rhs, y0, grid, coef, ctl, t0, t_end, list(stops), on_stop, record, derivs, readouts)
+    return loop(
+        rhs, y0, grid, coef, ctl, t0, t_end, list(stops), on_stop, record, derivs, readouts, dest
+    )
 
 
 class _Stages:
@@ -264,8 +281,9 @@ class _Stages:
 class _Collector:
     """Accumulates read-outs and (optionally) recorded steps."""
 
-    def __init__(self, grid, coef, readouts: bool, derivs: bool, record: bool) -> None:
+    def __init__(self, grid, coef, readouts: bool, derivs: bool, record: bool, dest) -> None:
         self.grid, self.coef, self.derivs, self.record = grid, coef, derivs, record
+        self.dest = dest
         self.tau = grid.tau if readouts else []
         self.pos = 0
         self.values: list[Tensor] = []
@@ -276,8 +294,11 @@ class _Collector:
         lo = self.pos
         hi = bisect_right(self.tau, self.grid.direction * t_new, lo)
         if hi > lo:
-            v, d = read_out(self.grid, self.coef, lo, hi, t, t_new, dt, y, y1, K, self.derivs)
-            self.values.append(v)
+            v, d = read_out(
+                self.grid, self.coef, lo, hi, t, t_new, dt, y, y1, K, self.derivs, self.dest
+            )
+            if v is not None:
+                self.values.append(v)
             if d is not None:
                 self.dvalues.append(d)
         if self.record:
@@ -289,12 +310,12 @@ class _Collector:
         return Run(cat(self.values), cat(self.dvalues), y_end, f0, n_acc, n_rej, self.steps, last)
 
 
-def _fixed(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, readouts) -> Run:
+def _fixed(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, readouts, dest):
     times = grid.times if readouts else []
     bounds = fixed_step_grid(t0, t_end, ctl.step_size, times, stops)
     stages = _Stages(rhs, y, t0, coef)
     f0 = stages.first.clone()
-    out = _Collector(grid, coef, readouts, derivs, record)
+    out = _Collector(grid, coef, readouts, derivs, record, dest)
     stop_at = {s: j for j, s in enumerate(stops)}
     for t, t_new in pairwise(bounds):
         dt = t_new - t
@@ -340,11 +361,11 @@ def initial_step(rhs, t0: float, y0: Tensor, f0: Tensor, direction: float, coef,
     return min(100 * h0, h1, ctl.max_step)
 
 
-def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, readouts) -> Run:
+def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, readouts, dest):
     direction = 1.0 if t_end >= t0 else -1.0
     stages = _Stages(rhs, y, t0, coef)
     f0 = stages.first.clone()
-    out = _Collector(grid, coef, readouts, derivs, record)
+    out = _Collector(grid, coef, readouts, derivs, record, dest)
     with torch.no_grad():
         h = ctl.first_step or initial_step(rhs, t0, y, f0, direction, coef, ctl)
     h = min(abs(h), ctl.max_step)

@@ -186,6 +186,9 @@ def solve(
     if want_t_grad:
         t0 = t[0] if grid.batch is None else t[:, 0]
         y_start = _StartTimeGrad.apply(y0_row, t0, problem)
+    if gradient == "backprop" and not torch.is_grad_enabled():
+        rows = _solve_into_buffer(problem, y0_row)
+        return Solution(packer.unpack_series(rows), t, stats, method)
     if gradient == "backprop":
         nfe0 = problem.rhs.nfe
         run = integrate(problem.rhs, y_start, grid, problem.coef, ctl, derivs=want_t_grad)
@@ -196,7 +199,7 @@ def solve(
     else:
         outputs = CheckpointAdjoint.apply(y_start, problem, *params)
     if not problem.coef.tab.adaptive or ctl.step_size is not None:
-        _check_finite(outputs, grid, ctl)
+        _check_finite(outputs if grid.batch is None else outputs[grid.inverse], grid, ctl)
     if want_t_grad:
         t_out = t.reshape(-1)[grid.flat_index]
         outputs = _ReadoutTimeGrad.apply(outputs, t_out, problem.run.derivs)
@@ -210,14 +213,43 @@ def solve(
     return Solution(packer.unpack_series(rows), t, stats, method)
 
 
-def _check_finite(outputs: Tensor, grid: OutputGrid, ctl: Control) -> None:
-    """Fixed-step solves have no error test; check the read-outs once at the end."""
-    finite = torch.isfinite(outputs).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        first = int((~finite).nonzero()[0, 0])
+def _solve_into_buffer(problem: Problem, y0_row: Tensor) -> Tensor:
+    """Forward solve without autograd, read-outs written straight into the output tensor."""
+    grid, ctl = problem.grid, problem.ctl
+    if grid.batch is None:
+        dest = y0_row.new_empty(grid.T, y0_row.shape[1])  # (T, N)
+        dest[0] = y0_row[0]
+    else:
+        dest = y0_row.new_empty(grid.batch, grid.T, y0_row.shape[1] // grid.batch)  # (B, T, D)
+        dest[:, 0] = y0_row.view(grid.batch, -1)
+    nfe0 = problem.rhs.nfe
+    run = integrate(problem.rhs, y0_row, grid, problem.coef, ctl, dest=dest)
+    problem.record_forward(run, problem.rhs.nfe - nfe0)
+    if grid.batch is not None:
+        dest = dest.transpose(0, 1)  # (T, B, D)
+    if not problem.coef.tab.adaptive or ctl.step_size is not None:
+        _check_finite(dest[1:], grid, ctl)
+    return dest
+
+
+def _check_finite(values: Tensor, grid: OutputGrid, ctl: Control) -> None:
+    """Fixed-step solves have no error test: check the read-outs once, at the end.
+
+    ``values`` holds the read-outs after the start: ``[T-1, N]`` for a 1-D grid; for per-sample
+    grids either ``[T-1, B, D]`` or ``[B * (T-1), D]`` in (sample, time) order.
+    """
+    if grid.batch is None:
+        bad = ~torch.isfinite(values).all(dim=1)  # (T-1,)
+    elif values.dim() == 3:
+        bad = ~torch.isfinite(values).all(dim=2).T  # (B, T-1)
+    else:
+        bad = ~torch.isfinite(values).all(dim=1).view(grid.batch, grid.T - 1)
+    if bool(bad.any()):
+        times = grid.host[..., 1:][bad.cpu().numpy()]
+        first = times.min() if grid.direction > 0 else times.max()
         raise SolverError(
             "non_finite",
-            grid.times[first],
+            float(first),
             ctl.step_size,
             "the solution became NaN or inf by this read-out time",
         )

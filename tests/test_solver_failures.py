@@ -1,0 +1,229 @@
+"""Failure modes: SolverError (stiffness, non-finite values, blow-up), SolverInputError (bad
+arguments), and the number of host synchronisations of the adaptive loop."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from latentode import SolverError, SolverInputError, odeint, solve
+from latentode.solver import METHODS
+
+F64 = torch.float64
+ADAPTIVE = ("bosh3", "dopri5", "tsit5")
+
+
+def numbers_in(message: str) -> list[float]:
+    return [float(s) for s in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", message)]
+
+
+def assert_message_names_t(err: SolverError) -> None:
+    """The message states the time (to 3 significant digits at least) and the step size."""
+    message = str(err)
+    assert any(abs(x - err.t) <= 1e-3 * max(1.0, abs(err.t)) for x in numbers_in(message)), message
+    assert "step" in message.lower(), message
+
+
+def test_error_types() -> None:
+    assert issubclass(SolverError, RuntimeError)
+    assert issubclass(SolverInputError, ValueError)
+
+
+# --- SolverError --------------------------------------------------------------------------------
+def stiff(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return -1e6 * (y - torch.cos(t))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_stiff_problem_hits_max_num_steps(method: str) -> None:
+    y0 = torch.zeros(1, dtype=F64)
+    t = torch.tensor([0.0, 10.0], dtype=F64)
+    with pytest.raises(SolverError) as info:
+        odeint(stiff, y0, t, method=method, max_num_steps=50)
+    err = info.value
+    assert err.reason == "max_num_steps"
+    assert 0.0 <= err.t < 1.0  # stuck at the explicit stability limit, h ~ 1e-6
+    assert err.step_size is not None and 0.0 < err.step_size < 1e-2
+    assert_message_names_t(err)
+
+
+def nan_after_half(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    f = -y
+    return torch.where(t > 0.5, torch.full_like(f, math.nan), f)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_nan_vector_field_midway(method: str) -> None:
+    y0 = torch.ones(2, dtype=F64)
+    with pytest.raises(SolverError) as info:
+        odeint(nan_after_half, y0, torch.linspace(0.0, 1.0, 5, dtype=F64), method=method)
+    err = info.value
+    assert err.reason == "non_finite"
+    h = err.step_size if err.step_size is not None else 0.0
+    assert abs(err.t - 0.5) <= h + 1e-12, f"t={err.t}, step size={err.step_size}"
+    assert_message_names_t(err)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_nan_vector_field_from_start(method: str) -> None:
+    def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y * math.nan
+
+    with pytest.raises(SolverError) as info:
+        odeint(field, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method=method)
+    err = info.value
+    assert err.reason == "non_finite"
+    h = err.step_size if err.step_size is not None else 0.0
+    assert abs(err.t) <= h + 1e-12, f"t={err.t}, step size={err.step_size}"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "rk4"])
+def test_nan_vector_field_fixed_step(method: str) -> None:
+    # Fixed steps may check finiteness at read-out times only (no per-step sync): with a
+    # read-out every step, t must still be within one step of where the NaN appeared.
+    y0 = torch.ones(2, dtype=F64)
+    t = torch.linspace(0.0, 1.0, 11, dtype=F64)
+    with pytest.raises(SolverError) as info:
+        odeint(nan_after_half, y0, t, method=method, step_size=0.1)
+    assert info.value.reason == "non_finite"
+    assert abs(info.value.t - 0.5) <= 0.1 + 1e-9, info.value.t
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", [*ADAPTIVE, "rk4"])
+def test_finite_time_blow_up_raises(method: str) -> None:
+    """dy/dt = y^2, y(0) = 1 has y = 1 / (1 - t): the solver must stop near t = 1 and say so."""
+
+    def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y**2
+
+    # Fixed steps may check finiteness at read-out times only: read out every 0.05.
+    kw = {"step_size": 0.01} if method == "rk4" else {}
+    y0 = torch.ones(1, dtype=F64)
+    with pytest.raises(SolverError) as info:
+        odeint(field, y0, torch.linspace(0.0, 2.0, 41, dtype=F64), method=method, **kw)
+    err = info.value
+    assert err.reason in {"step_size_underflow", "non_finite"}
+    assert abs(err.t - 1.0) < (0.1 if method == "rk4" else 0.01), err.t
+    assert_message_names_t(err)
+
+
+# --- SolverInputError ---------------------------------------------------------------------------
+Y0 = torch.tensor([1.0, 2.0], dtype=F64)
+Y0_BATCH = torch.ones(2, 2, dtype=F64)
+T = torch.linspace(0.0, 1.0, 3, dtype=F64)
+
+BAD_INPUTS: dict[str, tuple[torch.Tensor | tuple, torch.Tensor, dict[str, Any]]] = {
+    "unknown_option_key": (Y0, T, {"options": {"stepsize": 0.1}}),
+    "unknown_keyword": (Y0, T, {"bogus_option": 1}),
+    "unknown_gradient_mode": (Y0, T, {"gradient": "reverse_mode"}),
+    "non_monotone_t": (Y0, torch.tensor([0.0, 1.0, 0.5], dtype=F64), {}),
+    "repeated_t": (Y0, torch.tensor([0.0, 0.5, 0.5, 1.0], dtype=F64), {}),
+    "empty_t": (Y0, torch.zeros(0, dtype=F64), {}),
+    "3d_t": (Y0_BATCH, torch.zeros(2, 2, 2, dtype=F64), {}),
+    "2d_t_different_starts": (Y0_BATCH, torch.tensor([[0.0, 1.0], [0.1, 1.0]], dtype=F64), {}),
+    "2d_t_mixed_directions": (Y0_BATCH, torch.tensor([[0.0, 1.0], [0.0, -1.0]], dtype=F64), {}),
+    "2d_t_batch_mismatch": (Y0_BATCH, torch.tensor([[0.0, 1.0]] * 3, dtype=F64), {}),
+    "2d_t_non_monotone_row": (
+        Y0_BATCH,
+        torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.7, 0.6]], dtype=F64),
+        {},
+    ),
+    "integer_y0": (torch.tensor([1, 2]), T, {}),
+    "mixed_dtype_tuple_y0": ((Y0, Y0.float()), T, {}),
+    "fixed_method_2d_t_without_step_size": (
+        Y0_BATCH,
+        torch.tensor([[0.0, 0.4, 1.0], [0.0, 0.3, 0.9]], dtype=F64),
+        {"method": "rk4"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_raises_before_any_work(case: str) -> None:
+    y0, t, kw = BAD_INPUTS[case]
+    calls = []
+
+    def field(t: torch.Tensor, y: Any) -> Any:
+        calls.append(t)
+        return y
+
+    with pytest.raises(SolverInputError) as info:
+        odeint(field, y0, t, **kw)
+    assert str(info.value), "the message must say what to change"
+    assert not calls, "arguments must be checked before the vector field is evaluated"
+
+
+def test_unknown_method_lists_valid_methods() -> None:
+    with pytest.raises(SolverInputError) as info:
+        odeint(lambda t, y: -y, Y0, T, method="rk45")
+    message = str(info.value)
+    for name in METHODS:
+        assert name in message, f"{name!r} missing from: {message}"
+
+
+# --- host synchronisations ----------------------------------------------------------------------
+SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy")
+
+
+def count_syncs(monkeypatch: pytest.MonkeyPatch, run: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``run()`` with the host-synchronising Tensor methods wrapped by counters."""
+    count = 0
+
+    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            count += 1
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    with monkeypatch.context() as patch:
+        for name in SYNC_METHODS:
+            patch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+        result = run()
+    return result, count
+
+
+def test_sync_counter_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.tensor([1.5, 2.0])
+
+    def run() -> list[Any]:
+        index = [0, 1, 2][x[1].long()]  # __index__
+        return [x[0].item(), x.tolist(), bool(x[0]), float(x[0]), int(x[1]), x.numpy(), index]
+
+    _, n = count_syncs(monkeypatch, run)
+    assert n == 7
+    assert count_syncs(monkeypatch, lambda: x + 1)[1] == 0  # and restored afterwards
+
+
+@pytest.mark.parametrize("grid", ["1d", "per_sample"])
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_adaptive_loop_syncs_once_per_step(
+    method: str,
+    grid: str,
+    monkeypatch: pytest.MonkeyPatch,
+    make_mlp: Callable[..., nn.Module],
+    rng: torch.Generator,
+) -> None:
+    field = make_mlp(dim=3, hidden=16)
+    y0 = torch.randn(4, 3, dtype=F64, generator=rng)
+    if grid == "1d":
+        t = torch.linspace(0.0, 3.0, 50, dtype=F64)
+    else:
+        ends = torch.tensor([3.0, 2.0, 2.5, 1.0], dtype=F64)[:, None]
+        t = torch.linspace(0.0, 1.0, 50, dtype=F64) * ends  # (B, 50)
+    sol, syncs = count_syncs(monkeypatch, lambda: solve(field, y0, t, method=method))
+    attempts = sol.stats.n_accepted + sol.stats.n_rejected
+    assert sol.ys.shape == (50, 4, 3)
+    assert syncs <= attempts + 4, f"{syncs} host syncs for {attempts} attempted steps"
