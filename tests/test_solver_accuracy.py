@@ -189,6 +189,7 @@ def test_forward_then_reverse_returns_to_start() -> None:
 
 # --- output conventions -------------------------------------------------------------------------
 def _any_options(method: str) -> dict[str, float]:
+    """A step size for fixed-step methods, nothing for adaptive ones."""
     return {"step_size": 0.01} if method in FIXED_ORDERS else {}
 
 

@@ -20,6 +20,7 @@ ADAPTIVE = ("bosh3", "dopri5", "tsit5")
 
 
 def numbers_in(message: str) -> list[float]:
+    """Every decimal number written in ``message``."""
     return [float(s) for s in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", message)]
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from latentode import SolverInputError, odeint, odeint_adjoint, solve
+from latentode import SolverError, SolverInputError, odeint, odeint_adjoint, solve
 
 F64 = torch.float64
 GRADIENTS = ("backprop", "adjoint", "checkpoint")
@@ -16,9 +17,9 @@ TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def mode_kwargs(gradient: str, params: Sequence[torch.Tensor] | None = None) -> dict:
+def mode_kwargs(gradient: str, params: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
     """Keywords selecting a gradient mode; tight backward tolerances for the adjoint."""
-    kw: dict = {"gradient": gradient}
+    kw: dict[str, Any] = {"gradient": gradient}
     if gradient != "backprop" and params is not None:
         kw["adjoint_params"] = tuple(params)
     if gradient == "adjoint":
@@ -27,6 +28,7 @@ def mode_kwargs(gradient: str, params: Sequence[torch.Tensor] | None = None) -> 
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||."""
     return ((a - b).norm() / b.norm()).item()
 
 
@@ -40,6 +42,7 @@ def tanh_field(W: torch.Tensor) -> Field:
 
 
 def gradcheck_inputs(n_t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z0, W, t) leaves requiring grad, with t = linspace(0, 1, n_t)."""
     z0 = torch.tensor([0.7, -0.4], dtype=F64, requires_grad=True)
     W = torch.tensor([[-0.3, 1.0], [-0.8, -0.2]], dtype=F64, requires_grad=True)
     t = torch.linspace(0.0, 1.0, n_t, dtype=F64).requires_grad_(True)
@@ -90,7 +93,7 @@ def test_gradcheck_fixed_step_readout_times(gradient: str) -> None:
 
 # --- the three modes agree ----------------------------------------------------------------------
 def loss_and_grads(
-    field: nn.Module, y0: torch.Tensor, t: torch.Tensor, weights: torch.Tensor, **kw
+    field: nn.Module, y0: torch.Tensor, t: torch.Tensor, weights: torch.Tensor, **kw: Any
 ) -> torch.Tensor:
     """Flattened gradient of a loss using every output w.r.t. (y0, *field.parameters())."""
     y0 = y0.detach().clone().requires_grad_(True)
@@ -272,3 +275,69 @@ def test_backward_stats_and_every_parameter_gets_a_gradient(
     assert y0.grad is not None and y0.grad.abs().sum().item() > 0
     for name, p in field.named_parameters():
         assert p.grad is not None and p.grad.abs().sum().item() > 0, name
+
+
+# --- adjoint settings ---------------------------------------------------------------------------
+def test_seminorm_same_gradient_fewer_backward_steps(
+    make_mlp: Callable[..., nn.Module], rng: torch.Generator
+) -> None:
+    field = make_mlp(dim=3, hidden=16, seed=4)
+    y0 = torch.randn(2, 3, dtype=F64, generator=rng)
+    t = torch.linspace(0.0, 2.0, 5, dtype=F64)
+    weights = torch.randn(5, 2, 3, dtype=F64, generator=rng)
+    grads, nfe_backward = [], []
+    for seminorm in (True, False):
+        kw = {"rtol": 1e-9, "atol": 1e-11, "adjoint_rtol": 1e-9, "adjoint_atol": 1e-11}
+        sol = solve(field, y0, t, gradient="adjoint", seminorm=seminorm, **kw)
+        loss = (weights * sol.ys).sum()
+        grads.append(
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, field.parameters())])
+        )
+        nfe_backward.append(sol.stats.nfe_backward)
+    assert rel_err(grads[0], grads[1]) < 1e-6
+    assert 0 < nfe_backward[0] <= nfe_backward[1]
+
+
+@pytest.mark.parametrize("adjoint_method", ["tsit5", "rk4"])
+def test_adjoint_method_and_options_are_used(
+    adjoint_method: str, make_mlp: Callable[..., nn.Module], rng: torch.Generator
+) -> None:
+    field = make_mlp(dim=3, hidden=16, seed=5)
+    y0 = torch.randn(3, dtype=F64, generator=rng)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    weights = torch.randn(3, 3, dtype=F64, generator=rng)
+    options = {"step_size": 0.01} if adjoint_method == "rk4" else {}
+    ref = loss_and_grads(field, y0, t, weights, gradient="backprop", **TIGHT)
+    adjoint_kw = {"adjoint_method": adjoint_method, "adjoint_options": options}
+    adjoint_kw.update(adjoint_rtol=1e-10, adjoint_atol=1e-12)
+    got = loss_and_grads(field, y0, t, weights, gradient="adjoint", **TIGHT, **adjoint_kw)
+    assert rel_err(got, ref) < 1e-6
+    if adjoint_method == "tsit5":  # max_num_steps bounds the adaptive loop
+        # A backward step budget of 3 cannot cover [0, 1] at these tolerances.
+        y0 = y0.clone().requires_grad_(True)
+        budget = {"max_num_steps": 3}
+        ys = odeint(
+            field, y0, t, gradient="adjoint", adjoint_method="tsit5", adjoint_options=budget
+        )
+        with pytest.raises(SolverError) as info:
+            ys.sum().backward()
+        assert info.value.reason == "max_num_steps"
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
+def test_tuple_state_gradients_agree_with_backprop(gradient: str, rng: torch.Generator) -> None:
+    W = (0.5 * torch.randn(2, 2, dtype=F64, generator=rng)).requires_grad_(True)
+    a0 = torch.randn(2, dtype=F64, generator=rng, requires_grad=True)
+    b0 = torch.randn(3, dtype=F64, generator=rng, requires_grad=True)
+
+    def field(t: torch.Tensor, y: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = y
+        return torch.tanh(a @ W.T) + 0.1 * b.sum(), -0.5 * b + torch.sin(t) * a.sum()
+
+    t = torch.linspace(0.0, 1.5, 4, dtype=F64)
+    grads = {}
+    for mode in ("backprop", gradient):
+        a, b = odeint(field, (a0, b0), t, **TIGHT, **mode_kwargs(mode, (W,)))
+        loss = (a**2).sum() + b.sum()
+        grads[mode] = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, [a0, b0, W])])
+    assert rel_err(grads[gradient], grads["backprop"]) < 1e-6

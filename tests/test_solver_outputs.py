@@ -173,6 +173,18 @@ def test_adaptive_nfe_counts_calls_and_fsal(
     )
 
 
+@pytest.mark.parametrize("method", ["bosh3", "dopri5", "tsit5"])
+def test_max_step_bounds_the_step(method: str) -> None:
+    """An easy problem would take a few large steps; max_step=0.01 forces at least 100."""
+    y0 = torch.tensor([1.0, -0.5], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    free = solve(forced_decay, y0, t, method=method, rtol=1e-4, atol=1e-6)
+    capped = solve(forced_decay, y0, t, method=method, rtol=1e-4, atol=1e-6, max_step=0.01)
+    assert free.stats.n_accepted < 50
+    assert 100 <= capped.stats.n_accepted <= 102
+    assert (capped.ys - free.ys).abs().max().item() < 1e-3
+
+
 @pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "rk4"])
 def test_fixed_step_stats(method: str) -> None:
     field = CountingField(forced_decay)

@@ -80,6 +80,8 @@ class Control:
     safety: float = 0.9
     ifactor: float = 10.0
     dfactor: float = 0.2
+    pcoeff: float = 0.2
+    icoeff: float = 0.65
     step_size: float | None = None
     norm_n: int | None = None  # only the first norm_n columns enter the error norm
 
@@ -372,7 +374,9 @@ def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs
     targets = [direction * s for s in stops] + [direction * t_end]
     tau, tau_end, j = direction * t0, direction * t_end, 0
     inv_sqrt_n = 1.0 / math.sqrt(ctl.norm_n or y.shape[1])
-    beta1, beta2 = 0.7 * coef.err_exponent, 0.4 * coef.err_exponent  # PI (Soderlind) gains
+    # PI gains: factor = safety * r_n^-beta1 * r_{n-1}^beta2 (Hairer & Wanner II, IV.2).
+    beta1 = (ctl.pcoeff + ctl.icoeff) * coef.err_exponent
+    beta2 = ctl.pcoeff * coef.err_exponent
     r_prev, n_acc, n_rej, non_finite, last = 1.0, 0, 0, False, 0.0
     while tau < tau_end:
         if n_acc + n_rej >= ctl.max_num_steps:

@@ -126,7 +126,9 @@ def solve(
             parameters of ``func`` if it is an ``nn.Module``).
         seminorm: leave the parameter channels out of the adjoint's error norm.
         **step_options: ``step_size``, ``first_step``, ``max_step``, ``min_step``,
-            ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``.
+            ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``, and the PI gains
+            ``pcoeff``, ``icoeff`` (step factor ``safety * r_n^-(p+i)/k * r_{n-1}^(p/k)``;
+            the default 0.2/0.65 is Hairer's DOPRI5 setting, 0/1 is a plain I controller).
 
     Returns:
         A `Solution`.
