@@ -228,3 +228,27 @@ def test_adaptive_loop_syncs_once_per_step(
     attempts = sol.stats.n_accepted + sol.stats.n_rejected
     assert sol.ys.shape == (50, 4, 3)
     assert syncs <= attempts + 4, f"{syncs} host syncs for {attempts} attempted steps"
+
+
+def test_fixed_step_respects_max_num_steps() -> None:
+    """A tiny fixed step is refused up front, before any evaluation, instead of running on."""
+    calls = []
+
+    def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return -y
+
+    y0 = torch.ones(2, dtype=F64)
+    with pytest.raises(SolverError) as info:
+        odeint(field, y0, torch.tensor([0.0, 1.0], dtype=F64), method="rk4", step_size=1e-9)
+    assert info.value.reason == "max_num_steps"
+    assert "max_num_steps=10000" in str(info.value) and not calls
+    ys = odeint(
+        field,
+        y0,
+        torch.tensor([0.0, 1.0], dtype=F64),
+        method="euler",
+        step_size=0.01,
+        max_num_steps=100,
+    )
+    assert torch.allclose(ys[-1], y0 * 0.99**100)

@@ -314,6 +314,17 @@ class _Collector:
 
 def _fixed(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, readouts, dest):
     times = grid.times if readouts else []
+    n_steps = (
+        math.ceil(abs(t_end - t0) / ctl.step_size) if ctl.step_size else len(times) + len(stops)
+    )
+    if n_steps > ctl.max_num_steps:
+        raise SolverError(
+            "max_num_steps",
+            t0,
+            ctl.step_size,
+            f"a fixed step of {ctl.step_size} from t={t0:.6g} to t={t_end:.6g} needs about "
+            f"{n_steps} steps, more than max_num_steps={ctl.max_num_steps}",
+        )
     bounds = fixed_step_grid(t0, t_end, ctl.step_size, times, stops)
     stages = _Stages(rhs, y, t0, coef)
     f0 = stages.first.clone()
