@@ -1,0 +1,358 @@
+"""Irregular batches: series on a shared union time grid with observation masks (Rubanova style).
+
+A batch of B series with D features is ``times [T]`` (the sorted union of every series' times),
+``values [B, T, D]`` and ``mask [B, T, D]`` (1 = observed; values are 0 wherever the mask is 0).
+
+Usage::
+
+    batch = collate_series([(t1, x1, None), (t2, x2, m2)])   # NaN in x1 -> unobserved
+    split = split_interpolation(batch, frac_observed=0.3, generator=g)
+    split.observed, split.target, split.heldout_mask          # condition / score / held out
+    series = batch.uncollate()                                # back to per-series tensors
+
+Splits: `split_interpolation` conditions on a random subset of each series' observation times
+and scores every point (``heldout_mask`` marks the points the model did not see);
+`split_extrapolation` conditions on ``times < t_split`` and scores ``times >= t_split``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .errors import DataError
+
+__all__ = [
+    "IrregularBatch",
+    "Series",
+    "Split",
+    "collate_series",
+    "split_extrapolation",
+    "split_interpolation",
+    "subsample_observations",
+]
+
+Index = int | slice | Sequence[int] | Tensor
+
+
+class Series(NamedTuple):
+    """One series: ``times [n]`` strictly increasing, ``values [n, D]``, ``mask [n, D]``."""
+
+    times: Tensor
+    values: Tensor
+    mask: Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class IrregularBatch:
+    """B series on one strictly increasing time grid.
+
+    On construction the arguments are checked and ``values`` is set to 0 where ``mask`` is 0
+    (so NaN may mark missing values); a boolean mask becomes 0/1 in the dtype of ``values``.
+
+    Attributes:
+        times: ``[T]`` strictly increasing times shared by the batch.
+        values: ``[B, T, D]`` floating values, 0 where unobserved.
+        mask: ``[B, T, D]``, 1.0 where observed, 0.0 elsewhere (dtype of ``values``).
+
+    Raises:
+        DataError: for wrong shapes, unsorted or duplicate times, a mask other than 0/1, or a
+            non-finite observed value.
+    """
+
+    times: Tensor
+    values: Tensor
+    mask: Tensor
+
+    def __post_init__(self) -> None:
+        times, values, mask = self.times, self.values, self.mask
+        if values.dim() != 3 or not values.is_floating_point():
+            raise DataError(
+                f"values must be a floating tensor [B, T, D]; got {values.dtype} "
+                f"{tuple(values.shape)}."
+            )
+        if mask.shape != values.shape:
+            raise DataError(
+                f"mask {tuple(mask.shape)} must have the shape of values {tuple(values.shape)}."
+            )
+        if times.dim() != 1 or times.shape[0] != values.shape[1]:
+            raise DataError(
+                f"times must be [T={values.shape[1]}] (one grid for the batch); got "
+                f"{tuple(times.shape)}."
+            )
+        if len(times) > 1 and not bool((times.diff() > 0).all()):
+            i = int(torch.nonzero(times.diff() <= 0)[0]) + 1
+            raise DataError(
+                f"times must be strictly increasing; times[{i - 1}] = {float(times[i - 1])!r} "
+                f"-> times[{i}] = {float(times[i])!r}. Sort the grid and merge duplicates."
+            )
+        if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+            raise DataError("mask must hold only 0 and 1 (or be boolean).")
+        observed = mask.bool() if mask.dtype == torch.bool else mask > 0  # (B, T, D)
+        bad = observed & ~torch.isfinite(values)  # (B, T, D)
+        if bool(bad.any()):
+            b, i, d = (int(v) for v in torch.nonzero(bad)[0])
+            raise DataError(
+                f"series {b} has a non-finite observed value at time {float(times[i])!r}, "
+                f"feature {d}; set its mask to 0 or fix the value."
+            )
+        object.__setattr__(self, "values", torch.where(observed, values, 0.0))
+        object.__setattr__(self, "mask", observed.to(values.dtype))
+
+    @property
+    def batch_size(self) -> int:
+        """B."""
+        return self.values.shape[0]
+
+    @property
+    def n_times(self) -> int:
+        """T, the length of the union grid."""
+        return self.values.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        """D."""
+        return self.values.shape[2]
+
+    @property
+    def point_mask(self) -> Tensor:
+        """``[B, T]`` bool: the series observes at least one feature at that time."""
+        return (self.mask > 0).any(dim=-1)
+
+    @property
+    def lengths(self) -> Tensor:
+        """``[B]`` long: the number of times at which each series observes something."""
+        return self.point_mask.sum(dim=1)
+
+    @property
+    def n_observed(self) -> int:
+        """The number of observed values in the batch."""
+        return int((self.mask > 0).sum())
+
+    def __len__(self) -> int:
+        return self.batch_size
+
+    def __getitem__(self, index: Index) -> IrregularBatch:
+        """The series selected by ``index`` (an int keeps the batch dimension)."""
+        if isinstance(index, int):
+            index = [index]
+        return IrregularBatch(self.times, self.values[index], self.mask[index])
+
+    def to(
+        self,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        non_blocking: bool = False,
+    ) -> IrregularBatch:
+        """Move (and/or cast) every tensor; ``dtype`` applies to times, values and mask."""
+        kw = {"device": device, "dtype": dtype, "non_blocking": non_blocking}
+        return IrregularBatch(self.times.to(**kw), self.values.to(**kw), self.mask.to(**kw))
+
+    def subset_times(self, index: Tensor | slice) -> IrregularBatch:
+        """Keep the time columns selected by ``index`` (bool ``[T]``, sorted longs, or a slice)."""
+        return IrregularBatch(self.times[index], self.values[:, index], self.mask[:, index])
+
+    def with_mask(self, mask: Tensor) -> IrregularBatch:
+        """The same grid and values with another mask ``[B, T, D]`` (values re-zeroed)."""
+        return IrregularBatch(self.times, self.values, mask)
+
+    def compact(self) -> IrregularBatch:
+        """Drop the time columns at which no series observes anything."""
+        return self.subset_times(self.point_mask.any(dim=0))
+
+    def uncollate(self) -> list[Series]:
+        """Per-series tensors: the times a series observes something, its values and mask.
+
+        Inverse of `collate_series` for series whose every time has an observed feature
+        (values under a 0 mask come back as 0).
+        """
+        point = self.point_mask  # (B, T)
+        return [
+            Series(self.times[p], self.values[b, p], self.mask[b, p]) for b, p in enumerate(point)
+        ]
+
+
+def _check_series(i: int, item: Sequence[Tensor | None]) -> Series:
+    if not 2 <= len(item) <= 3:
+        raise DataError(f"series {i}: expected (times, values) or (times, values, mask).")
+    times, values = item[0], item[1]
+    mask = item[2] if len(item) == 3 else None
+    if times is None or values is None:
+        raise DataError(f"series {i}: times and values are required.")
+    if times.dim() != 1 or values.dim() != 2 or values.shape[0] != times.shape[0]:
+        raise DataError(
+            f"series {i}: times must be [n] and values [n, D] (reshape(-1, 1) for one feature); "
+            f"got {tuple(times.shape)} and {tuple(values.shape)}."
+        )
+    if not values.is_floating_point():
+        raise DataError(f"series {i}: values must be floating point, got {values.dtype}.")
+    if len(times) > 1 and not bool((times.diff() > 0).all()):
+        j = int(torch.nonzero(times.diff() <= 0)[0]) + 1
+        raise DataError(
+            f"series {i}: times must be strictly increasing; position {j} has "
+            f"{float(times[j - 1])!r} -> {float(times[j])!r}. Sort it and merge duplicates."
+        )
+    if mask is None:
+        mask = ~torch.isnan(values)  # (n, D)
+    elif mask.shape != values.shape:
+        raise DataError(
+            f"series {i}: mask {tuple(mask.shape)} must match values {tuple(values.shape)}."
+        )
+    return Series(times, values, mask)
+
+
+def collate_series(
+    series: Sequence[Sequence[Tensor | None]], dtype: torch.dtype | None = None
+) -> IrregularBatch:
+    """Put series of different lengths and times on their union time grid.
+
+    Args:
+        series: ``(times [n_i], values [n_i, D], mask [n_i, D] or None)`` per series (a
+            2-tuple means no mask). Without a mask, NaN values are unobserved.
+        dtype: cast times, values and mask to this dtype (default: promote the inputs).
+
+    Returns:
+        An `IrregularBatch` with ``T`` = number of distinct times (exact float equality).
+
+    Raises:
+        DataError: for an empty list, a series with unsorted times or wrong shapes, or series
+            with different numbers of features.
+    """
+    if len(series) == 0:
+        raise DataError("collate_series needs at least one series.")
+    checked = [_check_series(i, s) for i, s in enumerate(series)]
+    dims = {s.values.shape[1] for s in checked}
+    if len(dims) > 1:
+        raise DataError(f"all series must have the same number of features D; got {sorted(dims)}.")
+    D = dims.pop()
+    v_dtype = dtype or reduce(torch.promote_types, (s.values.dtype for s in checked))
+    t_dtype = dtype or reduce(torch.promote_types, (s.times.dtype for s in checked))
+    all_times = torch.cat([s.times.to(t_dtype) for s in checked])  # (sum n_i,)
+    if len(all_times) == 0:
+        raise DataError("all series are empty: there is no time to put on the grid.")
+    times, inverse = torch.unique(all_times, sorted=True, return_inverse=True)  # (T,)
+    B, T = len(checked), len(times)
+    values = torch.zeros(B, T, D, dtype=v_dtype, device=times.device)  # (B, T, D)
+    mask = torch.zeros(B, T, D, dtype=v_dtype, device=times.device)  # (B, T, D)
+    columns = inverse.split([len(item.times) for item in checked])  # per series: its columns
+    for b, (idx, item) in enumerate(zip(columns, checked, strict=True)):
+        values[b, idx] = item.values.to(v_dtype)
+        mask[b, idx] = item.mask.to(v_dtype)
+    return IrregularBatch(times, values, mask)
+
+
+class Split(NamedTuple):
+    """What a model conditions on and what it is scored against.
+
+    Attributes:
+        observed: the conditioning batch (encoder input).
+        target: the batch to predict, all its observed points.
+        heldout_mask: ``[B, T_target, D]``, the target entries absent from ``observed``
+            (interpolation: ``target.mask & ~observed.mask``; extrapolation: ``target.mask``).
+    """
+
+    observed: IrregularBatch
+    target: IrregularBatch
+    heldout_mask: Tensor
+
+    def select(self, index: Index) -> Split:
+        """The same split for the series selected by ``index``."""
+        if isinstance(index, int):
+            index = [index]
+        return Split(self.observed[index], self.target[index], self.heldout_mask[index])
+
+
+def subsample_observations(
+    batch: IrregularBatch,
+    frac_observed: float | None = None,
+    *,
+    n_observed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> IrregularBatch:
+    """Keep a random subset of each series' observation times (all features at a kept time).
+
+    Each series keeps ``round(frac_observed * n_i)`` (at least 1) of its ``n_i`` observation
+    times, or ``min(n_observed, n_i)``, drawn uniformly without replacement. The grid is kept.
+
+    Args:
+        batch: the batch to thin out.
+        frac_observed: fraction in (0, 1] (exactly one of the two).
+        n_observed: count >= 1.
+        generator: random source (CPU generator; default: torch's global one).
+
+    Returns:
+        The batch with a reduced mask.
+
+    Raises:
+        DataError: if not exactly one of ``frac_observed`` / ``n_observed`` is valid.
+    """
+    if (frac_observed is None) == (n_observed is None):
+        raise DataError("give exactly one of frac_observed (a fraction) or n_observed (a count).")
+    n_i = batch.lengths  # (B,)
+    if frac_observed is not None:
+        if not 0 < frac_observed <= 1:
+            raise DataError(f"frac_observed must be in (0, 1], got {frac_observed!r}.")
+        keep_n = torch.floor(n_i * frac_observed + 0.5).long().clamp(min=1)  # (B,)
+    else:
+        if not (isinstance(n_observed, int) and n_observed >= 1):
+            raise DataError(f"n_observed must be an int >= 1, got {n_observed!r}.")
+        keep_n = n_i.clamp(max=n_observed)  # (B,)
+    B, T = batch.batch_size, batch.n_times
+    point = batch.point_mask  # (B, T)
+    device = generator.device if generator is not None else torch.device("cpu")
+    keys = torch.rand(B, T, generator=generator, device=device).to(point.device)  # (B, T)
+    keys = keys.masked_fill(~point, 2.0)  # unobserved times sort last
+    rank = keys.argsort(dim=1).argsort(dim=1)  # (B, T) rank of each time among the series'
+    keep = point & (rank < keep_n.unsqueeze(1))  # (B, T)
+    return batch.with_mask(batch.mask * keep.unsqueeze(-1).to(batch.mask.dtype))
+
+
+def split_interpolation(
+    batch: IrregularBatch,
+    frac_observed: float | None = None,
+    *,
+    n_observed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Split:
+    """Condition on a random subset of observation times; reconstruct every point.
+
+    Args:
+        batch: the full batch (becomes the target).
+        frac_observed, n_observed, generator: as `subsample_observations`.
+
+    Returns:
+        ``Split(observed, target=batch, heldout_mask=target & ~observed)``.
+    """
+    observed = subsample_observations(
+        batch, frac_observed, n_observed=n_observed, generator=generator
+    )
+    return Split(observed, batch, batch.mask * (1.0 - observed.mask))
+
+
+def split_extrapolation(batch: IrregularBatch, t_split: float | None = None) -> Split:
+    """Condition on ``times < t_split``; predict ``times >= t_split``.
+
+    Args:
+        batch: the full batch.
+        t_split: the split time (default: the middle of the time range, Rubanova 2019).
+
+    Returns:
+        ``Split(observed, target, heldout_mask=target.mask)``, both on their part of the grid.
+
+    Raises:
+        DataError: if either side would have no time.
+    """
+    t_min, t_max = float(batch.times[0]), float(batch.times[-1])
+    t_split = 0.5 * (t_min + t_max) if t_split is None else float(t_split)
+    before = batch.times < t_split  # (T,)
+    if not bool(before.any()) or bool(before.all()):
+        raise DataError(
+            f"t_split = {t_split!r} leaves one side empty; the grid spans [{t_min!r}, {t_max!r}]."
+        )
+    target = batch.subset_times(~before)
+    return Split(batch.subset_times(before), target, target.mask)

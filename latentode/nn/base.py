@@ -1,0 +1,158 @@
+"""What every sequence model in `latentode.nn` shares: inputs, outputs, errors, solver settings.
+
+Models take observations as three tensors (``times [T]``, ``values [B, T, D]``, ``mask
+[B, T, D]``) or as any object with those attributes (`Observations`; `latentode.data`'s
+``IrregularBatch`` is one), so ``nn`` never imports ``data``. Predictions come back as a
+`Prediction` (mean, std and, for latent models, the posterior sample paths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from ..solver import METHODS
+
+__all__ = [
+    "ModelInputError",
+    "Observations",
+    "Prediction",
+    "SolverSettings",
+    "check_observations",
+    "check_query_times",
+    "observed_columns",
+]
+
+
+class ModelInputError(ValueError):
+    """The tensors given to a model do not fit it; the message says what to change."""
+
+
+class Observations(Protocol):
+    """Irregular observations on a time grid shared by the batch (structural type).
+
+    Attributes:
+        times: ``[T]`` strictly increasing times.
+        values: ``[B, T, D]`` values; entries where ``mask == 0`` are ignored.
+        mask: ``[B, T, D]``, 1 where a value is observed, 0 elsewhere.
+    """
+
+    times: Tensor
+    values: Tensor
+    mask: Tensor
+
+
+@dataclass
+class Prediction:
+    """A model's prediction at ``T`` query times for ``B`` series.
+
+    Attributes:
+        mean: ``[B, T, D]`` predictive mean.
+        std: ``[B, T, D]`` predictive standard deviation (for latent models the std of the
+            mixture over posterior samples: spread of the sample paths plus observation noise).
+        samples: ``[K, B, T, D]`` decoded means of K posterior sample paths, or None for
+            deterministic models.
+    """
+
+    mean: Tensor
+    std: Tensor
+    samples: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """How a model calls `latentode.solver.odeint` (one small value object, diffrax style).
+
+    Attributes:
+        method: a name in ``latentode.solver.METHODS`` (``euler``, ``rk4``, ``dopri5``, ...).
+        rtol, atol: tolerances of the adaptive methods.
+        step_size: step of the fixed methods; None takes one step per output interval.
+        gradient: ``"backprop"``, ``"adjoint"`` or ``"checkpoint"``.
+        max_num_steps: step limit of one solve (a `SolverError` past it, never a hang).
+    """
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    step_size: float | None = None
+    gradient: str = "backprop"
+    max_num_steps: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ModelInputError(
+                f"unknown solver method {self.method!r}; choose one of {list(METHODS)}."
+            )
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `odeint` / `solve`."""
+        kw: dict[str, Any] = {
+            "method": self.method,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "gradient": self.gradient,
+            "max_num_steps": self.max_num_steps,
+        }
+        if self.step_size is not None:
+            kw["step_size"] = self.step_size
+        return kw
+
+
+def check_observations(times: Tensor, values: Tensor, mask: Tensor, input_dim: int) -> None:
+    """Check shapes of ``(times, values, mask)`` against a model expecting ``input_dim``.
+
+    Raises:
+        ModelInputError: on a shape or dtype mismatch.
+    """
+    if values.dim() != 3 or values.shape[-1] != input_dim:
+        raise ModelInputError(
+            f"values must be [B, T, {input_dim}]; got shape {tuple(values.shape)}."
+        )
+    if mask.shape != values.shape:
+        raise ModelInputError(
+            f"mask must have the shape of values {tuple(values.shape)}; got {tuple(mask.shape)}."
+        )
+    if times.dim() != 1 or times.shape[0] != values.shape[1]:
+        raise ModelInputError(
+            f"times must be 1-D with T = {values.shape[1]} entries (one grid shared by the "
+            f"batch); got shape {tuple(times.shape)}. Collate per-series times into a union "
+            "grid first (latentode.data.collate_series)."
+        )
+    if not values.is_floating_point():
+        raise ModelInputError(f"values must be floating point; got {values.dtype}.")
+
+
+def check_query_times(times: Tensor, t0: Tensor, batch: int) -> None:
+    """Check query times ``[T]`` or ``[B, T]``: sorted, strictly increasing and ``>= t0``.
+
+    Raises:
+        ModelInputError: if the times cannot be read out from a solve that starts at ``t0``.
+    """
+    if times.dim() not in (1, 2) or times.shape[-1] < 1:
+        raise ModelInputError(f"times must be [T] or [B, T]; got shape {tuple(times.shape)}.")
+    if times.dim() == 2 and times.shape[0] != batch:
+        raise ModelInputError(
+            f"per-series times must be [B={batch}, T]; got shape {tuple(times.shape)}."
+        )
+    if times.shape[-1] > 1 and not bool((times.diff(dim=-1) > 0).all()):
+        raise ModelInputError("query times must be strictly increasing (sort, drop duplicates).")
+    if bool((times[..., 0] < t0).any()):
+        raise ModelInputError(
+            f"query times start before the first observation time t0 = {float(t0):.6g}; "
+            "the latent state is defined from t0 on."
+        )
+
+
+def observed_columns(mask: Tensor) -> Tensor:
+    """Indices of the time columns where at least one series observes something.
+
+    Args:
+        mask: ``[B, T, D]`` observation mask.
+
+    Returns:
+        Long tensor ``[T_obs]`` in increasing order (one host synchronisation).
+    """
+    return torch.nonzero((mask > 0).any(dim=2).any(dim=0)).flatten()  # (T_obs,)

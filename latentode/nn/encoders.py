@@ -1,0 +1,180 @@
+"""Recognition networks ``q(z0 | x_1..x_N)``: a GRU and an ODE-RNN, both run backwards in time.
+
+Both read ``times [T]`` (the batch's union grid), ``values [B, T, D]`` and ``mask [B, T, D]``
+and return a diagonal `Normal` over ``z0``, the latent state at ``t0 = times[0]``.
+
+- `GRUEncoder` (Chen et al. 2018): at each observation of a series, a GRU update fed
+  ``[values * mask, mask, dt]``, with ``dt`` the gap to that series' previous (later)
+  observation. The posterior head also sees the gap between the series' first observation
+  and ``t0``.
+- `ODERNNEncoder` (Rubanova et al. 2019): between observation times the hidden state follows
+  ``dh/dt = f(h)`` through our solver (backwards in time), at an observation a GRU update.
+
+Masked update: a series with no observed feature at a time keeps its hidden state (ODE-RNN: it
+keeps evolving under the ODE only); time columns where no series observes anything are skipped.
+A series' hidden state stays 0 until its own last observation, so its posterior does not depend
+on the other series in the batch (up to the adaptive solver's shared step control).
+
+ODE-RNN solver choice: one solve per gap between consecutive observed union-grid times, for the
+whole batch at once (all rows share the gap, so a 1-D ``t`` of two times suffices). The default
+is `SolverSettings` ``(method="euler", step_size=None)``: one Euler step per gap (one MLP call
+per observation time; the encoder is learned, so its discretisation is part of the model), close
+to Rubanova's Euler encoder. Pass ``step_size=`` to cap the Euler step (Rubanova used about 1/50
+of the time range), or ``method="dopri5"`` for an accurate flow.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+from ..solver import odeint
+from .base import SolverSettings, check_observations, observed_columns
+from .vector_fields import ODEFunc
+
+__all__ = ["Encoder", "GRUEncoder", "ODERNNEncoder"]
+
+
+class Encoder(nn.Module):
+    """Base class: a hidden state read backwards through the data, then a Gaussian head.
+
+    Subclasses implement `hidden` and set ``self.head_extra`` (extra head inputs, >= 0).
+
+    Args:
+        input_dim: number of features D.
+        latent_dim: width of ``z0``.
+        hidden: width of the hidden state.
+        min_std: floor added to the posterior std (keeps ``log q`` finite).
+    """
+
+    head_extra: int = 0
+
+    def __init__(self, input_dim: int, latent_dim: int, hidden: int, min_std: float) -> None:
+        super().__init__()
+        self.input_dim = input_dim
+        self.latent_dim = latent_dim
+        self.hidden_dim = hidden
+        self.min_std = min_std
+        self.head = nn.Linear(hidden + self.head_extra, 2 * latent_dim)
+
+    def hidden(self, times: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """The head's input ``[B, hidden + head_extra]`` after the backwards pass."""
+        raise NotImplementedError
+
+    def forward(self, times: Tensor, values: Tensor, mask: Tensor) -> Normal:
+        """Encode a batch.
+
+        Args:
+            times: ``[T]`` strictly increasing union grid.
+            values: ``[B, T, D]``; entries with ``mask == 0`` are ignored (may be NaN).
+            mask: ``[B, T, D]``, 1 where observed.
+
+        Returns:
+            ``q(z0)``: ``Normal`` with mean and std ``[B, latent_dim]``.
+
+        Raises:
+            ModelInputError: for tensors of the wrong shape.
+        """
+        check_observations(times, values, mask, self.input_dim)
+        values = torch.where(mask > 0, values, 0.0)  # (B, T, D)
+        mask = mask.to(values.dtype)  # (B, T, D)
+        h = self.hidden(times.to(values.dtype), values, mask)  # (B, H + extra)
+        mean, raw = self.head(h).chunk(2, dim=-1)  # (B, L) each
+        return Normal(mean, F.softplus(raw) + self.min_std)
+
+
+class GRUEncoder(Encoder):
+    """A GRU run backwards over the observations, fed values, mask and time gaps.
+
+    Args:
+        input_dim: number of features D.
+        latent_dim: width of ``z0``.
+        hidden: GRU width (Chen 2018: 25).
+        min_std: floor of the posterior std.
+    """
+
+    head_extra = 1
+
+    def __init__(
+        self, input_dim: int, latent_dim: int, hidden: int = 25, min_std: float = 1e-4
+    ) -> None:
+        super().__init__(input_dim, latent_dim, hidden, min_std)
+        self.cell = nn.GRUCell(2 * input_dim + 1, hidden)
+
+    def hidden(self, times: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """GRU updates at each series' observations, latest first; see the module docstring."""
+        B = values.shape[0]
+        h = values.new_zeros(B, self.hidden_dim)  # (B, H)
+        t_next = values.new_zeros(B)  # (B,) time of the series' previous update
+        seen = torch.zeros(B, 1, dtype=torch.bool, device=values.device)  # (B, 1)
+        for c in reversed(observed_columns(mask).tolist()):
+            m = mask[:, c]  # (B, D)
+            obs = (m > 0).any(dim=-1, keepdim=True)  # (B, 1)
+            dt = torch.where(seen[:, 0], t_next - times[c], 0.0)  # (B,)
+            x = torch.cat([values[:, c], m, dt.unsqueeze(-1)], dim=-1)  # (B, 2D + 1)
+            h = torch.where(obs, self.cell(x, h), h)  # (B, H)
+            t_next = torch.where(obs[:, 0], times[c], t_next)  # (B,)
+            seen = seen | obs
+        # gap from t0 to the series' first observation (0 if it has none)
+        lead = torch.where(seen[:, 0], t_next - times[0], 0.0)  # (B,)
+        return torch.cat([h, lead.unsqueeze(-1)], dim=-1)  # (B, H + 1)
+
+
+class ODERNNEncoder(Encoder):
+    """ODE-RNN run backwards in time (Rubanova et al. 2019).
+
+    Args:
+        input_dim: number of features D.
+        latent_dim: width of ``z0``.
+        hidden: width of the hidden state (and of the GRU).
+        ode_hidden: hidden width of the hidden-state vector field.
+        ode_depth: hidden layers of that vector field.
+        activation: its (smooth) activation.
+        solver: how the gaps are integrated (default: one Euler step per gap).
+        min_std: floor of the posterior std.
+
+    Attributes:
+        ode_func: the `ODEFunc` of the hidden state (its ``nfe`` counts evaluations).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int,
+        hidden: int = 25,
+        ode_hidden: int = 25,
+        ode_depth: int = 1,
+        activation: str = "tanh",
+        solver: SolverSettings | None = None,
+        min_std: float = 1e-4,
+    ) -> None:
+        super().__init__(input_dim, latent_dim, hidden, min_std)
+        self.cell = nn.GRUCell(2 * input_dim, hidden)
+        self.ode_func = ODEFunc(hidden, ode_hidden, ode_depth, activation)
+        self.solver = solver or SolverSettings(method="euler")
+
+    def evolve(self, h: Tensor, t_from: Tensor, t_to: Tensor) -> Tensor:
+        """Integrate the hidden state ``[B, H]`` from ``t_from`` to ``t_to`` (0-d tensors)."""
+        t = torch.stack([t_from, t_to])  # (2,)
+        return odeint(self.ode_func, h, t, **self.solver.kwargs())[-1]  # (B, H)
+
+    def hidden(self, times: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+        """ODE between observations, GRU at observations, latest first; ends at ``t0``."""
+        B = values.shape[0]
+        h = values.new_zeros(B, self.hidden_dim)  # (B, H)
+        seen = torch.zeros(B, 1, dtype=torch.bool, device=values.device)  # (B, 1)
+        t_prev: Tensor | None = None
+        for c in reversed(observed_columns(mask).tolist()):
+            if t_prev is not None:
+                h = torch.where(seen, self.evolve(h, t_prev, times[c]), h)  # (B, H)
+            m = mask[:, c]  # (B, D)
+            obs = (m > 0).any(dim=-1, keepdim=True)  # (B, 1)
+            x = torch.cat([values[:, c], m], dim=-1)  # (B, 2D)
+            h = torch.where(obs, self.cell(x, h), h)  # (B, H)
+            seen = seen | obs
+            t_prev = times[c]
+        if t_prev is not None and bool(t_prev > times[0]):
+            h = torch.where(seen, self.evolve(h, t_prev, times[0]), h)  # (B, H)
+        return h

@@ -1,0 +1,379 @@
+"""Latent ODE models: shapes, gradients, the masked likelihood, the KL, bounds, a tiny fit.
+
+Numerics in float64 with fixed seeds; the fit runs in float32 (a few seconds on one thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.distributions import Normal, kl_divergence
+
+from latentode.data import IrregularBatch, split_interpolation
+from latentode.data.synthetic import make_spirals
+from latentode.nn import (
+    ODERNN,
+    GaussianDecoder,
+    GRUBaseline,
+    GRUEncoder,
+    LatentODE,
+    LatentODEConfig,
+    ModelInputError,
+    ODEFunc,
+    ODERNNEncoder,
+    SolverSettings,
+    kl_standard_normal,
+    masked_log_likelihood,
+)
+
+F64 = torch.float64
+B, T, D, L = 4, 9, 2, 3
+TIGHT = SolverSettings("dopri5", rtol=1e-10, atol=1e-12)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Small models run fastest on one thread (and leave the other core to the neighbours)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def seeded() -> Iterator[None]:
+    """Seed torch's global RNG for model init and posterior samples; restore it afterwards."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
+
+
+def make_batch(seed: int = 0) -> IrregularBatch:
+    """Float64 batch: partial masks, series 3 misses the first times, column 5 is empty."""
+    gen = torch.Generator().manual_seed(seed)
+    times = torch.sort(torch.rand(T, generator=gen, dtype=F64)).values * 2.0
+    values = torch.randn(B, T, D, generator=gen, dtype=F64)
+    mask = (torch.rand(B, T, D, generator=gen) < 0.6).to(F64)
+    mask[:, 0, 0] = 1.0  # every series but the last observes the first time
+    mask[3, :3] = 0.0
+    mask[:, 5] = 0.0
+    return IrregularBatch(times, values, mask)
+
+
+def scrambled(batch: IrregularBatch) -> dict[str, Tensor]:
+    """The batch's tensors with junk (NaN, huge numbers) where the mask is 0."""
+    junk = torch.where(batch.mask > 0, batch.values, torch.full_like(batch.values, 1e6))
+    junk[batch.mask == 0] = torch.nan
+    junk[0][batch.mask[0] == 0] = -3e5
+    return {"times": batch.times, "values": junk, "mask": batch.mask}
+
+
+# ---- every model class: shapes, gradients, finite loss ------------------------------------
+
+
+def _latent(encoder: str, **kw: object) -> LatentODE:
+    return LatentODE(LatentODEConfig(input_dim=D, latent_dim=L, encoder=encoder, **kw)).double()
+
+
+CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[nn.Module, IrregularBatch], Tensor]]] = {
+    "ODEFunc": (
+        lambda: ODEFunc(L, 8).double(),
+        lambda m, b: m(torch.tensor(0.3, dtype=F64), b.values[..., :1].expand(B, T, L)),
+    ),
+    "ODEFunc-time": (
+        lambda: ODEFunc(L, 8, activation="softplus", time_dependent=True).double(),
+        lambda m, b: m(torch.tensor(0.3, dtype=F64), b.values[..., :1].expand(B, T, L)),
+    ),
+    "GaussianDecoder": (
+        lambda: GaussianDecoder(L, D, 8, learn_std=True).double(),
+        lambda m, b: m(b.values[..., :1].expand(B, T, L)).rsample(),
+    ),
+    "GRUEncoder": (
+        lambda: GRUEncoder(D, L, 8).double(),
+        lambda m, b: m(b.times, b.values, b.mask).rsample(),
+    ),
+    "ODERNNEncoder": (
+        lambda: ODERNNEncoder(D, L, 8, 8).double(),
+        lambda m, b: m(b.times, b.values, b.mask).rsample(),
+    ),
+    "LatentODE-gru": (
+        lambda: _latent("gru", learn_std=True, time_dependent=True),
+        lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
+    ),
+    "LatentODE-odernn": (
+        lambda: _latent("odernn", learn_std=True),
+        lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
+    ),
+    "GRUBaseline": (
+        lambda: GRUBaseline(D, 8, learn_std=True).double(),
+        lambda m, b: m(b.times, b.values, b.mask, b.times + 0.1).rsample(),
+    ),
+    "ODERNN": (
+        lambda: ODERNN(D, 8, 8, learn_std=True).double(),
+        lambda m, b: m(b.times, b.values, b.mask, b.times + 0.1).rsample(),
+    ),
+}
+SHAPES = {
+    "ODEFunc": (B, T, L),
+    "ODEFunc-time": (B, T, L),
+    "GaussianDecoder": (B, T, D),
+    "GRUEncoder": (B, L),
+    "ODERNNEncoder": (B, L),
+    "LatentODE-gru": (2, B, T, D),
+    "LatentODE-odernn": (2, B, T, D),
+    "GRUBaseline": (B, T, D),
+    "ODERNN": (B, T, D),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_shapes_and_every_parameter_gets_a_gradient(name: str) -> None:
+    build, run = CASES[name]
+    model, batch = build(), make_batch()
+    out = run(model, batch)
+    assert out.shape == SHAPES[name]
+    loss = out.square().mean()
+    assert torch.isfinite(loss)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}.{pname} got no gradient"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{name}.{pname}"
+
+
+LOSSES: dict[str, Callable[[], nn.Module]] = {
+    "LatentODE-gru": lambda: _latent("gru"),
+    "LatentODE-odernn": lambda: _latent("odernn"),
+    "GRUBaseline": lambda: GRUBaseline(D, 8).double(),
+    "ODERNN": lambda: ODERNN(D, 8, 8).double(),
+}
+
+
+def _loss(model: nn.Module, observed: object, target: object) -> Tensor:
+    torch.manual_seed(1)  # the same posterior samples for every call
+    return model.loss(observed, target)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_losses_are_finite_and_ignore_masked_values(name: str) -> None:
+    model, batch = LOSSES[name](), make_batch()
+    split = split_interpolation(batch, 0.5, generator=torch.Generator().manual_seed(0))
+    loss = _loss(model, split.observed, split.target)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # the same loss when the unobserved entries hold junk (raw tensors bypass IrregularBatch)
+    observed, target = (SimpleNamespace(**scrambled(x)) for x in (split.observed, split.target))
+    assert torch.equal(_loss(model, observed, target), loss)
+
+
+def test_masked_log_likelihood_matches_a_direct_sum_and_ignores_masked_values() -> None:
+    batch = make_batch()
+    mean = torch.randn(2, B, T, D, dtype=F64, requires_grad=True)
+    p_x = Normal(mean, torch.full_like(mean, 0.3))
+    ll = masked_log_likelihood(p_x, batch.values, batch.mask)  # (2, B)
+    direct = (p_x.log_prob(batch.values) * batch.mask).sum(dim=(-1, -2))
+    torch.testing.assert_close(ll, direct, rtol=1e-14, atol=1e-12)
+    junk = scrambled(batch)["values"]
+    assert torch.equal(masked_log_likelihood(p_x, junk, batch.mask), ll)
+    ll.sum().backward()
+    assert bool((mean.grad[:, batch.mask == 0] == 0).all())  # no gradient from masked entries
+    assert bool((mean.grad[:, batch.mask > 0] != 0).all())
+
+
+# ---- KL, ELBO, IWAE -----------------------------------------------------------------------
+
+
+def test_kl_matches_closed_form_and_monte_carlo() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q = Normal(
+        torch.randn(5, L, generator=gen, dtype=F64),
+        0.2 + torch.rand(5, L, generator=gen, dtype=F64),
+    )
+    prior = Normal(torch.zeros(5, L, dtype=F64), torch.ones(5, L, dtype=F64))
+    kl = kl_standard_normal(q)  # (5,)
+    torch.testing.assert_close(kl, kl_divergence(q, prior).sum(-1), rtol=1e-13, atol=1e-13)
+    z = q.sample((200_000,))  # (S, 5, L)
+    log_ratio = (q.log_prob(z) - prior.log_prob(z)).sum(-1)  # (S, 5)
+    stderr = log_ratio.std(0) / 200_000**0.5
+    assert bool(((log_ratio.mean(0) - kl).abs() < 4 * stderr).all())
+
+
+def test_elbo_terms_and_iwae_bound() -> None:
+    model, batch = _latent("gru"), make_batch()
+    terms = model.elbo(batch, batch, n_samples=3, kl_weight=0.25)
+    torch.testing.assert_close(terms.kl, kl_standard_normal(model.encode(batch)))
+    torch.testing.assert_close(terms.bound, terms.log_lik - 0.25 * terms.kl)
+    assert int(terms.n_observed) == batch.n_observed
+    torch.testing.assert_close(terms.loss, -terms.bound.sum() / batch.n_observed)
+    # IWAE >= the Monte-Carlo ELBO of the same samples (Jensen), equal for K = 1
+    for K in (1, 8):
+        torch.manual_seed(2)
+        iwae = model.elbo(batch, batch, n_samples=K, iwae=True).bound  # (B,)
+        torch.manual_seed(2)
+        out = model(batch, batch.times, n_samples=K)
+        prior = Normal(torch.zeros_like(out.z0), torch.ones_like(out.z0))
+        log_w = masked_log_likelihood(out.p_x, batch.values, batch.mask) + (
+            prior.log_prob(out.z0) - out.q_z0.log_prob(out.z0)
+        ).sum(-1)  # (K, B)
+        if K == 1:
+            torch.testing.assert_close(iwae, log_w[0])
+        else:
+            assert bool((iwae > log_w.mean(0)).all())
+            torch.testing.assert_close(iwae, torch.logsumexp(log_w, 0) - torch.tensor(8.0).log())
+
+
+def test_nfe_counted_by_the_vector_field_matches_the_solver() -> None:
+    model, batch = _latent("gru"), make_batch()
+    model.dynamics.reset_nfe()
+    model.elbo(batch, batch)
+    assert model.last_stats is not None and model.dynamics.nfe == model.last_stats.nfe > 0
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
+def test_adjoint_gradients_match_backprop(gradient: str) -> None:
+    batch, grads = make_batch(), {}
+    for method in ("backprop", gradient):
+        torch.manual_seed(0)
+        model = _latent("gru", solver=SolverSettings("dopri5", 1e-10, 1e-12, gradient=method))
+        model.loss(batch, batch, n_samples=2).backward()
+        grads[method] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert model.last_stats is not None and model.last_stats.nfe_backward > 0
+    torch.testing.assert_close(grads[gradient], grads["backprop"], rtol=1e-6, atol=1e-6)
+
+
+# ---- integration grids and predictions ----------------------------------------------------
+
+
+def test_integrate_per_series_grids_agree_with_the_shared_grid() -> None:
+    model = _latent("gru", solver=TIGHT)
+    z0 = torch.randn(2, 3, L, dtype=F64)  # (K, B, L)
+    t0 = torch.tensor(0.0, dtype=F64)
+    grid = torch.linspace(0.0, 1.5, 7, dtype=F64)
+    shared = model.integrate(z0, t0, grid)  # (K, B, 7, L)
+    cols = torch.tensor([[0, 2, 3, 6], [0, 1, 4, 5], [0, 3, 5, 6]])  # each row starts at t0
+    rows = model.integrate(z0, t0, grid[cols])  # (K, B, 4, L)
+    torch.testing.assert_close(
+        rows,
+        shared.gather(2, cols.expand(2, 3, 4).unsqueeze(-1).expand(2, 3, 4, L)),
+        rtol=1e-8,
+        atol=1e-8,
+    )
+    later = model.integrate(z0, t0, grid[cols[:, 1:]])  # rows start after t0: t0 is prepended
+    torch.testing.assert_close(later, rows[:, :, 1:], rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(model.integrate(z0, t0, grid[2:]), shared[:, :, 2:])
+    with pytest.raises(ModelInputError, match="all start at t0 or all after"):
+        model.integrate(z0, t0, torch.stack([grid[:3], grid[1:4], grid[:3]]))
+    with pytest.raises(ModelInputError, match="before the first observation"):
+        model.integrate(z0, t0, grid - 0.1)
+    with pytest.raises(ModelInputError, match="strictly increasing"):
+        model.integrate(z0, t0, grid.flip(0))
+
+
+def test_forecast_and_reconstruct_outputs() -> None:
+    model, batch = _latent("odernn"), make_batch()
+    future = batch.times[-1] + torch.linspace(0.1, 1.0, 5, dtype=F64)
+    with torch.no_grad():
+        pred = model.forecast(batch, future, n_samples=6)
+        rec = model.reconstruct(batch)
+    assert pred.samples is not None and pred.samples.shape == (6, B, 5, D)
+    assert pred.mean.shape == pred.std.shape == (B, 5, D)
+    torch.testing.assert_close(pred.mean, pred.samples.mean(0))
+    assert bool((pred.std >= 0.01 - 1e-12).all())  # at least the observation noise
+    assert rec.mean.shape == (B, T, D) and rec.samples is not None and rec.samples.shape[0] == 1
+    torch.testing.assert_close(rec.std, torch.full_like(rec.std, 0.01))  # K = 1: noise only
+
+
+# ---- masked updates, independence of series, causality of the baselines -------------------
+
+
+@pytest.mark.parametrize(
+    "encoder",
+    [
+        lambda: GRUEncoder(D, L, 8).double(),
+        lambda: ODERNNEncoder(D, L, 8, 8, solver=TIGHT).double(),
+    ],
+    ids=["gru", "odernn"],
+)
+def test_posterior_of_a_series_ignores_the_other_series(encoder: Callable[[], nn.Module]) -> None:
+    enc, batch = encoder(), make_batch()
+    q = enc(batch.times, batch.values, batch.mask)
+    other = make_batch(seed=7)  # other series 1..3: other values, other observation times
+    values = torch.cat([batch.values[:1], other.values[1:]])
+    mask = torch.cat([batch.mask[:1], other.mask[1:]])
+    mask[1:, 5] = 1.0  # a time only the other series observe
+    q2 = enc(batch.times, values, mask)
+    torch.testing.assert_close(q2.mean[0], q.mean[0], rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(q2.stddev[0], q.stddev[0], rtol=1e-7, atol=1e-9)
+    assert not torch.allclose(q2.mean[1:], q.mean[1:])
+
+
+@pytest.mark.parametrize("name", ["GRUBaseline", "ODERNN"])
+def test_baselines_predict_from_strictly_earlier_observations(name: str) -> None:
+    model, batch = LOSSES[name](), make_batch()
+    t_out = torch.cat([batch.times, batch.times[-1] + torch.tensor([0.5, 1.0], dtype=F64)])
+    last = int(torch.nonzero(batch.point_mask[0])[-1])  # series 0's last observation
+    changed = batch.values.clone()
+    changed[0, last] += 5.0
+    p = model(batch.times, batch.values, batch.mask, t_out)
+    p2 = model(batch.times, changed, batch.mask, t_out)
+    torch.testing.assert_close(p2.mean[0, : last + 1], p.mean[0, : last + 1])  # up to and at it
+    assert bool((p2.mean[0, last + 1 :] != p.mean[0, last + 1 :]).all())  # after it
+    torch.testing.assert_close(p2.mean[1:], p.mean[1:])  # other series untouched
+
+
+def test_gru_baseline_extrapolates_autoregressively() -> None:
+    model, batch = GRUBaseline(D, 8).double(), make_batch()
+    t_far = batch.times[-1] + torch.tensor([1.0], dtype=F64)
+    t_both = torch.cat([batch.times[-1:] + 0.5, t_far])
+    direct = model(batch.times, batch.values, batch.mask, t_far).mean[:, 0]
+    via = model(batch.times, batch.values, batch.mask, t_both).mean[:, 1]
+    assert not torch.allclose(direct, via)  # the prediction at +0.5 was fed back
+
+
+def test_bad_arguments_raise_model_input_error() -> None:
+    batch = make_batch()
+    with pytest.raises(ModelInputError, match="encoder must be"):
+        LatentODE(LatentODEConfig(encoder="lstm"))  # type: ignore[arg-type]
+    with pytest.raises(ModelInputError, match="smooth activation"):
+        ODEFunc(L, activation="relu")
+    with pytest.raises(ModelInputError, match="unknown solver method"):
+        SolverSettings("rk45")
+    with pytest.raises(ModelInputError, match=r"values must be \[B, T, 3\]"):
+        GRUEncoder(3, L)(batch.times, batch.values, batch.mask)
+    with pytest.raises(ModelInputError, match="union grid"):
+        GRUEncoder(D, L)(batch.times[:-1], batch.values, batch.mask)
+    with pytest.raises(ModelInputError, match="t_out must be strictly increasing"):
+        ODERNN(D).double()(batch.times, batch.values, batch.mask, batch.times.flip(0))
+
+
+# ---- a tiny seeded fit on spirals ----------------------------------------------------------
+
+
+def test_tiny_fit_on_spirals_beats_trivial_forecasts() -> None:
+    """Chen 2018's set-up shrunk: 32 spirals, observe 50 of the first 100 points, predict the
+    next 100 of 32 *new* spirals. 200 Adam steps take ~10 s on one thread."""
+    train, test = make_spirals(n=32, seed=0), make_spirals(n=32, seed=1)
+    config = LatentODEConfig(input_dim=2, latent_dim=4, obs_std=0.3)
+    model = LatentODE(config)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(0)
+    for it in range(200):
+        split = train.forecast_split(n_observed=50, generator=gen)
+        opt.zero_grad()
+        model.loss(split.observed, train.batch, kl_weight=min(1.0, it / 50)).backward()
+        opt.step()
+    split = test.forecast_split(n_observed=50, generator=torch.Generator().manual_seed(5))
+    truth = test.clean[:, 100:]  # (n, 100, 2)
+    with torch.no_grad():
+        mse = (model.forecast(split.observed, split.target.times, 1).mean - truth).square().mean()
+    obs = split.observed
+    last_idx = (obs.point_mask * torch.arange(100)).argmax(dim=1)  # (n,)
+    persistence = obs.values[torch.arange(32), last_idx].unsqueeze(1)  # (n, 1, 2)
+    average = (obs.values.sum(1) / obs.mask.sum(1)).unsqueeze(1)  # (n, 1, 2)
+    trivial = min(float((p - truth).square().mean()) for p in (persistence, average))
+    assert trivial > 10.0  # sanity: the spirals move far in the forecast window
+    assert float(mse) < 0.35 * trivial, f"forecast MSE {float(mse):.3f}, trivial {trivial:.3f}"
