@@ -1,0 +1,103 @@
+"""The shared Lightning wrapper of the sequence models (latent ODE and its baselines).
+
+A batch is a `Split` (``observed``, ``target``, ``heldout_mask``). Subclasses say how to compute
+the training loss and the prediction; this class does the optimizer, the metrics of each stage
+and the function-evaluation counts (forward and backward per training step, Chen 2018 Fig. 3).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from ..data.batch import Split
+from ..nn.base import Prediction
+from .metrics import ForecastMetrics, count_nfe
+
+__all__ = ["SequenceSystem"]
+
+
+class SequenceSystem(pl.LightningModule):
+    """Optimizer, metrics and NFE logging for models trained on `Split` batches.
+
+    Args:
+        lr: learning rate.
+        optimizer: ``"adam"`` (Chen 2018) or ``"adamax"`` (Rubanova 2019).
+        lr_decay: multiplicative learning-rate decay per optimizer step (Rubanova: 0.999).
+        weight_decay: L2 penalty of the optimizer.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-2,
+        optimizer: Literal["adam", "adamax"] = "adam",
+        lr_decay: float = 1.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.lr, self.optimizer_name = lr, optimizer
+        self.lr_decay, self.weight_decay = lr_decay, weight_decay
+        self.val_metrics = ForecastMetrics("val")
+        self.test_metrics = ForecastMetrics("test")
+        self._nfe_after_forward = 0
+
+    # ------------------------------------------------------------------ to implement
+    def training_loss(self, split: Split) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one training batch and extra scalars to log."""
+        raise NotImplementedError
+
+    def predict_split(self, split: Split) -> Prediction:
+        """Predictive mean and std at ``split.target.times`` given ``split.observed``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, split: Split, batch_idx: int) -> Tensor:
+        """One optimisation step on ``split``."""
+        for m in self.modules():
+            if hasattr(m, "reset_nfe"):
+                m.reset_nfe()
+        loss, extra = self.training_loss(split)
+        self._nfe_after_forward = count_nfe(self)
+        B = split.observed.batch_size
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log("train/nfe_forward", float(self._nfe_after_forward), batch_size=B)
+        for name, value in extra.items():
+            self.log(f"train/{name}", value, batch_size=B)
+        return loss
+
+    def on_after_backward(self) -> None:
+        """Log the evaluations the backward pass made (adjoint / checkpoint recomputation)."""
+        self.log("train/nfe_backward", float(count_nfe(self) - self._nfe_after_forward))
+
+    def configure_optimizers(self) -> Any:
+        """Adam or Adamax with an optional per-step exponential decay."""
+        cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[self.optimizer_name]
+        opt = cls(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_decay == 1.0:
+            return opt
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, split: Split, metrics: ForecastMetrics) -> None:
+        pred = self.predict_split(split)
+        target = split.target
+        metrics.update(pred.mean, pred.std, target.values, target.mask, split.heldout_mask)
+        B = split.observed.batch_size
+        for col in metrics.collections():
+            self.log_dict(col, on_step=False, on_epoch=True, batch_size=B)
+
+    def validation_step(self, split: Split, batch_idx: int) -> None:
+        """Score the validation split (held-out and all points)."""
+        self._evaluate(split, self.val_metrics)
+
+    def test_step(self, split: Split, batch_idx: int) -> None:
+        """Score the test split (held-out and all points)."""
+        self._evaluate(split, self.test_metrics)
+
+    def predict_step(self, split: Split, batch_idx: int) -> Prediction:
+        """The prediction for one batch (used by ``trainer.predict``)."""
+        return self.predict_split(split)

@@ -1,0 +1,72 @@
+"""The ``latentode`` command, run for real in a subprocess: fit, test, resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "latentode.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def tiny(root: Path) -> list[str]:
+    return [
+        "--config",
+        "configs/spirals.yaml",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--data.init_args.n",
+        "60",
+        "--data.init_args.batch_size",
+        "24",
+        "--model.init_args.eval_samples",
+        "2",
+    ]
+
+
+def test_fit_test_and_resume(tmp_path: Path) -> None:
+    fit = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "2")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    best = list((tmp_path / "checkpoints").glob("best-*.ckpt"))
+    assert last.is_file() and len(best) == 1
+    assert str(last) in fit.stdout + fit.stderr  # the run says where its checkpoints are
+    assert (tmp_path / "logs").is_dir()
+
+    test = run_cli("test", *tiny(tmp_path), "--ckpt_path", str(last))
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert "test/mse" in test.stdout
+
+    resumed = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "4", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored all states" in resumed.stdout + resumed.stderr
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 4
+
+
+def test_print_config_and_bad_option(tmp_path: Path) -> None:
+    printed = run_cli("fit", "--config", "configs/spirals.yaml", "--print_config")
+    assert printed.returncode == 0 and "LatentODESystem" in printed.stdout
+    bad = run_cli("fit", "--config", "configs/spirals.yaml", "--model.init_args.no_such", "1")
+    assert bad.returncode != 0 and "no_such" in bad.stderr and "Traceback" not in bad.stderr
