@@ -1,0 +1,385 @@
+"""Continuous normalizing flows (Chen et al. 2018, sec. 4; FFJORD, Grathwohl et al. 2019).
+
+FFJORD's convention: the data ``x`` at ``t = 0`` flows to the base ``N(0, I)`` at ``t = T``,
+
+    dz/dt = f(t, z),    d(dlogp)/dt = -tr(df/dz),    log p(x) = log N(z(T); 0, I) - dlogp(T).
+
+The trace is exact (``d`` vector-Jacobian products) or Hutchinson's ``e^T (df/dz) e`` with one
+noise draw ``e`` per solve. RNODE (Finlay et al. 2020) integrates ``||f||^2`` (kinetic energy)
+and ``||df/dz||_F^2`` (Jacobian Frobenius norm) as two more state channels.
+
+Usage::
+
+    flow = CNF(2, hidden=(64, 64, 64))
+    loss = -flow.log_prob(x).mean()  # x: (B, 2)
+    x_new = flow.sample(1000)  # (1000, 2)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..solver import GRADIENTS, METHODS, SolveStats, solve
+from .base import ModelInputError
+
+__all__ = [
+    "CNF",
+    "CNFField",
+    "CNFInputError",
+    "CNFOutput",
+    "ConcatSquashLinear",
+    "divergence_exact",
+    "divergence_hutchinson",
+]
+
+State = Tensor | tuple[Tensor, ...]
+_ACTIVATIONS = {"softplus": nn.Softplus, "tanh": nn.Tanh}
+_NOISES = ("rademacher", "gaussian")
+
+
+class CNFInputError(ModelInputError):
+    """Invalid arguments to a CNF; the message says what to change."""
+
+
+class ConcatSquashLinear(nn.Module):
+    """``y = (W x + b) * sigmoid(W_g t + b_g) + w_b t``: time gates and shifts each output unit."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(in_features, out_features)
+        self.hyper_gate = nn.Linear(1, out_features)
+        self.hyper_bias = nn.Linear(1, out_features, bias=False)
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        """``(B, in) -> (B, out)`` at the 0-d time ``t``."""
+        tt = t.to(x).reshape(1, 1)  # (1, 1)
+        return self.layer(x) * torch.sigmoid(self.hyper_gate(tt)) + self.hyper_bias(tt)
+
+
+class CNFField(nn.Module):
+    """The flow's vector field: concat-squash layers with softplus or tanh between them.
+
+    Args:
+        dim: data dimension d.
+        hidden: widths of the hidden layers.
+        activation: ``"softplus"`` or ``"tanh"``.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int], activation: str = "softplus") -> None:
+        super().__init__()
+        widths = [dim, *hidden, dim]
+        self.layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in itertools.pairwise(widths))
+        self.act = _ACTIVATIONS[activation]()
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        """``f(t, z)`` for ``z`` of shape ``(B, d)``; each row depends on its own sample only."""
+        for i, layer in enumerate(self.layers):
+            z = layer(t, z)  # (B, width_i)
+            if i < len(self.layers) - 1:
+                z = self.act(z)
+        return z
+
+
+def divergence_exact(f: Tensor, z: Tensor, *, create_graph: bool = False) -> tuple[Tensor, Tensor]:
+    """``tr(df/dz)`` and ``||df/dz||_F^2`` per sample, by ``d`` vector-Jacobian products.
+
+    Args:
+        f: ``(B, d)`` field values computed from ``z`` with autograd on; row ``b`` of ``f`` must
+            depend on row ``b`` of ``z`` only (the batch is summed to get per-sample rows).
+        z: ``(B, d)``.
+        create_graph: keep the graph of the result (to differentiate it further).
+
+    Returns:
+        ``(div, frob)``, each ``(B,)``.
+    """
+    div = z.new_zeros(z.shape[0])  # (B,)
+    frob = z.new_zeros(z.shape[0])  # (B,)
+    if not f.requires_grad:
+        return div, frob
+    for i in range(z.shape[1]):
+        (row,) = torch.autograd.grad(
+            f[:, i].sum(), z, create_graph=create_graph, retain_graph=True, allow_unused=True
+        )  # (B, d): row i of df/dz for every sample
+        if row is not None:
+            div = div + row[:, i]
+            frob = frob + row.pow(2).sum(dim=1)
+    return div, frob
+
+
+def divergence_hutchinson(
+    f: Tensor, z: Tensor, e: Tensor, *, create_graph: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Hutchinson's estimates ``e^T (df/dz) e`` of the trace and ``||e^T df/dz||^2`` of the
+    squared Frobenius norm, per sample, from one vector-Jacobian product.
+
+    Both are unbiased when ``E[e e^T] = I`` (Gaussian or Rademacher ``e``).
+
+    Args:
+        f: ``(B, d)`` field values computed from ``z`` with autograd on.
+        z: ``(B, d)``.
+        e: ``(B, d)`` noise.
+        create_graph: keep the graph of the result.
+
+    Returns:
+        ``(div, frob)``, each ``(B,)``.
+    """
+    if not f.requires_grad:
+        return z.new_zeros(z.shape[0]), z.new_zeros(z.shape[0])
+    (e_jac,) = torch.autograd.grad(
+        f, z, e, create_graph=create_graph, retain_graph=True, allow_unused=True
+    )  # (B, d): e^T df/dz per sample
+    if e_jac is None:
+        return z.new_zeros(z.shape[0]), z.new_zeros(z.shape[0])
+    return (e_jac * e).sum(dim=1), e_jac.pow(2).sum(dim=1)  # (B,), (B,)
+
+
+class _Dynamics:
+    """The augmented field of one solve: ``(z, dlogp[, kinetic, jacobian])``.
+
+    A fresh instance per solve binds that solve's Hutchinson noise, so the adjoint's backward
+    pass sees the same ``e`` as the forward pass.
+    """
+
+    def __init__(self, field: CNFField, noise: Tensor | None, regularize: bool) -> None:
+        self.field, self.noise, self.regularize = field, noise, regularize
+
+    def __call__(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        z = state[0]  # (B, d)
+        # The divergence needs autograd even when the solver runs without it (adjoint forward,
+        # sampling); the graph is kept only if the caller differentiates through the result.
+        keep = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not z.requires_grad:
+                z = z.detach().requires_grad_(True)
+            dz = self.field(t, z)  # (B, d)
+            if self.noise is None:
+                div, frob = divergence_exact(dz, z, create_graph=keep)
+            else:
+                div, frob = divergence_hutchinson(dz, z, self.noise, create_graph=keep)
+        if not keep:
+            dz, div, frob = dz.detach(), div.detach(), frob.detach()
+        if not self.regularize:
+            return dz, -div
+        return dz, -div, dz.pow(2).sum(dim=1), frob
+
+
+@dataclass
+class CNFOutput:
+    """What `CNF.forward` returns.
+
+    Attributes:
+        log_prob: ``(B,)`` log-density of the inputs.
+        z: ``(B, d)`` their images under the flow (base space).
+        kinetic: ``(B,)`` ``int_0^T ||f||^2 dt`` (RNODE), or None when not regularising.
+        jacobian: ``(B,)`` ``int_0^T ||df/dz||_F^2 dt`` (estimated if Hutchinson), or None.
+        penalty: ``(B,)`` ``kinetic_weight * kinetic + jacobian_weight * jacobian`` (zeros
+            when not regularising); the training loss is ``(penalty - log_prob).mean()``.
+    """
+
+    log_prob: Tensor
+    z: Tensor
+    kinetic: Tensor | None
+    jacobian: Tensor | None
+    penalty: Tensor
+
+
+class CNF(nn.Module):
+    """A continuous normalizing flow on ``R^d`` with base ``N(0, I)``, used as a distribution.
+
+    Args:
+        dim: data dimension d.
+        hidden: hidden widths of the `CNFField`.
+        activation: ``"softplus"`` or ``"tanh"``.
+        T: integration time.
+        divergence: ``"exact"`` (d vector-Jacobian products) or ``"hutchinson"`` (one).
+        noise: Hutchinson noise, ``"rademacher"`` or ``"gaussian"``; drawn once per solve.
+        method, rtol, atol, step_size: solver settings (``step_size`` for fixed-step methods).
+        gradient: ``"backprop"``, ``"adjoint"`` or ``"checkpoint"``.
+        kinetic_weight, jacobian_weight: RNODE weights; either > 0 turns the penalties on.
+        options: further solver options (``max_num_steps``, ``adjoint_rtol``, ...).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64, 64),
+        activation: str = "softplus",
+        *,
+        T: float = 1.0,
+        divergence: str = "exact",
+        noise: str = "rademacher",
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        step_size: float | None = None,
+        gradient: str = "backprop",
+        kinetic_weight: float = 0.0,
+        jacobian_weight: float = 0.0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        _check_args(dim, hidden, activation, T, divergence, noise, method, gradient, options)
+        if not (kinetic_weight >= 0 and jacobian_weight >= 0):
+            raise CNFInputError(
+                "kinetic_weight and jacobian_weight must be >= 0 (Finlay et al. use 0.01), got "
+                f"{kinetic_weight!r} and {jacobian_weight!r}."
+            )
+        self.dim, self.divergence, self.noise = dim, divergence, noise
+        self.kinetic_weight, self.jacobian_weight = float(kinetic_weight), float(jacobian_weight)
+        self.field = CNFField(dim, hidden, activation)
+        self.solve_kwargs: dict[str, Any] = {
+            **(options or {}),
+            "method": method,
+            "rtol": rtol,
+            "atol": atol,
+            "step_size": step_size,
+            "gradient": gradient,
+        }
+        self.register_buffer("t", torch.tensor([0.0, float(T)]), persistent=False)
+        self._stats: SolveStats | None = None
+
+    @property
+    def regularize(self) -> bool:
+        """Whether the RNODE penalties are integrated."""
+        return self.kinetic_weight > 0 or self.jacobian_weight > 0
+
+    @property
+    def nfe_forward(self) -> int:
+        """Function evaluations of the last solve (0 before any)."""
+        return 0 if self._stats is None else self._stats.nfe
+
+    @property
+    def nfe_backward(self) -> int:
+        """Function evaluations of the last solve's backward pass (0 for backprop)."""
+        return 0 if self._stats is None else self._stats.nfe_backward
+
+    def base_log_prob(self, z: Tensor) -> Tensor:
+        """``log N(z; 0, I)`` per row: ``(B, d) -> (B,)``."""
+        return -0.5 * (z.pow(2).sum(dim=1) + self.dim * math.log(2 * math.pi))
+
+    def _solve(self, func: Callable[[Tensor, State], State], state: State, t: Tensor) -> State:
+        params = tuple(self.field.parameters())
+        sol = solve(func, state, t, adjoint_params=params, **self.solve_kwargs)
+        self._stats = sol.stats
+        return sol.ys
+
+    def _noise(self, like: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        if self.divergence == "exact":
+            return None
+        return _draw(self.noise, tuple(like.shape), generator, like)  # (B, d)
+
+    def _check_x(self, x: Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise CNFInputError(f"expected points (B, {self.dim}), got shape {tuple(x.shape)}.")
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> CNFOutput:
+        """Flow ``x`` (``t = 0``) to the base (``t = T``) with its log-density and penalties.
+
+        Args:
+            x: ``(B, d)`` points.
+            generator: for the Hutchinson noise (default: torch's global generator).
+        """
+        self._check_x(x)
+        zero = x.new_zeros(x.shape[0])  # (B,)
+        state = (x, zero, zero, zero) if self.regularize else (x, zero)
+        dyn = _Dynamics(self.field, self._noise(x, generator), self.regularize)
+        ys = self._solve(dyn, state, self.t.to(x))
+        z, dlogp = ys[0][-1], ys[1][-1]  # (B, d), (B,)
+        log_prob = self.base_log_prob(z) - dlogp  # (B,)
+        if not self.regularize:
+            return CNFOutput(log_prob, z, None, None, torch.zeros_like(log_prob))
+        kinetic, jacobian = ys[2][-1], ys[3][-1]  # (B,), (B,)
+        penalty = self.kinetic_weight * kinetic + self.jacobian_weight * jacobian
+        return CNFOutput(log_prob, z, kinetic, jacobian, penalty)
+
+    def log_prob(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``log p(x)`` for ``x`` of shape ``(B, d)``: ``(B,)``."""
+        return self.forward(x, generator).log_prob
+
+    def transform(self, x: Tensor) -> Tensor:
+        """Data to base: ``z(T)`` from ``z(0) = x``, ``(B, d) -> (B, d)``."""
+        self._check_x(x)
+        return self._solve(self.field, x, self.t.to(x))[-1]
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """Base to data: integrate from ``t = T`` back to ``0``, ``(B, d) -> (B, d)``."""
+        self._check_x(z)
+        return self._solve(self.field, z, self.t.to(z).flip(0))[-1]
+
+    def sample_and_log_prob(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``n`` samples and their log-density, integrated along the reverse flow.
+
+        ``log p`` starts at ``log N(z)`` at ``t = T`` and obeys ``d log p / dt = -tr(df/dz)``
+        back to ``t = 0``.
+
+        Returns:
+            ``(x, log_prob)`` of shapes ``(n, d)`` and ``(n,)``.
+        """
+        z = self._base_sample(n, generator)  # (n, d)
+        dyn = _Dynamics(self.field, self._noise(z, generator), regularize=False)
+        ys = self._solve(dyn, (z, self.base_log_prob(z)), self.t.to(z).flip(0))
+        return ys[0][-1], ys[1][-1]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples ``(n, d)``: base draws pushed through the reverse flow."""
+        return self.inverse(self._base_sample(n, generator))
+
+    def _base_sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise CNFInputError(f"n must be a positive integer, got {n!r}.")
+        return _draw("gaussian", (n, self.dim), generator, self.t)  # (n, d)
+
+
+def _draw(kind: str, shape: tuple[int, ...], gen: torch.Generator | None, like: Tensor) -> Tensor:
+    """Gaussian or Rademacher draws on ``gen``'s device, returned in ``like``'s dtype/device."""
+    device = like.device if gen is None else gen.device
+    if kind == "gaussian":
+        out = torch.randn(shape, generator=gen, dtype=like.dtype, device=device)
+    else:
+        out = torch.randint(0, 2, shape, generator=gen, device=device) * 2 - 1
+    return out.to(like)
+
+
+def _check_args(
+    dim: int,
+    hidden: Sequence[int],
+    activation: str,
+    T: float,
+    divergence: str,
+    noise: str,
+    method: str,
+    gradient: str,
+    options: dict[str, Any] | None,
+) -> None:
+    """Raise `CNFInputError` for the first invalid constructor argument."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise CNFInputError(f"dim must be a positive integer, got {dim!r}.")
+    if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+        raise CNFInputError(f"hidden must be a non-empty list of positive ints, got {hidden!r}.")
+    choices = {
+        "activation": (activation, tuple(_ACTIVATIONS)),
+        "divergence": (divergence, ("exact", "hutchinson")),
+        "noise": (noise, _NOISES),
+        "method": (method, tuple(METHODS)),
+        "gradient": (gradient, GRADIENTS),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise CNFInputError(f"unknown {name} {value!r}; choose one of {list(allowed)}.")
+    if not T > 0:
+        raise CNFInputError(f"T must be > 0, got {T!r}.")
+    reserved = {"method", "rtol", "atol", "gradient", "step_size", "adjoint_params"}
+    if reserved & set(options or {}):
+        raise CNFInputError(
+            f"pass {sorted(reserved & set(options or {}))} as CNF arguments, not in options "
+            "(the adjoint's parameters are the field's)."
+        )

@@ -1,0 +1,392 @@
+"""ODE-Net (Chen et al. 2018, sec. 3) and augmented Neural ODEs (Dupont et al. 2019).
+
+`ODEBlock` integrates a vector field over ``[0, t1]`` in any gradient mode and keeps the
+function evaluations of its last passes. The classifiers share one shape (downsampling stem,
+``block``, norm + pooling + linear head); only ``block`` differs between ODE-Net, RK-Net, ResNet.
+
+Usage::
+
+    model = ODENetClassifier(image_size=8, width=32)  # 8x8 digits; image_size=28 for MNIST
+    F.cross_entropy(model(x), y).backward()  # x: (B, 1, 8, 8)
+    model.block.nfe_forward, model.block.nfe_backward  # the ODE block's evaluation counts
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..solver import FIXED_METHODS, GRADIENTS, METHODS, SolveStats, solve
+from .base import ModelInputError
+from .vector_fields import ACTIVATIONS, ODEFunc
+
+__all__ = [
+    "AugmentedNeuralODE",
+    "ConvODEFunc",
+    "MLPClassifier",
+    "MLPODEFunc",
+    "NeuralODE",
+    "ODEBlock",
+    "ODENetClassifier",
+    "ODENetInputError",
+    "RKNetClassifier",
+    "ResNetClassifier",
+]
+
+
+class ODENetInputError(ModelInputError):
+    """Invalid arguments to an ODE-Net module; the message says what to change."""
+
+
+def _check_ints(minimum: int, **values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ODENetInputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ODENetInputError(f"unknown activation {name!r}; choose one of {list(ACTIVATIONS)}.")
+    return ACTIVATIONS[name]()
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with the largest group count ``<= max_groups`` that divides ``channels``."""
+    groups = max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def _with_time(t: Tensor, h: Tensor) -> Tensor:
+    """Prepend the time as a constant channel: ``(B, C, ...) -> (B, 1 + C, ...)``."""
+    tt = t.to(h).expand(h.shape[0], 1, *h.shape[2:])  # (B, 1, ...)
+    return torch.cat([tt, h], dim=1)
+
+
+class ConvODEFunc(nn.Module):
+    """Chen et al.'s field ``f(t, h) = GN(conv([t, act(GN(conv([t, act(GN(h))])))]))``.
+
+    Args:
+        channels: channels of the state ``h``; the output has the same shape ``(B, C, H, W)``.
+        max_groups: upper bound on the GroupNorm group count.
+        activation: ``"relu"`` (the paper's), ``"softplus"``, ``"tanh"`` or ``"elu"``. ReLU's
+            kinks cost many steps at tight tolerances, and its adjoint gradient matches
+            backprop only to about 1e-4 however tight the tolerance (1e-11 if smooth).
+    """
+
+    def __init__(self, channels: int, *, max_groups: int = 32, activation: str = "relu") -> None:
+        super().__init__()
+        _check_ints(1, channels=channels)
+        self.act = _activation(activation)
+        self.norm1 = group_norm(channels, max_groups)
+        self.conv1 = nn.Conv2d(channels + 1, channels, 3, padding=1)
+        self.norm2 = group_norm(channels, max_groups)
+        self.conv2 = nn.Conv2d(channels + 1, channels, 3, padding=1)
+        self.norm3 = group_norm(channels, max_groups)
+
+    def forward(self, t: Tensor, h: Tensor) -> Tensor:
+        """Evaluate ``f(t, h)`` for ``h`` of shape ``(B, C, H, W)``."""
+        out = self.conv1(_with_time(t, self.act(self.norm1(h))))  # (B, C, H, W)
+        out = self.conv2(_with_time(t, self.act(self.norm2(out))))  # (B, C, H, W)
+        return self.norm3(out)
+
+
+class MLPODEFunc(ODEFunc):
+    """``f(t, h) = MLP([h, t])`` on features ``(B, D)``: the shared `ODEFunc`, time as an input.
+
+    Args:
+        dim: feature dimension D.
+        hidden: width of the hidden layers.
+        depth: number of hidden layers.
+        activation: a smooth activation (``"tanh"``, ``"softplus"``, ``"elu"``).
+    """
+
+    def __init__(self, dim: int, hidden: int = 32, depth: int = 2, activation: str = "tanh"):
+        _check_ints(1, dim=dim, hidden=hidden, depth=depth)
+        super().__init__(dim, hidden, depth, activation, time_dependent=True)
+
+
+class ODEBlock(nn.Module):
+    """``h(t1)`` where ``dh/dt = func(t, h)``, ``h(0) = [x, 0]`` (zeros appended when augmenting).
+
+    Args:
+        func: the vector field, an ``nn.Module`` called as ``func(t, h)``.
+        t1: integration end time.
+        gradient: ``"backprop"``, ``"adjoint"`` (O(1) memory) or ``"checkpoint"``.
+        method: a solver method (dopri5, tsit5, bosh3; euler, midpoint, heun, rk4).
+        rtol, atol: tolerances of the adaptive methods.
+        step_size: step of the fixed-step methods (``None``: one step over ``[0, t1]``).
+        augment_dim: zero channels appended along dim 1 (ANODE); ``func`` acts on ``C + A``.
+        options: further solver options (``max_num_steps``, ``adjoint_rtol``, ...).
+    """
+
+    def __init__(
+        self,
+        func: nn.Module,
+        *,
+        t1: float = 1.0,
+        gradient: str = "adjoint",
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-3,
+        step_size: float | None = None,
+        augment_dim: int = 0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if gradient not in GRADIENTS:
+            raise ODENetInputError(f"unknown gradient {gradient!r}; choose one of {GRADIENTS}.")
+        if method not in METHODS:
+            raise ODENetInputError(f"unknown method {method!r}; choose one of {list(METHODS)}.")
+        if not t1 > 0 or (step_size is not None and not 0 < step_size <= t1):
+            msg = f"need t1 > 0 and 0 < step_size <= t1, got t1={t1!r}, step_size={step_size!r}."
+            raise ODENetInputError(msg)
+        reserved = {"method", "rtol", "atol", "gradient", "step_size"} & set(options or {})
+        if reserved:
+            raise ODENetInputError(f"pass {sorted(reserved)} as ODEBlock arguments, not options.")
+        _check_ints(0, augment_dim=augment_dim)
+        self.func, self.augment_dim = func, augment_dim
+        kw = {"method": method, "rtol": rtol, "atol": atol, "gradient": gradient}
+        self.solve_kwargs: dict[str, Any] = {**(options or {}), **kw, "step_size": step_size}
+        self.register_buffer("t", torch.tensor([0.0, float(t1)]), persistent=False)
+        self._stats: SolveStats | None = None
+
+    def augment(self, x: Tensor) -> Tensor:
+        """Append ``augment_dim`` zero channels: ``(B, C, ...) -> (B, C + A, ...)``."""
+        if x.dim() < 2:
+            raise ODENetInputError(f"expected input (B, C, ...), got shape {tuple(x.shape)}.")
+        if self.augment_dim == 0:
+            return x
+        pad = x.new_zeros(x.shape[0], self.augment_dim, *x.shape[2:])  # (B, A, ...)
+        return torch.cat([x, pad], dim=1)  # (B, C + A, ...)
+
+    def trajectory(self, x: Tensor, t: Tensor) -> Tensor:
+        """The (augmented) state at the times ``t``: ``(T, B, C + A, ...)``, ``out[0] = [x, 0]``."""
+        sol = solve(self.func, self.augment(x), t.to(x), **self.solve_kwargs)
+        self._stats = sol.stats
+        return sol.ys
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``h(t1)``: ``(B, C, ...) -> (B, C + A, ...)``."""
+        return self.trajectory(x, self.t)[-1]
+
+    @property
+    def nfe_forward(self) -> int:
+        """Function evaluations of the last forward pass (0 before any)."""
+        return 0 if self._stats is None else self._stats.nfe
+
+    @property
+    def nfe_backward(self) -> int:
+        """Function evaluations of the backward pass of the last forward (0 for backprop)."""
+        return 0 if self._stats is None else self._stats.nfe_backward
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block ``h + conv(ReLU(GN(conv(ReLU(GN(h))))))``, as in Chen 2018."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = group_norm(channels), group_norm(channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, C, H, W)``."""
+        out = self.conv1(torch.relu(self.norm1(h)))  # (B, C, H, W)
+        return h + self.conv2(torch.relu(self.norm2(out)))
+
+
+class _ConvClassifier(nn.Module):
+    """Stem (conv, then stride-2 downsampling) -> ``block`` -> GN, ReLU, pool, linear.
+
+    ``block`` is the part that differs between models; for ODE models it is the `ODEBlock`,
+    whose ``nfe_forward`` / ``nfe_backward`` give the evaluation counts.
+    """
+
+    def __init__(
+        self, in_channels: int, image_size: int, num_classes: int, width: int, head_width: int
+    ) -> None:
+        super().__init__()
+        _check_ints(1, in_channels=in_channels, width=width)
+        _check_ints(2, num_classes=num_classes)
+        _check_ints(4, image_size=image_size)
+        self.in_channels = in_channels
+        n_down = 2 if image_size >= 16 else 1  # halvings: 28 -> 7 for MNIST, 8 -> 4 for digits
+        stem: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1)]
+        for _ in range(n_down):
+            stem += [group_norm(width), nn.ReLU(), nn.Conv2d(width, width, 4, stride=2, padding=1)]
+        self.stem = nn.Sequential(*stem)
+        self.block: nn.Module = nn.Identity()
+        self.pool = nn.Sequential(group_norm(head_width), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(head_width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)`` for images ``(B, C, H, W)``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            msg = f"expected images (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}."
+            raise ODENetInputError(msg)
+        h = self.pool(self.block(self.stem(x)))  # (B, C', 1, 1)
+        return self.fc(h.flatten(1))  # (B, K)
+
+
+class ODENetClassifier(_ConvClassifier):
+    """ODE-Net: one `ODEBlock` with a `ConvODEFunc` in place of the residual blocks.
+
+    Args:
+        in_channels, image_size, num_classes: input channels, side length, classes.
+        width: channels after the stem (64 in the paper: 0.21M parameters on MNIST).
+        augment_dim: zero channels appended before the ODE (ANODE).
+        activation: of the `ConvODEFunc` (paper: ``"relu"``).
+        gradient, method, rtol, atol, step_size, options: as `ODEBlock` (paper: adjoint, 1e-3).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        width: int = 64,
+        *,
+        augment_dim: int = 0,
+        activation: str = "relu",
+        gradient: str = "adjoint",
+        method: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-3,
+        step_size: float | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        _check_ints(0, augment_dim=augment_dim)
+        super().__init__(in_channels, image_size, num_classes, width, width + augment_dim)
+        self.block = ODEBlock(
+            ConvODEFunc(width + augment_dim, activation=activation),
+            gradient=gradient,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            step_size=step_size,
+            augment_dim=augment_dim,
+            options=options,
+        )
+
+
+class RKNetClassifier(ODENetClassifier):
+    """RK-Net: the ODE-Net's block integrated by a fixed-step Runge-Kutta method, with backprop.
+
+    Args:
+        method: a fixed-step method (``rk4``, ``euler``, ``midpoint``, ``heun``).
+        step_size: the step over ``[0, 1]``.
+        Other arguments as `ODENetClassifier`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        width: int = 64,
+        *,
+        method: str = "rk4",
+        step_size: float = 0.25,
+        augment_dim: int = 0,
+        activation: str = "relu",
+    ) -> None:
+        if method not in FIXED_METHODS:
+            msg = f"RK-Net needs a fixed-step method, one of {FIXED_METHODS}; got {method!r}."
+            raise ODENetInputError(msg + " Use ODENetClassifier for adaptive methods.")
+        super().__init__(
+            in_channels,
+            image_size,
+            num_classes,
+            width,
+            augment_dim=augment_dim,
+            activation=activation,
+            gradient="backprop",
+            method=method,
+            step_size=step_size,
+        )
+
+
+class ResNetClassifier(_ConvClassifier):
+    """The ResNet baseline: ``num_blocks`` residual blocks (six in the paper) after the stem."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        width: int = 64,
+        *,
+        num_blocks: int = 6,
+    ) -> None:
+        super().__init__(in_channels, image_size, num_classes, width, width)
+        _check_ints(1, num_blocks=num_blocks)
+        self.block = nn.Sequential(*(ResBlock(width) for _ in range(num_blocks)))
+
+
+class MLPClassifier(nn.Module):
+    """One-hidden-layer MLP on flattened pixels (hidden=300 gives the paper's 0.24M on MNIST)."""
+
+    def __init__(
+        self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, hidden: int = 300
+    ) -> None:
+        super().__init__()
+        _check_ints(1, in_channels=in_channels, image_size=image_size, hidden=hidden)
+        _check_ints(2, num_classes=num_classes)
+        self.hidden = nn.Linear(in_channels * image_size * image_size, hidden)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)`` for images ``(B, C, H, W)``."""
+        return self.fc(torch.relu(self.hidden(x.flatten(1))))  # (B, K)
+
+
+class NeuralODE(nn.Module):
+    """A feature-space Neural ODE ``x -> readout(h(1))`` for the toy maps of Dupont et al.
+
+    ``model.block.trajectory(x, t)`` gives the learned flow ``(T, B, D + A)`` for figures.
+
+    Args:
+        dim: input dimension D; inputs are ``(B, D)``.
+        out_dim: size of a linear readout of the whole final state; ``None`` returns the first
+            ``D`` coordinates of ``h(1)`` (identity readout: what a flow alone can represent).
+        hidden, depth, activation: the `MLPODEFunc`.
+        augment_dim: zero coordinates appended (ANODE).
+        **ode_kwargs: solver keywords of `ODEBlock` (gradient, method, rtol, atol, step_size,
+            options).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        out_dim: int | None = None,
+        hidden: int = 32,
+        depth: int = 2,
+        activation: str = "tanh",
+        augment_dim: int = 0,
+        **ode_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        _check_ints(1, dim=dim, out_dim=1 if out_dim is None else out_dim)
+        _check_ints(0, augment_dim=augment_dim)
+        self.dim, width = dim, dim + augment_dim  # the flow acts on D + A coordinates
+        func = MLPODEFunc(width, hidden, depth, activation)
+        self.block = ODEBlock(func, augment_dim=augment_dim, **ode_kwargs)
+        self.readout = None if out_dim is None else nn.Linear(width, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, D) -> (B, out_dim)``, or ``(B, D)`` with the identity readout."""
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ODENetInputError(f"expected input (B, {self.dim}), got {tuple(x.shape)}.")
+        h = self.block(x)  # (B, D + A)
+        return h[:, : self.dim] if self.readout is None else self.readout(h)
+
+
+class AugmentedNeuralODE(NeuralODE):
+    """ANODE (Dupont et al. 2019): a `NeuralODE` with ``augment_dim >= 1`` zero coordinates."""
+
+    def __init__(self, dim: int, *, augment_dim: int = 1, **kwargs: Any) -> None:
+        _check_ints(1, augment_dim=augment_dim)
+        super().__init__(dim, augment_dim=augment_dim, **kwargs)
