@@ -1,0 +1,285 @@
+"""Read a long-format CSV of irregular series into a validated `SeriesTable`.
+
+The file has one row per (series, time): ``series_id, time, <channel columns...>``. Without a
+series column the whole file is one series. Missing values are empty cells or NaN. Times are
+numbers (any unit) or ISO date-times; date-times become a float axis (``unit`` after ``origin``,
+kept in the table's `TimeEncoding`). Rows are sorted by time within each series.
+
+Every rule is checked here, in `read_series_csv`, and every violation raises `CSVDataError`
+naming the file, the line numbers (the header is line 1), the column or the series, and what to
+change. Series with fewer than two observed times are dropped with a warning.
+
+Usage::
+
+    table = read_series_csv("data/fertility_worldbank.csv")
+    table = read_series_csv("co2.csv", series_column=None, time_unit="Y")
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .table import _RESOLUTIONS, TIME_UNITS, SeriesTable, TimeEncoding
+
+__all__ = ["CSVDataError", "read_series_csv"]
+
+_SHOW = 5  # line numbers / names listed in a message
+
+
+class CSVDataError(DataError):
+    """A CSV file breaks a rule; the message names the file, lines, column or series, and a fix."""
+
+
+def _fail(path: Path, problem: str, fix: str, lines: np.ndarray | None = None) -> CSVDataError:
+    where = ""
+    if lines is not None and len(lines):
+        shown = ", ".join(str(int(n)) for n in lines[:_SHOW])
+        more = f" and {len(lines) - _SHOW} more" if len(lines) > _SHOW else ""
+        where = f" (line{'s' if len(lines) > 1 else ''} {shown}{more})"
+    return CSVDataError(f"{path}: {problem}{where}. {fix}")
+
+
+def _names(items: Sequence[str]) -> str:
+    shown = ", ".join(repr(str(s)) for s in items[:_SHOW])
+    return shown + (f" and {len(items) - _SHOW} more" if len(items) > _SHOW else "")
+
+
+def _read_frame(
+    path: Path, usecols: list[str] | None = None, text: Sequence[str] = (), nrows: int | None = None
+) -> pd.DataFrame:
+    if not path.is_file():
+        raise _fail(path, "file not found", "Check the path (--data.path).")
+    try:
+        return pd.read_csv(
+            path,
+            usecols=usecols,
+            dtype=dict.fromkeys(text, str),
+            skip_blank_lines=False,
+            nrows=nrows,
+        )
+    except pd.errors.EmptyDataError:
+        raise _fail(path, "the file is empty", "Write a header line and data rows.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise _fail(path, f"not a readable CSV ({e})", "Save it as UTF-8 CSV.") from None
+
+
+def _columns(
+    path: Path,
+    header: list[str],
+    time_column: str,
+    series_column: str | None,
+    channels: Sequence[str] | None,
+) -> list[str]:
+    wanted = [time_column, *([series_column] if series_column else []), *(channels or [])]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise _fail(
+            path,
+            f"missing column{'s' if len(missing) > 1 else ''} {_names(missing)}",
+            f"The file has columns {_names(header)}; rename them or set the column options.",
+        )
+    return wanted
+
+
+def _to_number(path: Path, frame: pd.DataFrame, column: str, lines: np.ndarray) -> np.ndarray:
+    raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw):
+        raise _fail(path, f"column {column!r} holds true/false, not numbers", "Use 0/1.")
+    x = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(x) & raw.notna().to_numpy()
+    if bad.any():
+        sample = raw[bad].iloc[0]
+        raise _fail(
+            path,
+            f"non-numeric values in column {column!r}, e.g. {sample!r}",
+            "Leave missing values empty (or NaN) and write numbers with a '.' decimal point.",
+            lines[bad],
+        )
+    if np.isinf(x).any():
+        raise _fail(
+            path, f"infinite values in column {column!r}", "Replace them.", lines[np.isinf(x)]
+        )
+    return x
+
+
+def _default_channels(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
+    """Every other column holding numbers (or nothing); all-text columns are ignored."""
+    out = []
+    for c in frame.columns:
+        if c in exclude:
+            continue
+        col = frame[c]
+        if pd.api.types.is_numeric_dtype(col) or col.isna().all():
+            out.append(c)
+        elif pd.to_numeric(col, errors="coerce").notna().any():
+            out.append(c)  # numbers with typos: let _to_number report the bad cells
+    return out
+
+
+def _parse_times(
+    path: Path, raw: pd.Series, column: str, lines: np.ndarray, time_unit: str
+) -> tuple[np.ndarray, TimeEncoding]:
+    missing = raw.isna().to_numpy()
+    if missing.any():
+        raise _fail(path, f"empty time in {column!r}", "Every row needs a time.", lines[missing])
+    text = raw.astype(str).str.strip().reset_index(drop=True)
+    num = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    is_num = ~np.isnan(num)
+    if is_num.all():
+        if np.isinf(num).any():
+            raise _fail(path, f"infinite time in {column!r}", "Fix it.", lines[np.isinf(num)])
+        return num, TimeEncoding("numeric", unit=time_unit if time_unit not in TIME_UNITS else "")
+    if time_unit not in TIME_UNITS:
+        raise CSVDataError(f"{path}: time_unit must be one of {sorted(TIME_UNITS)} for date-times.")
+    dt, tz = _parse_datetimes(text[~is_num])
+    if dt.isna().any():
+        bad = np.flatnonzero(~is_num)[dt.isna().to_numpy()]
+        raise _fail(
+            path,
+            f"unreadable times in column {column!r}, e.g. {text.iloc[bad[0]]!r}",
+            "Write numbers or ISO date-times (2001-12-31 or 2001-12-31T23:59:59).",
+            lines[bad],
+        )
+    if is_num.any():
+        raise _fail(
+            path,
+            f"column {column!r} mixes numbers with date-times, e.g. {text[is_num].iloc[0]!r} "
+            f"and {text[~is_num].iloc[0]!r}",
+            "Use one kind of time in the whole file.",
+            lines[is_num],
+        )
+    ns = dt.astype("datetime64[ns]").to_numpy().view(np.int64)
+    resolution = next(r for r, n in _RESOLUTIONS.items() if (ns % n == 0).all())
+    origin = pd.Timestamp(int(ns.min())).isoformat()
+    encoding = TimeEncoding("datetime", time_unit, origin, resolution, tz)
+    return encoding.encode_ns(ns), encoding
+
+
+def _parse_datetimes(text: pd.Series) -> tuple[pd.Series, str | None]:
+    """Naive date-times, or UTC ones (tz "UTC") when the strings carry offsets."""
+    try:
+        dt = pd.to_datetime(text, format="ISO8601", errors="coerce")
+        if isinstance(dt.dtype, pd.DatetimeTZDtype):
+            return dt.dt.tz_convert("UTC").dt.tz_localize(None), "UTC"
+        if pd.api.types.is_datetime64_dtype(dt):
+            return dt, None
+    except (TypeError, ValueError):
+        pass  # mixed offsets: read everything as UTC
+    dt = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    return dt.dt.tz_localize(None), "UTC"
+
+
+def read_series_csv(
+    path: str | Path,
+    *,
+    time_column: str = "time",
+    series_column: str | None = "series_id",
+    channels: Sequence[str] | None = None,
+    time_unit: str = "D",
+    duplicates: Literal["error", "mean"] = "error",
+) -> SeriesTable:
+    """Read and validate a long-format CSV of irregular series.
+
+    Args:
+        path: the CSV file.
+        time_column: the time column (numbers or ISO date-times).
+        series_column: the series id column; None, or a name absent from the file when left at
+            the default, reads the file as one series (named after the file).
+        channels: the value columns (default: every other column holding numbers).
+        time_unit: for date-times, the unit of the float axis (a key of `TIME_UNITS`); for
+            numbers, a label kept in the encoding.
+        duplicates: ``"error"`` on repeated (series, time) rows, or ``"mean"`` to average them
+            (per channel, over the observed values).
+
+    Returns:
+        The `SeriesTable`, sorted by time within each series, series in order of appearance.
+
+    Raises:
+        CSVDataError: a missing or empty file, missing columns, non-numeric or infinite values,
+            unreadable or mixed times, duplicate rows, a channel with no observation, or no
+            series with two observed times. Dropped short series only warn.
+    """
+    path = Path(path)
+    if duplicates not in ("error", "mean"):
+        raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
+    header = [str(c) for c in _read_frame(path, nrows=0).columns]
+    if series_column == "series_id" and "series_id" not in header:
+        series_column = None  # the default name is optional: one series
+    usecols = _columns(path, header, time_column, series_column, channels)
+    text = [time_column, *([series_column] if series_column else [])]
+    frame = _read_frame(path, usecols if channels else None, text)
+    lines = np.arange(len(frame), dtype=np.int64) + 2  # header = line 1
+    blank = frame.isna().all(axis=1).to_numpy()
+    frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]
+    if len(frame) == 0:
+        raise _fail(path, "no data rows under the header", "Add rows.")
+    names = list(channels) if channels else _default_channels(frame, {time_column, series_column})
+    if not names:
+        raise _fail(path, "no numeric value columns", f"The columns are {_names(header)}.")
+
+    t, encoding = _parse_times(path, frame[time_column], time_column, lines, time_unit)
+    x = np.stack([_to_number(path, frame, c, lines) for c in names], axis=1)  # (N, D)
+    if series_column is None:
+        ids, codes = np.array([path.stem], dtype=object), np.zeros(len(frame), dtype=np.int64)
+    else:
+        sid = frame[series_column]
+        if sid.isna().any():
+            missing = lines[sid.isna().to_numpy()]
+            raise _fail(path, f"empty {series_column!r}", "Every row needs a series id.", missing)
+        codes, ids = pd.factorize(sid.astype(str).str.strip(), sort=False)
+        codes, ids = codes.astype(np.int64), np.asarray(ids, dtype=object)
+
+    order = np.lexsort((t, codes))  # stable: (series, time), file order among equals
+    t, x, codes, lines = t[order], x[order], codes[order], lines[order]
+    same = (np.diff(codes) == 0) & (np.diff(t) == 0)  # (N - 1,) row equals the previous one
+    if same.any():
+        if duplicates == "error":
+            dup = np.unique(np.concatenate([np.flatnonzero(same), np.flatnonzero(same) + 1]))
+            raise _fail(
+                path,
+                f"duplicate (series, time) rows, e.g. series {ids[codes[dup[0]]]!r} at time "
+                f"{frame[time_column].iloc[order[dup[0]]]!r}",
+                "Remove them, or pass duplicates='mean' to average them.",
+                np.sort(lines[dup]),
+            )
+        group = np.concatenate([[0], np.cumsum(~same)])  # (N,) group index of each row
+        mean = pd.DataFrame(x).groupby(group, sort=True).mean().to_numpy()  # NaN-skipping
+        keep = np.concatenate([[True], ~same])
+        t, x, codes = t[keep], mean, codes[keep]
+
+    observed = ~np.isnan(x)  # (N, D)
+    empty = ~observed.any(axis=0)
+    if empty.any():
+        raise _fail(
+            path,
+            f"channel {_names([names[d] for d in np.flatnonzero(empty)])} has no observed value",
+            "Fill it, or leave it out of channels.",
+        )
+    n_obs = np.bincount(codes[observed.any(axis=1)], minlength=len(ids))  # (S,)
+    short = np.flatnonzero(n_obs < 2)
+    if len(short) == len(ids):
+        raise _fail(
+            path,
+            "no series has two observed times",
+            "A series needs at least two rows with a value to be fitted.",
+        )
+    if len(short):
+        warnings.warn(
+            f"{path}: dropped {len(short)} series with fewer than two observed times: "
+            f"{_names([str(ids[s]) for s in short])}.",
+            UserWarning,
+            stacklevel=2,
+        )
+        keep = np.isin(codes, short, invert=True)
+        remap = np.cumsum(n_obs >= 2) - 1  # old code -> new code
+        t, x, codes, ids = t[keep], x[keep], remap[codes[keep]], ids[n_obs >= 2]
+    counts = np.bincount(codes, minlength=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return SeriesTable(t, x, offsets, [str(i) for i in ids], names, encoding, str(path))

@@ -1,0 +1,256 @@
+"""`CSVDataModule`: a user's CSV of irregular series as `Split` batches for the latent ODE.
+
+``setup`` reads and validates the file (`read_series_csv`), divides it, fits the per-channel
+normalisation on the training part only, and cuts training segments:
+
+- one series (e.g. the CO2 record): the last two blocks of ``holdout`` time units are the
+  validation and test forecasts; training windows of ``window`` units every ``stride`` are cut
+  from the time before them;
+- many series: a seeded share of the series is held out for validation / test, where each is
+  conditioned on its history and scored on its last ``holdout`` units; training series are
+  used whole, or cut into windows when ``window`` is set.
+
+Training batches condition each segment on a random first part (a fraction drawn from
+``train_condition`` per segment and batch) and score the whole segment: the model learns to
+reconstruct what it saw and to forecast from histories of varying length. Validation and test
+splits are fixed and score only the forecast. Times in a batch are ``(t - t0) / time_scale``
+with ``t0`` each segment's first observed time.
+
+`channels`, `time_encoding`, `normalisation` and `time_scale` are plain values for the
+checkpoint (`data_state` gathers them), so a forecast can be put back in the user's units.
+
+Usage::
+
+    dm = CSVDataModule("data/co2_mauna_loa_weekly.csv", time_unit="Y", window=6, holdout=2)
+    dm.setup()
+    split = next(iter(dm.train_dataloader()))   # Split of IrregularBatch, values [B, T, 1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from .batch import Split
+from .csv import read_series_csv
+from .errors import DataError
+from .prep import (
+    Segment,
+    collate_segments,
+    fit_normalisation,
+    forecast_segment,
+    holdout_bounds,
+    make_windows,
+    segment_spans,
+    split_at,
+    split_series,
+    whole_series,
+)
+from .table import SeriesTable
+
+__all__ = ["CSVDataModule"]
+
+
+class CSVDataModule(pl.LightningDataModule):
+    """Serve `Split` batches from a long-format CSV of irregular series.
+
+    Args:
+        path: the CSV file.
+        time_column, series_column, channels, time_unit, duplicates: as `read_series_csv`.
+        window: training window length in time units (None: one series is cut into windows of
+            three ``holdout`` blocks; many series are used whole).
+        stride: distance between window starts (None: ``window / 10``).
+        holdout: length of each held-out forecast in time units (a value below 1 is a fraction
+            of the series' time span).
+        history: time units of history conditioned on at validation / test (None: ``window -
+            holdout`` for windows when positive, else everything before the forecast).
+        val_fraction, test_fraction: shares of the series held out (many series only).
+        train_condition: range of the conditioned fraction of each training segment.
+        time_scale: time units per model time unit.
+        normalise: fit per-channel mean / std on the training part (else values as they are).
+        batch_size: segments per batch.
+        seed: seeds the series division and the training draws.
+        num_workers: DataLoader workers (keep 0: data are in memory).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        time_column: str = "time",
+        series_column: str | None = "series_id",
+        channels: list[str] | None = None,
+        time_unit: str = "D",
+        duplicates: Literal["error", "mean"] = "error",
+        window: float | None = None,
+        stride: float | None = None,
+        holdout: float = 0.1,
+        history: float | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        train_condition: tuple[float, float] = (0.5, 0.8),
+        time_scale: float = 1.0,
+        normalise: bool = True,
+        batch_size: int = 32,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        lo, hi = train_condition
+        if not 0 < lo <= hi < 1 or batch_size < 1 or not time_scale > 0 or not holdout > 0:
+            raise DataError(
+                "need 0 < train_condition[0] <= train_condition[1] < 1, batch_size >= 1, "
+                f"time_scale > 0 and holdout > 0; got {train_condition}, {batch_size}, "
+                f"{time_scale}, {holdout}."
+            )
+        self.save_hyperparameters()
+        self.path, self.time_unit, self.duplicates = path, time_unit, duplicates
+        self.time_column, self.series_column = time_column, series_column
+        self.channel_names = channels
+        self.window, self.stride, self.holdout, self.history = window, stride, holdout, history
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.train_condition, self.time_scale = (float(lo), float(hi)), float(time_scale)
+        self.use_normalisation, self.batch_size = normalise, batch_size
+        self.seed, self.num_workers = seed, num_workers
+        self.table: SeriesTable | None = None
+        self.train_segments: list[Segment] = []
+        self.val_segments: list[Segment] = []
+        self.test_segments: list[Segment] = []
+        self._norm: dict[str, Any] | None = None
+        self._train_gen = torch.Generator()
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Read and validate the file, divide it and fit the normalisation (once)."""
+        if self.table is not None:
+            return
+        table = read_series_csv(
+            self.path,
+            time_column=self.time_column,
+            series_column=self.series_column,
+            channels=self.channel_names,
+            time_unit=self.time_unit,
+            duplicates=self.duplicates,
+        )
+        train = self._setup_single(table) if table.n_series == 1 else self._setup_many(table)
+        self._norm = fit_normalisation(train) if self.use_normalisation else None
+        if not self.train_segments:
+            raise DataError(f"{self.path}: no training segment with two observed times.")
+        self._train_gen = torch.Generator().manual_seed(self.seed * 10 + 1)
+        self.table = table
+
+    def _setup_single(self, table: SeriesTable) -> SeriesTable:
+        t = table.times[table.mask.any(axis=1)]  # observed rows
+        t_val, t_test = holdout_bounds(float(t[0]), float(t[-1]), self.holdout)
+        h = t_test - t_val
+        window = self.window if self.window is not None else 3 * h
+        history = self.history if self.history is not None else max(window - h, 0.5 * window)
+        train = table.before(t_val)
+        self.train_segments = make_windows(train, window, self.stride or window / 10)
+        segs = [forecast_segment(table, 0, t_val, history, t_test)]
+        segs += [forecast_segment(table, 0, t_test, history, None)]
+        self.val_segments, self.test_segments = [[g] if g else [] for g in segs]
+        return train
+
+    def _setup_many(self, table: SeriesTable) -> SeriesTable:
+        tr, va, te = split_series(table.n_series, self.val_fraction, self.test_fraction, self.seed)
+        train = table.select(tr)
+        if self.window is None:
+            segs = whole_series(train)
+        else:
+            segs = make_windows(train, self.window, self.stride or self.window / 10)
+        self.train_segments = [replace(g, series=tr[g.series]) for g in segs]  # file's index
+        for index, out in ((va, self.val_segments), (te, self.test_segments)):
+            for s in index:
+                t, _ = table.series(s)
+                h = self.holdout * (t[-1] - t[0]) if self.holdout < 1 else self.holdout
+                g = forecast_segment(table, s, float(t[-1] - h), self.history, None)
+                if g is not None:
+                    out.append(g)
+        return train
+
+    # ------------------------------------------------------------------ what a model keeps
+    def _ready(self) -> SeriesTable:
+        self.setup()
+        if self.table is None:  # setup() always sets it; this narrows the type
+            raise DataError("the data module has no data; call setup() first.")
+        return self.table
+
+    @property
+    def channels(self) -> list[str]:
+        """The channel names, in the order of the value dimension."""
+        return list(self._ready().channels)
+
+    @property
+    def time_encoding(self) -> dict[str, Any]:
+        """The `TimeEncoding` of the file as a plain dict."""
+        return self._ready().encoding.to_dict()
+
+    @property
+    def normalisation(self) -> dict[str, Any] | None:
+        """The per-channel mean / std fitted on the training part (None if disabled)."""
+        self._ready()
+        return None if self._norm is None else dict(self._norm)
+
+    def data_state(self) -> dict[str, Any]:
+        """Everything a checkpoint needs to map model outputs back to the user's file."""
+        return {
+            "channels": self.channels,
+            "time_encoding": self.time_encoding,
+            "normalisation": self.normalisation,
+            "time_scale": self.time_scale,
+        }
+
+    # ------------------------------------------------------------------ batches
+    def _collate_train(self, index: list[int]) -> Split:
+        segs = [self.train_segments[i] for i in index]
+        batch = collate_segments(segs, self._norm, self.time_scale)
+        lo, hi = self.train_condition
+        frac = lo + (hi - lo) * torch.rand(len(segs), generator=self._train_gen)  # (B,)
+        t_split = frac.double() * segment_spans(segs) / self.time_scale  # (B,)
+        return split_at(batch, t_split.clamp(min=1e-12), score="all")
+
+    def _collate_eval(self, all_segs: list[Segment], index: list[int]) -> Split:
+        segs = [all_segs[i] for i in index]
+        batch = collate_segments(segs, self._norm, self.time_scale)
+        t_split = torch.tensor([(g.t_split or 0.0) - g.t0 for g in segs], dtype=torch.float64)
+        return split_at(batch, t_split / self.time_scale, score="future")
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training segments; a new conditioned fraction for every batch."""
+        self._ready()
+        return DataLoader(
+            range(len(self.train_segments)),
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.seed * 10 + 4),
+            collate_fn=self._collate_train,
+            num_workers=self.num_workers,
+        )
+
+    def _eval_loader(self, segs: list[Segment], stage: str) -> DataLoader:
+        self._ready()
+        if not segs:
+            raise DataError(f"{self.path}: no {stage} series; raise {stage}_fraction or holdout.")
+        return DataLoader(
+            range(len(segs)),
+            batch_size=self.batch_size,
+            collate_fn=partial(self._collate_eval, segs),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """The fixed validation forecasts."""
+        return self._eval_loader(self.val_segments, "val")
+
+    def test_dataloader(self) -> DataLoader:
+        """The fixed test forecasts."""
+        return self._eval_loader(self.test_segments, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test forecasts again (for figures)."""
+        return self.test_dataloader()

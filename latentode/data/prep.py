@@ -1,0 +1,281 @@
+"""From a `SeriesTable` to training data: normalisation, windows, splits, batches.
+
+- Normalisation: per-channel mean / std over the observed training values, kept as a plain dict
+  (``{"channels", "mean", "std"}``) so it sits in a checkpoint's hyperparameters and loads with
+  ``weights_only=True``; `normalise` / `denormalise` apply and invert it (numpy or torch).
+- Segments: the pieces a model sees. One long series is cut into windows of ``window`` time
+  units every ``stride``; short series are used whole. A segment keeps its absolute times and
+  its origin ``t0`` (its first observed time): a batch shifts every segment to start at 0,
+  so windows taken anywhere share one small grid and ``z0`` is the state at the first point.
+- Splits: `split_series` divides series (seeded); `holdout_bounds` gives the time ranges held
+  out at the end of a single series; `split_at` turns a batch and per-series split times into
+  a `Split` (condition before, score after, or score the whole segment for training).
+
+Usage::
+
+    norm = fit_normalisation(train_table)
+    segs = make_windows(train_table, window=4.0, stride=0.25)
+    batch = collate_segments(segs[:32], norm)                 # times [T], values [32, T, D]
+    split = split_at(batch, 0.5 * segment_spans(segs[:32]), score="all")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .batch import IrregularBatch, Split, collate_series
+from .errors import DataError
+from .table import SeriesTable
+
+__all__ = [
+    "Segment",
+    "collate_segments",
+    "denormalise",
+    "denormalise_std",
+    "fit_normalisation",
+    "forecast_segment",
+    "holdout_bounds",
+    "make_windows",
+    "normalise",
+    "segment_spans",
+    "split_at",
+    "split_series",
+    "whole_series",
+]
+
+ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
+
+
+def fit_normalisation(table: SeriesTable, min_std: float = 1e-8) -> dict[str, Any]:
+    """Per-channel mean and std (population) of the observed values of ``table``.
+
+    Args:
+        table: the training series only.
+        min_std: a channel whose std is below this (constant, or one value) gets std 1, so it
+            is centred but not blown up.
+
+    Returns:
+        ``{"channels": [str], "mean": [float], "std": [float]}``.
+    """
+    mean = np.nanmean(table.values, axis=0)  # (D,) every channel has a value: read_series_csv
+    std = np.nanstd(table.values, axis=0)  # (D,)
+    std = np.where(np.isfinite(std) & (std >= min_std), std, 1.0)
+    return {
+        "channels": list(table.channels),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+    }
+
+
+def _stats(x: ArrayT, norm: dict[str, Any]) -> tuple[ArrayT, ArrayT]:
+    if len(norm["mean"]) != x.shape[-1]:
+        raise DataError(
+            f"normalisation has {len(norm['mean'])} channels {norm['channels']}, values have "
+            f"{x.shape[-1]}."
+        )
+    if isinstance(x, Tensor):
+        kw = {"dtype": x.dtype, "device": x.device}
+        return torch.tensor(norm["mean"], **kw), torch.tensor(norm["std"], **kw)
+    return np.asarray(norm["mean"], dtype=x.dtype), np.asarray(norm["std"], dtype=x.dtype)
+
+
+def normalise(x: ArrayT, norm: dict[str, Any]) -> ArrayT:
+    """``(x - mean) / std`` over the last (channel) dimension; NaN stays NaN."""
+    mean, std = _stats(x, norm)
+    return (x - mean) / std
+
+
+def denormalise(x: ArrayT, norm: dict[str, Any]) -> ArrayT:
+    """Inverse of `normalise`: back to the user's units."""
+    mean, std = _stats(x, norm)
+    return x * std + mean
+
+
+def denormalise_std(s: ArrayT, norm: dict[str, Any]) -> ArrayT:
+    """A standard deviation (or any spread) in normalised units back to the user's units."""
+    return s * _stats(s, norm)[1]
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """A piece of one series: what a batch row is made of.
+
+    Attributes:
+        series: the index of its series in the table.
+        t0: its origin on the table's time axis (its first observed time).
+        times: ``[n]`` absolute times (every row has an observed channel).
+        values: ``[n, D]`` values, NaN where missing.
+        t_split: for evaluation, the absolute time from which values are forecast (else None).
+    """
+
+    series: int
+    t0: float
+    times: np.ndarray
+    values: np.ndarray
+    t_split: float | None = None
+
+
+def _observed_rows(table: SeriesTable, s: int) -> tuple[np.ndarray, np.ndarray]:
+    t, x = table.series(s)
+    keep = ~np.isnan(x).all(axis=1)  # rows with something observed
+    return t[keep], x[keep]
+
+
+def _segment(s: int, t: np.ndarray, x: np.ndarray, t_split: float | None = None) -> Segment:
+    return Segment(s, float(t[0]), t, x, t_split)
+
+
+def whole_series(table: SeriesTable) -> list[Segment]:
+    """One segment per series (rows with no observed channel dropped)."""
+    return [_segment(s, *_observed_rows(table, s)) for s in range(table.n_series)]
+
+
+def make_windows(
+    table: SeriesTable, window: float, stride: float, min_points: int = 2
+) -> list[Segment]:
+    """Windows ``[start, start + window]`` every ``stride`` time units over each series.
+
+    Starts run from the series' first observed time; a last window ending at its last time is
+    added when the regular ones stop short, so every observation is in some window. A series
+    shorter than ``window`` is one segment.
+
+    Args:
+        table: the series.
+        window: window length in time units (> 0).
+        stride: distance between window starts (> 0).
+        min_points: windows with fewer observed times are skipped.
+
+    Returns:
+        The windows, series by series, in time order.
+
+    Raises:
+        DataError: for a non-positive window or stride.
+    """
+    if not (window > 0 and stride > 0):
+        raise DataError(f"window and stride must be > 0; got {window!r} and {stride!r}.")
+    out: list[Segment] = []
+    for s in range(table.n_series):
+        t, x = _observed_rows(table, s)
+        if len(t) == 0:
+            continue
+        last = t[-1] - window
+        starts = t[0] + stride * np.arange(max(0, int(np.floor((last - t[0]) / stride)) + 1))
+        if len(starts) == 0 or starts[-1] < last:
+            starts = np.append(starts, max(last, t[0]))
+        lo = np.searchsorted(t, starts, side="left")
+        hi = np.searchsorted(t, starts + window, side="right")
+        for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+            if b - a >= min_points:
+                out.append(_segment(s, t[a:b], x[a:b]))
+    return out
+
+
+def split_series(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """Seeded disjoint train / val / test series indices (each sorted).
+
+    Raises:
+        DataError: if no training series would remain.
+    """
+    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
+    if n - n_val - n_test < 1:
+        raise DataError(f"no training series left: {n} series, {n_val} val, {n_test} test.")
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    test, val = perm[:n_test], perm[n_test : n_test + n_val]
+    return sorted(perm[n_test + n_val :]), sorted(val), sorted(test)
+
+
+def holdout_bounds(t_first: float, t_last: float, holdout: float, n_parts: int = 2) -> list[float]:
+    """Split times that hold out the last ``n_parts`` blocks of ``holdout`` time units.
+
+    ``holdout`` below 1 is a fraction of the span ``t_last - t_first``. Returns ``n_parts``
+    increasing times: ``[t_val, t_test]`` for two parts (train < t_val <= val < t_test <= test).
+
+    Raises:
+        DataError: if the held-out blocks would leave no training time.
+    """
+    h = holdout * (t_last - t_first) if holdout < 1 else holdout
+    bounds = [t_last - k * h for k in range(n_parts, 0, -1)]
+    if not h > 0 or bounds[0] <= t_first:
+        raise DataError(
+            f"holdout = {holdout!r} ({n_parts} blocks of {h:g} time units) leaves no training "
+            f"time in [{t_first:g}, {t_last:g}]; use a smaller holdout."
+        )
+    return bounds
+
+
+def forecast_segment(
+    table: SeriesTable, s: int, t_split: float, history: float | None, t_end: float | None
+) -> Segment | None:
+    """The segment conditioning on ``[t_split - history, t_split)`` and scored on
+    ``[t_split, t_end]`` (None: everything before / after); None if either side is empty."""
+    t, x = _observed_rows(table, s)
+    lo = -np.inf if history is None else t_split - history
+    hi = np.inf if t_end is None else t_end
+    keep = (t >= lo) & (t <= hi)
+    t, x = t[keep], x[keep]
+    if not ((t < t_split).any() and (t >= t_split).any()):
+        return None
+    return _segment(s, t, x, t_split)
+
+
+def segment_spans(segments: Sequence[Segment]) -> Tensor:
+    """``[B]`` float64: each segment's span ``times[-1] - t0``."""
+    return torch.tensor([float(g.times[-1] - g.t0) for g in segments], dtype=torch.float64)
+
+
+def collate_segments(
+    segments: Sequence[Segment],
+    norm: dict[str, Any] | None = None,
+    time_scale: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> IrregularBatch:
+    """Normalised segments on their union grid of shifted times ``(t - t0) / time_scale``.
+
+    Args:
+        segments: the batch rows.
+        norm: a `fit_normalisation` dict (None: values as they are).
+        time_scale: time units per model time unit.
+        dtype: dtype of the batch tensors.
+
+    Returns:
+        An `IrregularBatch` whose grid starts at 0 (every segment observes something there).
+    """
+    items = []
+    for g in segments:
+        x = g.values if norm is None else normalise(g.values, norm)  # (n, D)
+        t = torch.from_numpy((g.times - g.t0) / time_scale)  # (n,)
+        items.append((t, torch.from_numpy(x)))
+    return collate_series(items, dtype=dtype)
+
+
+def split_at(
+    batch: IrregularBatch, t_split: Tensor, score: Literal["future", "all"] = "future"
+) -> Split:
+    """Condition each series on its times ``< t_split[b]``; score the rest.
+
+    Both sides keep the batch's grid (so ``z0`` sits at the first grid time for everyone).
+
+    Args:
+        batch: the segments (shifted times).
+        t_split: ``[B]`` per-series split times on the batch's time axis.
+        score: ``"future"`` scores only times ``>= t_split`` (evaluation); ``"all"`` scores the
+            whole segment, reconstruction and forecast (training).
+
+    Returns:
+        ``Split(observed, target, heldout_mask)``; ``heldout_mask`` marks the future points.
+    """
+    times = batch.times.to(t_split.dtype)  # (T,)
+    before = (times.unsqueeze(0) < t_split.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
+    before = before.to(batch.mask.dtype)
+    observed = batch.with_mask(batch.mask * before)
+    future = batch.mask * (1.0 - before)  # (B, T, D)
+    target = batch if score == "all" else batch.with_mask(future)
+    return Split(observed, target, future)

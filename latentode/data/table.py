@@ -1,0 +1,223 @@
+"""Validated series read from a CSV: one long sorted table plus the time encoding.
+
+A `SeriesTable` holds S series with D channels as one long array sorted by (series, time):
+``times [N]`` (float64, the model's time axis), ``values [N, D]`` (float64, NaN = missing) and
+``offsets [S + 1]`` (series ``s`` is rows ``offsets[s]:offsets[s + 1]``). Series keep the order
+in which they first appear in the file.
+
+A `TimeEncoding` says how the float axis maps back to the user's time column: numbers are kept
+as they are; date-times become ``(timestamp - origin) / unit`` and come back rounded to the
+resolution of the input (a day, a second, ...), so they round-trip exactly.
+
+Usage::
+
+    table = read_series_csv("data/co2_mauna_loa_weekly.csv")   # latentode.data.csv
+    t, x = table.series(0)                                      # [n], [n, D]
+    table.encoding.to_original(t)                               # back to datetime64 / numbers
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+__all__ = ["TIME_UNITS", "SeriesTable", "TimeEncoding"]
+
+# Nanoseconds per unit of the float time axis for date-times ("Y" is a Julian year).
+TIME_UNITS: dict[str, int] = {
+    "s": 10**9,
+    "min": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "D": 86400 * 10**9,
+    "W": 7 * 86400 * 10**9,
+    "Y": 31_557_600 * 10**9,
+}
+# Resolutions a date-time column is rounded back to, coarsest first.
+_RESOLUTIONS: dict[str, int] = {"D": 86400 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+@dataclass(frozen=True)
+class TimeEncoding:
+    """How the float time axis maps to the file's time column.
+
+    Attributes:
+        kind: ``"numeric"`` (times are the file's numbers) or ``"datetime"``.
+        unit: for date-times, a key of `TIME_UNITS`; for numbers, a free label (may be "").
+        origin: for date-times, the ISO timestamp at float time 0 (naive, or UTC if ``tz``).
+        resolution: for date-times, the precision of the input (``"D"``, ``"s"``, ``"ms"``,
+            ``"us"``, ``"ns"``); outputs are rounded to it.
+        tz: ``"UTC"`` if the input carried time-zone offsets (converted to UTC), else None.
+    """
+
+    kind: Literal["numeric", "datetime"] = "numeric"
+    unit: str = ""
+    origin: str | None = None
+    resolution: str | None = None
+    tz: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (for checkpoint hyperparameters)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TimeEncoding:
+        """Inverse of `to_dict`."""
+        return cls(**d)
+
+    def _origin_ns(self) -> int:
+        if self.origin is None or self.unit not in TIME_UNITS:
+            raise DataError(f"a datetime encoding needs an origin and a unit; got {self}.")
+        return int(pd.Timestamp(self.origin).value)
+
+    def encode_ns(self, ns: np.ndarray) -> np.ndarray:
+        """Float times from int64 nanoseconds since the epoch (the difference is exact)."""
+        return (ns.astype(np.int64) - self._origin_ns()).astype(np.float64) / TIME_UNITS[self.unit]
+
+    def encode(self, values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
+        """Float times from the user's values (numbers, or ISO strings / datetimes).
+
+        Raises:
+            DataError: if a value cannot be read in this encoding.
+        """
+        if self.kind == "numeric":
+            try:
+                return np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"times must be numbers for this data: {e}") from e
+        try:
+            ts = pd.to_datetime(pd.Series(values), format="ISO8601", utc=self.tz is not None)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"times must be ISO date-times for this data: {e}") from e
+        if self.tz is not None:
+            ts = ts.dt.tz_localize(None)
+        return self.encode_ns(ts.astype("datetime64[ns]").to_numpy().view(np.int64))
+
+    def to_original(self, t: np.ndarray | Sequence[float]) -> np.ndarray:
+        """The file's time values: float64 numbers, or ``datetime64[ns]`` rounded to resolution."""
+        t = np.asarray(t, dtype=np.float64)
+        if self.kind == "numeric":
+            return t
+        res = _RESOLUTIONS[self.resolution or "ns"]
+        ns = np.rint(t * TIME_UNITS[self.unit]).astype(np.int64)  # offset from the origin
+        ns = np.rint(ns / res).astype(np.int64) * res + self._origin_ns()
+        return ns.view("datetime64[ns]")
+
+    def format(self, t: np.ndarray | Sequence[float]) -> list[str]:
+        """Times as strings in the file's format: ISO dates / date-times, or ``repr`` numbers."""
+        orig = self.to_original(t)
+        if self.kind == "numeric":
+            return [repr(float(v)) for v in orig]
+        idx = pd.DatetimeIndex(orig)
+        if self.resolution == "D":
+            return list(idx.strftime("%Y-%m-%d"))
+        if self.resolution == "s":
+            out = list(idx.strftime("%Y-%m-%dT%H:%M:%S"))
+        else:
+            out = [ts.isoformat() for ts in idx]
+        return [s + "Z" for s in out] if self.tz else out
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesTable:
+    """S series with D channels in one long array sorted by (series, time).
+
+    Attributes:
+        times: ``[N]`` float64 times, strictly increasing within each series.
+        values: ``[N, D]`` float64, NaN where a channel is not observed.
+        offsets: ``[S + 1]`` int64 row offsets of the series.
+        series_ids: the S series ids (strings), in order of first appearance in the file.
+        channels: the D channel names.
+        encoding: how ``times`` map back to the file's time column.
+        source: where the data came from (a path), for messages.
+    """
+
+    times: np.ndarray
+    values: np.ndarray
+    offsets: np.ndarray
+    series_ids: list[str]
+    channels: list[str]
+    encoding: TimeEncoding
+    source: str = "<memory>"
+
+    @property
+    def n_series(self) -> int:
+        """S."""
+        return len(self.series_ids)
+
+    @property
+    def n_channels(self) -> int:
+        """D."""
+        return len(self.channels)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``[N, D]`` bool, True where observed."""
+        return ~np.isnan(self.values)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """``[S]`` rows per series (including rows with every channel missing)."""
+        return np.diff(self.offsets)
+
+    def series(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """Times ``[n]`` and values ``[n, D]`` (NaN = missing) of series ``s`` (views)."""
+        a, b = int(self.offsets[s]), int(self.offsets[s + 1])
+        return self.times[a:b], self.values[a:b]
+
+    def index_of(self, series_id: str) -> int:
+        """The position of a series id.
+
+        Raises:
+            DataError: if the id is unknown.
+        """
+        try:
+            return self.series_ids.index(str(series_id))
+        except ValueError:
+            raise DataError(f"{self.source}: no series {series_id!r}.") from None
+
+    def select(self, index: Sequence[int]) -> SeriesTable:
+        """The table of the series at ``index`` (in that order)."""
+        rows = [np.arange(self.offsets[s], self.offsets[s + 1]) for s in index]
+        rows_all = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        return SeriesTable(
+            self.times[rows_all],
+            self.values[rows_all],
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            [self.series_ids[s] for s in index],
+            list(self.channels),
+            self.encoding,
+            self.source,
+        )
+
+    def before(self, t_end: float) -> SeriesTable:
+        """The rows with ``times < t_end`` (series left empty are dropped)."""
+        keep = self.times < t_end  # (N,)
+        code = np.repeat(np.arange(self.n_series), self.lengths)[keep]  # (N',)
+        counts = np.bincount(code, minlength=self.n_series)  # (S,)
+        alive = np.flatnonzero(counts > 0)
+        offsets = np.concatenate([[0], np.cumsum(counts[alive])]).astype(np.int64)
+        ids = [self.series_ids[s] for s in alive]
+        return SeriesTable(
+            self.times[keep],
+            self.values[keep],
+            offsets,
+            ids,
+            list(self.channels),
+            self.encoding,
+            self.source,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long data frame ``series_id, time, <channels>`` with times in the file's format."""
+        ids = np.repeat(np.array(self.series_ids, dtype=object), self.lengths)
+        frame = pd.DataFrame({"series_id": ids, "time": self.encoding.to_original(self.times)})
+        for d, name in enumerate(self.channels):
+            frame[name] = self.values[:, d]
+        return frame

@@ -1,0 +1,257 @@
+"""CSV series: validation messages, time encodings, normalisation, windows, splits, data module."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from latentode.data.csv import CSVDataError, read_series_csv
+from latentode.data.csv_module import CSVDataModule
+from latentode.data.prep import (
+    collate_segments,
+    denormalise,
+    denormalise_std,
+    fit_normalisation,
+    holdout_bounds,
+    make_windows,
+    normalise,
+    split_at,
+    split_series,
+    whole_series,
+)
+from latentode.data.table import SeriesTable, TimeEncoding
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _write(tmp_path: Path, text: str, name: str = "f.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------- bad input: one message each
+BAD = {
+    "empty": ("", ["f.csv", "empty"]),
+    "header_only": ("series_id,time,x\n", ["no data rows"]),
+    "missing_column": ("series_id,t,x\na,1,2\n", ["missing column", "'time'", "'t'"]),
+    "non_numeric": ("series_id,time,x\na,1,2\na,2,abc\na,3,4\n", ["'x'", "'abc'", "line 3"]),
+    "infinite": ("series_id,time,x\na,1,2\na,2,inf\na,3,4\n", ["infinite", "'x'", "line 3"]),
+    "bad_time": ("series_id,time,x\na,2001-01-01,1\na,yesterday,2\n", ["'yesterday'", "line 3"]),
+    "mixed_time": ("series_id,time,x\na,2001-01-01,1\na,5,2\n", ["mixes numbers", "line 3"]),
+    "empty_time": ("series_id,time,x\na,1,1\na,,2\n", ["empty time", "line 3"]),
+    "empty_series": ("series_id,time,x\na,1,1\n,2,2\n", ["'series_id'", "line 3"]),
+    "duplicate": ("series_id,time,x\na,1,1\nb,1,5\na,1,2\na,2,3\n", ["duplicate", "2, 4", "'a'"]),
+    "empty_channel": ("series_id,time,x,y\na,1,1,\na,2,2,\n", ["channel 'y'", "no observed"]),
+    "no_series_left": ("series_id,time,x\na,1,1\nb,1,2\n", ["no series has two"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_named(tmp_path: Path, case: str) -> None:
+    text, expected = BAD[case]
+    path = _write(tmp_path, text)
+    with pytest.raises(CSVDataError) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        read_series_csv(path)
+    message = str(info.value)
+    assert str(path) in message
+    for part in expected:
+        assert part in message, (case, message)
+
+
+def test_missing_file_and_given_channels(tmp_path: Path) -> None:
+    with pytest.raises(CSVDataError, match="file not found"):
+        read_series_csv(tmp_path / "nope.csv")
+    path = _write(tmp_path, "series_id,time,x\na,1,1\na,2,2\n")
+    with pytest.raises(CSVDataError, match=r"missing column 'y'.*'series_id', 'time', 'x'"):
+        read_series_csv(path, channels=["y"])
+
+
+def test_many_bad_rows_are_listed_briefly(tmp_path: Path) -> None:
+    rows = "".join(f"a,{i},{'bad' if i % 2 else i}\n" for i in range(20))
+    path = _write(tmp_path, "series_id,time,x\n" + rows)
+    with pytest.raises(CSVDataError, match=r"lines 3, 5, 7, 9, 11 and 5 more"):
+        read_series_csv(path)
+
+
+# ---------------------------------------------------------------- reading rules
+def test_unsorted_times_sorted_and_text_columns_ignored(tmp_path: Path) -> None:
+    text = "series_id,name,time,x,y\nb,B,3,1,\nb,B,1,2,7\na,A,5,3,4\na,A,2,,5\na,A,9,6,\n"
+    table = read_series_csv(_write(tmp_path, text))
+    assert table.series_ids == ["b", "a"]  # order of appearance
+    assert table.channels == ["x", "y"]  # 'name' holds text only
+    t, x = table.series(1)
+    np.testing.assert_array_equal(t, [2.0, 5.0, 9.0])
+    np.testing.assert_array_equal(x, [[np.nan, 5.0], [3.0, 4.0], [6.0, np.nan]])
+    assert table.encoding.kind == "numeric"
+
+
+def test_duplicates_mean_averages_observed_values(tmp_path: Path) -> None:
+    text = "series_id,time,x,y\na,1,1,\na,1,3,10\na,2,5,6\n"
+    table = read_series_csv(_write(tmp_path, text), duplicates="mean")
+    np.testing.assert_array_equal(table.times, [1.0, 2.0])
+    np.testing.assert_array_equal(table.values, [[2.0, 10.0], [5.0, 6.0]])
+
+
+def test_short_series_dropped_with_warning(tmp_path: Path) -> None:
+    text = "series_id,time,x\na,1,1\na,2,2\nb,1,3\nc,1,\nc,2,4\n"
+    with pytest.warns(UserWarning, match=r"dropped 2 series.*'b', 'c'"):
+        table = read_series_csv(_write(tmp_path, text))
+    assert table.series_ids == ["a"]
+
+
+def test_datetimes_round_trip_to_the_second(tmp_path: Path) -> None:
+    stamps = ["2021-03-01T12:00:07", "2020-02-29T23:59:59", "2021-03-01T00:00:00"]
+    text = "time,x\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps))
+    table = read_series_csv(_write(tmp_path, text), time_unit="h")
+    enc = table.encoding
+    assert (enc.kind, enc.unit, enc.resolution) == ("datetime", "h", "s")
+    assert enc.origin == "2020-02-29T23:59:59"
+    assert enc.format(table.times) == sorted(stamps)
+    assert table.times[1] == pytest.approx(365 * 24.0 + 1 / 3600, rel=1e-15)
+    again = TimeEncoding.from_dict(enc.to_dict())
+    np.testing.assert_array_equal(again.encode(sorted(stamps)), table.times)
+    day = read_series_csv(DATA / "co2_mauna_loa_weekly.csv", time_unit="Y").encoding
+    assert day.resolution == "D" and day.format([0.0]) == ["1958-03-29"]
+
+
+def test_utc_offsets_are_converted(tmp_path: Path) -> None:
+    text = "time,x\n2020-01-01T00:00:00+02:00,1\n2020-01-01T00:00:00Z,2\n"
+    table = read_series_csv(_write(tmp_path, text), time_unit="h")
+    assert table.encoding.tz == "UTC"
+    assert table.encoding.format(table.times) == ["2019-12-31T22:00:00Z", "2020-01-01T00:00:00Z"]
+
+
+# ---------------------------------------------------------------- normalisation, windows, splits
+def _table(n_series: int = 6, seed: int = 0) -> SeriesTable:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(5, 12, n_series)
+    times = np.concatenate([np.sort(rng.uniform(0, 10, n)) for n in lengths])
+    values = rng.normal(3.0, 2.0, (len(times), 2))
+    values[rng.random(values.shape) < 0.2] = np.nan
+    values[:, 0] = np.where(np.isnan(values).all(axis=1), 1.0, values[:, 0])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = [f"s{i}" for i in range(n_series)]
+    return SeriesTable(times, values, offsets, ids, ["u", "v"], TimeEncoding())
+
+
+def test_normalisation_fits_training_only_and_inverts() -> None:
+    table = _table()
+    train, _, _ = split_series(table.n_series, 0.2, 0.2, seed=1)
+    norm = fit_normalisation(table.select(train))
+    sub = table.select(train).values
+    np.testing.assert_allclose(norm["mean"], np.nanmean(sub, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(norm["std"], np.nanstd(sub, axis=0), rtol=1e-12)
+    assert norm["mean"] != fit_normalisation(table)["mean"]
+    assert all(type(v) is float for v in norm["mean"] + norm["std"])
+    z = normalise(table.values, norm)
+    np.testing.assert_allclose(np.nanmean(normalise(sub, norm), axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(denormalise(z, norm), table.values, rtol=1e-14, atol=1e-14)
+    zt = torch.from_numpy(z)
+    np.testing.assert_allclose(denormalise(zt, norm).numpy(), table.values, rtol=1e-14)
+    s = denormalise_std(torch.ones(2, dtype=torch.float64), norm)
+    np.testing.assert_allclose(s.numpy(), norm["std"])
+    const = SeriesTable(
+        np.arange(3.0), np.ones((3, 1)), np.array([0, 3]), ["c"], ["k"], TimeEncoding()
+    )
+    assert fit_normalisation(const)["std"] == [1.0]
+
+
+def test_windows_cover_with_length_and_stride() -> None:
+    t = np.arange(0.0, 50.0, 0.5)
+    table = SeriesTable(t, np.sin(t)[:, None], np.array([0, len(t)]), ["x"], ["y"], TimeEncoding())
+    wins = make_windows(table, window=10.0, stride=3.0)
+    starts = np.array([w.t0 for w in wins])
+    np.testing.assert_allclose(np.diff(starts[:-1]), 3.0)
+    assert starts[-1] == pytest.approx(49.5 - 10.0)
+    assert all(w.times[-1] - w.t0 <= 10.0 for w in wins)
+    assert all(len(w.times) == 21 for w in wins)  # 10 units at 0.5 spacing, both ends
+    covered = np.unique(np.concatenate([w.times for w in wins]))
+    np.testing.assert_array_equal(covered, t)
+    short = make_windows(table, window=100.0, stride=3.0)
+    assert len(short) == 1 and len(short[0].times) == len(t)
+
+
+def test_series_splits_seeded_and_disjoint() -> None:
+    a = split_series(50, 0.1, 0.2, seed=3)
+    assert a == split_series(50, 0.1, 0.2, seed=3) != split_series(50, 0.1, 0.2, seed=4)
+    tr, va, te = (set(p) for p in a)
+    assert (len(tr), len(va), len(te)) == (35, 5, 10)
+    assert tr | va | te == set(range(50)) and not (tr & va or tr & te or va & te)
+    assert holdout_bounds(0.0, 10.0, 2.0) == [6.0, 8.0]
+    assert holdout_bounds(0.0, 10.0, 0.25) == [5.0, 7.5]
+
+
+def test_split_at_conditions_before_and_scores_after() -> None:
+    table = _table()
+    segs = whole_series(table)
+    batch = collate_segments(segs, fit_normalisation(table), dtype=torch.float64)
+    assert float(batch.times[0]) == 0.0 and batch.batch_size == table.n_series
+    t_split = torch.full((batch.batch_size,), 2.0, dtype=torch.float64)
+    for score in ("future", "all"):
+        split = split_at(batch, t_split, score=score)
+        before = (batch.times < 2.0)[None, :, None]
+        assert bool((split.observed.mask[:, ~before[0, :, 0]] == 0).all())
+        torch.testing.assert_close(split.observed.mask + split.heldout_mask, batch.mask)
+    assert split_at(batch, t_split, "future").target.n_observed == int(split.heldout_mask.sum())
+
+
+# ---------------------------------------------------------------- shipped data and the module
+def test_shipped_co2() -> None:
+    table = read_series_csv(DATA / "co2_mauna_loa_weekly.csv", time_unit="D")
+    missing = np.isnan(table.values[:, 0])
+    assert (table.n_series, len(table.times), int(missing.sum())) == (1, 2284, 59)
+    assert int((np.diff(missing.astype(int)) == 1).sum() + missing[0]) == 22
+    np.testing.assert_array_equal(np.diff(table.times), 7.0)
+    assert table.encoding.format(table.times[[0, -1]]) == ["1958-03-29", "2001-12-29"]
+
+
+def test_shipped_fertility() -> None:
+    table = read_series_csv(DATA / "fertility_worldbank.csv")
+    assert (table.n_series, table.channels, len(table.times)) == (210, ["fertility"], 10284)
+    assert table.times.min() == 1960 and table.times.max() == 2011
+    assert len(set(table.lengths.tolist())) > 5  # irregular: series differ in length
+
+
+def test_data_module_single_series() -> None:
+    dm = CSVDataModule(
+        str(DATA / "co2_mauna_loa_weekly.csv"),
+        time_unit="Y",
+        window=4.0,
+        stride=1.0,
+        holdout=2.0,
+        batch_size=8,
+    )
+    dm.setup()
+    assert dm.channels == ["co2"] and dm.time_encoding["unit"] == "Y"
+    train_end = holdout_bounds(0.0, float(dm._ready().times[-1]), 2.0)[0]
+    assert all(g.times[-1] < train_end for g in dm.train_segments)
+    co2 = dm._ready().values[dm._ready().times < train_end, 0]
+    assert dm.normalisation["mean"][0] == pytest.approx(np.nanmean(co2))
+    split = next(iter(dm.train_dataloader()))
+    assert split.observed.values.shape == split.target.values.shape == (8, 209, 1)
+    assert float(split.target.values.abs().max()) < 5  # normalised
+    val = next(iter(dm.val_dataloader()))
+    assert val.observed.batch_size == 1 and 95 < int(val.target.mask.sum()) <= 105
+    last_seen = float(val.observed.times[val.observed.point_mask[0]][-1])
+    assert last_seen < float(val.target.times[val.target.point_mask[0]][0])
+
+
+def test_data_module_many_series() -> None:
+    dm = CSVDataModule(str(DATA / "fertility_worldbank.csv"), holdout=10.0, batch_size=16, seed=2)
+    dm.setup()
+    ids = lambda segs: {g.series for g in segs}  # noqa: E731
+    tr, va, te = ids(dm.train_segments), ids(dm.val_segments), ids(dm.test_segments)
+    assert len(tr) == 168 and len(va) + len(te) > 35 and not (tr & va or tr & te or va & te)
+    split = next(iter(dm.train_dataloader()))
+    B, T, D = split.target.values.shape
+    assert (B, D) == (16, 1) and T <= 54 and split.observed.times.shape == (T,)
+    assert bool((split.observed.mask <= split.target.mask).all())
+    test = next(iter(dm.test_dataloader()))
+    assert int(test.target.mask.sum()) <= 11 * test.target.batch_size
+    assert dm.data_state()["time_encoding"]["kind"] == "numeric"
