@@ -7,22 +7,40 @@ Usage::
     latentode validate --config configs/spirals.yaml --ckpt_path runs/spirals/checkpoints/last.ckpt
     latentode test --config configs/spirals.yaml --ckpt_path ...
     latentode fit --config configs/spirals.yaml --print_config   # the full resolved config
+    latentode predict --ckpt_path CKPT --data.path HISTORY.csv --horizon 104W --output f.csv \
+        [--plot DIR] [--step 1W] [--times TIMES.csv] [--n_samples 200] [--overwrite]
 
 Each run writes under ``trainer.default_root_dir``: ``checkpoints/last.ckpt`` and the best
 checkpoint by ``val/mse`` (``checkpoints/best-*.ckpt``), and CSV metric logs in ``logs/``.
+
+``predict`` is our own subcommand (not Lightning's): for each series of the history file it
+conditions on the observed history and writes the posterior predictive at future times as a
+long CSV ``series_id, time, channel, mean, std, q05, q50, q95`` in the file's units and time
+format. User errors (bad files, bad options) print a message and exit with status 2.
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
-__all__ = ["LatentODECLI", "RunSummary", "main"]
+from .data.csv import read_series_csv
+from .data.errors import DataError
+from .forecast import forecast, parse_horizon
+from .nn.base import ModelInputError
+from .solver import SolverError, SolverInputError
+
+__all__ = ["LatentODECLI", "RunSummary", "main", "predict_main"]
+
+USER_ERRORS = (DataError, ModelInputError, SolverInputError, SolverError, FileNotFoundError)
 
 
 class RunSummary(Callback):
@@ -81,18 +99,134 @@ class LatentODECLI(LightningCLI):
             }
 
 
+def _predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="latentode predict",
+        description="Forecast every series of a CSV with a fitted latent ODE checkpoint.",
+    )
+    p.add_argument("--ckpt_path", required=True, help="checkpoint written by latentode fit")
+    p.add_argument("--data.path", dest="data_path", required=True, help="history CSV")
+    p.add_argument(
+        "--horizon",
+        required=True,
+        help="how far past each series' last observation: a number in the data's "
+        "time unit, or for date-times a span such as 730D or 104W",
+    )
+    p.add_argument("--output", required=True, help="forecast CSV to write")
+    p.add_argument("--step", default=None, help="grid spacing (default: median spacing)")
+    p.add_argument(
+        "--times",
+        default=None,
+        help="CSV of explicit future times (series_id, time) instead of a grid",
+    )
+    p.add_argument("--plot", default=None, help="directory for one PNG per series")
+    p.add_argument("--n_samples", type=int, default=200, help="posterior paths per series")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    return p
+
+
+def _explicit_times(path: str, table, series_column: str | None, time_column: str) -> dict:
+    frame = pd.read_csv(path, dtype=str)
+    missing = [c for c in (series_column, time_column) if c and c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}.")
+    ids = frame[series_column] if series_column else pd.Series([table.series_ids[0]] * len(frame))
+    encoded = table.encoding.encode(frame[time_column])
+    return {sid: encoded[(ids == sid).to_numpy()] for sid in ids.unique()}
+
+
+def run_predict(args: argparse.Namespace) -> str:
+    """Load the checkpoint, forecast, write the CSV (and plots); returns a summary line.
+
+    Raises:
+        DataError and the other `USER_ERRORS` for anything the user can fix.
+    """
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_forecast
+    from .systems.latent_ode import LatentODESystem
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise DataError(f"{out} exists; pass --overwrite to replace it (nothing was written).")
+    ckpt = Path(args.ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} not found.")
+    try:
+        system = LatentODESystem.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    except Exception as e:  # a foreign or damaged file: say so instead of a traceback
+        raise DataError(f"{ckpt}: not a latentode latent ODE checkpoint ({e}).") from e
+    state = system.hparams.get("data_state")
+    if not state:
+        raise DataError(
+            f"{ckpt} was not trained on a CSV file (no data description stored); "
+            "fit it with a CSVDataModule config such as configs/csv.yaml."
+        )
+    enc = state["time_encoding"]
+    table = read_series_csv(
+        args.data_path,
+        time_column=state.get("time_column", "time"),
+        series_column=state.get("series_column", "series_id"),
+        time_unit=enc.get("unit") or "D",
+    )
+    horizon = parse_horizon(args.horizon, table)
+    step = None if args.step is None else parse_horizon(args.step, table)
+    times = None
+    if args.times:
+        times = _explicit_times(
+            args.times, table, state.get("series_column"), state.get("time_column", "time")
+        )
+    result = forecast(system.model, table, state, horizon, step, times, args.n_samples, args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    result.frame.to_csv(tmp, index=False)
+    tmp.replace(out)
+    if args.plot:
+        folder = Path(args.plot)
+        folder.mkdir(parents=True, exist_ok=True)
+        to_orig = table.encoding.to_original
+        for seg, fut, summary in zip(result.history, result.future, result.summary, strict=True):
+            sid = table.series_ids[seg.series]
+            fig = plot_forecast(
+                to_orig(seg.times), seg.values, to_orig(fut), summary, table.channels, f"{sid}"
+            )
+            fig.savefig(folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', sid)}.png", dpi=110)
+            plt.close(fig)
+    n = len(result.history)
+    return f"latentode predict: wrote {len(result.frame)} rows for {n} series to {out}"
+
+
+def predict_main(argv: list[str]) -> int:
+    """``latentode predict``: returns the exit status (2 for user errors)."""
+    args = _predict_parser().parse_args(argv)
+    try:
+        print(run_predict(args))
+    except USER_ERRORS as e:
+        print(f"latentode predict: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``latentode`` console script."""
-    LatentODECLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        auto_configure_optimizers=False,
-    )
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "predict":
+        sys.exit(predict_main(argv[1:]))
+    try:
+        LatentODECLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=argv,
+            auto_configure_optimizers=False,
+        )
+    except USER_ERRORS as e:
+        print(f"latentode: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1:])
+    main()

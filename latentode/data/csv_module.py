@@ -71,7 +71,8 @@ class CSVDataModule(pl.LightningDataModule):
             holdout`` for windows when positive, else everything before the forecast).
         val_fraction, test_fraction: shares of the series held out (many series only).
         train_condition: range of the conditioned fraction of each training segment.
-        time_scale: time units per model time unit.
+        time_scale: time units per model time unit (None: chosen so that the median training
+            segment spans 10 model time units, whatever the file's time unit).
         normalise: fit per-channel mean / std on the training part (else values as they are).
         batch_size: segments per batch.
         seed: seeds the series division and the training draws.
@@ -93,7 +94,7 @@ class CSVDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         train_condition: tuple[float, float] = (0.5, 0.8),
-        time_scale: float = 1.0,
+        time_scale: float | None = None,
         normalise: bool = True,
         batch_size: int = 32,
         seed: int = 0,
@@ -101,7 +102,8 @@ class CSVDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         lo, hi = train_condition
-        if not 0 < lo <= hi < 1 or batch_size < 1 or not time_scale > 0 or not holdout > 0:
+        bad_scale = time_scale is not None and not time_scale > 0
+        if not 0 < lo <= hi < 1 or batch_size < 1 or bad_scale or not holdout > 0:
             raise DataError(
                 "need 0 < train_condition[0] <= train_condition[1] < 1, batch_size >= 1, "
                 f"time_scale > 0 and holdout > 0; got {train_condition}, {batch_size}, "
@@ -113,7 +115,8 @@ class CSVDataModule(pl.LightningDataModule):
         self.channel_names = channels
         self.window, self.stride, self.holdout, self.history = window, stride, holdout, history
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.train_condition, self.time_scale = (float(lo), float(hi)), float(time_scale)
+        self.train_condition = (float(lo), float(hi))
+        self.time_scale = None if time_scale is None else float(time_scale)
         self.use_normalisation, self.batch_size = normalise, batch_size
         self.seed, self.num_workers = seed, num_workers
         self.table: SeriesTable | None = None
@@ -121,6 +124,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.val_segments: list[Segment] = []
         self.test_segments: list[Segment] = []
         self._norm: dict[str, Any] | None = None
+        self.eval_history: float | None = history  # history conditioned on when forecasting
         self._train_gen = torch.Generator()
 
     # ------------------------------------------------------------------ setup
@@ -140,6 +144,9 @@ class CSVDataModule(pl.LightningDataModule):
         self._norm = fit_normalisation(train) if self.use_normalisation else None
         if not self.train_segments:
             raise DataError(f"{self.path}: no training segment with two observed times.")
+        if self.time_scale is None:
+            span = float(segment_spans(self.train_segments).median())
+            self.time_scale = span / 10 if span > 0 else 1.0
         self._train_gen = torch.Generator().manual_seed(self.seed * 10 + 1)
         self.table = table
 
@@ -154,6 +161,7 @@ class CSVDataModule(pl.LightningDataModule):
         segs = [forecast_segment(table, 0, t_val, history, t_test)]
         segs += [forecast_segment(table, 0, t_test, history, None)]
         self.val_segments, self.test_segments = [[g] if g else [] for g in segs]
+        self.eval_history = history
         return train
 
     def _setup_many(self, table: SeriesTable) -> SeriesTable:
@@ -203,6 +211,9 @@ class CSVDataModule(pl.LightningDataModule):
             "time_encoding": self.time_encoding,
             "normalisation": self.normalisation,
             "time_scale": self.time_scale,
+            "time_column": self.time_column,
+            "series_column": self.series_column,
+            "history": self.eval_history,
         }
 
     # ------------------------------------------------------------------ batches

@@ -7,7 +7,7 @@ Usage::
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from torch import Tensor
@@ -41,6 +41,9 @@ class LatentODESystem(SequenceSystem):
         kl_anneal_steps: the KL weight rises linearly from 0 to 1 over this many steps
             (0: no annealing).
         eval_samples: posterior samples for validation / test predictions.
+        data_state: what the data module knows about the user's file (``channels``,
+            ``time_encoding``, ``normalisation``, ``time_scale``), stored in the checkpoint for
+            ``latentode predict``; filled in from a data module with ``data_state()`` at setup.
         lr, optimizer, lr_decay, weight_decay: as `SequenceSystem`.
     """
 
@@ -55,6 +58,7 @@ class LatentODESystem(SequenceSystem):
         optimizer: Literal["adam", "adamax"] = "adam",
         lr_decay: float = 1.0,
         weight_decay: float = 0.0,
+        data_state: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(lr, optimizer, lr_decay, weight_decay)
         cfg = config_from_dict(config if config is not None else LatentODEConfig())
@@ -65,6 +69,19 @@ class LatentODESystem(SequenceSystem):
         self.model = LatentODE(cfg)
         self.n_samples, self.iwae = n_samples, iwae
         self.kl_anneal_steps, self.eval_samples = kl_anneal_steps, eval_samples
+
+    def setup(self, stage: str) -> None:
+        """Adopt the data module's file description; size the model to its channels."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "data_state"):
+            return
+        state = dm.data_state()
+        self.hparams["data_state"] = state
+        cfg = self.model.config
+        if cfg.input_dim != len(state["channels"]):
+            cfg = replace(cfg, input_dim=len(state["channels"]))
+            self.model = LatentODE(cfg)
+            self.hparams["config"] = asdict(cfg)
 
     def kl_weight(self) -> float:
         """The KL weight at the current global step."""

@@ -1,0 +1,214 @@
+"""Forecasts with honest uncertainty from a fitted latent ODE, in the user's units and times.
+
+For each series: condition on its observed history, draw posterior paths of the latent ODE,
+add the decoder's observation noise, and summarise the predictive distribution at future times
+(mean, std and the 5 / 50 / 95 % quantiles), mapped back through the stored normalisation and
+time encoding. Used by ``latentode predict``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data.errors import DataError
+from .data.prep import Segment, collate_segments, denormalise, whole_series
+from .data.table import TIME_UNITS, SeriesTable
+from .nn.latent_ode import LatentODE
+
+__all__ = ["QUANTILES", "ForecastResult", "check_channels", "forecast", "parse_horizon"]
+
+QUANTILES = (0.05, 0.5, 0.95)
+
+
+@dataclass
+class ForecastResult:
+    """Forecasts of every series, in the user's units.
+
+    Attributes:
+        frame: long table ``series_id, time, channel, mean, std, q05, q50, q95``.
+        history: the conditioning segments (absolute times, original units).
+        future: per series, the float future times (the table's time axis).
+        summary: per series ``[n, D, 5]`` arrays of (mean, std, q05, q50, q95).
+    """
+
+    frame: pd.DataFrame
+    history: list[Segment]
+    future: list[np.ndarray]
+    summary: list[np.ndarray]
+
+
+def check_channels(table: SeriesTable, expected: Sequence[str]) -> None:
+    """Refuse a file whose channels differ from the model's.
+
+    Raises:
+        DataError: listing both sets of channels.
+    """
+    if list(table.channels) != list(expected):
+        raise DataError(
+            f"{table.source}: the file's channels {list(table.channels)} differ from the "
+            f"checkpoint's {list(expected)}. Give a file with exactly the model's channel "
+            "columns (drop or rename the others)."
+        )
+
+
+def parse_horizon(horizon: str | float, table: SeriesTable) -> float:
+    """A horizon in the table's time units, from a number or (date-times) a span like ``104W``.
+
+    Raises:
+        DataError: for a non-positive or unreadable horizon.
+    """
+    try:
+        value = float(horizon)
+    except ValueError:
+        if table.encoding.kind != "datetime":
+            raise DataError(
+                f"--horizon {horizon!r}: this data has numeric times; give a number."
+            ) from None
+        try:
+            value = pd.Timedelta(str(horizon)).value / TIME_UNITS[table.encoding.unit]
+        except ValueError as e:
+            raise DataError(f"--horizon {horizon!r} is not a number or a span like 730D.") from e
+    if not (value > 0 and math.isfinite(value)):
+        raise DataError(f"--horizon must be positive, got {horizon!r}.")
+    return value
+
+
+def _recent(seg: Segment, history: float | None) -> Segment:
+    """The part of a series' history the model conditions on (as in training)."""
+    if history is None:
+        return seg
+    keep = seg.times >= seg.times[-1] - history
+    t = seg.times[keep]
+    return replace(seg, t0=float(t[0]), times=t, values=seg.values[keep])
+
+
+def _future_grid(seg: Segment, horizon: float, step: float | None) -> np.ndarray:
+    if step is None:
+        step = float(np.median(np.diff(seg.times))) if len(seg.times) > 1 else horizon
+    n = max(1, math.floor(horizon / step + 1e-9))
+    return seg.times[-1] + step * np.arange(1, n + 1)  # (n,)
+
+
+@torch.no_grad()
+def _summarise(
+    model: LatentODE,
+    segs: list[Segment],
+    future: list[np.ndarray],
+    data_state: dict[str, Any],
+    n_samples: int,
+    generator: torch.Generator,
+) -> list[np.ndarray]:
+    norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
+    dtype = next(model.parameters()).dtype
+    observed = collate_segments(segs, norm, scale, dtype=dtype)
+    width = max(len(f) for f in future)
+    grid = np.stack(
+        [
+            np.pad(
+                (f - g.t0) / scale,
+                (0, width - len(f)),
+                mode="linear_ramp",
+                end_values=((f[-1] - g.t0) / scale + width),
+            )
+            for f, g in zip(future, segs, strict=True)
+        ]
+    )  # (B, n) strictly increasing rows
+    pred = model.predict(observed, torch.as_tensor(grid, dtype=dtype), n_samples)
+    paths = pred.samples  # (K, B, n, D) decoded means of the posterior paths
+    noise_var = (pred.std**2 - paths.var(dim=0, unbiased=False)).clamp(min=0)  # (B, n, D)
+    eps = torch.randn(paths.shape, generator=generator, dtype=dtype)
+    draws = (paths + noise_var.sqrt() * eps).double().numpy()  # (K, B, n, D)
+    if norm is not None:
+        draws = denormalise(draws, norm)
+    q = np.quantile(draws, QUANTILES, axis=0)  # (3, B, n, D)
+    stats = np.stack([draws.mean(0), draws.std(0), *q], axis=-1)  # (B, n, D, 5)
+    return [stats[b, : len(f)] for b, f in enumerate(future)]
+
+
+def forecast(
+    model: LatentODE,
+    table: SeriesTable,
+    data_state: dict[str, Any],
+    horizon: float,
+    step: float | None = None,
+    times: dict[str, np.ndarray] | None = None,
+    n_samples: int = 200,
+    seed: int = 0,
+    chunk: int = 128,
+) -> ForecastResult:
+    """Forecast every series of ``table`` after its last observation.
+
+    Args:
+        model: a fitted latent ODE (eval mode is set here).
+        table: the histories (the model's channels, checked).
+        data_state: the checkpoint's ``channels``, ``normalisation``, ``time_scale`` and
+            ``history`` (each series is conditioned on its last ``history`` time units, as in
+            training; None: its whole history).
+        horizon: how far past each series' last observation (table time units).
+        step: spacing of the future grid (default: each series' median observation spacing).
+        times: explicit future times per series id (table time units), instead of a grid.
+        n_samples: posterior paths per series (each with its own observation noise draw).
+        seed: seeds the posterior and noise draws.
+        chunk: series per model call.
+
+    Returns:
+        A `ForecastResult`.
+
+    Raises:
+        DataError: channels differ from the model's, or a requested time is not after the
+            series' history.
+    """
+    check_channels(table, data_state["channels"])
+    model.eval()
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    segs = [_recent(g, data_state.get("history")) for g in whole_series(table)]
+    future = []
+    for seg in segs:
+        sid = table.series_ids[seg.series]
+        if times is None:
+            future.append(_future_grid(seg, horizon, step))
+            continue
+        f = np.sort(np.asarray(times.get(sid, []), dtype=np.float64))
+        if len(f) == 0 or f[0] <= seg.t0 or (np.diff(f) <= 0).any():
+            raise DataError(
+                f"series {sid!r}: give strictly increasing future times after its "
+                f"first observation (got {len(f)} times)."
+            )
+        future.append(f)
+    summary: list[np.ndarray] = []
+    for lo in range(0, len(segs), chunk):
+        summary += _summarise(
+            model, segs[lo : lo + chunk], future[lo : lo + chunk], data_state, n_samples, generator
+        )
+    return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)
+
+
+def _frame(
+    table: SeriesTable, segs: list[Segment], future: list[np.ndarray], summary: list[np.ndarray]
+) -> pd.DataFrame:
+    D = table.n_channels
+    parts = []
+    for seg, f, s in zip(segs, future, summary, strict=True):
+        n = len(f)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "series_id": table.series_ids[seg.series],
+                    "time": np.repeat(table.encoding.format(f), D),
+                    "channel": np.tile(table.channels, n),
+                    **{
+                        name: s[..., j].reshape(-1)
+                        for j, name in enumerate(("mean", "std", "q05", "q50", "q95"))
+                    },
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)

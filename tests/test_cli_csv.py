@@ -1,0 +1,162 @@
+"""``latentode fit`` / ``predict`` on a user's CSV, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "latentode.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def write_csv(path: Path, seed: int = 0) -> pd.DataFrame:
+    """Six irregular daily series, two channels around 1000 and -5, with gaps."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(6):
+        days = np.sort(rng.choice(120, size=40, replace=False))
+        for d in days:
+            t = pd.Timestamp("2020-01-01") + pd.Timedelta(days=int(d))
+            a = 1000 + 10 * np.sin(2 * np.pi * d / 30 + s) + rng.normal(0, 0.5)
+            b = -5 + 0.02 * d + rng.normal(0, 0.1)
+            rows.append((f"s{s}", t.strftime("%Y-%m-%d"), a, b if rng.random() > 0.2 else ""))
+    frame = pd.DataFrame(rows, columns=["series_id", "time", "a", "b"])
+    frame.sample(frac=1, random_state=seed).to_csv(path, index=False)  # unsorted on purpose
+    return frame
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("csvrun")
+    data = root / "series.csv"
+    write_csv(data)
+    fit = run_cli(
+        "fit",
+        "--config",
+        "configs/csv.yaml",
+        "--data.init_args.path",
+        str(data),
+        "--trainer.default_root_dir",
+        str(root / "run"),
+        "--trainer.max_steps",
+        "3",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.init_args.batch_size",
+        "4",
+        "--data.init_args.val_fraction",
+        "0.2",
+        "--data.init_args.test_fraction",
+        "0.2",
+        "--model.init_args.eval_samples",
+        "2",
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return ckpt, data
+
+
+def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
+    ckpt, data = fitted
+    out, plots = tmp_path / "forecast.csv", tmp_path / "plots"
+    res = run_cli(
+        "predict",
+        "--ckpt_path",
+        str(ckpt),
+        "--data.path",
+        str(data),
+        "--horizon",
+        "20D",
+        "--step",
+        "5D",
+        "--output",
+        str(out),
+        "--plot",
+        str(plots),
+        "--n_samples",
+        "50",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    f = pd.read_csv(out)
+    assert list(f.columns) == ["series_id", "time", "channel", "mean", "std", "q05", "q50", "q95"]
+    assert len(f) == 6 * 4 * 2  # series x (20 days / 5) x channels
+    numeric = f[["mean", "std", "q05", "q50", "q95"]].to_numpy()
+    assert np.isfinite(numeric).all() and (f["std"] > 0).all()
+    assert ((f.q05 <= f.q50) & (f.q50 <= f.q95)).all()
+    # Normalisation inverted: channel a lives near 1000, channel b near -5 (not near 0).
+    assert f.loc[f.channel == "a", "mean"].between(900, 1100).all()
+    assert f.loc[f.channel == "b", "mean"].between(-30, 20).all()
+    # Date-times round-trip: same ISO format, 5-day grid after each series' last observation.
+    src = pd.read_csv(data)
+    last = pd.to_datetime(src.groupby("series_id")["time"].max())
+    times = pd.to_datetime(f["time"], format="%Y-%m-%d")
+    for sid, group in f.assign(t=times).groupby("series_id"):
+        expected = [last[sid] + pd.Timedelta(days=5 * k) for k in range(1, 5)]
+        assert sorted(set(group["t"])) == expected
+    assert sorted(p.name for p in plots.glob("*.png")) == [f"s{i}.png" for i in range(6)]
+
+
+def test_predict_refuses_to_overwrite_and_foreign_channels(fitted, tmp_path: Path) -> None:
+    ckpt, data = fitted
+    out = tmp_path / "f.csv"
+    out.write_text("precious\n")
+    args = ["--ckpt_path", str(ckpt), "--horizon", "10", "--output", str(out)]
+    res = run_cli("predict", "--data.path", str(data), *args)
+    assert res.returncode == 2 and "--overwrite" in res.stderr and "Traceback" not in res.stderr
+    assert out.read_text() == "precious\n"
+    other = tmp_path / "other.csv"
+    pd.read_csv(data).rename(columns={"b": "c"}).to_csv(other, index=False)
+    res = run_cli("predict", "--data.path", str(other), *args, "--overwrite")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "['a', 'c']" in res.stderr and "['a', 'b']" in res.stderr
+    res = run_cli("predict", "--data.path", str(data), *args, "--overwrite")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert out.read_text() != "precious\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "not found"),
+        ("series_id,time,a\ns0,2020-01-01,1\ns0,2020-01-01,2\ns0,2020-01-03,2\n", "duplicate"),
+        ("series_id,time,a\ns0,2020-01-01,1\ns0,yesterday,2\ns0,2020-01-03,2\n", "time"),
+        ("series_id,time,a\ns0,2020-01-01,1\ns0,2020-01-02,oops\ns0,2020-01-03,2\n", "oops"),
+    ],
+    ids=["missing-file", "duplicates", "bad-time", "non-numeric"],
+)
+def test_fit_bad_csv_exits_with_a_message(tmp_path: Path, content: str | None, needle: str) -> None:
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_text(content)
+    res = run_cli(
+        "fit",
+        "--config",
+        "configs/csv.yaml",
+        "--data.init_args.path",
+        str(path),
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.max_steps",
+        "1",
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert needle in res.stderr and "bad.csv" in res.stderr
+    assert "Traceback" not in res.stderr
