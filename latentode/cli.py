@@ -145,31 +145,11 @@ def run_predict(args: argparse.Namespace) -> str:
     import matplotlib.pyplot as plt
 
     from .plots import plot_forecast
-    from .systems.latent_ode import LatentODESystem
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise DataError(f"{out} exists; pass --overwrite to replace it (nothing was written).")
-    ckpt = Path(args.ckpt_path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} not found.")
-    try:
-        system = LatentODESystem.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:  # a foreign or damaged file: say so instead of a traceback
-        raise DataError(f"{ckpt}: not a latentode latent ODE checkpoint ({e}).") from e
-    state = system.hparams.get("data_state")
-    if not state:
-        raise DataError(
-            f"{ckpt} was not trained on a CSV file (no data description stored); "
-            "fit it with a CSVDataModule config such as configs/csv.yaml."
-        )
-    enc = state["time_encoding"]
-    table = read_series_csv(
-        args.data_path,
-        time_column=state.get("time_column", "time"),
-        series_column=state.get("series_column", "series_id"),
-        time_unit=enc.get("unit") or "D",
-    )
+    system, state, table = _load_csv_model(args.ckpt_path, args.data_path)
     horizon = parse_horizon(args.horizon, table)
     step = None if args.step is None else parse_horizon(args.step, table)
     times = None
@@ -197,6 +177,63 @@ def run_predict(args: argparse.Namespace) -> str:
     return f"latentode predict: wrote {len(result.frame)} rows for {n} series to {out}"
 
 
+def _load_csv_model(ckpt_path: str, data_path: str):
+    """The latent ODE system of a CSV checkpoint and the file, read as in training."""
+    from .systems.latent_ode import LatentODESystem
+
+    ckpt = Path(ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} not found.")
+    try:
+        system = LatentODESystem.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    except Exception as e:  # a foreign or damaged file: say so instead of a traceback
+        raise DataError(f"{ckpt}: not a latentode latent ODE checkpoint ({e}).") from e
+    state = system.hparams.get("data_state")
+    if not state:
+        raise DataError(
+            f"{ckpt} was not trained on a CSV file (no data description stored); "
+            "fit it with a CSVDataModule config such as configs/csv.yaml."
+        )
+    table = read_series_csv(
+        data_path,
+        time_column=state.get("time_column", "time"),
+        series_column=state.get("series_column", "series_id"),
+        time_unit=state["time_encoding"].get("unit") or "D",
+    )
+    return system, state, table
+
+
+def test_main(argv: list[str]) -> int:
+    """``latentode test --ckpt_path CKPT --data.path FILE.csv``: model vs naive baselines."""
+    from .evaluate import evaluate
+
+    p = argparse.ArgumentParser(
+        prog="latentode test",
+        description="Held-out interpolation and extrapolation errors of a CSV checkpoint, "
+        "beside naive baselines.",
+    )
+    p.add_argument("--ckpt_path", required=True)
+    p.add_argument("--data.path", dest="data_path", required=True)
+    p.add_argument("--n_samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="also write the table as CSV")
+    args = p.parse_args(argv)
+    try:
+        system, state, table = _load_csv_model(args.ckpt_path, args.data_path)
+        frame = evaluate(system.model, table, state, args.n_samples, args.seed)
+    except USER_ERRORS as e:
+        print(f"latentode test: error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"Held-out errors on {table.source} (user units; coverage90: share of held-out "
+        "values inside the model's 5-95% band):"
+    )
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    if args.output:
+        frame.to_csv(args.output, index=False)
+    return 0
+
+
 def predict_main(argv: list[str]) -> int:
     """``latentode predict``: returns the exit status (2 for user errors)."""
     args = _predict_parser().parse_args(argv)
@@ -213,6 +250,11 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "predict":
         sys.exit(predict_main(argv[1:]))
+    own_test = not ({"-c", "--config"} & set(argv)) and any(
+        a.startswith("--data.path") for a in argv
+    )
+    if argv and argv[0] == "test" and own_test:
+        sys.exit(test_main(argv[1:]))
     try:
         LatentODECLI(
             pl.LightningModule,

@@ -22,7 +22,14 @@ from .data.prep import Segment, collate_segments, denormalise, whole_series
 from .data.table import TIME_UNITS, SeriesTable
 from .nn.latent_ode import LatentODE
 
-__all__ = ["QUANTILES", "ForecastResult", "check_channels", "forecast", "parse_horizon"]
+__all__ = [
+    "QUANTILES",
+    "ForecastResult",
+    "check_channels",
+    "forecast",
+    "parse_horizon",
+    "predictive_summary",
+]
 
 QUANTILES = (0.05, 0.5, 0.95)
 
@@ -97,7 +104,7 @@ def _future_grid(seg: Segment, horizon: float, step: float | None) -> np.ndarray
 
 
 @torch.no_grad()
-def _summarise(
+def predictive_summary(
     model: LatentODE,
     segs: list[Segment],
     future: list[np.ndarray],
@@ -105,6 +112,11 @@ def _summarise(
     n_samples: int,
     generator: torch.Generator,
 ) -> list[np.ndarray]:
+    """Per segment ``[n, D, 5]`` (mean, std, q05, q50, q95) at its times ``future`` (user units).
+
+    Each of the ``n_samples`` posterior paths gets its own draw of the observation noise, so the
+    quantiles are those of the posterior predictive.
+    """
     norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
     dtype = next(model.parameters()).dtype
     observed = collate_segments(segs, norm, scale, dtype=dtype)
@@ -185,7 +197,7 @@ def forecast(
         future.append(f)
     summary: list[np.ndarray] = []
     for lo in range(0, len(segs), chunk):
-        summary += _summarise(
+        summary += predictive_summary(
             model, segs[lo : lo + chunk], future[lo : lo + chunk], data_state, n_samples, generator
         )
     return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)

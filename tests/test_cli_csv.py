@@ -160,3 +160,32 @@ def test_fit_bad_csv_exits_with_a_message(tmp_path: Path, content: str | None, n
     assert res.returncode == 2, res.stderr[-2000:]
     assert needle in res.stderr and "bad.csv" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None:
+    ckpt, data = fitted
+    table = tmp_path / "scores.csv"
+    res = run_cli(
+        "test",
+        "--ckpt_path",
+        str(ckpt),
+        "--data.path",
+        str(data),
+        "--n_samples",
+        "20",
+        "--output",
+        str(table),
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    scores = pd.read_csv(table)
+    methods = set(zip(scores.task, scores.method, strict=True))
+    assert {
+        ("extrapolation", "latent ODE"),
+        ("extrapolation", "last value"),
+        ("interpolation", "latent ODE"),
+        ("interpolation", "linear interpolation"),
+    } <= methods
+    assert np.isfinite(scores[["mse", "mae"]].to_numpy()).all()
+    model = scores[scores.method == "latent ODE"]
+    assert model.coverage90.between(0, 1).all()
+    assert "latent ODE" in res.stdout and "linear interpolation" in res.stdout

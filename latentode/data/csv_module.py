@@ -125,6 +125,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.test_segments: list[Segment] = []
         self._norm: dict[str, Any] | None = None
         self.eval_history: float | None = history  # history conditioned on when forecasting
+        self.test_series: list[str] | None = None  # held-out series ids (many series)
         self._train_gen = torch.Generator()
 
     # ------------------------------------------------------------------ setup
@@ -172,6 +173,7 @@ class CSVDataModule(pl.LightningDataModule):
         else:
             segs = make_windows(train, self.window, self.stride or self.window / 10)
         self.train_segments = [replace(g, series=tr[g.series]) for g in segs]  # file's index
+        self.test_series = [table.series_ids[s] for s in te]
         for index, out in ((va, self.val_segments), (te, self.test_segments)):
             for s in index:
                 t, _ = table.series(s)
@@ -214,6 +216,8 @@ class CSVDataModule(pl.LightningDataModule):
             "time_column": self.time_column,
             "series_column": self.series_column,
             "history": self.eval_history,
+            "holdout": self.holdout,
+            "test_series": self.test_series,
         }
 
     # ------------------------------------------------------------------ batches
