@@ -2,13 +2,17 @@
 
 from .base import SequenceSystem
 from .baselines import GRUBaselineSystem, ODERNNSystem
+from .classifier import ODENetSystem
+from .cnf import CNFSystem
 from .latent_ode import LatentODESystem
 from .metrics import ForecastMetrics
 
 __all__ = [
+    "CNFSystem",
     "ForecastMetrics",
     "GRUBaselineSystem",
     "LatentODESystem",
+    "ODENetSystem",
     "ODERNNSystem",
     "SequenceSystem",
 ]

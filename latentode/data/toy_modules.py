@@ -1,0 +1,125 @@
+"""LightningDataModule of the FFJORD 2-D toy densities, seeded.
+
+Training points are either drawn fresh for every step (``train_size=None``: an endless supply,
+as FFJORD trains) or taken from one fixed sample of ``train_size`` points; validation and test
+samples are drawn once and fixed. Every draw comes from a generator seeded by ``seed``, so two
+runs with the same seed see the same points in the same order.
+
+Usage::
+
+    dm = Toy2DDataModule("checkerboard", batch_size=512, steps_per_epoch=100, seed=0)
+    x = next(iter(dm.train_dataloader()))  # (512, 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from .toy2d import ToyDataError, sample_toy
+
+__all__ = ["FreshToyBatches", "Toy2DDataModule"]
+
+
+class FreshToyBatches(IterableDataset):
+    """Endless fresh points: each pass yields ``length`` batches of ``batch_size`` new points.
+
+    One generator, seeded once, is advanced by every batch, so epoch ``e`` continues where
+    epoch ``e - 1`` stopped and a run is reproducible from its seed (keep ``num_workers=0``;
+    workers would each copy the generator and repeat its batches).
+
+    Args:
+        name: the toy density.
+        batch_size: points per batch.
+        length: batches per pass (one epoch).
+        seed: seed of the generator.
+    """
+
+    def __init__(self, name: str, batch_size: int, length: int, seed: int) -> None:
+        self.name, self.batch_size, self.length = name, batch_size, length
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for _ in range(self.length):
+            yield sample_toy(self.name, self.batch_size, generator=self.generator)  # (B, 2)
+
+
+class Toy2DDataModule(pl.LightningDataModule):
+    """One of `TOY_DENSITIES` with fixed validation / test samples.
+
+    Training batches are point tensors ``(B, 2)``; validation / test batches ``(x,)`` tuples.
+
+    Args:
+        name: the toy density (``"checkerboard"``, ``"8gaussians"``, ...).
+        batch_size: training points per step.
+        steps_per_epoch: training batches per epoch when drawing fresh points.
+        train_size: ``None`` to draw fresh points each step; else the size of one fixed
+            training sample, shuffled each epoch.
+        n_val, n_test: sizes of the fixed validation and test samples.
+        eval_batch_size: points per validation / test batch.
+        seed: seeds every draw (train, val and test use disjoint streams).
+    """
+
+    def __init__(
+        self,
+        name: str = "checkerboard",
+        batch_size: int = 512,
+        steps_per_epoch: int = 100,
+        train_size: int | None = None,
+        n_val: int = 2000,
+        n_test: int = 10000,
+        eval_batch_size: int = 5000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        sample_toy(name, 1, 0)  # fail early on an unknown name
+        for key, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
+            if value < 1:
+                raise ToyDataError(f"{key} must be >= 1, got {value}.")
+        self.name, self.batch_size, self.steps_per_epoch = name, batch_size, steps_per_epoch
+        self.train_size, self.n_val, self.n_test = train_size, n_val, n_test
+        self.eval_batch_size, self.seed = eval_batch_size, seed
+        self.val_x: Tensor | None = None
+        self.test_x: Tensor | None = None
+        self.train_x: Tensor | None = None
+        self.fresh = FreshToyBatches(name, batch_size, steps_per_epoch, seed + 3)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Draw the fixed samples once."""
+        if self.val_x is None:
+            self.val_x = sample_toy(self.name, self.n_val, self.seed + 1)  # (n_val, 2)
+            self.test_x = sample_toy(self.name, self.n_test, self.seed + 2)  # (n_test, 2)
+            if self.train_size is not None:
+                self.train_x = sample_toy(self.name, self.train_size, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        """Fresh batches (or shuffled batches of the fixed training sample)."""
+        self.setup()
+        if self.train_x is None:
+            return DataLoader(self.fresh, batch_size=None)
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.train_x, batch_size=self.batch_size, shuffle=True, generator=gen, drop_last=True
+        )
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        self.setup()
+        x = self.val_x if stage == "val" else self.test_x
+        if x is None:  # pragma: no cover - setup has drawn both samples
+            raise ToyDataError(f"the {stage} sample was not drawn; call setup() first.")
+        return DataLoader(TensorDataset(x), batch_size=self.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        """The fixed validation sample, as ``(x,)`` batches."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """The fixed test sample, as ``(x,)`` batches."""
+        return self._eval_loader("test")

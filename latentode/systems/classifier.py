@@ -1,0 +1,190 @@
+"""Lightning system of the image classifiers of Chen et al. (2018, Table 1).
+
+One system wraps any of the four classifiers of `latentode.nn.odenet` by name; it trains with
+cross-entropy, scores accuracy with one torchmetrics object per stage, and for the models with
+an `ODEBlock` logs the function evaluations of each training step's forward and backward pass
+(the paper's Fig. 3).
+
+Usage::
+
+    latentode fit --config configs/odenet_digits.yaml
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..nn.odenet import (
+    MLPClassifier,
+    ODEBlock,
+    ODENetClassifier,
+    ResNetClassifier,
+    RKNetClassifier,
+)
+
+__all__ = ["CLASSIFIERS", "ClassifierConfigError", "ODENetSystem", "build_classifier", "ode_blocks"]
+
+#: Names accepted by `ODENetSystem` and the classes they build.
+CLASSIFIERS: dict[str, type[nn.Module]] = {
+    "odenet": ODENetClassifier,
+    "resnet": ResNetClassifier,
+    "rknet": RKNetClassifier,
+    "mlp": MLPClassifier,
+}
+
+
+class ClassifierConfigError(ValueError):
+    """An unknown classifier name or argument; the message says what to change."""
+
+
+def build_classifier(
+    model: str,
+    in_channels: int,
+    image_size: int,
+    num_classes: int,
+    width: int,
+    model_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Instantiate a classifier by name.
+
+    Args:
+        model: one of `CLASSIFIERS` (``"odenet"``, ``"resnet"``, ``"rknet"``, ``"mlp"``).
+        in_channels, image_size, num_classes: the data's shape.
+        width: channels of the convolutional models; hidden units of the MLP.
+        model_kwargs: further keyword arguments of the class (e.g. ``gradient``, ``rtol``,
+            ``augment_dim`` for the ODE-Net, ``num_blocks`` for the ResNet).
+
+    Raises:
+        ClassifierConfigError: unknown name or keyword.
+    """
+    if model not in CLASSIFIERS:
+        raise ClassifierConfigError(f"unknown model {model!r}; choose one of {list(CLASSIFIERS)}.")
+    kw = dict(model_kwargs or {})
+    size_key = "hidden" if model == "mlp" else "width"
+    try:
+        return CLASSIFIERS[model](in_channels, image_size, num_classes, **{size_key: width}, **kw)
+    except TypeError as err:
+        raise ClassifierConfigError(f"bad model_kwargs {kw!r} for model {model!r}: {err}") from err
+
+
+def ode_blocks(module: nn.Module) -> list[ODEBlock]:
+    """The `ODEBlock` s inside ``module`` (empty for the ResNet and the MLP)."""
+    return [m for m in module.modules() if isinstance(m, ODEBlock)]
+
+
+class ODENetSystem(pl.LightningModule):
+    """Cross-entropy training of an ODE-Net, RK-Net, ResNet or MLP classifier.
+
+    Logs ``train/loss``, ``train/acc``, ``train/nfe_forward``, ``train/nfe_backward`` (ODE
+    models), and ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` per epoch.
+
+    Args:
+        model: ``"odenet"``, ``"resnet"``, ``"rknet"`` or ``"mlp"``.
+        in_channels, image_size, num_classes: the data (8x8 digits: 1, 8, 10; MNIST: 1, 28, 10).
+        width: channels of the convolutional models (paper: 64); hidden units of the MLP.
+        model_kwargs: further arguments of the classifier class.
+        lr: Adam learning rate.
+        weight_decay: L2 penalty.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (to zero over ``trainer.max_epochs``).
+    """
+
+    def __init__(
+        self,
+        model: str = "odenet",
+        in_channels: int = 1,
+        image_size: int = 8,
+        num_classes: int = 10,
+        width: int = 32,
+        model_kwargs: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+    ) -> None:
+        super().__init__()
+        if lr_schedule not in ("constant", "cosine"):
+            raise ClassifierConfigError(
+                f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}."
+            )
+        self.save_hyperparameters()  # plain values only: checkpoints load with weights_only=True
+        self.model = build_classifier(
+            model, in_channels, image_size, num_classes, width, model_kwargs
+        )
+        self.lr, self.weight_decay, self.lr_schedule = lr, weight_decay, lr_schedule
+        self.blocks = ode_blocks(self.model)
+        # One metric object per stage (ModuleDict keys may not be "train": nn.Module.train).
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, K)`` for images ``(B, C, H, W)``."""
+        return self.model(x)
+
+    @property
+    def nfe_forward(self) -> int:
+        """Function evaluations of the last forward pass, summed over the ODE blocks."""
+        return sum(b.nfe_forward for b in self.blocks)
+
+    @property
+    def nfe_backward(self) -> int:
+        """Function evaluations of the last backward pass, summed over the ODE blocks."""
+        return sum(b.nfe_backward for b in self.blocks)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Cross-entropy on one batch of ``(images, labels)``."""
+        x, y = batch  # (B, C, H, W), (B,)
+        logits = self(x)  # (B, K)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits.detach(), y)
+        B = y.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=B)
+        if self.blocks:
+            self.log("train/nfe_forward", float(self.nfe_forward), batch_size=B)
+        return loss
+
+    def on_after_backward(self) -> None:
+        """Log the evaluations of the backward pass (adjoint solve; 0 for backprop)."""
+        if self.blocks and self.training:
+            self.log("train/nfe_backward", float(self.nfe_backward))
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        logits = self(x)  # (B, K)
+        acc, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
+        acc(logits, y)
+        mean_loss(F.cross_entropy(logits, y, reduction="none"))
+        B = y.shape[0]
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, batch_size=B)
+        self.log(f"{stage}/loss", mean_loss, on_epoch=True, batch_size=B)
+        if self.blocks:
+            self.log(f"{stage}/nfe_forward", float(self.nfe_forward), batch_size=B)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Accuracy and loss on a validation batch."""
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Accuracy and loss on a test batch."""
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Class probabilities ``(B, K)``."""
+        return self(batch[0]).softmax(dim=1)
+
+    def configure_optimizers(self) -> Any:
+        """Adam, optionally with a cosine decay over the trainer's epochs."""
+        opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant":
+            return opt
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
