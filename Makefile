@@ -1,6 +1,8 @@
 # Two commands on a fresh machine:
 #   make test    create .venv if missing, install torch (pinned) then the project, run the tests
-#   make main    the main job (for now: the solver benchmark, written to reports/)
+#   make main    the main job: fit the Mauna Loa CO2 record, score and forecast its last two
+#                years (experiments/co2_main.py; writes reports/co2*, runs/co2/)
+#   make bench   the solver benchmark against torchdiffeq / torchode (reports/)
 # TORCH_SPEC overrides the torch requirement, e.g. for a CUDA build:
 #   make test TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
 
@@ -43,4 +45,5 @@ format: $(VENV)/.dev
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/solver_benchmark.py --output reports/solver_benchmark.md
 
-main: bench
+main: $(VENV)/.dev
+	$(BIN)/python experiments/co2_main.py

@@ -48,19 +48,16 @@ class RunSummary(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Report the last and best checkpoints."""
-        ckpt = trainer.checkpoint_callback
-        if not isinstance(ckpt, ModelCheckpoint):
-            return
         lines = ["", "latentode: fit finished."]
-        if ckpt.last_model_path:
-            lines.append(f"  last checkpoint: {ckpt.last_model_path}")
-        if ckpt.best_model_path:
-            score = (
-                ""
-                if ckpt.best_model_score is None
-                else f" ({ckpt.monitor} = {float(ckpt.best_model_score):.6g})"
-            )
-            lines.append(f"  best checkpoint: {ckpt.best_model_path}{score}")
+        for ckpt in trainer.checkpoint_callbacks:
+            if not isinstance(ckpt, ModelCheckpoint):
+                continue
+            if ckpt.monitor is None and ckpt.best_model_path:
+                lines.append(f"  last checkpoint: {ckpt.best_model_path}")
+            elif ckpt.best_model_path:
+                score = ckpt.best_model_score
+                score = "" if score is None else f" ({ckpt.monitor} = {float(score):.6g})"
+                lines.append(f"  best checkpoint: {ckpt.best_model_path}{score}")
         if trainer.logger is not None and trainer.logger.log_dir:
             lines.append(f"  metrics log:     {Path(trainer.logger.log_dir) / 'metrics.csv'}")
         rank_zero_info("\n".join(lines))
@@ -74,18 +71,32 @@ class LatentODECLI(LightningCLI):
     """LightningCLI with run-directory checkpoints and CSV logs by default."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Checkpointing (last + best by ``val/mse``) under ``<default_root_dir>/checkpoints``."""
+        """Checkpoints under ``<default_root_dir>/checkpoints``: the best by ``val/mse`` and
+        ``last.ckpt`` (every epoch)."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/mse",
                 "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch:03d}-{step}",
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", _checkpoint_dir)
+        # last.ckpt after every epoch whatever the metric did (Lightning's save_last only
+        # follows the monitored saves), so --ckpt_path last resumes from the latest state.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {
+                "last_checkpoint.monitor": None,
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.enable_version_counter": False,
+            }
+        )
+        parser.link_arguments(
+            "trainer.default_root_dir", "last_checkpoint.dirpath", _checkpoint_dir
+        )
         parser.add_lightning_class_args(RunSummary, "run_summary")
 
     def before_instantiate_classes(self) -> None:

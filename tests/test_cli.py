@@ -46,11 +46,13 @@ def tiny(root: Path) -> list[str]:
 
 
 def test_fit_test_and_resume(tmp_path: Path) -> None:
-    fit = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "2")
+    # mode=max keeps the first epoch as "best": last.ckpt must still follow the latest epoch.
+    fit = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "6", "--checkpoint.mode", "max")
     assert fit.returncode == 0, fit.stderr[-3000:]
     last = tmp_path / "checkpoints" / "last.ckpt"
     best = list((tmp_path / "checkpoints").glob("best-*.ckpt"))
     assert last.is_file() and len(best) == 1
+    assert torch.load(last, weights_only=True)["global_step"] == 6
     assert str(last) in fit.stdout + fit.stderr  # the run says where its checkpoints are
     assert (tmp_path / "logs").is_dir()
 
@@ -58,11 +60,11 @@ def test_fit_test_and_resume(tmp_path: Path) -> None:
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/mse" in test.stdout
 
-    resumed = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "4", "--ckpt_path", "last")
+    resumed = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "10", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored all states" in resumed.stdout + resumed.stderr
     state = torch.load(last, weights_only=True)
-    assert state["global_step"] == 4
+    assert state["global_step"] == 10
 
 
 def test_print_config_and_bad_option(tmp_path: Path) -> None:
