@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from cli_helpers import run_cli
 
 from latentode.data.image_modules import DigitsDataModule, MNISTDataModule
 from latentode.data.toy_modules import Toy2DDataModule
 from latentode.systems import CNFSystem, ODENetSystem
 from latentode.systems.classifier import ClassifierConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _trainer(tmp_path: Path, **kw: object) -> pl.Trainer:
@@ -143,20 +139,12 @@ def test_mnist_module_reads_a_folder(tmp_path: Path) -> None:
 
 
 def test_cli_fits_odenet_digits(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     args = ["fit", "--config", "configs/odenet_digits.yaml"]
     args += ["--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "2"]
     args += ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
     args += ["--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "16"]
     args += ["--model.init_args.width", "8"]
-    out = subprocess.run(
-        [sys.executable, "-m", "latentode.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    out = run_cli(*args, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     last = tmp_path / "checkpoints" / "last.ckpt"
     best = list((tmp_path / "checkpoints").glob("best-*.ckpt"))  # monitored on val/acc
