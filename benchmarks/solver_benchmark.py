@@ -277,6 +277,9 @@ def render(
     for b in settings.batch_sizes:
         found = report.checks(tm.runs[b]["fwd"], tm.runs[b]["grad"])
         lines += [f"- batch {b}:"] + ["  " + ln for ln in found]
+    analysis = Path(__file__).with_name("solver_benchmark_analysis.md")
+    if analysis.is_file():
+        lines += ["", analysis.read_text().rstrip()]
     return [*lines, ""]
 
 
