@@ -130,15 +130,18 @@ def step_autograd(rhs, t: float, dt: float, y: Tensor, k0: Tensor, coef: Coeffic
     return yi, torch.cat(ks)
 
 
-def error_ratio(y: Tensor, y1: Tensor, K: Tensor, coef: Coefficients, ctl: Control) -> Tensor:
+def error_ratio(ay: Tensor, ay1: Tensor, K: Tensor, coef: Coefficients, ctl: Control) -> Tensor:
     """RMS of the embedded error estimate over ``atol + rtol * max(|y|, |y1|)``, divided by |dt|.
+
+    Takes ``|y|`` and ``|y1|`` (detached) so the loop computes each state's magnitude once: the
+    accepted ``|y1|`` is the next step's ``|y|``. Step control is not differentiated.
 
     Returns a 0-d tensor; the caller multiplies by ``|dt| / sqrt(n)``.
     """
-    err = torch.mm(coef.b_err, K)  # (1, N)
+    err = torch.mm(coef.b_err, K.detach())  # (1, N)
     if ctl.norm_n is not None:
-        err, y, y1 = err[:, : ctl.norm_n], y[:, : ctl.norm_n], y1[:, : ctl.norm_n]
-    scale = torch.maximum(y.abs(), y1.abs()).mul_(ctl.rtol).add_(ctl.atol)
+        err, ay, ay1 = err[:, : ctl.norm_n], ay[:, : ctl.norm_n], ay1[:, : ctl.norm_n]
+    scale = torch.maximum(ay, ay1).mul_(ctl.rtol).add_(ctl.atol)
     return torch.linalg.vector_norm(err.div_(scale))
 
 
@@ -385,6 +388,7 @@ def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs
     targets = [direction * s for s in stops] + [direction * t_end]
     tau, tau_end, j = direction * t0, direction * t_end, 0
     inv_sqrt_n = 1.0 / math.sqrt(ctl.norm_n or y.shape[1])
+    ay = y.detach().abs()  # |y| of the current step's start, reused as |y1| is accepted
     # PI gains: factor = safety * r_n^-beta1 * r_{n-1}^beta2 (Hairer & Wanner II, IV.2).
     beta1 = (ctl.pcoeff + ctl.icoeff) * coef.err_exponent
     beta2 = ctl.pcoeff * coef.err_exponent
@@ -403,21 +407,19 @@ def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs
         h_step = target - tau if clipped else h
         t, dt = direction * tau, direction * h_step
         y1, K = stages.step(rhs, t, dt, y)
-        if stages.grad:
-            with torch.no_grad():
-                r = error_ratio(y, y1, K, coef, ctl).item() * h_step * inv_sqrt_n
-        else:
-            r = error_ratio(y, y1, K, coef, ctl).item() * h_step * inv_sqrt_n
+        ay1 = y1.detach().abs()
+        r = error_ratio(ay, ay1, K, coef, ctl).item() * h_step * inv_sqrt_n
         if r <= 1.0:
             tau_new = target if clipped else tau + h_step
             t_new = direction * tau_new
             out.add(t, t_new, dt, y, y1, K)
             stages.accept(K)
-            y, tau, last, non_finite = y1, tau_new, h_step, False
+            y, ay, tau, last, non_finite = y1, ay1, tau_new, h_step, False
             n_acc += 1
             if clipped and j < len(stops):
                 if on_stop is not None:
                     y = on_stop(j, t_new, y)
+                    ay = y.detach().abs()
                     stages.restart(rhs, t_new, y)
                 j += 1
             factor = ctl.safety * max(r, 1e-10) ** -beta1 * r_prev**beta2
