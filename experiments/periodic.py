@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from report_notes import notes
 from torch import Tensor, nn
 
 from latentode.data import (
@@ -231,12 +232,6 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
         "",
     ]
     return "\n".join(lines)
-
-
-def notes(out: Path) -> str:
-    """The hand-written analysis kept beside the report (``<stem>_notes.md``), if any."""
-    path = out.with_name(f"{out.stem}_notes.md")
-    return "\n" + path.read_text() if path.exists() else ""
 
 
 def main() -> None:

@@ -1,0 +1,13 @@
+"""Shared by the experiment scripts: the hand-written analysis kept beside a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["notes"]
+
+
+def notes(out: Path) -> str:
+    """The hand-written analysis kept beside the report (``<stem>_notes.md``), if any."""
+    path = out.with_name(f"{out.stem}_notes.md")
+    return "\n" + path.read_text() if path.exists() else ""
