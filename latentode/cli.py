@@ -37,10 +37,18 @@ from .data.errors import DataError
 from .forecast import forecast, parse_horizon
 from .nn.base import ModelInputError
 from .solver import SolverError, SolverInputError
+from .systems.guard import TrainingStoppedError
 
-__all__ = ["LatentODECLI", "RunSummary", "main", "predict_main"]
+__all__ = ["LatentODECLI", "RunSummary", "main", "predict_main", "resolve_last"]
 
-USER_ERRORS = (DataError, ModelInputError, SolverInputError, SolverError, FileNotFoundError)
+USER_ERRORS = (
+    DataError,
+    ModelInputError,
+    SolverInputError,
+    SolverError,
+    TrainingStoppedError,
+    FileNotFoundError,
+)
 
 
 class RunSummary(Callback):
@@ -65,6 +73,30 @@ class RunSummary(Callback):
 
 def _checkpoint_dir(root: str | None) -> str:
     return str(Path(root or ".") / "checkpoints")
+
+
+def resolve_last(trainer: pl.Trainer) -> str | None:
+    """The checkpoint ``--ckpt_path last`` resumes from, or None to start from scratch.
+
+    Candidates: every ``last*.ckpt`` of the trainer's checkpoint callbacks (written at each
+    epoch end) and the ``hpc_ckpt_*.ckpt`` that Lightning writes into ``default_root_dir`` when
+    SLURM sends the requeue signal (mid-epoch, so often newer). The newest file wins.
+    """
+    candidates: set[str] = set()
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint):
+            candidates |= {str(p) for p in cb._find_last_checkpoints(trainer)}
+    candidates |= {str(p) for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")}
+    existing = [Path(p) for p in candidates if Path(p).is_file()]
+    if not existing:
+        rank_zero_info(
+            f"latentode: --ckpt_path last: no checkpoint under {trainer.default_root_dir} yet; "
+            "starting from scratch."
+        )
+        return None
+    newest = max(existing, key=lambda p: p.stat().st_mtime)
+    rank_zero_info(f"latentode: resuming from {newest}")
+    return str(newest)
 
 
 class LatentODECLI(LightningCLI):
@@ -98,6 +130,12 @@ class LatentODECLI(LightningCLI):
             "trainer.default_root_dir", "last_checkpoint.dirpath", _checkpoint_dir
         )
         parser.add_lightning_class_args(RunSummary, "run_summary")
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last``: the newest of ``last.ckpt`` and a SLURM requeue checkpoint."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last":
+            config["ckpt_path"] = resolve_last(self.trainer)
 
     def before_instantiate_classes(self) -> None:
         """Default logger: CSV metrics under ``<default_root_dir>/logs``."""

@@ -51,6 +51,7 @@ from .prep import (
     split_series,
     whole_series,
 )
+from .sharding import eval_sampler
 from .table import SeriesTable
 
 __all__ = ["CSVDataModule"]
@@ -254,6 +255,7 @@ class CSVDataModule(pl.LightningDataModule):
         return DataLoader(
             range(len(segs)),
             batch_size=self.batch_size,
+            sampler=eval_sampler(len(segs)),
             collate_fn=partial(self._collate_eval, segs),
             num_workers=self.num_workers,
         )

@@ -33,6 +33,7 @@ from .batch import (
     subsample_observations,
 )
 from .errors import DataError
+from .sharding import eval_sampler
 from .synthetic import make_periodic, make_spirals
 
 __all__ = ["PeriodicDataModule", "SpiralsDataModule", "SyntheticDataModule"]
@@ -113,6 +114,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         return DataLoader(
             range(split.observed.batch_size),
             batch_size=self.batch_size,
+            sampler=eval_sampler(split.observed.batch_size),
             collate_fn=split.select,
             num_workers=self.num_workers,
         )

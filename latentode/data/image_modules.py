@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .images import ImageDataError, ImageSplit, ImageSplits, MNISTFolder, load_digits_tensors
+from .sharding import eval_sampler
 
 __all__ = ["DigitsDataModule", "ImageDataModule", "MNISTDataModule"]
 
@@ -70,9 +71,11 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def _eval_loader(self, name: str) -> DataLoader:
+        dataset = self._split(name).dataset()
         return DataLoader(
-            self._split(name).dataset(),
+            dataset,
             batch_size=self.eval_batch_size,
+            sampler=eval_sampler(len(dataset)),
             num_workers=self.num_workers,
         )
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
+from .sharding import eval_sampler, process_rank
 from .toy2d import ToyDataError, sample_toy
 
 __all__ = ["FreshToyBatches", "Toy2DDataModule"]
@@ -37,11 +38,15 @@ class FreshToyBatches(IterableDataset):
         batch_size: points per batch.
         length: batches per pass (one epoch).
         seed: seed of the generator.
+        seed_offset: the process rank under DDP, so that processes draw different points.
     """
 
-    def __init__(self, name: str, batch_size: int, length: int, seed: int) -> None:
+    def __init__(
+        self, name: str, batch_size: int, length: int, seed: int, seed_offset: int = 0
+    ) -> None:
         self.name, self.batch_size, self.length = name, batch_size, length
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed_offset = seed_offset
+        self.generator = torch.Generator().manual_seed(seed + 100_003 * seed_offset)
 
     def __len__(self) -> int:
         return self.length
@@ -103,6 +108,11 @@ class Toy2DDataModule(pl.LightningDataModule):
         """Fresh batches (or shuffled batches of the fixed training sample)."""
         self.setup()
         if self.train_x is None:
+            rank, _ = process_rank()
+            if rank > 0 and self.fresh.seed_offset != rank:  # each process its own fresh points
+                self.fresh = FreshToyBatches(
+                    self.name, self.batch_size, self.steps_per_epoch, self.seed + 3, rank
+                )
             return DataLoader(self.fresh, batch_size=None)
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(
@@ -114,7 +124,9 @@ class Toy2DDataModule(pl.LightningDataModule):
         x = self.val_x if stage == "val" else self.test_x
         if x is None:  # pragma: no cover - setup has drawn both samples
             raise ToyDataError(f"the {stage} sample was not drawn; call setup() first.")
-        return DataLoader(TensorDataset(x), batch_size=self.eval_batch_size)
+        return DataLoader(
+            TensorDataset(x), batch_size=self.eval_batch_size, sampler=eval_sampler(len(x))
+        )
 
     def val_dataloader(self) -> DataLoader:
         """The fixed validation sample, as ``(x,)`` batches."""

@@ -161,7 +161,7 @@ class GRUBaseline(RecurrentBaseline):
                 h = torch.where(obs, self.cell(x, h), h)  # (B, H)
                 t_last = torch.where(obs[:, 0], t_e, t_last)
                 seen = seen | obs
-        return Normal(torch.stack(means, dim=1), torch.stack(stds, dim=1))  # (B, T_out, D)
+        return Normal(torch.stack(means, dim=1), torch.stack(stds, dim=1), validate_args=False)
 
 
 class ODERNN(RecurrentBaseline):

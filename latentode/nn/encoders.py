@@ -82,7 +82,7 @@ class Encoder(nn.Module):
         mask = mask.to(values.dtype)  # (B, T, D)
         h = self.hidden(times.to(values.dtype), values, mask)  # (B, H + extra)
         mean, raw = self.head(h).chunk(2, dim=-1)  # (B, L) each
-        return Normal(mean, F.softplus(raw) + self.min_std)
+        return Normal(mean, F.softplus(raw) + self.min_std, validate_args=False)
 
 
 class GRUEncoder(Encoder):

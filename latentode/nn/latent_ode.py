@@ -256,7 +256,7 @@ class LatentODE(nn.Module):
         log_lik = masked_log_likelihood(out.p_x, target.values, target.mask)  # (K, B)
         kl = kl_standard_normal(out.q_z0)  # (B,)
         if iwae:
-            prior = Normal(torch.zeros_like(out.z0), torch.ones_like(out.z0))
+            prior = Normal(torch.zeros_like(out.z0), torch.ones_like(out.z0), validate_args=False)
             log_ratio = (prior.log_prob(out.z0) - out.q_z0.log_prob(out.z0)).sum(-1)  # (K, B)
             log_w = log_lik + kl_weight * log_ratio  # (K, B)
             bound = torch.logsumexp(log_w, dim=0) - math.log(n_samples)  # (B,)

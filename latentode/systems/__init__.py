@@ -4,6 +4,7 @@ from .base import SequenceSystem
 from .baselines import GRUBaselineSystem, ODERNNSystem
 from .classifier import ODENetSystem
 from .cnf import CNFSystem
+from .guard import TrainingStoppedError
 from .latent_ode import LatentODESystem
 from .metrics import ForecastMetrics
 
@@ -15,4 +16,5 @@ __all__ = [
     "ODENetSystem",
     "ODERNNSystem",
     "SequenceSystem",
+    "TrainingStoppedError",
 ]

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..data.batch import Split
 from ..nn.base import Prediction
+from .guard import guarded
 from .metrics import ForecastMetrics, count_nfe
 
 __all__ = ["SequenceSystem"]
@@ -54,6 +55,7 @@ class SequenceSystem(pl.LightningModule):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ training
+    @guarded
     def training_step(self, split: Split, batch_idx: int) -> Tensor:
         """One optimisation step on ``split``."""
         for m in self.modules():

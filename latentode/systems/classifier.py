@@ -28,6 +28,7 @@ from ..nn.odenet import (
     ResNetClassifier,
     RKNetClassifier,
 )
+from .guard import guarded
 
 __all__ = ["CLASSIFIERS", "ClassifierConfigError", "ODENetSystem", "build_classifier", "ode_blocks"]
 
@@ -138,6 +139,7 @@ class ODENetSystem(pl.LightningModule):
         """Function evaluations of the last backward pass, summed over the ODE blocks."""
         return sum(b.nfe_backward for b in self.blocks)
 
+    @guarded
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Cross-entropy on one batch of ``(images, labels)``."""
         x, y = batch  # (B, C, H, W), (B,)

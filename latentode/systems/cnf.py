@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from ..nn.cnf import CNF
+from .guard import guarded
 
 __all__ = ["CNFSystem"]
 
@@ -97,6 +98,7 @@ class CNFSystem(pl.LightningModule):
         """``log p(x)``: ``(B, d) -> (B,)``."""
         return self.flow.log_prob(x)
 
+    @guarded
     def training_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> Tensor:
         """Mean of ``penalty - log p(x)`` over the batch."""
         x = self._points(batch)  # (B, d)

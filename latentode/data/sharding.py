@@ -1,0 +1,56 @@
+"""Evaluation data under several processes: every sample scored exactly once.
+
+Under DDP, Lightning gives each eval loader a `DistributedSampler`, which pads the dataset by
+repeating samples so that every process gets the same count; the repeated samples are then
+scored twice and the synchronised validation metrics are slightly wrong. `eval_sampler` returns
+a sampler that shards without padding (process ``r`` of ``W`` takes samples ``r, r + W, ...``);
+Lightning keeps it because it is a `DistributedSampler`. With one process it returns ``None``
+(the loader's default sequential order).
+
+Usage::
+
+    DataLoader(dataset, batch_size=64, sampler=eval_sampler(len(dataset)))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
+
+__all__ = ["ShardSampler", "eval_sampler", "process_rank"]
+
+
+class ShardSampler(DistributedSampler):
+    """Process ``rank`` of ``num_replicas`` takes indices ``rank, rank + num_replicas, ...``.
+
+    No padding and no shuffling: the shards partition the dataset, so metrics summed over the
+    processes count each sample once.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def process_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process; ``(0, 1)`` outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def eval_sampler(n: int) -> ShardSampler | None:
+    """An unpadded shard of ``range(n)`` for this process, or ``None`` with one process."""
+    rank, world = process_rank()
+    if world == 1:
+        return None
+    return ShardSampler(range(n), world, rank)

@@ -1,0 +1,207 @@
+"""Faults during training: a killed fit resumes, SLURM requeue, NaN loss and solver failures.
+
+The kill tests run the real ``latentode`` command in a subprocess and kill it mid-epoch; the
+guard tests train in-process and poison the weights at a chosen batch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from cli_helpers import ROOT
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from latentode.cli import USER_ERRORS
+from latentode.data.datamodules import SpiralsDataModule
+from latentode.nn.latent_ode import LatentODEConfig
+from latentode.systems import LatentODESystem, TrainingStoppedError
+
+LR, DECAY = 0.01, 0.99
+STEPS_PER_EPOCH = 100  # 1500 spirals: 1200 for training, batches of 12
+
+
+def _fit_args(root: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "latentode.cli",
+        "fit",
+        "--config",
+        "configs/spirals.yaml",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.max_epochs",
+        "2",
+        "--data.init_args.n",
+        "1500",
+        "--data.init_args.batch_size",
+        "12",
+        "--model.init_args.eval_samples",
+        "2",
+        "--model.init_args.lr",
+        str(LR),
+        "--model.init_args.lr_decay",
+        str(DECAY),
+        "--ckpt_path",
+        "last",
+    ]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    t0 = time.monotonic()
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() - t0 < timeout, "timed out waiting for the run"
+        time.sleep(0.05)
+
+
+def _epoch_zero_saved(last: Path) -> bool:
+    try:
+        return torch.load(last, weights_only=True)["global_step"] == STEPS_PER_EPOCH
+    except Exception:  # not written yet
+        return False
+
+
+def _check_restored_state(last: Path) -> None:
+    """Two full epochs, with optimizer and scheduler counting every step since the start."""
+    state = torch.load(last, weights_only=True)
+    steps = 2 * STEPS_PER_EPOCH
+    assert state["global_step"] == steps and state["epoch"] == 1
+    adam = state["optimizer_states"][0]["state"]
+    assert {int(s["step"]) for s in adam.values()} == {steps}  # not restarted at the resume
+    sched = state["lr_schedulers"][0]
+    assert sched["last_epoch"] == steps
+    assert sched["_last_lr"][0] == pytest.approx(LR * DECAY**steps, rel=1e-9)
+
+
+def test_killed_fit_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    args = _fit_args(tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    _wait_for(lambda: _epoch_zero_saved(last), proc)
+    time.sleep(0.5)  # into epoch 1 (about 3 s long)
+    assert proc.poll() is None
+    proc.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
+    proc.communicate()
+    assert torch.load(last, weights_only=True)["global_step"] == STEPS_PER_EPOCH
+
+    resumed = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"resuming from {last}" in log and "Restored all states" in log
+    _check_restored_state(last)
+    metrics = (tmp_path / "logs" / "version_1" / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    col = header.index("epoch")
+    epochs = {row.split(",")[col] for row in metrics[1:]}
+    assert epochs == {"1"}  # the resumed run trained epoch 1 only
+
+
+def test_slurm_requeue_signal_saves_and_resumes(tmp_path: Path) -> None:
+    """SIGUSR1 under SLURM: Lightning saves ``hpc_ckpt_1.ckpt`` mid-epoch and calls
+    ``scontrol requeue``; the requeued job's ``--ckpt_path last`` resumes from it."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
+    (fake / "scontrol").chmod(0o755)
+    calls = tmp_path / "scontrol.log"
+    env = _env(
+        PATH=f"{fake}:{os.environ['PATH']}",
+        SCONTROL_LOG=str(calls),
+        SLURM_NTASKS="1",
+        SLURM_JOB_NAME="latentode-test",
+        SLURM_JOB_ID="4242",
+        SLURM_PROCID="0",
+        SLURM_LOCALID="0",
+        SLURM_NODEID="0",
+        SLURM_NODELIST="localhost",
+    )
+    args = _fit_args(tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    _wait_for(lambda: _epoch_zero_saved(last), proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGUSR1)
+    _wait_for(lambda: calls.is_file(), proc)
+    proc.kill()  # SLURM ends the job after the signal
+    proc.communicate()
+    assert calls.read_text().split() == ["requeue", "4242"]
+    saved = torch.load(hpc, weights_only=True)
+    assert STEPS_PER_EPOCH < saved["global_step"] < 2 * STEPS_PER_EPOCH  # mid-epoch 1
+
+    resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"resuming from {hpc}" in log
+    _check_restored_state(last)
+
+
+# ---------------------------------------------------------------------- NaN / solver failure
+class _Poison(pl.Callback):
+    """Sets a parameter to NaN just before batch ``batch`` of epoch 1."""
+
+    def __init__(self, target: str, batch: int = 2) -> None:
+        self.target, self.batch = target, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 1 and batch_idx == self.batch:
+            part = getattr(pl_module.model, self.target)
+            with torch.no_grad():
+                next(part.parameters()).fill_(float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [("decoder", "the training loss is nan"), ("dynamics", "the ODE solver failed")],
+)
+def test_nan_loss_or_solver_failure_stops_with_a_message(
+    tmp_path: Path, target: str, problem: str
+) -> None:
+    pl.seed_everything(0)
+    cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
+    system = LatentODESystem(cfg, eval_samples=2)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        callbacks=[ckpt, _Poison(target)],
+    )
+    data = SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0)
+    with pytest.raises(TrainingStoppedError) as err:
+        trainer.fit(system, datamodule=data)
+    message = str(err.value)
+    assert "epoch 1, batch 2 (global step 6)" in message  # 4 batches per epoch
+    assert problem in message and "What to do:" in message
+    assert f"last good checkpoint is {tmp_path / 'last.ckpt'}" in message
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 4  # epoch 0's checkpoint, untouched
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    assert TrainingStoppedError in USER_ERRORS  # the CLI prints it and exits with status 2
