@@ -28,13 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
 from .data.csv import read_series_csv
 from .data.errors import DataError
-from .forecast import forecast, parse_horizon
+from .forecast import forecast, merge_shards, parse_horizon
 from .nn.base import ModelInputError
 from .solver import SolverError, SolverInputError
 from .systems.guard import TrainingStoppedError
@@ -172,6 +174,18 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_samples", type=int, default=200, help="posterior paths per series")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument(
+        "--accelerator", default="cpu", help="cpu, gpu or auto (Lightning's accelerator names)"
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes per node: the series are shared out, the first process writes one "
+        "output in the file's series order",
+    )
+    p.add_argument("--num_nodes", type=int, default=1, help="nodes (under SLURM or torchrun)")
+    p.add_argument("--chunk", type=int, default=128, help="series per model call (memory)")
     return p
 
 
@@ -186,7 +200,8 @@ def _explicit_times(path: str, table, series_column: str | None, time_column: st
 
 
 def run_predict(args: argparse.Namespace) -> str:
-    """Load the checkpoint, forecast, write the CSV (and plots); returns a summary line.
+    """Load the checkpoint, forecast, write the CSV (and plots); returns a summary line (empty
+    in the processes other than the first).
 
     Raises:
         DataError and the other `USER_ERRORS` for anything the user can fix.
@@ -198,7 +213,11 @@ def run_predict(args: argparse.Namespace) -> str:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise DataError(f"{out} exists; pass --overwrite to replace it (nothing was written).")
+    if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
+        raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
+    rank, world, device = _launch(args)
     system, state, table = _load_csv_model(args.ckpt_path, args.data_path)
+    system.to(device)
     horizon = parse_horizon(args.horizon, table)
     step = None if args.step is None else parse_horizon(args.step, table)
     times = None
@@ -206,24 +225,74 @@ def run_predict(args: argparse.Namespace) -> str:
         times = _explicit_times(
             args.times, table, state.get("series_column"), state.get("time_column", "time")
         )
-    result = forecast(system.model, table, state, horizon, step, times, args.n_samples, args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    result.frame.to_csv(tmp, index=False)
-    tmp.replace(out)
-    if args.plot:
+    result = forecast(
+        system.model,
+        table,
+        state,
+        horizon,
+        step,
+        times,
+        args.n_samples,
+        args.seed,
+        chunk=args.chunk,
+        shard=(rank, world),
+    )
+    if world > 1:
+        import torch.distributed as dist
+
+        parts: list = [None] * world
+        dist.all_gather_object(parts, result)
+        merged = merge_shards(table, parts)
+    else:
+        merged = result
+    if rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".partial")
+        merged.frame.to_csv(tmp, index=False)
+        tmp.replace(out)
+    if args.plot:  # each process draws its own series
         folder = Path(args.plot)
         folder.mkdir(parents=True, exist_ok=True)
         to_orig = table.encoding.to_original
         for seg, fut, summary in zip(result.history, result.future, result.summary, strict=True):
+            if summary is None:
+                continue
             sid = table.series_ids[seg.series]
             fig = plot_forecast(
                 to_orig(seg.times), seg.values, to_orig(fut), summary, table.channels, f"{sid}"
             )
             fig.savefig(folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', sid)}.png", dpi=110)
             plt.close(fig)
-    n = len(result.history)
-    return f"latentode predict: wrote {len(result.frame)} rows for {n} series to {out}"
+    n = len(merged.history)
+    if world > 1:
+        dist.barrier()  # plots of every process are on disk when the command returns
+    if rank > 0:
+        return ""
+    procs = f" ({world} processes)" if world > 1 else ""
+    return f"latentode predict: wrote {len(merged.frame)} rows for {n} series to {out}{procs}"
+
+
+def _launch(args: argparse.Namespace) -> tuple[int, int, torch.device]:
+    """Start the processes of a multi-process predict: ``(rank, world_size, device)``.
+
+    With ``--devices N`` (and/or ``--num_nodes M``) > 1, Lightning Fabric launches the other
+    local processes by re-running this command, or joins the ones SLURM / torchrun started.
+    """
+    from lightning_fabric import Fabric
+
+    multi = args.devices * args.num_nodes > 1
+    try:
+        fabric = Fabric(
+            accelerator=args.accelerator,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            strategy="ddp" if multi else "auto",
+        )
+    except (ValueError, RuntimeError, MisconfigurationException) as e:
+        raise DataError(f"--accelerator/--devices/--num_nodes: {e}") from None
+    if multi:
+        fabric.launch()
+    return fabric.global_rank, fabric.world_size, fabric.device
 
 
 def _load_csv_model(ckpt_path: str, data_path: str):
@@ -287,7 +356,9 @@ def predict_main(argv: list[str]) -> int:
     """``latentode predict``: returns the exit status (2 for user errors)."""
     args = _predict_parser().parse_args(argv)
     try:
-        print(run_predict(args))
+        line = run_predict(args)
+        if line:
+            print(line)
     except USER_ERRORS as e:
         print(f"latentode predict: error: {e}", file=sys.stderr)
         return 2

@@ -27,11 +27,13 @@ __all__ = [
     "ForecastResult",
     "check_channels",
     "forecast",
+    "merge_shards",
     "parse_horizon",
     "predictive_summary",
 ]
 
 QUANTILES = (0.05, 0.5, 0.95)
+FIELDS = ("mean", "std", "q05", "q50", "q95")
 
 
 @dataclass
@@ -42,13 +44,14 @@ class ForecastResult:
         frame: long table ``series_id, time, channel, mean, std, q05, q50, q95``.
         history: the conditioning segments (absolute times, original units).
         future: per series, the float future times (the table's time axis).
-        summary: per series ``[n, D, 5]`` arrays of (mean, std, q05, q50, q95).
+        summary: per series ``[n, D, 5]`` arrays of (mean, std, q05, q50, q95); ``None`` for
+            the series another process forecasts (see `forecast`'s ``shard``).
     """
 
     frame: pd.DataFrame
     history: list[Segment]
     future: list[np.ndarray]
-    summary: list[np.ndarray]
+    summary: list[np.ndarray | None]
 
 
 def check_channels(table: SeriesTable, expected: Sequence[str]) -> None:
@@ -118,8 +121,9 @@ def predictive_summary(
     quantiles are those of the posterior predictive.
     """
     norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
-    dtype = next(model.parameters()).dtype
-    observed = collate_segments(segs, norm, scale, dtype=dtype)
+    param = next(model.parameters())
+    dtype, device = param.dtype, param.device
+    observed = collate_segments(segs, norm, scale, dtype=dtype).to(device)
     width = max(len(f) for f in future)
     grid = np.stack(
         [
@@ -132,11 +136,11 @@ def predictive_summary(
             for f, g in zip(future, segs, strict=True)
         ]
     )  # (B, n) strictly increasing rows
-    pred = model.predict(observed, torch.as_tensor(grid, dtype=dtype), n_samples)
+    pred = model.predict(observed, torch.as_tensor(grid, dtype=dtype, device=device), n_samples)
     paths = pred.samples  # (K, B, n, D) decoded means of the posterior paths
     noise_var = (pred.std**2 - paths.var(dim=0, unbiased=False)).clamp(min=0)  # (B, n, D)
-    eps = torch.randn(paths.shape, generator=generator, dtype=dtype)
-    draws = (paths + noise_var.sqrt() * eps).double().numpy()  # (K, B, n, D)
+    eps = torch.randn(paths.shape, generator=generator, dtype=dtype).to(device)
+    draws = (paths + noise_var.sqrt() * eps).double().cpu().numpy()  # (K, B, n, D)
     if norm is not None:
         draws = denormalise(draws, norm)
     q = np.quantile(draws, QUANTILES, axis=0)  # (3, B, n, D)
@@ -154,6 +158,7 @@ def forecast(
     n_samples: int = 200,
     seed: int = 0,
     chunk: int = 128,
+    shard: tuple[int, int] = (0, 1),
 ) -> ForecastResult:
     """Forecast every series of ``table`` after its last observation.
 
@@ -167,8 +172,11 @@ def forecast(
         step: spacing of the future grid (default: each series' median observation spacing).
         times: explicit future times per series id (table time units), instead of a grid.
         n_samples: posterior paths per series (each with its own observation noise draw).
-        seed: seeds the posterior and noise draws.
+        seed: seeds the posterior and noise draws (chunk ``c`` of series is seeded by
+            ``seed + 7919 c``, so the result does not depend on how chunks are shared out).
         chunk: series per model call.
+        shard: ``(rank, world_size)``: forecast only chunks ``rank, rank + world_size, ...``
+            (the other series get ``None`` summaries and no rows); see `merge_shards`.
 
     Returns:
         A `ForecastResult`.
@@ -179,8 +187,6 @@ def forecast(
     """
     check_channels(table, data_state["channels"])
     model.eval()
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     segs = [_recent(g, data_state.get("history")) for g in whole_series(table)]
     future = []
     for seg in segs:
@@ -195,20 +201,48 @@ def forecast(
                 f"first observation (got {len(f)} times)."
             )
         future.append(f)
-    summary: list[np.ndarray] = []
-    for lo in range(0, len(segs), chunk):
-        summary += predictive_summary(
-            model, segs[lo : lo + chunk], future[lo : lo + chunk], data_state, n_samples, generator
+    rank, world = shard
+    summary: list[np.ndarray | None] = [None] * len(segs)
+    for c, lo in enumerate(range(0, len(segs), chunk)):
+        if c % world != rank:
+            continue
+        torch.manual_seed(seed + 7919 * c)
+        generator = torch.Generator().manual_seed(seed + 7919 * c)
+        hi = min(lo + chunk, len(segs))
+        summary[lo:hi] = predictive_summary(
+            model, segs[lo:hi], future[lo:hi], data_state, n_samples, generator
         )
     return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)
 
 
+def merge_shards(table: SeriesTable, parts: Sequence[ForecastResult]) -> ForecastResult:
+    """One result, in the table's series order, from the `forecast` shards of every process."""
+    first = parts[0]
+    summary = [
+        next((p.summary[i] for p in parts if p.summary[i] is not None), None)
+        for i in range(len(first.summary))
+    ]
+    missing = [
+        table.series_ids[g.series] for g, s in zip(first.history, summary, strict=True) if s is None
+    ]
+    if missing:
+        raise RuntimeError(f"no process forecast series {missing[:5]} (a bug; please report).")
+    return ForecastResult(
+        _frame(table, first.history, first.future, summary), first.history, first.future, summary
+    )
+
+
 def _frame(
-    table: SeriesTable, segs: list[Segment], future: list[np.ndarray], summary: list[np.ndarray]
+    table: SeriesTable,
+    segs: list[Segment],
+    future: list[np.ndarray],
+    summary: Sequence[np.ndarray | None],
 ) -> pd.DataFrame:
     D = table.n_channels
     parts = []
     for seg, f, s in zip(segs, future, summary, strict=True):
+        if s is None:  # another process's series
+            continue
         n = len(f)
         parts.append(
             pd.DataFrame(
@@ -216,11 +250,10 @@ def _frame(
                     "series_id": table.series_ids[seg.series],
                     "time": np.repeat(table.encoding.format(f), D),
                     "channel": np.tile(table.channels, n),
-                    **{
-                        name: s[..., j].reshape(-1)
-                        for j, name in enumerate(("mean", "std", "q05", "q50", "q95"))
-                    },
+                    **{name: s[..., j].reshape(-1) for j, name in enumerate(FIELDS)},
                 }
             )
         )
+    if not parts:
+        return pd.DataFrame(columns=["series_id", "time", "channel", *FIELDS])
     return pd.concat(parts, ignore_index=True)

@@ -116,6 +116,27 @@ def test_predict_refuses_to_overwrite_and_foreign_channels(fitted, tmp_path: Pat
     assert out.read_text() != "precious\n"
 
 
+def test_predict_with_two_processes_writes_one_output_in_order(fitted, tmp_path: Path) -> None:
+    """Two CPU processes (gloo) share the series out by chunks of 2; the first process writes
+    one file, identical to the single-process output (chunks are seeded by their index)."""
+    ckpt, data = fitted
+    common = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--horizon", "10D"]
+    common += ["--step", "5D", "--n_samples", "20", "--chunk", "2"]
+    one, two, plots = tmp_path / "one.csv", tmp_path / "two.csv", tmp_path / "plots"
+    res = run_cli("predict", *common, "--output", str(one))
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_cli("predict", *common, "--output", str(two), "--devices", "2", "--plot", str(plots))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("latentode predict: wrote 24 rows for 6 series") == 1
+    assert "(2 processes)" in res.stdout
+    a, b = pd.read_csv(one), pd.read_csv(two)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    first_seen = list(pd.read_csv(data)["series_id"].unique())  # the input's series order
+    assert list(b["series_id"].unique()) == first_seen
+    assert sorted(p.name for p in plots.glob("*.png")) == [f"s{i}.png" for i in range(6)]
+    assert not list(tmp_path.glob("*.partial"))
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
