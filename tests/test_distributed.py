@@ -1,7 +1,8 @@
 """DDP with 2 CPU processes (gloo): the real ``latentode fit`` command against a single process
 with the same global batch.
 
-The single-process reference runs with ``--trainer.strategy ddp --trainer.devices 1``: one
+Both runs use the ``configs/trainer/ddp.yaml`` preset with ``--trainer.accelerator cpu``; the
+single-process reference has ``--trainer.devices 1``: one
 process whose sampler permutes the data exactly as the 2-process run does, so global batch k is
 the same samples in both. What must agree, and how closely:
 
@@ -34,10 +35,10 @@ def _fit(root: Path, devices: int, *args: str) -> None:
         str(root),
         "--trainer.enable_progress_bar",
         "false",
+        "--config",
+        "configs/trainer/ddp.yaml",
         "--trainer.accelerator",
         "cpu",
-        "--trainer.strategy",
-        "ddp",
         "--trainer.devices",
         str(devices),
         timeout=240,

@@ -28,16 +28,8 @@ LR, DECAY = 0.01, 0.99
 STEPS_PER_EPOCH = 100  # 1500 spirals: 1200 for training, batches of 12
 
 
-def _fit_args(root: Path) -> list[str]:
+def _tiny() -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "latentode.cli",
-        "fit",
-        "--config",
-        "configs/spirals.yaml",
-        "--trainer.default_root_dir",
-        str(root),
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.limit_val_batches",
@@ -56,9 +48,12 @@ def _fit_args(root: Path) -> list[str]:
         str(LR),
         "--model.init_args.lr_decay",
         str(DECAY),
-        "--ckpt_path",
-        "last",
     ]
+
+
+def _fit_args(root: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "latentode.cli", "fit", "--config", "configs/spirals.yaml"]
+    return [*cmd, "--trainer.default_root_dir", str(root), *_tiny(), "--ckpt_path", "last"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -118,17 +113,24 @@ def test_killed_fit_resumes_from_last_checkpoint(tmp_path: Path) -> None:
 
 
 def test_slurm_requeue_signal_saves_and_resumes(tmp_path: Path) -> None:
-    """SIGUSR1 under SLURM: Lightning saves ``hpc_ckpt_1.ckpt`` mid-epoch and calls
-    ``scontrol requeue``; the requeued job's ``--ckpt_path last`` resumes from it."""
+    """``scripts/slurm/fit.sbatch`` (with stand-ins for ``srun`` and ``scontrol``): on SIGUSR1
+    Lightning saves ``hpc_ckpt_1.ckpt`` mid-epoch and calls ``scontrol requeue``; the requeued
+    job's ``--ckpt_path last`` resumes from it."""
     fake = tmp_path / "bin"
     fake.mkdir()
+    (fake / "srun").write_text('#!/bin/sh\nexec "$@"\n')
     (fake / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
-    (fake / "scontrol").chmod(0o755)
-    calls = tmp_path / "scontrol.log"
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    calls, root = tmp_path / "scontrol.log", tmp_path / "run"
     env = _env(
-        PATH=f"{fake}:{os.environ['PATH']}",
+        PATH=f"{fake}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        LATENTODE="latentode",
+        ROOT=str(root),
         SCONTROL_LOG=str(calls),
         SLURM_NTASKS="1",
+        SLURM_NTASKS_PER_NODE="1",
+        SLURM_JOB_NUM_NODES="1",
         SLURM_JOB_NAME="latentode-test",
         SLURM_JOB_ID="4242",
         SLURM_PROCID="0",
@@ -136,23 +138,24 @@ def test_slurm_requeue_signal_saves_and_resumes(tmp_path: Path) -> None:
         SLURM_NODEID="0",
         SLURM_NODELIST="localhost",
     )
-    args = _fit_args(tmp_path / "run")
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
+    # The script's default CONFIG is configs/spirals.yaml; the slurm preset asks for GPUs.
+    script = ["bash", "scripts/slurm/fit.sbatch", *_tiny(), "--trainer.accelerator", "cpu"]
+    last, hpc = root / "checkpoints" / "last.ckpt", root / "hpc_ckpt_1.ckpt"
     proc = subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        script, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     _wait_for(lambda: _epoch_zero_saved(last), proc)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR1)  # the script exec's srun, which exec's the command
     _wait_for(lambda: calls.is_file(), proc)
     proc.kill()  # SLURM ends the job after the signal
-    proc.communicate()
+    out = proc.communicate()[0]
+    assert "SLURM auto-requeueing enabled" in out
     assert calls.read_text().split() == ["requeue", "4242"]
     saved = torch.load(hpc, weights_only=True)
     assert STEPS_PER_EPOCH < saved["global_step"] < 2 * STEPS_PER_EPOCH  # mid-epoch 1
 
-    resumed = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    resumed = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True)
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert f"resuming from {hpc}" in log

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from sync_helpers import count_syncs
 from torch import nn
 
 from latentode import SolverError, SolverInputError, odeint, solve
@@ -174,28 +175,6 @@ def test_unknown_method_lists_valid_methods() -> None:
 
 
 # --- host synchronisations ----------------------------------------------------------------------
-SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy")
-
-
-def count_syncs(monkeypatch: pytest.MonkeyPatch, run: Callable[[], Any]) -> tuple[Any, int]:
-    """Run ``run()`` with the host-synchronising Tensor methods wrapped by counters."""
-    count = 0
-
-    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            nonlocal count
-            count += 1
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    with monkeypatch.context() as patch:
-        for name in SYNC_METHODS:
-            patch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
-        result = run()
-    return result, count
-
-
 def test_sync_counter_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.tensor([1.5, 2.0])
 

@@ -125,8 +125,13 @@ def check_observations(times: Tensor, values: Tensor, mask: Tensor, input_dim: i
         raise ModelInputError(f"values must be floating point; got {values.dtype}.")
 
 
-def check_query_times(times: Tensor, t0: Tensor, batch: int) -> None:
+def check_query_times(times: Tensor, t0: Tensor, batch: int) -> tuple[Tensor, float]:
     """Check query times ``[T]`` or ``[B, T]``: sorted, strictly increasing and ``>= t0``.
+
+    The times are copied to the host once (one device sync) and checked there.
+
+    Returns:
+        The host copy of ``times`` and ``t0`` as a float, for further host-side decisions.
 
     Raises:
         ModelInputError: if the times cannot be read out from a solve that starts at ``t0``.
@@ -137,13 +142,16 @@ def check_query_times(times: Tensor, t0: Tensor, batch: int) -> None:
         raise ModelInputError(
             f"per-series times must be [B={batch}, T]; got shape {tuple(times.shape)}."
         )
-    if times.shape[-1] > 1 and not bool((times.diff(dim=-1) > 0).all()):
+    both = torch.cat([t0.detach().reshape(1), times.detach().reshape(-1)]).cpu()  # one sync
+    start, host = float(both[0]), both[1:].reshape(times.shape)
+    if times.shape[-1] > 1 and not bool((host.diff(dim=-1) > 0).all()):
         raise ModelInputError("query times must be strictly increasing (sort, drop duplicates).")
-    if bool((times[..., 0] < t0).any()):
+    if bool((host[..., 0] < start).any()):
         raise ModelInputError(
-            f"query times start before the first observation time t0 = {float(t0):.6g}; "
+            f"query times start before the first observation time t0 = {start:.6g}; "
             "the latent state is defined from t0 on."
         )
+    return host, start
 
 
 def observed_columns(mask: Tensor) -> Tensor:

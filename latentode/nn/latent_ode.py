@@ -184,19 +184,19 @@ class LatentODE(nn.Module):
         """
         K, B, L = z0.shape
         times, t0 = times.to(z0), t0.to(z0)
-        check_query_times(times, t0, B)
+        host, start = check_query_times(times, t0, B)
         kw = self.config.solver.kwargs()
         if times.dim() == 1:
-            skip = int(bool(times[0] > t0))
+            skip = int(bool(host[0] > start))
             t = torch.cat([t0.view(1), times]) if skip else times  # (T + skip,)
             sol = solve(self.dynamics, z0, t, **kw)
             zt = sol.ys[skip:].permute(1, 2, 0, 3)  # (K, B, T, L)
         else:
-            at_t0 = times[:, 0] == t0  # (B,)
+            at_t0 = host[:, 0] == start  # (B,) on the host
             if bool(at_t0.any()) and not bool(at_t0.all()):
                 raise ModelInputError(
                     "per-series times must all start at t0 or all after it (the solver needs a "
-                    f"common start); t0 = {float(t0):.6g}. Prepend t0 to every row instead."
+                    f"common start); t0 = {start:.6g}. Prepend t0 to every row instead."
                 )
             skip = int(not bool(at_t0.all()))
             t = torch.cat([t0.expand(B, 1), times], 1) if skip else times  # (B, T + skip)
