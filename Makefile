@@ -3,6 +3,8 @@
 #   make main    the main job: fit the Mauna Loa CO2 record, score and forecast its last two
 #                years (experiments/co2_main.py; writes reports/co2*, runs/co2/)
 #   make bench   the solver benchmark against torchdiffeq / torchode (reports/)
+#   make bench-gpu  the solver and latent ODE training benchmarks on CUDA against torchdiffeq
+#                (reports/solver_benchmark_cuda.md, reports/latent_ode_step_cuda.md)
 # TORCH_SPEC overrides the torch requirement, e.g. for a CUDA build:
 #   make test TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
 
@@ -13,7 +15,7 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test main bench lint format
+.PHONY: test main bench bench-gpu lint format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +46,10 @@ format: $(VENV)/.dev
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/solver_benchmark.py --output reports/solver_benchmark.md
+
+bench-gpu: $(VENV)/.bench
+	$(BIN)/python benchmarks/solver_benchmark.py --device cuda --output reports/solver_benchmark_cuda.md
+	$(BIN)/python benchmarks/latent_ode_step.py --device cuda --output reports/latent_ode_step_cuda.md
 
 main: $(VENV)/.dev
 	$(BIN)/python experiments/co2_main.py

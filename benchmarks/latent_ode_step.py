@@ -8,6 +8,13 @@ not trivially easy, then every variant starts each timed iteration from that sam
 same random draws: forward (ELBO), backward, optimizer step.
 
     python benchmarks/latent_ode_step.py --output reports/latent_ode_step.md
+    python benchmarks/latent_ode_step.py --pretrain 0 --repeats 1 --batch 2   # ~10 s smoke run
+    python benchmarks/latent_ode_step.py --device cuda   # GPU: reports/latent_ode_step_cuda.md
+
+With ``--device cuda`` the models and the data live on the GPU, pretraining included (the data
+and the observed subsets are drawn on the CPU, as in a CPU run, then moved; the posterior
+samples are drawn on the GPU), and every timed iteration is bracketed by
+``torch.cuda.synchronize()``. On the CPU the run is single-threaded, as before.
 """
 
 from __future__ import annotations
@@ -16,14 +23,20 @@ import argparse
 import copy
 import datetime
 import platform
+import shlex
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchdiffeq
+from report import device_lines
+from timing import make_sync, parse_device
 
-from latentode.data import make_spirals
+from latentode.data import IrregularBatch, make_spirals
+from latentode.data.synthetic import Spirals
 from latentode.nn import LatentODE, LatentODEConfig, SolverSettings
 
 RTOL, ATOL = 1e-3, 1e-4
@@ -42,7 +55,18 @@ class TorchdiffeqLatentODE(LatentODE):
         return ys[skip:].permute(1, 2, 0, 3)  # (K, B, T, L)
 
 
+def default_output(device: torch.device | str) -> Path | None:
+    """Default report path: none on the CPU (print only, as before); per device type otherwise."""
+    kind = torch.device(device).type
+    return None if kind == "cpu" else Path(f"reports/latent_ode_step_{kind}.md")
+
+
+def _no_sync() -> None:
+    """Nothing to wait for (CPU)."""
+
+
 def make_model(gradient: str) -> LatentODE:
+    """The spirals latent ODE of ``configs/spirals.yaml`` with latentode's `gradient` mode."""
     cfg = LatentODEConfig(
         input_dim=2,
         latent_dim=4,
@@ -53,30 +77,49 @@ def make_model(gradient: str) -> LatentODE:
     return LatentODE(cfg)
 
 
-def pretrain(model: LatentODE, data, iters: int) -> None:
+def pretrain(model: LatentODE, data: Spirals, iters: int, target: IrregularBatch) -> None:
+    """`iters` Adam steps on the spirals; `target` is ``data.batch`` on the model's device.
+
+    The observed subsets are drawn on the CPU (the same draws on every device) and then moved.
+    """
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(1)
     for _ in range(iters):
         observed = data.forecast_split(100, gen).observed
-        loss = model.loss(observed, data.batch)
+        if observed.values.device != target.values.device:
+            observed = observed.to(target.values.device)
+        loss = model.loss(observed, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
 
-def time_variant(model: LatentODE, state: dict, observed, target, repeats: int):
-    """Median seconds per iteration and forward / backward NFE of the dynamics."""
+def time_variant(
+    model: LatentODE,
+    state: dict[str, torch.Tensor],
+    observed: IrregularBatch,
+    target: IrregularBatch,
+    repeats: int,
+    sync: Callable[[], None] = _no_sync,
+) -> tuple[float, int, int]:
+    """Median seconds per iteration and forward / backward NFE of the dynamics.
+
+    `sync` waits for the device's queued work (`timing.make_sync`): called before the clock
+    starts and before it stops, so a CUDA iteration is timed to its last kernel.
+    """
     times, fwd, bwd = [], 0, 0
     for r in range(repeats + 1):
         model.load_state_dict(state)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         torch.manual_seed(r)
+        sync()
         start = time.perf_counter()
         loss = model.loss(observed, target)
         n_fwd = model.dynamics.reset_nfe()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
         elapsed = time.perf_counter() - start
         n_bwd = model.dynamics.reset_nfe()
         if r:  # the first is a warm-up
@@ -85,37 +128,67 @@ def time_variant(model: LatentODE, state: dict, observed, target, repeats: int):
     return statistics.median(times), fwd, bwd
 
 
-def time_solve_only(model: LatentODE, state: dict, observed, target, repeats: int) -> float:
-    """Median seconds of the latent solve alone (fixed z0, forward + backward)."""
+def time_solve_only(
+    model: LatentODE,
+    state: dict[str, torch.Tensor],
+    observed: IrregularBatch,
+    target: IrregularBatch,
+    repeats: int,
+    sync: Callable[[], None] = _no_sync,
+) -> float:
+    """Median seconds of the latent solve alone (fixed z0, forward + backward); `sync` as above."""
     model.load_state_dict(state)
     with torch.no_grad():
         z0 = model.encode(observed).mean.unsqueeze(0)  # (1, B, L)
     times = []
     for r in range(repeats + 1):
         z = z0.clone().requires_grad_(True)
+        sync()
         start = time.perf_counter()
         zt = model.integrate(z, observed.times[0], target.times)  # (1, B, T, L)
         (zt**2).sum().backward()
+        sync()
         if r:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; `--output` defaults to `default_output(--device)`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="report path (default: none on the CPU, the report is printed; "
+        "reports/latent_ode_step_cuda.md with --device cuda)",
+    )
     parser.add_argument("--pretrain", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--batch", type=int, default=100)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    parser.add_argument("--device", default="cpu", help="cpu (default, one thread) or cuda[:N]")
+    args = parser.parse_args(argv)
+    device = parse_device(parser, args.device)
+    if args.output is None:
+        args.output = default_output(device)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Pretrain, time every variant, print the report (and write it to `--output`)."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    sync = make_sync(device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     torch.manual_seed(0)
     data = make_spirals(n=args.batch, seed=0)
-    base = make_model("backprop")
+    target = data.batch.to(device)
+    base = make_model("backprop").to(device)
     t0 = time.perf_counter()
-    pretrain(base, data, args.pretrain)
+    pretrain(base, data, args.pretrain, target)
     state = copy.deepcopy(base.state_dict())
-    observed = data.forecast_split(100, torch.Generator().manual_seed(2)).observed
+    observed = data.forecast_split(100, torch.Generator().manual_seed(2)).observed.to(device)
 
     rows = []
     variants = [
@@ -131,8 +204,9 @@ def main() -> None:
         else:
             model = TorchdiffeqLatentODE(make_model("backprop").config)
             model.adjoint = gradient == "adjoint"
-        sec, fwd, bwd = time_variant(model, state, observed, data.batch, args.repeats)
-        solve_sec = time_solve_only(model, state, observed, data.batch, args.repeats)
+        model = model.to(device)
+        sec, fwd, bwd = time_variant(model, state, observed, target, args.repeats, sync)
+        solve_sec = time_solve_only(model, state, observed, target, args.repeats, sync)
         rows.append((lib, gradient, sec, fwd, bwd, solve_sec))
         print(
             f"{lib:12s} {gradient:10s} {sec * 1e3:8.1f} ms  nfe fwd {fwd:4d} bwd {bwd:4d}"
@@ -141,14 +215,23 @@ def main() -> None:
 
     ref = {g: s for lib, g, s, _, _, _ in rows if lib == "torchdiffeq"}
     ref_solve = {g: s for lib, g, _, _, _, s in rows if lib == "torchdiffeq"}
+    argv_shown = sys.argv[1:] if argv is None else argv
+    on_gpu = device.type == "cuda"
+    where = (
+        f"{device}, every timed iteration bracketed by `torch.cuda.synchronize()`"
+        if on_gpu
+        else "one thread"
+    )
     lines = [
-        "# Latent ODE training iteration: latentode vs torchdiffeq",
+        "# Latent ODE training iteration: latentode vs torchdiffeq"
+        + (f" on {device}" if on_gpu else ""),
         "",
-        f"Command: `python benchmarks/latent_ode_step.py --output {args.output}` "
+        f"Command: `{shlex.join(['python', 'benchmarks/latent_ode_step.py', *argv_shown])}` "
         f"(pretrain {args.pretrain} iterations, median of {args.repeats} timed iterations).",
         f"Date: {datetime.date.today()}; torch {torch.__version__}, torchdiffeq "
         f"{getattr(torchdiffeq, '__version__', '?')}; {platform.processor() or platform.machine()}"
-        "; one thread.",
+        f"; {where}.",
+        *(ln.replace("- device:", "Device:", 1) + "." for ln in device_lines(device)),
         "",
         f"Spirals model of `configs/spirals.yaml`, batch {args.batch} spirals, 100 observed "
         "points, ELBO over the 100 observed + 100 future points (200 read-out times), dopri5 "

@@ -1,4 +1,4 @@
-"""Peak-memory probe: one forward+backward solve in a fresh process, measured by peak RSS.
+"""Peak-memory probe: one forward+backward solve in a fresh process, by peak RSS (or CUDA).
 
 PyTorch keeps no allocator statistics on CPU, so each configuration runs in its own subprocess:
 
@@ -13,6 +13,13 @@ PyTorch keeps no allocator statistics on CPU, so each configuration runs in its 
 fork + exec. If the reset is not permitted, the peak since process start is used and a growth
 that does not exceed the warm-up's peak is flagged as an upper bound. Run as a script this
 prints one JSON line; `measure` runs the probes from the parent process.
+
+With `--device cuda` the field and problem live on the GPU and the CUDA caching allocator's own
+statistics replace RSS (steps 2 and 4): after the warm-up, `torch.cuda.reset_peak_memory_stats()`
+and `before = torch.cuda.memory_allocated()`; then peak growth = `torch.cuda.max_memory_allocated()
+- before`, bytes held by live tensors at the peak (exact, no upper bound; the allocator's cached
+but unused blocks do not count). Each probe still runs in a fresh process, so nothing from an
+earlier configuration is cached.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from runners import build_configs, run_once
-from workload import make_field, make_problem
+from runners import Config, build_configs, run_once
+from torch import Tensor
+from workload import CountingField, make_field, make_problem
 
 __all__ = ["BASE_STEPS", "measure"]
 
@@ -54,18 +62,29 @@ def _reset_peak() -> bool:
     return True
 
 
-def _probe(key: str, batch: int, factor: int, t_end: float) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    field = make_field()
+def _probe(key: str, batch: int, factor: int, t_end: float, device: str = "cpu") -> dict[str, Any]:
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    field = make_field(device=dev)
     max_step = t_end / (BASE_STEPS * factor)
     cfg = build_configs(field, (key,), max_step=max_step)[key]
     tiny_cfg = build_configs(field, (key,), max_step=t_end / BASE_STEPS)[key]
-    y0_tiny, t_tiny = make_problem(1, t_end=t_end / 10)
+    y0_tiny, t_tiny = make_problem(1, t_end=t_end / 10, device=dev)
     run_once(tiny_cfg, field, y0_tiny, t_tiny)
     field.zero_grad(set_to_none=True)
-    y0, t = make_problem(batch, t_end=t_end)
+    y0, t = make_problem(batch, t_end=t_end, device=dev)
     del y0_tiny, t_tiny
     gc.collect()
+    result: dict[str, Any] = {
+        "key": key,
+        "batch": batch,
+        "factor": factor,
+        "max_step": max_step,
+        "device": str(dev),
+    }
+    if dev.type == "cuda":
+        return {**result, **_measure_cuda(cfg, field, y0, t, dev)}
     reset = _reset_peak()
     rss_before, peak_before = _status_kib("VmRSS"), _status_kib("VmHWM")
     start = time.perf_counter()
@@ -73,10 +92,7 @@ def _probe(key: str, batch: int, factor: int, t_end: float) -> dict[str, Any]:
     elapsed = time.perf_counter() - start
     peak_after = _status_kib("VmHWM")
     return {
-        "key": key,
-        "batch": batch,
-        "factor": factor,
-        "max_step": max_step,
+        **result,
         "nfe_fwd": out.nfe_fwd,
         "nfe_bwd": out.nfe_bwd,
         "rss_before_mib": rss_before / 1024,
@@ -87,8 +103,34 @@ def _probe(key: str, batch: int, factor: int, t_end: float) -> dict[str, Any]:
     }
 
 
-def _run_probe(key: str, batch: int, factor: int, t_end: float, timeout_s: float) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), key, str(batch), str(factor), str(t_end)]
+def _measure_cuda(
+    cfg: Config, field: CountingField, y0: Tensor, t: Tensor, dev: torch.device
+) -> dict[str, Any]:
+    """Peak growth of the CUDA allocator's live bytes over one measured run (see the docstring)."""
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    before = torch.cuda.memory_allocated(dev)
+    start = time.perf_counter()
+    out = run_once(cfg, field, y0, t)
+    torch.cuda.synchronize(dev)
+    elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(dev)
+    return {
+        "nfe_fwd": out.nfe_fwd,
+        "nfe_bwd": out.nfe_bwd,
+        "allocated_before_mib": before / 2**20,
+        "growth_mib": (peak - before) / 2**20,
+        "peak_reset": True,
+        "upper_bound": False,
+        "elapsed_s": elapsed,
+    }
+
+
+def _run_probe(
+    key: str, batch: int, factor: int, t_end: float, timeout_s: float, device: str = "cpu"
+) -> dict[str, Any]:
+    script = str(Path(__file__).resolve())
+    cmd = [sys.executable, script, key, str(batch), str(factor), str(t_end), "--device", device]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -107,14 +149,16 @@ def measure(
     t_end: float,
     workers: int = 2,
     timeout_s: float = 600.0,
+    device: torch.device | str = "cpu",
 ) -> list[dict[str, Any]]:
     """Run every (key, factor) probe `repeats[i]` times (i: the factor's index).
 
-    Probes run `workers` subprocesses at a time: peak RSS is per process, so running them side
-    by side does not change what each measures (only their wall time).
+    Probes run `workers` subprocesses at a time: peak RSS (and, on CUDA, the allocator's peak)
+    is per process, so running them side by side does not change what each measures (only
+    their wall time). `device` ("cpu", "cuda", "cuda:1", ...) is passed to every probe.
     """
     jobs = [
-        (k, batch, f, t_end, timeout_s)
+        (k, batch, f, t_end, timeout_s, str(device))
         for k in keys
         for f, n in zip(factors, repeats, strict=True)
         for _ in range(n)
@@ -135,8 +179,9 @@ def main() -> None:
     parser.add_argument("batch", type=int)
     parser.add_argument("factor", type=int)
     parser.add_argument("t_end", type=float)
+    parser.add_argument("--device", default="cpu", help="cpu (peak RSS) or cuda[:N] (allocator)")
     args = parser.parse_args()
-    print(json.dumps(_probe(args.key, args.batch, args.factor, args.t_end)))
+    print(json.dumps(_probe(args.key, args.batch, args.factor, args.t_end, args.device)))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from timing import Measured
 
 __all__ = [
     "checks",
+    "device_lines",
     "forward_table",
     "grad_table",
     "memory_summary",
@@ -23,6 +25,26 @@ TD_FWD, TD_BP, TD_ADJ, TD_SEMI = (
     "torchdiffeq-adjoint",
     "torchdiffeq-adjoint-seminorm",
 )
+
+
+def device_lines(device: torch.device | str) -> list[str]:
+    """Report-header lines naming the device the benchmark ran on.
+
+    CPU: `- device: cpu`. CUDA: the GPU's name (`torch.cuda.get_device_name`), its memory and
+    compute capability, the CUDA version torch was built with and the torch version. Only a
+    CUDA device calls into `torch.cuda`.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return [f"- device: {dev.type}"]
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    name = torch.cuda.get_device_name(index)
+    props = torch.cuda.get_device_properties(index)
+    return [
+        f"- device: cuda:{index}, {name} ({props.total_memory / 2**30:.0f} GiB, compute "
+        f"capability {props.major}.{props.minor}); CUDA {torch.version.cuda} (torch "
+        f"{torch.__version__}); {torch.cuda.device_count()} visible GPU(s)"
+    ]
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -148,7 +170,11 @@ def memory_summary(probes: list[dict[str, Any]]) -> dict[tuple[str, int], dict[s
             "nfe_bwd": good[0]["nfe_bwd"],
             "max_step": good[0]["max_step"],
             "upper_bound": any(p["upper_bound"] for p in good),
-            "rss_before": statistics.median(p["rss_before_mib"] for p in good),
+            # RSS on the CPU, the CUDA allocator's live bytes on a GPU (see memory_probe.py)
+            "before": statistics.median(
+                p["rss_before_mib"] if "rss_before_mib" in p else p["allocated_before_mib"]
+                for p in good
+            ),
         }
     return summary
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from report import ratio, sci
+from report import ms, ratio, sci
 from timing import Measured
 
-__all__ = ["target_rows"]
+__all__ = ["GPU_FORWARD_SPEEDUP", "GPU_TARGET_BATCH", "gpu_target_rows", "target_rows"]
+
+# The issue's GPU target (CUDA runs only): at least 2x torchdiffeq's throughput on the solver
+# workload at batch 256, i.e. a forward solve of the same batch in at most half the time.
+GPU_TARGET_BATCH = 256
+GPU_FORWARD_SPEEDUP = 2.0
 
 
 def _speed(res: dict[str, Measured], peer: str, key: str) -> float | None:
@@ -120,4 +125,36 @@ def _memory_row(mem: dict[tuple[str, int], dict[str, Any]], top: int) -> list[st
         detail,
         "<= 1.10x",
         _verdict(None if growth is None else growth <= 1.10),
+    ]
+
+
+def gpu_target_rows(runs: dict[int, dict[str, dict[str, Measured]]]) -> list[list[str]]:
+    """The issue's GPU target, for CUDA runs: forward throughput vs torchdiffeq at batch 256.
+
+    Throughput is samples per second of the forward solve; both libraries solve the same batch,
+    so the throughput ratio is torchdiffeq's median wall time over latentode's. Both errors
+    against the float64 reference are shown; the verdict is on the ratio alone.
+
+    Args:
+        runs: batch size -> {"fwd": ..., "grad": ...} timing results measured on the GPU.
+
+    Returns:
+        One row of [target, measured, threshold, result] ("not measured" without batch 256).
+    """
+    fwd = runs.get(GPU_TARGET_BATCH, {}).get("fwd", {})
+    s = _speed(fwd, "torchdiffeq", "latentode")
+    lo, td = fwd.get("latentode"), fwd.get("torchdiffeq")
+    detail = "-"
+    if s is not None and lo is not None and td is not None:
+        detail = (
+            f"{ratio(s)} ({ms(lo.median_s)} ms vs torchdiffeq {ms(td.median_s)} ms per solve); "
+            f"error {sci(lo.sol_err)} vs {sci(td.sol_err)}"
+        )
+    return [
+        [
+            f"GPU: forward throughput vs torchdiffeq, batch {GPU_TARGET_BATCH}",
+            detail,
+            f">= {GPU_FORWARD_SPEEDUP:g}x",
+            _verdict(None if s is None else s >= GPU_FORWARD_SPEEDUP),
+        ]
     ]

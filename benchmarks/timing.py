@@ -1,18 +1,58 @@
-"""Round-robin wall-clock timing of solve configurations, with errors against references."""
+"""Round-robin wall-clock timing of solve configurations, with errors against references.
+
+On a CUDA device kernels run asynchronously, so every timed run is bracketed by
+`torch.cuda.synchronize()` (see `make_sync`): the clock starts with no work queued and stops only
+once the run's kernels have finished. On the CPU nothing is synchronised (nothing needs to be).
+"""
 
 from __future__ import annotations
 
+import argparse
 import gc
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from runners import Config, Outcome, run_once
 from torch import Tensor
 from workload import CountingField
 
-__all__ = ["Measured", "time_group"]
+__all__ = ["Measured", "make_sync", "parse_device", "time_group"]
+
+
+def _no_sync() -> None:
+    """Nothing to wait for: CPU work has finished when the call returns."""
+
+
+def parse_device(parser: argparse.ArgumentParser, value: str) -> torch.device:
+    """The ``--device`` option as a device, or a parser error (cpu or an available cuda[:N])."""
+    try:
+        device = torch.device(value)
+    except RuntimeError as exc:
+        parser.error(f"--device: {exc}")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu or cuda[:N], not {value!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {value}: torch {torch.__version__} sees no CUDA device")
+    return device
+
+
+def make_sync(device: torch.device | str) -> Callable[[], None]:
+    """A function that waits until the work queued on `device` has finished.
+
+    For a CUDA device it calls `torch.cuda.synchronize(device)` (looked up at call time); for
+    any other device it does nothing, so the CPU path never touches `torch.cuda`.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return _no_sync
+
+    def sync() -> None:
+        torch.cuda.synchronize(dev)
+
+    return sync
 
 
 @dataclass
@@ -39,11 +79,20 @@ class Measured:
         return statistics.median(self.times)
 
 
-def _attempt(m: Measured, cfg: Config, fld: CountingField, y0: Tensor, t: Tensor) -> float | None:
+def _attempt(
+    m: Measured,
+    cfg: Config,
+    fld: CountingField,
+    y0: Tensor,
+    t: Tensor,
+    sync: Callable[[], None] = _no_sync,
+) -> float | None:
     gc.collect()
+    sync()  # nothing queued from before may count towards this run
     start = time.perf_counter()
     try:
         out = run_once(cfg, fld, y0, t)
+        sync()  # the run ends when its kernels have finished, not when they are queued
     except Exception as exc:  # a failing library is reported, not hidden
         m.error = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
         return None
@@ -69,6 +118,7 @@ def time_group(
     ref_grad: Tensor | None,
     call_timer: Callable[[], float] | None = None,
     call_samples: list[float] | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Measured]:
     """Warm up every configuration, then time them in turns (round robin) `repeats` times.
 
@@ -78,11 +128,16 @@ def time_group(
     one whose warm-up alone exceeds `budget_s` is timed by that run only (flagged in `notes`).
     With `call_timer`, three blocks of single vector-field calls are timed in every round too
     (appended to `call_samples`), so the per-call time sees the same load as the solves.
+
+    `device` is where `fld`, `y0` and `t` live: on CUDA every run (warm-up included) is
+    bracketed by `torch.cuda.synchronize()`. `ref_ys` and `ref_grad` may live on the CPU:
+    outputs and gradients are compared after `.cpu()`.
     """
+    sync = make_sync(device)
     results: dict[str, Measured] = {}
     for key, cfg in configs.items():
         m = Measured(key, cfg.label, cfg.needs_grad)
-        m.warm_s = _attempt(m, cfg, fld, y0, t) or 0.0
+        m.warm_s = _attempt(m, cfg, fld, y0, t, sync) or 0.0
         results[key] = m
     wanted = {
         key: max(1, min(repeats, int(budget_s / max(m.warm_s, 1e-9)))) for key, m in results.items()
@@ -97,13 +152,15 @@ def time_group(
         for key, cfg in configs.items():
             m = results[key]
             if m.error is None and len(m.times) < wanted[key]:
-                elapsed = _attempt(m, cfg, fld, y0, t)
+                elapsed = _attempt(m, cfg, fld, y0, t, sync)
                 if elapsed is not None:
                     m.times.append(elapsed)
     for m in results.values():
         if m.outcome is None:
             continue
-        m.sol_err = float((m.outcome.ys.double() - ref_ys).abs().max())
+        ys = m.outcome.ys.detach().double().cpu()  # (T, B, D)
+        m.sol_err = float((ys - ref_ys.cpu()).abs().max())
         if m.outcome.grad is not None and ref_grad is not None:
-            m.grad_err = float((m.outcome.grad - ref_grad).norm() / ref_grad.norm())
+            ref = ref_grad.cpu()
+            m.grad_err = float((m.outcome.grad.cpu() - ref).norm() / ref.norm())
     return results

@@ -83,20 +83,31 @@ class CountingField(nn.Module):
         return MLP_SCALE * self.net(y) + y @ self.rot  # (B, STATE)
 
 
-def make_field(dtype: torch.dtype = torch.float32) -> CountingField:
-    """The seeded field (default PyTorch init under `torch.manual_seed(SEED)`)."""
+def make_field(
+    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> CountingField:
+    """The seeded field (default PyTorch init under `torch.manual_seed(SEED)`) on `device`.
+
+    The parameters are drawn on the CPU and then moved, so every device gets the same field.
+    """
     torch.manual_seed(SEED)
-    return CountingField().to(dtype)
+    return CountingField().to(device=device, dtype=dtype)
 
 
 def make_problem(
-    batch: int, dtype: torch.dtype = torch.float32, t_end: float = T_END
+    batch: int,
+    dtype: torch.dtype = torch.float32,
+    t_end: float = T_END,
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor]:
-    """`y0 ~ N(0, I)` (seeded, `[batch, STATE]`) and `N_OUT` equally spaced times on [0, t_end]."""
+    """`y0 ~ N(0, I)` (seeded, `[batch, STATE]`) and `N_OUT` equally spaced times on [0, t_end].
+
+    Drawn on the CPU and then moved to `device`, so every device gets the same problem.
+    """
     gen = torch.Generator().manual_seed(SEED + 1)
-    y0 = torch.randn(batch, STATE, generator=gen).to(dtype)  # (B, D)
-    t = torch.linspace(0.0, t_end, N_OUT, dtype=torch.float64).to(dtype)  # (T,)
-    return y0, t
+    y0 = torch.randn(batch, STATE, generator=gen).to(device=device, dtype=dtype)  # (B, D)
+    t = torch.linspace(0.0, t_end, N_OUT, dtype=torch.float64).to(device=device, dtype=dtype)
+    return y0, t  # (B, D), (T,)
 
 
 def flat_grad(field: nn.Module) -> Tensor:
@@ -143,21 +154,34 @@ def reference_gradient(
     return ref, float((other - ref).norm() / ref.norm())
 
 
-def make_call_timer(batch: int, n_inner: int = 50) -> Callable[[], float]:
-    """A timer for one no-grad call of the float32 field at `batch`.
+def _no_sync() -> None:
+    """Nothing to wait for (CPU)."""
+
+
+def make_call_timer(
+    batch: int,
+    n_inner: int = 50,
+    device: torch.device | str = "cpu",
+    sync: Callable[[], None] = _no_sync,
+) -> Callable[[], float]:
+    """A timer for one no-grad call of the float32 field at `batch` on `device`.
 
     Each call of the returned function times a block of `n_inner` calls and returns seconds
     per call; the benchmark calls it between solves so that it sees the same machine load.
+    `sync` waits for the device's queued work (`timing.make_sync(device)`); it is called before
+    the clock starts and before it stops.
     """
-    field = make_field()
-    y, _ = make_problem(batch)
-    t0 = torch.zeros(())
+    field = make_field(device=device)
+    y, _ = make_problem(batch, device=device)
+    t0 = torch.zeros((), device=device)
 
     def block() -> float:
         with torch.no_grad():
+            sync()
             start = time.perf_counter()
             for _ in range(n_inner):
                 field(t0, y)
+            sync()
             return (time.perf_counter() - start) / n_inner
 
     for _ in range(3):  # warm-up
