@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from procmem import status_kib
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -157,15 +158,6 @@ def write_and_describe(args: argparse.Namespace, path: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the child
-def _status_kib(field: str) -> int:
-    """A memory field of /proc/self/status (`VmRSS`, `VmHWM`) in KiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
 def child(stage: str, path: Path) -> dict[str, Any]:
     """Run one stage on ``path`` in this (fresh) process and measure it.
 
@@ -176,7 +168,7 @@ def child(stage: str, path: Path) -> dict[str, Any]:
     if stage == "read":
         from latentode.data.csv import read_series_csv
 
-        base = _status_kib("VmRSS")
+        base = status_kib("VmRSS")
         start = time.perf_counter()
         table = read_series_csv(path)
         seconds = time.perf_counter() - start
@@ -187,7 +179,7 @@ def child(stage: str, path: Path) -> dict[str, Any]:
         from latentode.data.csv_module import CSVDataModule
 
         torch.set_num_threads(1)
-        base = _status_kib("VmRSS")
+        base = status_kib("VmRSS")
         start = time.perf_counter()
         dm = CSVDataModule(str(path))
         dm.setup("fit")
@@ -200,7 +192,7 @@ def child(stage: str, path: Path) -> dict[str, Any]:
     return {
         "stage": stage,
         "seconds": seconds,
-        "peak_kib": _status_kib("VmHWM"),
+        "peak_kib": status_kib("VmHWM"),
         "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "base_kib": base,
         "n_series": table.n_series,

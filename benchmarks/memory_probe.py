@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from procmem import status_kib
 from runners import Config, build_configs, run_once
 from torch import Tensor
 from workload import CountingField, make_field, make_problem
@@ -42,15 +43,6 @@ from workload import CountingField, make_field, make_problem
 __all__ = ["BASE_STEPS", "measure"]
 
 BASE_STEPS = 20  # max_step = t_end / (BASE_STEPS * factor)
-
-
-def _status_kib(field: str) -> int:
-    """A memory field of /proc/self/status (`VmRSS`, `VmHWM`) in KiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
 def _reset_peak() -> bool:
@@ -86,11 +78,11 @@ def _probe(key: str, batch: int, factor: int, t_end: float, device: str = "cpu")
     if dev.type == "cuda":
         return {**result, **_measure_cuda(cfg, field, y0, t, dev)}
     reset = _reset_peak()
-    rss_before, peak_before = _status_kib("VmRSS"), _status_kib("VmHWM")
+    rss_before, peak_before = status_kib("VmRSS"), status_kib("VmHWM")
     start = time.perf_counter()
     out = run_once(cfg, field, y0, t)
     elapsed = time.perf_counter() - start
-    peak_after = _status_kib("VmHWM")
+    peak_after = status_kib("VmHWM")
     return {
         **result,
         "nfe_fwd": out.nfe_fwd,

@@ -39,7 +39,7 @@ from .data.errors import DataError
 from .forecast import forecast, merge_shards, parse_horizon
 from .nn.base import ModelInputError
 from .solver import SolverError, SolverInputError
-from .systems.guard import TrainingStoppedError
+from .systems.guard import TrainingStoppedError, newest_file
 
 __all__ = ["LatentODECLI", "RunSummary", "main", "predict_main", "resolve_last"]
 
@@ -84,21 +84,21 @@ def resolve_last(trainer: pl.Trainer) -> str | None:
     epoch end) and the ``hpc_ckpt_*.ckpt`` that Lightning writes into ``default_root_dir`` when
     SLURM sends the requeue signal (mid-epoch, so often newer). The newest file wins.
     """
-    candidates: set[str] = set()
-    for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint):
-            candidates |= {str(p) for p in cb._find_last_checkpoints(trainer)}
-    candidates |= {str(p) for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")}
-    existing = [Path(p) for p in candidates if Path(p).is_file()]
-    if not existing:
+    candidates = [
+        p
+        for cb in trainer.checkpoint_callbacks
+        if isinstance(cb, ModelCheckpoint)
+        for p in cb._find_last_checkpoints(trainer)
+    ]
+    newest = newest_file([*candidates, *Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")])
+    if newest is None:
         rank_zero_info(
             f"latentode: --ckpt_path last: no checkpoint under {trainer.default_root_dir} yet; "
             "starting from scratch."
         )
         return None
-    newest = max(existing, key=lambda p: p.stat().st_mtime)
     rank_zero_info(f"latentode: resuming from {newest}")
-    return str(newest)
+    return newest
 
 
 class LatentODECLI(LightningCLI):

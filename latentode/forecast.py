@@ -206,8 +206,9 @@ def forecast(
     for c, lo in enumerate(range(0, len(segs), chunk)):
         if c % world != rank:
             continue
-        torch.manual_seed(seed + 7919 * c)
-        generator = torch.Generator().manual_seed(seed + 7919 * c)
+        chunk_seed = seed + 7919 * c
+        torch.manual_seed(chunk_seed)  # posterior draws
+        generator = torch.Generator().manual_seed(chunk_seed)  # observation noise
         hi = min(lo + chunk, len(segs))
         summary[lo:hi] = predictive_summary(
             model, segs[lo:hi], future[lo:hi], data_state, n_samples, generator

@@ -9,6 +9,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# No progress bar; validate one batch after every epoch.
+QUIET_FIT = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.check_val_every_n_epoch",
+    "1",
+]
+
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m latentode.cli ARGS`` from the repository root, single-threaded."""

@@ -1,8 +1,8 @@
-"""Shared fixtures for the solver tests: small seeded float64 vector fields."""
+"""Shared fixtures: small seeded float64 vector fields; one torch thread for tiny models."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -42,3 +42,13 @@ def make_mlp() -> Callable[..., MLPField]:
 def rng() -> torch.Generator:
     """A seeded CPU generator for test data (keeps the global RNG untouched)."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (extra intra-op threads only contend with other
+    jobs on the machine); use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from cli_helpers import run_cli
+from cli_helpers import QUIET_FIT, run_cli
 
 
 def tiny(root: Path) -> list[str]:
@@ -14,12 +14,7 @@ def tiny(root: Path) -> list[str]:
         "configs/spirals.yaml",
         "--trainer.default_root_dir",
         str(root),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.check_val_every_n_epoch",
-        "1",
+        *QUIET_FIT,
         "--data.init_args.n",
         "60",
         "--data.init_args.batch_size",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,13 +19,7 @@ STD = torch.tensor([0.5, 1.5])
 ENTROPY = math.log(2 * math.pi * math.e) + math.log(0.5 * 1.5)  # of N(MU, diag(STD^2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models: extra intra-op threads only contend with other jobs on the machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_flow(seed: int = 0, **kw: Any) -> CNF:

@@ -25,6 +25,8 @@ ROWS, SERIES = 20_000, 2_000
 
 def _benchmark() -> ModuleType:
     """The benchmark script as a module (loaded by path: benchmarks/ is not a package)."""
+    if str(BENCHMARK.parent) not in sys.path:  # its sibling modules, as when run as a script
+        sys.path.insert(0, str(BENCHMARK.parent))
     spec = importlib.util.spec_from_file_location("csv_read_benchmark", BENCHMARK)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -51,6 +51,15 @@ def _column(root: Path, name: str) -> list[float]:
         return [float(row[name]) for row in csv.DictReader(f) if row.get(name)]
 
 
+def _one_and_two(
+    tmp_path: Path, common: list[str], batch: int, *metrics: str
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Each metric per validation: one process at ``2 batch``, two processes at ``batch``."""
+    _fit(tmp_path / "one", 1, *common, "--data.init_args.batch_size", str(2 * batch))
+    _fit(tmp_path / "two", 2, *common, "--data.init_args.batch_size", str(batch))
+    return {m: (_column(tmp_path / "one", m), _column(tmp_path / "two", m)) for m in metrics}
+
+
 def _checkpoints_written_once(root: Path) -> Path:
     names = sorted(p.name for p in (root / "checkpoints").iterdir())
     assert len(names) == 2 and names[1] == "last.ckpt" and names[0].startswith("best-"), names
@@ -72,10 +81,7 @@ def test_odenet_ddp_matches_one_process(tmp_path: Path) -> None:
         "--model.init_args.model_kwargs",
         "{gradient: backprop, method: rk4, step_size: 0.5}",
     ]
-    _fit(tmp_path / "one", 1, *common, "--data.init_args.batch_size", "16")
-    _fit(tmp_path / "two", 2, *common, "--data.init_args.batch_size", "8")
-    for name in ("val/loss", "val/acc"):
-        one, two = _column(tmp_path / "one", name), _column(tmp_path / "two", name)
+    for name, (one, two) in _one_and_two(tmp_path, common, 8, "val/loss", "val/acc").items():
         assert len(one) == len(two) == 2
         for a, b in zip(one, two, strict=True):
             assert math.isclose(a, b, rel_tol=1e-5), (name, one, two)
@@ -102,9 +108,7 @@ def test_cnf_ddp_matches_one_process(tmp_path: Path) -> None:
         "--data.init_args.n_test",
         "10",
     ]
-    _fit(tmp_path / "one", 1, *common, "--data.init_args.batch_size", "64")
-    _fit(tmp_path / "two", 2, *common, "--data.init_args.batch_size", "32")
-    one, two = _column(tmp_path / "one", "val/nll"), _column(tmp_path / "two", "val/nll")
+    one, two = _one_and_two(tmp_path, common, 32, "val/nll")["val/nll"]
     assert len(one) == len(two) == 1 and math.isclose(one[0], two[0], rel_tol=1e-3), (one, two)
     last = _checkpoints_written_once(tmp_path / "two")
     system = CNFSystem.load_from_checkpoint(last, map_location="cpu", weights_only=True)
@@ -122,9 +126,7 @@ def test_latent_ode_ddp_matches_one_process(tmp_path: Path) -> None:
         "--data.init_args.n",
         "300",
     ]
-    _fit(tmp_path / "one", 1, *common, "--data.init_args.batch_size", "24")
-    _fit(tmp_path / "two", 2, *common, "--data.init_args.batch_size", "12")
-    one, two = _column(tmp_path / "one", "val/mse"), _column(tmp_path / "two", "val/mse")
+    one, two = _one_and_two(tmp_path, common, 12, "val/mse")["val/mse"]
     assert len(one) == len(two) == 3
     assert math.isclose(one[-1], two[-1], rel_tol=0.10), (one, two)
     assert two[-1] < two[0]  # it trained

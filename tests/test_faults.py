@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from cli_helpers import ROOT
+from cli_helpers import QUIET_FIT, ROOT
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from latentode.cli import USER_ERRORS
@@ -30,12 +30,7 @@ STEPS_PER_EPOCH = 100  # 1500 spirals: 1200 for training, batches of 12
 
 def _tiny() -> list[str]:
     return [
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.check_val_every_n_epoch",
-        "1",
+        *QUIET_FIT,
         "--trainer.max_epochs",
         "2",
         "--data.init_args.n",

@@ -36,13 +36,7 @@ B, T, D, L = 4, 9, 2, 3
 TIGHT = SolverSettings("dopri5", rtol=1e-10, atol=1e-12)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Small models run fastest on one thread (and leave the other core to the neighbours)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

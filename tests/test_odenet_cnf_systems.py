@@ -10,23 +10,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from cli_helpers import run_cli
+from lightning_helpers import quiet_trainer
 
 from latentode.data.image_modules import DigitsDataModule, MNISTDataModule
 from latentode.data.toy_modules import Toy2DDataModule
 from latentode.systems import CNFSystem, ODENetSystem
 from latentode.systems.classifier import ClassifierConfigError
-
-
-def _trainer(tmp_path: Path, **kw: object) -> pl.Trainer:
-    return pl.Trainer(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        **kw,
-    )
 
 
 def _reload(trainer: pl.Trainer, system: pl.LightningModule, path: Path) -> pl.LightningModule:
@@ -40,7 +29,7 @@ def test_odenet_system_trains_logs_and_reloads(tmp_path: Path, model: str) -> No
     pl.seed_everything(0)
     system = ODENetSystem(model=model, width=8)
     dm = DigitsDataModule(batch_size=32, eval_batch_size=64)
-    trainer = _trainer(
+    trainer = quiet_trainer(
         tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=1, limit_test_batches=1
     )
     trainer.fit(system, dm)
@@ -66,7 +55,7 @@ def test_mlp_system_learns_digits(tmp_path: Path) -> None:
     """Three epochs of the MLP on the digits give > 85% validation accuracy."""
     pl.seed_everything(0)
     system = ODENetSystem(model="mlp", width=64, lr=3e-3)
-    trainer = _trainer(tmp_path, max_epochs=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=3)
     trainer.fit(system, DigitsDataModule(batch_size=32))
     assert float(trainer.logged_metrics["val/acc"]) > 0.85
 
@@ -89,7 +78,7 @@ def test_cnf_system_trains_logs_and_reloads(tmp_path: Path) -> None:
         jacobian_weight=0.01,
     )
     dm = Toy2DDataModule("8gaussians", batch_size=64, steps_per_epoch=3, n_val=128, n_test=128)
-    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(system, dm)
     logged = {k: float(v) for k, v in trainer.logged_metrics.items()}
     for key in ("train/loss", "train/nll", "train/kinetic", "train/jacobian", "val/nll"):

@@ -7,6 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from lightning_helpers import quiet_trainer
 
 from latentode.data.datamodules import PeriodicDataModule, SpiralsDataModule
 from latentode.systems import GRUBaselineSystem, LatentODESystem, ODERNNSystem
@@ -44,18 +45,6 @@ def test_forecast_metrics_ignore_unobserved_values() -> None:
     assert a.compute() == b.compute()
 
 
-def _trainer(tmp_path, **kw) -> pl.Trainer:
-    return pl.Trainer(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        **kw,
-    )
-
-
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
 def test_latent_ode_system_logs_nfe(tmp_path, gradient: str) -> None:
     pl.seed_everything(0)
@@ -70,7 +59,7 @@ def test_latent_ode_system_logs_nfe(tmp_path, gradient: str) -> None:
             "solver": {"method": "dopri5", "gradient": gradient},
         }
     )
-    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=1)
+    trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=1)
     trainer.fit(system, dm)
     logged = trainer.logged_metrics
     assert math.isfinite(float(logged["train/loss"]))
@@ -103,7 +92,7 @@ def test_systems_train_and_reload_safely(tmp_path, system) -> None:
     pl.seed_everything(0)
     dm = PeriodicDataModule(n=60, task="extrapolation", frac_observed=0.5, batch_size=20)
     model = system()
-    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=1)
+    trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=1)
     trainer.fit(model, dm)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)

@@ -45,8 +45,14 @@ class FreshToyBatches(IterableDataset):
         self, name: str, batch_size: int, length: int, seed: int, seed_offset: int = 0
     ) -> None:
         self.name, self.batch_size, self.length = name, batch_size, length
-        self.seed_offset = seed_offset
+        self.seed, self.seed_offset = seed, seed_offset
         self.generator = torch.Generator().manual_seed(seed + 100_003 * seed_offset)
+
+    def for_process(self, rank: int) -> FreshToyBatches:
+        """This stream for DDP process ``rank`` (itself if it already is): other points."""
+        if rank == self.seed_offset:
+            return self
+        return FreshToyBatches(self.name, self.batch_size, self.length, self.seed, rank)
 
     def __len__(self) -> int:
         return self.length
@@ -108,11 +114,7 @@ class Toy2DDataModule(pl.LightningDataModule):
         """Fresh batches (or shuffled batches of the fixed training sample)."""
         self.setup()
         if self.train_x is None:
-            rank, _ = process_rank()
-            if rank > 0 and self.fresh.seed_offset != rank:  # each process its own fresh points
-                self.fresh = FreshToyBatches(
-                    self.name, self.batch_size, self.steps_per_epoch, self.seed + 3, rank
-                )
+            self.fresh = self.fresh.for_process(process_rank()[0])  # own points per process
             return DataLoader(self.fresh, batch_size=None)
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(

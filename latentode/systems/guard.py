@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..solver import SolverError
 
-__all__ = ["TrainingStoppedError", "guarded", "last_checkpoint_path"]
+__all__ = ["TrainingStoppedError", "guarded", "last_checkpoint_path", "newest_file"]
 
 Step = TypeVar("Step", bound=Callable[..., Any])
 
@@ -45,16 +45,22 @@ class TrainingStoppedError(RuntimeError):
     """Training was stopped on a non-finite loss or a solver failure (message says where)."""
 
 
-def last_checkpoint_path(trainer: pl.Trainer) -> str | None:
-    """The newest checkpoint file the trainer's `ModelCheckpoint` callbacks have written."""
-    paths = set()
-    for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint):
-            paths |= {p for p in (cb.best_model_path, cb.last_model_path) if p}
-    existing = [Path(p) for p in paths if Path(p).is_file()]
+def newest_file(paths: Iterable[str | Path]) -> str | None:
+    """The most recently modified of ``paths`` that exist as files, or None."""
+    existing = [Path(p) for p in paths if p and Path(p).is_file()]
     if not existing:
         return None
     return str(max(existing, key=lambda p: p.stat().st_mtime))
+
+
+def last_checkpoint_path(trainer: pl.Trainer) -> str | None:
+    """The newest checkpoint file the trainer's `ModelCheckpoint` callbacks have written."""
+    return newest_file(
+        p
+        for cb in trainer.checkpoint_callbacks
+        if isinstance(cb, ModelCheckpoint)
+        for p in (cb.best_model_path, cb.last_model_path)
+    )
 
 
 def _where(module: pl.LightningModule, batch_idx: int) -> str:
