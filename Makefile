@@ -37,12 +37,12 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check latentode tests benchmarks
-	$(BIN)/ruff format --check latentode tests benchmarks
+	$(BIN)/ruff check latentode tests benchmarks experiments
+	$(BIN)/ruff format --check latentode tests benchmarks experiments
 
 format: $(VENV)/.dev
-	$(BIN)/ruff format latentode tests benchmarks
-	$(BIN)/ruff check --fix latentode tests benchmarks
+	$(BIN)/ruff format latentode tests benchmarks experiments
+	$(BIN)/ruff check --fix latentode tests benchmarks experiments
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/solver_benchmark.py --output reports/solver_benchmark.md

@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
+from report_notes import notes
 
 from latentode.data.csv import read_series_csv
 
@@ -269,7 +270,7 @@ def write_report(
         "",
     ]
     out = ROOT / args.reports / "co2.md"
-    out.write_text("\n".join(lines))
+    out.write_text("\n".join(lines) + notes(out))
     print(f"co2_main: wrote {out.relative_to(ROOT)} ({total:.1f} s)")
 
 

@@ -142,6 +142,7 @@ def test_shapes_and_every_parameter_gets_a_gradient(name: str) -> None:
 LOSSES: dict[str, Callable[[], nn.Module]] = {
     "LatentODE-gru": lambda: _latent("gru"),
     "LatentODE-odernn": lambda: _latent("odernn"),
+    "LatentODE-centred": lambda: _latent("gru", center="mean"),
     "GRUBaseline": lambda: GRUBaseline(D, 8).double(),
     "ODERNN": lambda: ODERNN(D, 8, 8).double(),
 }
@@ -303,6 +304,34 @@ def test_forecast_and_reconstruct_outputs() -> None:
     assert bool((pred.std >= 0.01 - 1e-12).all())  # at least the observation noise
     assert rec.mean.shape == (B, T, D) and rec.samples is not None and rec.samples.shape[0] == 1
     torch.testing.assert_close(rec.std, torch.full_like(rec.std, 0.01))  # K = 1: noise only
+
+
+def test_centred_model_moves_with_the_level_of_each_series() -> None:
+    model, batch = _latent("odernn", center="mean"), make_batch()
+    observed = batch.values.where(batch.mask > 0, torch.zeros_like(batch.values))
+    count = batch.mask.sum(1)  # (B, D)
+    expected = observed.sum(1) / count.clamp(min=1)
+    torch.testing.assert_close(model.level(batch), expected)
+    shift = torch.tensor([[3.0, -2.0], [10.0, 0.5], [-7.0, 1.0], [0.25, 4.0]], dtype=F64)
+    moved = IrregularBatch(batch.times, batch.values + shift[:, None, :], batch.mask)
+    future = batch.times[-1] + torch.linspace(0.1, 1.0, 5, dtype=F64)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        pred = model.forecast(batch, future, n_samples=4)
+        torch.manual_seed(3)
+        pred_moved = model.forecast(moved, future, n_samples=4)
+    # the same posterior and paths; only the level differs, by exactly the shift
+    torch.testing.assert_close(pred_moved.mean, pred.mean + shift[:, None, :])
+    torch.testing.assert_close(pred_moved.std, pred.std)
+    # a feature a series never observes has level 0 rather than a division by zero
+    empty = IrregularBatch(batch.times, batch.values, batch.mask.clone())
+    empty.mask[1, :, 1] = 0.0
+    assert model.level(empty)[1, 1] == 0.0
+    plain = _latent("odernn")
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(plain.level(batch), torch.zeros(B, D, dtype=F64))
+    with pytest.raises(ModelInputError, match="center must be"):
+        _latent("gru", center="median")
 
 
 # ---- masked updates, independence of series, causality of the baselines -------------------

@@ -56,6 +56,10 @@ class LatentODEConfig:
         decoder_hidden, decoder_depth, decoder_activation: the decoder MLP.
         obs_std: observation std (initial value if ``learn_std``); learn_std: learn it.
         solver: latent integration (default dopri5, rtol 1e-3, atol 1e-4 as Rubanova).
+        center: per-series level. ``"mean"`` subtracts each series' mean of its observed
+            conditioning values (per feature) before encoding and adds it back to the decoded
+            mean, so the model learns the shape of a window rather than its absolute level (the
+            reversible instance normalisation of forecasting models). ``"none"``: off.
     """
 
     input_dim: int = 2
@@ -73,6 +77,7 @@ class LatentODEConfig:
     obs_std: float = 0.01
     learn_std: bool = False
     solver: SolverSettings = field(default_factory=SolverSettings)
+    center: Literal["none", "mean"] = "none"
 
 
 @dataclass
@@ -136,6 +141,8 @@ class LatentODE(nn.Module):
         super().__init__()
         if config.encoder not in ("gru", "odernn"):
             raise ModelInputError(f"encoder must be 'gru' or 'odernn', got {config.encoder!r}.")
+        if config.center not in ("none", "mean"):
+            raise ModelInputError(f"center must be 'none' or 'mean', got {config.center!r}.")
         self.config = config
         D, L = config.input_dim, config.latent_dim
         self.encoder: Encoder
@@ -163,9 +170,29 @@ class LatentODE(nn.Module):
         )
         self.last_stats: SolveStats | None = None
 
-    def encode(self, observed: Observations) -> Normal:
-        """``q(z0 | observed)``: a ``Normal`` of shape ``[B, L]``."""
-        return self.encoder(observed.times, observed.values, observed.mask)
+    def level(self, observed: Observations) -> Tensor:
+        """The per-series level removed before encoding: ``[B, D]``.
+
+        With ``center="mean"`` the masked mean of each series' observed values per feature (0
+        for a feature a series never observes); zeros otherwise.
+        """
+        values, mask = observed.values, observed.mask
+        if self.config.center == "none":
+            return values.new_zeros(values.shape[0], values.shape[2])
+        observed_values = torch.where(mask > 0, values, torch.zeros_like(values))
+        count = mask.sum(dim=1)  # (B, D)
+        return observed_values.sum(dim=1) / count.clamp(min=1)  # (B, D)
+
+    def encode(self, observed: Observations, level: Tensor | None = None) -> Normal:
+        """``q(z0 | observed)``: a ``Normal`` of shape ``[B, L]``.
+
+        Args:
+            observed: the conditioning observations.
+            level: ``[B, D]`` level to subtract first (default: `level` of ``observed``).
+        """
+        level = self.level(observed) if level is None else level
+        values = observed.values - level.unsqueeze(1)  # (B, T, D)
+        return self.encoder(observed.times, values, observed.mask)
 
     def integrate(self, z0: Tensor, t0: Tensor, times: Tensor) -> Tensor:
         """Solve the latent ODE from ``z0`` at ``t0`` and read it out at ``times``.
@@ -222,11 +249,15 @@ class LatentODE(nn.Module):
         """
         if n_samples < 1:
             raise ModelInputError(f"n_samples must be >= 1, got {n_samples}.")
-        q_z0 = self.encode(observed)
+        level = self.level(observed)  # (B, D)
+        q_z0 = self.encode(observed, level)
         z0 = q_z0.rsample((n_samples,))  # (K, B, L)
         times = observed.times if times is None else times
         zt = self.integrate(z0, observed.times[0], times)  # (K, B, T, L)
-        return LatentODEOutput(q_z0, z0, zt, self.decoder(zt))
+        p_x = self.decoder(zt)
+        if self.config.center != "none":
+            p_x = Normal(p_x.loc + level[:, None, :], p_x.scale, validate_args=False)
+        return LatentODEOutput(q_z0, z0, zt, p_x)
 
     def elbo(
         self,
