@@ -27,9 +27,11 @@ from latentode.nn import (
     ODEFunc,
     ODERNNEncoder,
     SolverSettings,
+    flow_hidden,
     kl_standard_normal,
     masked_log_likelihood,
 )
+from latentode.solver import odeint
 
 F64 = torch.float64
 B, T, D, L = 4, 9, 2, 3
@@ -250,6 +252,32 @@ def test_training_step_syncs_with_the_host_about_once_per_solver_step(
     attempts += (stats.n_accepted_backward or 0) + (stats.n_rejected_backward or 0)
     assert attempts > 10
     assert syncs <= attempts + 12, f"{syncs} host syncs for {attempts} attempted solver steps"
+
+
+def test_direct_euler_hidden_flow_matches_the_solver_at_one_evaluation_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    func, batch = ODEFunc(8, 16).double(), make_batch()
+    h0 = torch.randn(B, 8, dtype=F64, requires_grad=True)
+    grid = batch.times
+    got = flow_hidden(func, h0, grid, SolverSettings("euler"))  # (T, B, 8)
+    assert func.reset_nfe() == T - 1
+    want = odeint(func, h0, grid, method="euler")
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+    # gradients to the state and the parameters agree; to the times they differ by design: the
+    # solver gives the continuous-time formula, the direct steps their exact discrete gradient
+    weights = torch.randn_like(got)
+    g_got = torch.autograd.grad((got * weights).sum(), (h0, *func.parameters()))
+    g_want = torch.autograd.grad((want * weights).sum(), (h0, *func.parameters()))
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # other settings still go through the solver
+    capped = flow_hidden(func, h0, grid, SolverSettings("euler", step_size=0.05))
+    torch.testing.assert_close(capped, odeint(func, h0, grid, method="euler", step_size=0.05))
+    # the ODE-RNN encoder reads nothing back from the device per gap
+    enc = ODERNNEncoder(D, L, 8, 8).double()
+    _, syncs = count_syncs(monkeypatch, lambda: enc(batch.times, batch.values, batch.mask))
+    assert syncs <= 3, f"{syncs} host syncs for one encoder pass over {T} times"
 
 
 @pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])

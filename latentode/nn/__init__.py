@@ -5,7 +5,7 @@ from .base import ModelInputError, Observations, Prediction, SolverSettings
 from .baselines import ODERNN, GRUBaseline, RecurrentBaseline
 from .cnf import CNF, CNFField, CNFOutput, ConcatSquashLinear
 from .decoders import GaussianDecoder, masked_log_likelihood
-from .encoders import Encoder, GRUEncoder, ODERNNEncoder
+from .encoders import Encoder, GRUEncoder, ODERNNEncoder, flow_hidden
 from .latent_ode import ELBOTerms, LatentODE, LatentODEConfig, LatentODEOutput, kl_standard_normal
 from .odenet import (
     AugmentedNeuralODE,
@@ -50,6 +50,7 @@ __all__ = [
     "RecurrentBaseline",
     "ResNetClassifier",
     "SolverSettings",
+    "flow_hidden",
     "kl_standard_normal",
     "make_mlp",
     "masked_log_likelihood",

@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from ..solver import odeint
 from .base import (
     ModelInputError,
     Observations,
@@ -33,6 +32,7 @@ from .base import (
     observed_columns,
 )
 from .decoders import GaussianDecoder, masked_log_likelihood
+from .encoders import flow_hidden
 from .vector_fields import ODEFunc
 
 __all__ = ["ODERNN", "GRUBaseline", "RecurrentBaseline"]
@@ -210,7 +210,6 @@ class ODERNN(RecurrentBaseline):
         h = values.new_zeros(B, self.hidden_dim)  # (B, H)
         seen = torch.zeros(B, 1, dtype=torch.bool, device=values.device)  # (B, 1)
         h_out: list[Tensor] = [h] * len(t_out)
-        kw = self.solver.kwargs()
         start = 0
         while True:
             if out_at[start] >= 0:
@@ -225,7 +224,7 @@ class ODERNN(RecurrentBaseline):
             if start == len(ev) - 1:
                 break
             stop = next((e for e in range(start + 1, len(ev)) if col_at[e] >= 0), len(ev) - 1)
-            hs = odeint(self.ode_func, h, ev[start : stop + 1], **kw)  # (n, B, H)
+            hs = flow_hidden(self.ode_func, h, ev[start : stop + 1], self.solver)  # (n, B, H)
             hs = torch.where(seen, hs, h)  # (n, B, H) unseen series stay at 0
             for e in range(start + 1, stop):
                 if out_at[e] >= 0:

@@ -19,8 +19,9 @@ ODE-RNN solver choice: one solve per gap between consecutive observed union-grid
 whole batch at once (all rows share the gap, so a 1-D ``t`` of two times suffices). The default
 is `SolverSettings` ``(method="euler", step_size=None)``: one Euler step per gap (one MLP call
 per observation time; the encoder is learned, so its discretisation is part of the model), close
-to Rubanova's Euler encoder. Pass ``step_size=`` to cap the Euler step (Rubanova used about 1/50
-of the time range), or ``method="dopri5"`` for an accurate flow.
+to Rubanova's Euler encoder. That default is computed directly by `flow_hidden` (``h + dt f(h)``,
+no solver set-up and no host read per gap). Pass ``step_size=`` to cap the Euler step (Rubanova
+used about 1/50 of the time range), or ``method="dopri5"`` for an accurate flow.
 """
 
 from __future__ import annotations
@@ -34,7 +35,24 @@ from ..solver import odeint
 from .base import SolverSettings, check_observations, observed_columns
 from .vector_fields import ODEFunc
 
-__all__ = ["Encoder", "GRUEncoder", "ODERNNEncoder"]
+__all__ = ["Encoder", "GRUEncoder", "ODERNNEncoder", "flow_hidden"]
+
+
+def flow_hidden(func: nn.Module, h: Tensor, t: Tensor, solver: SolverSettings) -> Tensor:
+    """An ODE-RNN's hidden state ``h [B, H]`` carried through the times ``t [n]``: ``[n, B, H]``.
+
+    With ``solver`` Euler and no ``step_size`` (one step per interval) the steps are taken here,
+    ``h_{i+1} = h_i + (t_{i+1} - t_i) f(t_i, h_i)``: the same values as `odeint`, at one
+    evaluation per interval and without the solver's set-up and host reads. Any other
+    settings go through `odeint`.
+    """
+    if solver.method != "euler" or solver.step_size is not None:
+        return odeint(func, h, t, **solver.kwargs())
+    out = [h]
+    for i in range(t.shape[0] - 1):
+        h = h + (t[i + 1] - t[i]) * func(t[i], h)  # (B, H)
+        out.append(h)
+    return torch.stack(out)  # (n, B, H)
 
 
 class Encoder(nn.Module):
@@ -158,7 +176,7 @@ class ODERNNEncoder(Encoder):
     def evolve(self, h: Tensor, t_from: Tensor, t_to: Tensor) -> Tensor:
         """Integrate the hidden state ``[B, H]`` from ``t_from`` to ``t_to`` (0-d tensors)."""
         t = torch.stack([t_from, t_to])  # (2,)
-        return odeint(self.ode_func, h, t, **self.solver.kwargs())[-1]  # (B, H)
+        return flow_hidden(self.ode_func, h, t, self.solver)[-1]  # (B, H)
 
     def hidden(self, times: Tensor, values: Tensor, mask: Tensor) -> Tensor:
         """ODE between observations, GRU at observations, latest first; ends at ``t0``."""
