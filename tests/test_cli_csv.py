@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from cli_helpers import run_cli
 
 
@@ -26,21 +27,18 @@ def write_csv(path: Path, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("csvrun")
-    data = root / "series.csv"
-    write_csv(data)
-    fit = run_cli(
+def csv_fit_args(data: Path, run_dir: Path, steps: int) -> list[str]:
+    """``latentode fit`` on ``data`` with configs/csv.yaml, tiny batches, ``steps`` steps."""
+    return [
         "fit",
         "--config",
         "configs/csv.yaml",
         "--data.init_args.path",
         str(data),
         "--trainer.default_root_dir",
-        str(root / "run"),
+        str(run_dir),
         "--trainer.max_steps",
-        "3",
+        str(steps),
         "--trainer.enable_progress_bar",
         "false",
         "--data.init_args.batch_size",
@@ -51,7 +49,15 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "0.2",
         "--model.init_args.eval_samples",
         "2",
-    )
+    ]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("csvrun")
+    data = root / "series.csv"
+    write_csv(data)
+    fit = run_cli(*csv_fit_args(data, root / "run", 3))
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = root / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
@@ -165,6 +171,24 @@ def test_fit_bad_csv_exits_with_a_message(tmp_path: Path, content: str | None, n
     assert res.returncode == 2, res.stderr[-2000:]
     assert needle in res.stderr and "bad.csv" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_csv_fit_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    data = tmp_path / "series.csv"
+    write_csv(data, seed=1)
+    first = run_cli(*csv_fit_args(data, tmp_path / "run", 2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    before = torch.load(last, weights_only=True)
+    resumed = run_cli(*csv_fit_args(data, tmp_path / "run", 4), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored all states" in resumed.stdout + resumed.stderr
+    after = torch.load(last, weights_only=True)
+    assert (before["global_step"], after["global_step"]) == (2, 4)
+    # the user-unit mapping survives the resume unchanged
+    state = after["hyper_parameters"]["data_state"]
+    assert state == before["hyper_parameters"]["data_state"]
+    assert state["channels"] == ["a", "b"] and state["normalisation"]["mean"][0] > 900
 
 
 def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None:
