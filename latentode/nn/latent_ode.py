@@ -188,10 +188,13 @@ class LatentODE(nn.Module):
 
         Args:
             observed: the conditioning observations.
-            level: ``[B, D]`` level to subtract first (default: `level` of ``observed``).
+            level: ``[B, D]`` level to subtract first when centering (default: `level` of
+                ``observed``).
         """
-        level = self.level(observed) if level is None else level
-        values = observed.values - level.unsqueeze(1)  # (B, T, D)
+        values = observed.values
+        if self.config.center != "none":
+            level = self.level(observed) if level is None else level
+            values = values - level.unsqueeze(1)  # (B, T, D)
         return self.encoder(observed.times, values, observed.mask)
 
     def integrate(self, z0: Tensor, t0: Tensor, times: Tensor) -> Tensor:
@@ -249,13 +252,13 @@ class LatentODE(nn.Module):
         """
         if n_samples < 1:
             raise ModelInputError(f"n_samples must be >= 1, got {n_samples}.")
-        level = self.level(observed)  # (B, D)
+        level = self.level(observed) if self.config.center != "none" else None  # (B, D)
         q_z0 = self.encode(observed, level)
         z0 = q_z0.rsample((n_samples,))  # (K, B, L)
         times = observed.times if times is None else times
         zt = self.integrate(z0, observed.times[0], times)  # (K, B, T, L)
         p_x = self.decoder(zt)
-        if self.config.center != "none":
+        if level is not None:
             p_x = Normal(p_x.loc + level[:, None, :], p_x.scale, validate_args=False)
         return LatentODEOutput(q_z0, z0, zt, p_x)
 
