@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,6 +130,37 @@ def test_density_integrates_to_one(fitted: tuple[CNF, float, float]) -> None:
     # The test has teeth: dropping the log-determinant loses the normalisation.
     mass_no_logdet = flow.base_log_prob(out.z).exp().sum().item() * h * h
     assert abs(mass_no_logdet - 1) > 0.1
+
+
+@pytest.mark.parametrize("activation", ["softplus", "tanh"])
+def test_carried_jacobian_matches_autograd(activation: str) -> None:
+    """`forward_with_jacobian` against `torch.autograd.functional.jacobian` per sample, its
+    trace and Frobenius norm against `divergence_exact`, and the parameter gradient of a loss
+    built on the trace against the same loss built with double backward."""
+    field = make_flow(hidden=(8, 8, 8), activation=activation).field
+    z = points(5, seed=7).mul(3)  # (5, 2): spread into the activations' curved parts
+    t = torch.tensor(0.7, dtype=F64)
+    f, jac = field.forward_with_jacobian(t, z)  # (5, 2), (2, 5, 2)
+    torch.testing.assert_close(f, field(t, z), rtol=0, atol=1e-14)
+    for b in range(z.shape[0]):
+        ref = torch.autograd.functional.jacobian(lambda x: field(t, x[None])[0], z[b])
+        torch.testing.assert_close(jac[:, b, :].T, ref, rtol=1e-12, atol=1e-13)
+    zz = z.clone().requires_grad_(True)
+    div, frob = divergence_exact(field(t, zz), zz, create_graph=True)
+    torch.testing.assert_close(jac.diagonal(dim1=0, dim2=2).sum(1), div, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(jac.pow(2).sum(dim=(0, 2)), frob, rtol=1e-12, atol=1e-13)
+    params = tuple(field.parameters())
+    g_ref = torch.autograd.grad((div.sin() + frob).sum(), params, allow_unused=True)
+    g = torch.autograd.grad(
+        (jac.diagonal(dim1=0, dim2=2).sum(1).sin() + jac.pow(2).sum((0, 2))).sum(),
+        params,
+        allow_unused=True,
+    )
+    assert sum(a is not None for a in g) > len(params) // 2
+    for a, b in zip(g, g_ref, strict=True):  # None: no effect on the Jacobian (last bias)
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("noise", ["rademacher", "gaussian"])
@@ -267,3 +301,20 @@ def test_bad_inputs_raise_a_value_error() -> None:
         flow.log_prob(torch.zeros(4, 3, dtype=F64))
     with pytest.raises(CNFInputError, match="positive integer"):
         flow.sample(0)
+
+
+def test_cnf_step_benchmark_smoke(tmp_path: Path) -> None:
+    """`benchmarks/cnf_step.py` runs end to end on a tiny batch, and its two exact variants
+    agree (the report states the loss and gradient differences)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cnf_step.py"
+    spec = importlib.util.spec_from_file_location("cnf_step", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "cnf_step.md"
+    module.main(["--batch", "16", "--rk4-steps", "2", "--repeats", "1", "--output", str(out)])
+    text = out.read_text()
+    assert text.count("| carried |") == 1 and "| vjp |" in text and "| hutchinson |" in text
+    gaps = re.search(r"loss differs by (\S+), gradients by at most (\S+) ", text)
+    assert gaps is not None
+    assert float(gaps.group(1)) < 1e-5 and float(gaps.group(2)) < 1e-4
