@@ -2,9 +2,11 @@
 
 Every toy is fitted by maximum likelihood with a `CNF` (concat-squash field 2 -> 64 -> 64 -> 64
 -> 2, softplus, T = 1, exact trace, dopri5 at rtol = atol = ``--train-tol``, backprop through
-the solver), Adam with a cosine learning-rate decay, fresh samples every step (seeded). On
-checkerboard and 8gaussians a second flow is trained with the RNODE penalties (kinetic energy
-and Jacobian Frobenius norm, weights 0.01 each; Finlay et al. 2020) for the same steps.
+the solver), Adam with a cosine learning-rate decay, fresh samples every step (seeded). The
+two toys with a target (checkerboard, 8gaussians) are trained longer (``--steps-main``), at
+each training tolerance of ``--train-tols-main`` (1e-3 and FFJORD's 1e-5), without and with
+the RNODE penalties (kinetic energy and Jacobian Frobenius norm, weights ``--rnode-weights``,
+Finlay et al.'s 0.01 by default) for the same steps.
 
 Measured per flow: test NLL in nats on 10,000 fresh points (seeded), exact trace, dopri5 at
 rtol = atol = 1e-5; the entropy floor where known (`ENTROPY_FLOORS`); function evaluations per
@@ -14,7 +16,7 @@ a density heat map (``exp log p`` on a grid) and 2,000 samples.
 Runs are cached in ``--workdir`` (one ``.pt`` per flow); ``--jobs`` trains flows in parallel
 processes, one torch thread each.
 
-Command (about 30 min on a shared 2-core CPU)::
+Command (about 110 CPU-process minutes for all flows, about an hour with the default 2 jobs)::
 
     .venv/bin/python experiments/cnf.py --output reports/cnf.md
     .venv/bin/python experiments/cnf.py --output /tmp/cnf.md --quick   # smoke run
@@ -23,6 +25,7 @@ Command (about 30 min on a shared 2-core CPU)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,6 +33,7 @@ from typing import Any
 
 import matplotlib
 import torch
+from report_notes import notes
 
 from latentode.data.toy2d import ENTROPY_FLOORS, TOY_DENSITIES, sample_toy
 from latentode.nn.cnf import CNF
@@ -42,6 +46,7 @@ __all__ = ["main", "train_flow"]
 TARGET_TOYS = ("checkerboard", "8gaussians")
 RNODE_WEIGHT = 0.01  # Finlay et al.; the targets are judged at this weight
 LIM = 4.5  # heat maps and samples on [-LIM, LIM]^2
+Key = tuple[str, float, float]  # (toy, RNODE weight, training tolerance)
 
 
 def make_flow(w: float, tol: float) -> CNF:
@@ -114,11 +119,14 @@ def train_flow(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def plot_toys(results: dict[tuple[str, float], dict[str, Any]], path: Path) -> None:
-    """For every toy: data, model density, model samples (plain flows)."""
+def plot_toys(results: dict[Key, dict[str, Any]], tol: float, path: Path) -> None:
+    """For every toy: data, model density, model samples (plain flows trained at ``tol``, or
+    at the first tolerance they were trained at where not at ``tol``)."""
     fig, axes = plt.subplots(3, len(TOY_DENSITIES), figsize=(2.2 * len(TOY_DENSITIES), 6.8))
     for j, name in enumerate(TOY_DENSITIES):
-        res = results[(name, 0.0)]
+        res = results.get((name, 0.0, tol))
+        if res is None:
+            res = next(r for (toy, w, _), r in results.items() if toy == name and not w)
         data = sample_toy(name, 2000, seed=1)
         axes[0, j].scatter(data[:, 0], data[:, 1], s=1, alpha=0.4)
         axes[1, j].imshow(
@@ -137,14 +145,14 @@ def plot_toys(results: dict[tuple[str, float], dict[str, Any]], path: Path) -> N
     plt.close(fig)
 
 
-def plot_rnode(results: dict[tuple[str, float], dict[str, Any]], path: Path) -> None:
+def plot_rnode(results: dict[Key, dict[str, Any]], path: Path) -> None:
     """NFE per training solve and training NLL, with and without RNODE."""
     fig, axes = plt.subplots(1, 2 * len(TARGET_TOYS), figsize=(13, 3.0))
     for j, name in enumerate(TARGET_TOYS):
-        for (toy, w), res in sorted(results.items()):
+        for (toy, w, tol), res in sorted(results.items()):
             if toy != name:
                 continue
-            label = f"RNODE {w:g}" if w else "plain"
+            label = (f"RNODE {w:g}" if w else "plain") + f", tol {tol:g}"
             axes[2 * j].plot(res["nfe_curve"], lw=0.8, label=label)
             nll = torch.tensor(res["nll_curve"])
             k = 25
@@ -164,7 +172,7 @@ def plot_rnode(results: dict[tuple[str, float], dict[str, Any]], path: Path) -> 
 
 
 def write_report(
-    results: dict[tuple[str, float], dict[str, Any]],
+    results: dict[Key, dict[str, Any]],
     args: argparse.Namespace,
     wall: float,
     figures: tuple[Path, Path],
@@ -181,69 +189,56 @@ def write_report(
         f"{sum(r['train_time'] for r in results.values()) / 60:.1f} CPU-process min.",
         f"Seed: {args.seed} (init, training stream; test points seed {10_000 + args.seed}).",
         f"Training: batch {args.batch} fresh points per step, Adam lr {args.lr} with cosine "
-        f"decay, grad-norm clip 10; {args.steps_main} steps on {', '.join(TARGET_TOYS)}, "
-        f"{args.steps_other} on the others; dopri5 rtol = atol = {args.train_tol}; exact trace; "
-        "field 2-64-64-64-2 concat-squash, softplus, T = 1.",
+        f"decay, grad-norm clip 10; {args.steps_main} steps on {', '.join(TARGET_TOYS)} with "
+        "dopri5 rtol = atol = "
+        + " and ".join(f"{t:g}" for t in args.train_tols_main)
+        + f" (column 'train tol'), {args.steps_other} on the others at {args.train_tol:g}; "
+        "exact trace; field 2-64-64-64-2 concat-squash, softplus, T = 1.",
         f"Test: {args.n_test} fresh points, exact trace, dopri5 rtol = atol = 1e-5.",
         "",
-        "| toy | RNODE | test NLL (nats) | entropy floor | gap | NFE / solve (train) "
+        "| toy | train tol | RNODE | test NLL (nats) | entropy floor | gap | NFE / solve (train) "
         "| NFE test solve (train tol) | NFE test solve (1e-5) | train time (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in TOY_DENSITIES:
-        for (toy, w), r in sorted(results.items()):
+        for (toy, w, tol), r in sorted(results.items(), key=lambda kv: (-kv[0][2], kv[0][1])):
             if toy != name:
                 continue
             floor = ENTROPY_FLOORS.get(name)
             gap = "-" if floor is None else f"{r['nll_eval_tol'] - floor:+.3f}"
             fl = "-" if floor is None else f"{floor:.3f}"
             lines.append(
-                f"| {name} | {f'{w:g}' if w else '-'} | {r['nll_eval_tol']:.3f} | {fl} "
+                f"| {name} | {tol:g} | {f'{w:g}' if w else '-'} | {r['nll_eval_tol']:.3f} | {fl} "
                 f"| {gap} | {r['nfe_train']:.1f} | {r['nfe_test_train_tol']} "
                 f"| {r['nfe_test_eval_tol']} | {r['train_time']:.0f} |"
             )
     lines += ["", "## Targets", ""]
-    for name in TARGET_TOYS:
-        plain = results.get((name, 0.0))
+    for name, tol in itertools.product(TARGET_TOYS, sorted(args.train_tols_main, reverse=True)):
+        plain = results.get((name, 0.0, tol))
         if plain is None:
             continue
         gap = plain["nll_eval_tol"] - ENTROPY_FLOORS[name]
         lines.append(
-            f"- {name}: test NLL within 0.15 nats of the floor: gap {gap:+.3f} -> "
-            + ("met" if gap <= 0.15 else f"missed by {gap - 0.15:.3f} nats")
+            f"- {name}, trained at {tol:g}: test NLL within 0.15 nats of the floor: gap "
+            f"{gap:+.3f} -> " + ("met" if gap <= 0.15 else f"missed by {gap - 0.15:.3f} nats")
         )
-        for (toy, w), reg in sorted(results.items()):
-            if toy != name or not w:
+        for (toy, w, t), reg in sorted(results.items()):
+            if toy != name or t != tol or not w:
                 continue
             ratio = plain["nfe_test_eval_tol"] / reg["nfe_test_eval_tol"]
             ratio_train = plain["nfe_train"] / reg["nfe_train"]
             worse = reg["nll_eval_tol"] - plain["nll_eval_tol"]
             ok = ratio >= 2 and worse <= 0.05
             lines.append(
-                f"- {name}: RNODE ({w:g}) NFE per test solve at 1e-5 {reg['nfe_test_eval_tol']} vs "
+                f"- {name}, trained at {tol:g}: RNODE ({w:g}) NFE per test solve at 1e-5 "
+                f"{reg['nfe_test_eval_tol']} vs "
                 f"{plain['nfe_test_eval_tol']} ({ratio:.2f}x fewer; target >= 2x; at the "
                 f"training tolerance {ratio_train:.2f}x), NLL {worse:+.3f} nats (target <= "
                 "+0.05) -> "
                 + ("met" if ok else "missed")
-                + ("" if w == RNODE_WEIGHT else " (a stronger weight than Finlay's, for reference)")
+                + ("" if w == RNODE_WEIGHT else f" (weight {w:g}, not Finlay's {RNODE_WEIGHT:g})")
             )
     lines += [
-        "",
-        "## Notes",
-        "",
-        f"- CPU budget: {args.steps_other} steps on the six toys without a target leave their "
-        "flows near-Gaussian blobs (see the figure; NFE still at 2 dopri5 steps); they show the "
-        "pipeline, not converged FFJORD densities (FFJORD trains 10,000 steps). The two target "
-        f"toys got {args.steps_main} steps.",
-        "- Checkerboard's sharp square edges need a flow with strongly varying dynamics; its "
-        "training NLL fell by about 0.05 nats per 100 steps until the cosine schedule wound "
-        "down (figure below). Longer training (FFJORD: 10,000 steps) is the obvious next step; "
-        "whether it closes the gap was not tested here.",
-        "- RNODE: the train-time NFE are measured at the loose training tolerance where the "
-        "plain flows already take only 2-6 dopri5 steps, and at T = 1 with weights 0.01 the "
-        "penalties are small next to the NLL (training curves overlap), so there is little to "
-        "cut; Finlay et al.'s severalfold reduction is against FFJORD flows trained to "
-        "convergence at tolerance 1e-5, whose NFE have grown to 70-100.",
         "",
         "## Densities and samples",
         "",
@@ -258,7 +253,7 @@ def write_report(
         "",
         "NFE per training solve and training NLL (moving average of 25 steps; dashed: floor).",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + notes(args.output)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -268,17 +263,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("runs/cnf_report"))
     p.add_argument("--quick", action="store_true", help="a few steps per toy")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps-main", type=int, default=800)
-    p.add_argument("--steps-other", type=int, default=120)
+    p.add_argument("--steps-main", type=int, default=4000)
+    p.add_argument("--steps-other", type=int, default=1000)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--train-tol", type=float, default=1e-3)
+    p.add_argument("--train-tol", type=float, default=1e-3, help="the toys without a target")
+    p.add_argument("--train-tols-main", type=float, nargs="+", default=[1e-3, 1e-5])
     p.add_argument("--n-test", type=int, default=10_000)
-    p.add_argument("--jobs", type=int, default=4)
-    p.add_argument("--rnode-weights", type=float, nargs="+", default=[RNODE_WEIGHT, 0.1])
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--rnode-weights", type=float, nargs="+", default=[RNODE_WEIGHT])
     args = p.parse_args(argv)
     if args.quick:
         args.steps_main, args.steps_other, args.batch, args.n_test = 6, 3, 128, 500
+        args.train_tols_main = [1e-3]
         args.workdir = args.workdir.with_name(args.workdir.name + "_quick")
     return args
 
@@ -289,33 +286,37 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     start = time.perf_counter()
     jobs = []
-    for w in (0.0, *args.rnode_weights):  # the plain flows first: the heat maps need all
-        for name in sorted(TOY_DENSITIES, key=lambda n: n not in TARGET_TOYS):
-            if w and name not in TARGET_TOYS:
-                continue
-            steps = args.steps_main if name in TARGET_TOYS else args.steps_other
-            kind = "plain" if not w else "rnode" if w == RNODE_WEIGHT else f"rnode{w:g}"
-            tag = f"{name}_{kind}_s{args.seed}_n{steps}_b{args.batch}"
-            jobs.append(
-                {
-                    "name": name,
-                    "rnode": w > 0,
-                    "weight": w,
-                    "steps": steps,
-                    "seed": args.seed,
-                    "batch": args.batch,
-                    "lr": args.lr,
-                    "train_tol": args.train_tol,
-                    "n_test": args.n_test,
-                    "path": str(args.workdir / f"{tag}.pt"),
-                }
-            )
+    runs = [
+        (name, w, tol)
+        for name in TARGET_TOYS
+        for w in (0.0, *args.rnode_weights)
+        for tol in args.train_tols_main
+    ]
+    runs += [(name, 0.0, args.train_tol) for name in TOY_DENSITIES if name not in TARGET_TOYS]
+    for name, w, tol in sorted(runs, key=lambda r: r[0] not in TARGET_TOYS):
+        steps = args.steps_main if name in TARGET_TOYS else args.steps_other
+        kind = "plain" if not w else f"rnode{w:g}"
+        tag = f"{name}_{kind}_s{args.seed}_n{steps}_b{args.batch}_tol{tol:g}_lr{args.lr:g}"
+        jobs.append(
+            {
+                "name": name,
+                "rnode": w > 0,
+                "weight": w,
+                "steps": steps,
+                "seed": args.seed,
+                "batch": args.batch,
+                "lr": args.lr,
+                "train_tol": tol,
+                "n_test": args.n_test,
+                "path": str(args.workdir / f"{tag}.pt"),
+            }
+        )
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         done = list(pool.map(train_flow, jobs))
-    results = {(r["name"], r["weight"]): r for r in done}
+    results = {(r["name"], r["weight"], r["train_tol"]): r for r in done}
     for r in done:
         print(
-            f"{r['name']} rnode={r['weight']}: NLL {r['nll_eval_tol']:.3f} "
+            f"{r['name']} rnode={r['weight']} tol={r['train_tol']:g}: NLL {r['nll_eval_tol']:.3f} "
             f"NFE {r['nfe_train']:.1f} ({r['train_time']:.0f} s)",
             flush=True,
         )
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         args.output.with_name(args.output.stem + "_toys.png"),
         args.output.with_name(args.output.stem + "_rnode.png"),
     )
-    plot_toys(results, figures[0])
+    plot_toys(results, args.train_tol, figures[0])
     plot_rnode(results, figures[1])
     text = write_report(results, args, time.perf_counter() - start, figures)
     args.output.write_text(text)
