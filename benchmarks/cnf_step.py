@@ -28,40 +28,35 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from latentode.data.toy2d import sample_toy
-from latentode.nn.cnf import CNF, divergence_exact, divergence_hutchinson
+from latentode.nn.cnf import CNF, _Dynamics
 from latentode.solver import solve
 
-Dynamics = Callable[[Tensor, tuple[Tensor, Tensor]], tuple[Tensor, Tensor]]
+
+class _Opaque(nn.Module):
+    """The same field behind a plain module, so `CNF`'s dynamics take the generic exact path
+    (`divergence_exact`: ``d`` vector-Jacobian products) instead of the carried Jacobian."""
+
+    def __init__(self, field: nn.Module) -> None:
+        super().__init__()
+        self.field = field
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        return self.field(t, z)
 
 
-def make_dynamics(flow: CNF, variant: str, noise: Tensor) -> Dynamics:
-    """The ``(z, dlogp)`` field of one variant."""
-    field = flow.field
-
-    def carried(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        dz, jac = field.forward_with_jacobian(t, state[0])  # (B, 2), (2, B, 2)
-        return dz, -jac.diagonal(dim1=0, dim2=2).sum(dim=1)
-
-    def by_vjp(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        z = state[0]
-        with torch.enable_grad():
-            if not z.requires_grad:
-                z = z.detach().requires_grad_(True)
-            dz = field(t, z)  # (B, 2)
-            if variant == "vjp":
-                div, _ = divergence_exact(dz, z, create_graph=True)
-            else:
-                div, _ = divergence_hutchinson(dz, z, noise, create_graph=True)
-        return dz, -div
-
-    return carried if variant == "carried" else by_vjp
+def make_dynamics(flow: CNF, variant: str, noise: Tensor) -> _Dynamics:
+    """The ``(z, dlogp)`` field of one variant: `CNF`'s own dynamics object in every case."""
+    if variant == "carried":
+        return _Dynamics(flow.field, None, regularize=False)
+    if variant == "vjp":
+        return _Dynamics(_Opaque(flow.field), None, regularize=False)
+    return _Dynamics(flow.field, noise, regularize=False)
 
 
 def step(flow: CNF, opt: torch.optim.Optimizer, variant: str, x: Tensor, n_steps: int) -> float:
