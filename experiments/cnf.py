@@ -6,7 +6,8 @@ the solver), Adam with a cosine learning-rate decay, fresh samples every step (s
 two toys with a target (checkerboard, 8gaussians) are trained longer (``--steps-main``), at
 each training tolerance of ``--train-tols-main`` (1e-3 and FFJORD's 1e-5), without and with
 the RNODE penalties (kinetic energy and Jacobian Frobenius norm, weights ``--rnode-weights``,
-Finlay et al.'s 0.01 by default) for the same steps.
+Finlay et al.'s 0.01 by default) for the same steps; stronger weights (``--sweep-weights``)
+are trained at ``--train-tol`` only.
 
 Measured per flow: test NLL in nats on 10,000 fresh points (seeded), exact trace, dopri5 at
 rtol = atol = 1e-5; the entropy floor where known (`ENTROPY_FLOORS`); function evaluations per
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shlex
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -171,18 +174,44 @@ def plot_rnode(results: dict[Key, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_tradeoff(results: dict[Key, dict[str, Any]], tol: float, path: Path) -> None:
+    """Test NLL against NFE of the tight test solve for each RNODE weight (trained at ``tol``),
+    with the target region: at least 2x fewer evaluations, at most 0.05 nats worse."""
+    fig, axes = plt.subplots(1, len(TARGET_TOYS), figsize=(4.2 * len(TARGET_TOYS), 3.4))
+    for ax, name in zip(axes, TARGET_TOYS, strict=True):
+        runs = sorted((w, r) for (toy, w, t), r in results.items() if toy == name and t == tol)
+        if not runs or runs[0][0] != 0.0:
+            continue
+        plain = runs[0][1]
+        nfe0, nll0 = plain["nfe_test_eval_tol"], plain["nll_eval_tol"]
+        xs = [r["nfe_test_eval_tol"] for _, r in runs]
+        ys = [r["nll_eval_tol"] for _, r in runs]
+        lo, hi = min(ys) - 0.02, max(*ys, nll0 + 0.05) + 0.02
+        ax.fill_between([0, nfe0 / 2], lo, nll0 + 0.05, color="C2", alpha=0.15,
+                        label="target: 2x fewer, <= +0.05 nats")  # fmt: skip
+        ax.plot(xs, ys, "o-", color="C0")
+        for (w, _), x, y in zip(runs, xs, ys, strict=True):
+            ax.annotate(f"{w:g}" if w else "plain", (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)  # fmt: skip
+        ax.set(title=f"{name}, trained at {tol:g}", xlabel="NFE per test solve (1e-5)",
+               ylabel="test NLL (nats)", xlim=(0, 1.1 * max(xs)), ylim=(lo, hi))  # fmt: skip
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_report(
     results: dict[Key, dict[str, Any]],
     args: argparse.Namespace,
     wall: float,
-    figures: tuple[Path, Path],
+    figures: tuple[Path, Path, Path],
 ) -> str:
     """The markdown report."""
     lines = [
         "# Continuous normalizing flows on the FFJORD 2-D toys",
         "",
-        f"Command: `.venv/bin/python experiments/cnf.py --output {args.output}"
-        + (" --quick`" if args.quick else "`"),
+        f"Command: `.venv/bin/python experiments/cnf.py {args.command}`",
         f"Wall time: {wall / 60:.1f} min for this invocation on a shared 2-core CPU "
         f"({args.jobs} worker processes, 1 torch thread each; cached runs in {args.workdir} are "
         "reused); training alone, summed over all flows: "
@@ -192,7 +221,16 @@ def write_report(
         f"decay, grad-norm clip 10; {args.steps_main} steps on {', '.join(TARGET_TOYS)} with "
         "dopri5 rtol = atol = "
         + " and ".join(f"{t:g}" for t in args.train_tols_main)
-        + f" (column 'train tol'), {args.steps_other} on the others at {args.train_tol:g}; "
+        + " (column 'train tol'), without and with RNODE (column 'RNODE': the weight of both "
+        "penalties; "
+        + ", ".join(f"{w:g}" for w in args.rnode_weights)
+        + " at every training tolerance"
+        + (
+            ", " + ", ".join(f"{w:g}" for w in args.sweep_weights) + f" at {args.train_tol:g}"
+            if args.sweep_weights
+            else ""
+        )
+        + f"); {args.steps_other} steps on the others at {args.train_tol:g}; "
         "exact trace; field 2-64-64-64-2 concat-squash, softplus, T = 1.",
         f"Test: {args.n_test} fresh points, exact trace, dopri5 rtol = atol = 1e-5.",
         "",
@@ -252,6 +290,11 @@ def write_report(
         f"![rnode]({figures[1].name})",
         "",
         "NFE per training solve and training NLL (moving average of 25 steps; dashed: floor).",
+        "",
+        f"![tradeoff]({figures[2].name})",
+        "",
+        f"Test NLL against evaluations per tight test solve, flows trained at {args.train_tol:g} "
+        "with each RNODE weight (labels); the shaded corner is the target.",
     ]
     return "\n".join(lines) + "\n" + notes(args.output)
 
@@ -272,10 +315,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-test", type=int, default=10_000)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--rnode-weights", type=float, nargs="+", default=[RNODE_WEIGHT])
+    p.add_argument(
+        "--sweep-weights",
+        type=float,
+        nargs="*",
+        default=[0.03, 0.05, 0.1],
+        help="further RNODE weights, trained at --train-tol only",
+    )
     args = p.parse_args(argv)
+    args.command = shlex.join(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.steps_main, args.steps_other, args.batch, args.n_test = 6, 3, 128, 500
-        args.train_tols_main = [1e-3]
+        args.train_tols_main, args.sweep_weights = [1e-3], []
         args.workdir = args.workdir.with_name(args.workdir.name + "_quick")
     return args
 
@@ -291,6 +342,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in TARGET_TOYS
         for w in (0.0, *args.rnode_weights)
         for tol in args.train_tols_main
+    ]
+    runs += [
+        (name, w, args.train_tol)
+        for name in TARGET_TOYS
+        for w in args.sweep_weights
+        if w not in args.rnode_weights
     ]
     runs += [(name, 0.0, args.train_tol) for name in TOY_DENSITIES if name not in TARGET_TOYS]
     for name, w, tol in runs:  # the target toys first: they take longest
@@ -323,9 +380,11 @@ def main(argv: list[str] | None = None) -> None:
     figures = (
         args.output.with_name(args.output.stem + "_toys.png"),
         args.output.with_name(args.output.stem + "_rnode.png"),
+        args.output.with_name(args.output.stem + "_tradeoff.png"),
     )
     plot_toys(results, args.train_tol, figures[0])
     plot_rnode(results, figures[1])
+    plot_tradeoff(results, args.train_tol, figures[2])
     text = write_report(results, args, time.perf_counter() - start, figures)
     args.output.write_text(text)
     print(text)
