@@ -14,6 +14,7 @@ from lightning_helpers import quiet_trainer
 
 from latentode.data.image_modules import DigitsDataModule, MNISTDataModule
 from latentode.data.toy_modules import Toy2DDataModule
+from latentode.nn.cnf import CNFInputError
 from latentode.systems import CNFSystem, ODENetSystem
 from latentode.systems.classifier import ClassifierConfigError
 
@@ -97,6 +98,26 @@ def test_cnf_system_trains_logs_and_reloads(tmp_path: Path) -> None:
     assert torch.equal(system.evaluate_log_prob(x), reloaded.evaluate_log_prob(x))
     (metrics,) = trainer.test(system, dm, verbose=False)
     assert math.isfinite(metrics["test/nll"]) and metrics["test/nfe"] >= 8
+
+
+def test_cnf_system_cosine_schedule_reaches_zero(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    system = CNFSystem(hidden=[8], rtol=1e-3, atol=1e-3, lr=4e-3, lr_schedule="cosine")
+    dm = Toy2DDataModule("8gaussians", batch_size=32, steps_per_epoch=2, n_val=32, n_test=32)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_val_batches=0)
+    seen: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer.callbacks.append(Record())
+    trainer.fit(system, dm)
+    expected = [2e-3 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]  # T_max = 4 steps
+    assert seen == pytest.approx(expected, rel=1e-12)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-15)
+    with pytest.raises(CNFInputError, match="lr_schedule"):
+        CNFSystem(lr_schedule="linear")
 
 
 def test_toy_module_is_seeded() -> None:

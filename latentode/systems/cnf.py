@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from ..nn.cnf import CNF
+from ..nn.cnf import CNF, CNFInputError
 from .guard import guarded
 
 __all__ = ["CNFSystem"]
@@ -47,6 +47,8 @@ class CNFSystem(pl.LightningModule):
         eval_exact: score validation and test with the exact trace.
         lr: Adam learning rate.
         weight_decay: L2 penalty.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (to zero over the trainer's optimizer
+            steps, ``estimated_stepping_batches``; stepped every batch).
     """
 
     def __init__(
@@ -66,8 +68,11 @@ class CNFSystem(pl.LightningModule):
         eval_exact: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
+        if lr_schedule not in ("constant", "cosine"):
+            raise CNFInputError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}.")
         hidden = [int(h) for h in hidden]
         self.save_hyperparameters()
         self.hparams["hidden"] = hidden  # a list, not a tuple: plain values for weights_only
@@ -86,6 +91,7 @@ class CNFSystem(pl.LightningModule):
             jacobian_weight=jacobian_weight,
         )
         self.eval_exact, self.lr, self.weight_decay = eval_exact, lr, weight_decay
+        self.lr_schedule = lr_schedule
         self.nll = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.bpd = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.nfe = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
@@ -162,5 +168,10 @@ class CNFSystem(pl.LightningModule):
         return self.evaluate_log_prob(self._points(batch))
 
     def configure_optimizers(self) -> Any:
-        """Adam."""
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        """Adam, optionally with a per-step cosine decay over the whole run."""
+        opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant":
+            return opt
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
