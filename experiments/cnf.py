@@ -123,10 +123,11 @@ def train_flow(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot_toys(results: dict[Key, dict[str, Any]], tol: float, path: Path) -> None:
-    """For every toy: data, model density, model samples (plain flows trained at ``tol``, or
-    at the first tolerance they were trained at where not at ``tol``)."""
-    fig, axes = plt.subplots(3, len(TOY_DENSITIES), figsize=(2.2 * len(TOY_DENSITIES), 6.8))
-    for j, name in enumerate(TOY_DENSITIES):
+    """For every toy trained: data, model density, model samples (plain flows trained at
+    ``tol``, or at the first tolerance they were trained at where not at ``tol``)."""
+    toys = [n for n in TOY_DENSITIES if any(t == n and not w for t, w, _ in results)]
+    fig, axes = plt.subplots(3, len(toys), figsize=(2.2 * len(toys), 6.8), squeeze=False)
+    for j, name in enumerate(toys):
         res = results.get((name, 0.0, tol))
         if res is None:
             res = next(r for (toy, w, _), r in results.items() if toy == name and not w)
@@ -148,10 +149,11 @@ def plot_toys(results: dict[Key, dict[str, Any]], tol: float, path: Path) -> Non
     plt.close(fig)
 
 
-def plot_rnode(results: dict[Key, dict[str, Any]], path: Path) -> None:
+def plot_rnode(results: dict[Key, dict[str, Any]], toys: list[str], path: Path) -> None:
     """NFE per training solve and training NLL, with and without RNODE."""
-    fig, axes = plt.subplots(1, 2 * len(TARGET_TOYS), figsize=(13, 3.0))
-    for j, name in enumerate(TARGET_TOYS):
+    fig, axes = plt.subplots(1, 2 * len(toys), figsize=(6.5 * len(toys), 3.0), squeeze=False)
+    axes = axes[0]
+    for j, name in enumerate(toys):
         for (toy, w, tol), res in sorted(results.items()):
             if toy != name:
                 continue
@@ -174,11 +176,13 @@ def plot_rnode(results: dict[Key, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_tradeoff(results: dict[Key, dict[str, Any]], tol: float, path: Path) -> None:
+def plot_tradeoff(
+    results: dict[Key, dict[str, Any]], toys: list[str], tol: float, path: Path
+) -> None:
     """Test NLL against NFE of the tight test solve for each RNODE weight (trained at ``tol``),
     with the target region: at least 2x fewer evaluations, at most 0.05 nats worse."""
-    fig, axes = plt.subplots(1, len(TARGET_TOYS), figsize=(4.2 * len(TARGET_TOYS), 3.4))
-    for ax, name in zip(axes, TARGET_TOYS, strict=True):
+    fig, axes = plt.subplots(1, len(toys), figsize=(4.2 * len(toys), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], toys, strict=True):
         runs = sorted((w, r) for (toy, w, t), r in results.items() if toy == name and t == tol)
         if not runs or runs[0][0] != 0.0:
             continue
@@ -218,7 +222,7 @@ def write_report(
         f"{sum(r['train_time'] for r in results.values()) / 60:.1f} CPU-process min.",
         f"Seed: {args.seed} (init, training stream; test points seed {10_000 + args.seed}).",
         f"Training: batch {args.batch} fresh points per step, Adam lr {args.lr} with cosine "
-        f"decay, grad-norm clip 10; {args.steps_main} steps on {', '.join(TARGET_TOYS)} with "
+        f"decay, grad-norm clip 10; {args.steps_main} steps on {', '.join(args.target_toys)} with "
         "dopri5 rtol = atol = "
         + " and ".join(f"{t:g}" for t in args.train_tols_main)
         + " (column 'train tol'), without and with RNODE (column 'RNODE': the weight of both "
@@ -251,7 +255,9 @@ def write_report(
                 f"| {r['nfe_test_eval_tol']} | {r['train_time']:.0f} |"
             )
     lines += ["", "## Targets", ""]
-    for name, tol in itertools.product(TARGET_TOYS, sorted(args.train_tols_main, reverse=True)):
+    for name, tol in itertools.product(
+        args.target_toys, sorted(args.train_tols_main, reverse=True)
+    ):
         plain = results.get((name, 0.0, tol))
         if plain is None:
             continue
@@ -306,6 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("runs/cnf_report"))
     p.add_argument("--quick", action="store_true", help="a few steps per toy")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-toys", nargs="+", choices=TARGET_TOYS, default=list(TARGET_TOYS))
     p.add_argument("--steps-main", type=int, default=4000)
     p.add_argument("--steps-other", type=int, default=1000)
     p.add_argument("--batch", type=int, default=512)
@@ -339,13 +346,13 @@ def main(argv: list[str] | None = None) -> None:
     jobs = []
     runs = [
         (name, w, tol)
-        for name in TARGET_TOYS
+        for name in args.target_toys
         for w in (0.0, *args.rnode_weights)
         for tol in args.train_tols_main
     ]
     runs += [
         (name, w, args.train_tol)
-        for name in TARGET_TOYS
+        for name in args.target_toys
         for w in args.sweep_weights
         if w not in args.rnode_weights
     ]
@@ -383,8 +390,8 @@ def main(argv: list[str] | None = None) -> None:
         args.output.with_name(args.output.stem + "_tradeoff.png"),
     )
     plot_toys(results, args.train_tol, figures[0])
-    plot_rnode(results, figures[1])
-    plot_tradeoff(results, args.train_tol, figures[2])
+    plot_rnode(results, args.target_toys, figures[1])
+    plot_tradeoff(results, args.target_toys, args.train_tol, figures[2])
     text = write_report(results, args, time.perf_counter() - start, figures)
     args.output.write_text(text)
     print(text)
