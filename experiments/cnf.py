@@ -350,13 +350,9 @@ def main(argv: list[str] | None = None) -> None:
         for w in (0.0, *args.rnode_weights)
         for tol in args.train_tols_main
     ]
-    runs += [
-        (name, w, args.train_tol)
-        for name in args.target_toys
-        for w in args.sweep_weights
-        if w not in args.rnode_weights
-    ]
+    runs += [(name, w, args.train_tol) for name in args.target_toys for w in args.sweep_weights]
     runs += [(name, 0.0, args.train_tol) for name in TOY_DENSITIES if name not in TARGET_TOYS]
+    runs = list(dict.fromkeys(runs))  # a sweep weight may repeat a --rnode-weights run
     for name, w, tol in runs:  # the target toys first: they take longest
         steps = args.steps_main if name in TARGET_TOYS else args.steps_other
         kind = "plain" if not w else f"rnode{w:g}"
