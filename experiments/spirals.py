@@ -163,7 +163,8 @@ def report(args: argparse.Namespace, res: dict, walls: dict[str, float], total: 
     rnns = [name for name in (RNN, RNN_TF) if name in res]
     paper_ratio = [r / lo for r, lo in zip(PAPER["RNN"], PAPER[LATENT], strict=True)]
     lines = [
-        "# Spirals: Chen et al. (2018) Table 2 reproduced",
+        "# Spirals: Chen et al. (2018) Table 2 reproduced"
+        + ("" if whole else ", trained on the conditioning window only"),
         "",
         f"Command: `{cmd} --output {args.output}` (seed {args.seed}; wall time of this "
         f"invocation {total / 60:.1f} min on a shared 2-core CPU, {args.jobs} worker processes "
