@@ -19,6 +19,10 @@ true future values during training, each point predicted one step ahead, the usu
 forecaster was trained in 2018 (Chen et al. do not say how theirs was). Both roll out the same
 way at test time. Test: for each n, RMSE of the predictive mean on the next 100 points against
 the noisy values (the paper's setting) and against the clean spiral.
+
+``--fit-window conditioning`` trains on the first 100 points of each window only, as
+torchdiffeq's example does (``reports/spirals_conditioning.md``); ``--latent-config '<JSON>'``
+overrides `LatentODEConfig` fields of the Latent ODE. Both are part of the cached models' tags.
 """
 
 from __future__ import annotations
@@ -102,15 +106,21 @@ def predict_window(model: nn.Module, observed: IrregularBatch, times: Tensor) ->
     return model.predict(observed, times).mean
 
 
+def scored_observations(test: Spirals, n: int, seed: int) -> IrregularBatch:
+    """The test spirals with ``n`` conditioning points each, drawn as `evaluate` scores them
+    (``seed`` is the run's seed)."""
+    gen = torch.Generator().manual_seed(seed + 100 + n)
+    return test.batch.with_mask(conditioning(test.batch, test.n_sample, n, gen))
+
+
 def evaluate(models: dict[str, nn.Module], test: Spirals, seed: int) -> dict[str, dict]:
     """RMSE on the forecast window for each model and n (same conditioning points for all)."""
     out: dict[str, dict] = {name: {} for name in models}
-    full, ns = test.batch, test.n_sample
+    ns = test.n_sample
     for n in N_OBSERVED:
-        gen = torch.Generator().manual_seed(seed + n)
-        observed = full.with_mask(conditioning(full, ns, n, gen))
+        observed = scored_observations(test, n, seed)
         for name, model in models.items():
-            torch.manual_seed(seed + n)  # the Latent ODE's posterior draws
+            torch.manual_seed(seed + 100 + n)  # the Latent ODE's posterior draws
             pred = predict_window(model, observed, test.times)[:, ns:]  # (B, 100, 2)
             noisy = (pred - test.values[:, ns:]).square().mean().sqrt()
             clean = (pred - test.clean[:, ns:]).square().mean().sqrt()
@@ -144,8 +154,14 @@ def figures(
     fig.savefig(out_dir / f"{stem}_latent.png", dpi=110)
 
 
-def report(args: argparse.Namespace, res: dict, walls: dict[str, float], total: float) -> str:
-    """The markdown report."""
+def report(
+    args: argparse.Namespace,
+    cfg: LatentODEConfig,
+    res: dict,
+    walls: dict[str, float],
+    total: float,
+) -> str:
+    """The markdown report (``cfg``: the Latent ODE's configuration)."""
     out = Path(args.output)
     cmd = ".venv/bin/python experiments/spirals.py" + (
         " --quick" if args.quick else f" --iters {args.iters} --lr-final {args.lr_final:g}"
@@ -157,9 +173,6 @@ def report(args: argparse.Namespace, res: dict, walls: dict[str, float], total: 
     if args.latent_config:
         cmd += f" --latent-config '{json.dumps(args.latent_config)}'"
     whole = args.fit_window == "all"
-    lode = build(LATENT, args.latent_config)
-    assert isinstance(lode, LatentODE)
-    cfg = lode.config
     rnns = [name for name in (RNN, RNN_TF) if name in res]
     paper_ratio = [r / lo for r, lo in zip(PAPER["RNN"], PAPER[LATENT], strict=True)]
     lines = [
@@ -397,14 +410,14 @@ def main() -> None:
         model = build(job["name"], job["latent_config"])
         model.load_state_dict(state)
         models[job["name"]], walls[job["name"]] = model.eval(), wall
-    res = evaluate(models, test_data, args.seed + 100)
+    res = evaluate(models, test_data, args.seed)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     lode = models.pop(LATENT)
     assert isinstance(lode, LatentODE)
     figures(lode, models, test_data, out.parent, out.stem)
     total = time.perf_counter() - t_start
-    out.write_text(report(args, res, walls, total) + notes(out))
+    out.write_text(report(args, lode.config, res, walls, total) + notes(out))
     print(out.read_text())
     if not math.isfinite(total):
         raise SystemExit(1)

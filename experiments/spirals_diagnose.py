@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 import torch
-from spirals import LATENT, N_OBSERVED, NOISE_STD, build, conditioning
+from spirals import LATENT, N_OBSERVED, NOISE_STD, build, scored_observations
 from torch import Tensor
 
 from latentode.data import make_spirals
@@ -60,7 +60,6 @@ def main() -> None:
     parser.add_argument("--n-series", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="the spirals.py run's seed")
     args = parser.parse_args()
-    torch.manual_seed(0)
     model = build(LATENT, args.latent_config)
     assert isinstance(model, LatentODE)
     model.load_state_dict(torch.load(args.model, weights_only=True)["state"])
@@ -69,8 +68,7 @@ def main() -> None:
     ns, sel = test.n_sample, torch.arange(args.n_series)
     clean, times = test.clean[sel], test.times
     for n in N_OBSERVED:
-        gen = torch.Generator().manual_seed(args.seed + 100 + n)  # spirals.py's test points
-        observed = test.batch.with_mask(conditioning(test.batch, ns, n, gen))[sel]
+        observed = scored_observations(test, n, args.seed)[sel]
         with torch.no_grad():
             z_enc = model.encode(observed).mean  # (B, L)
         z0 = {
