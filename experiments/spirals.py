@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from report_notes import notes
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from latentode.data import IrregularBatch, Spirals, make_spirals, subsample_observations
 from latentode.nn import GRUBaseline, LatentODE, LatentODEConfig, SolverSettings
@@ -69,32 +70,60 @@ def train(
     seed: int,
     lr_final: float = 0.01,
     fit_points: int | None = None,
+    lr: float = 0.01,
+    encoder_steps: int = 0,
+    clip: float = 10.0,
+    ema: float = 0.0,
 ) -> float:
-    """Adam (lr 0.01, decaying exponentially to ``lr_final``) on mini-batches; n observed drawn
+    """Adam (``lr``, decaying exponentially to ``lr_final``) on mini-batches; n observed drawn
     per batch; the loss scores the first ``fit_points`` points of each window (all if None).
+    ``encoder_steps`` > 0 (Latent ODE only) adds that many updates of the encoder alone, each
+    on a batch of its own, before every joint update (He et al. 2019's aggressive inference
+    training; their own Adam, same lr). Parameters with ``requires_grad`` off stay fixed.
+    Gradients are clipped to norm ``clip``. ``ema`` > 0 keeps an exponential moving average
+    of the parameters (that decay per update) and leaves the model with it at the end.
     Returns the wall time (s)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     full = data.batch
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    gamma = (lr_final / 0.01) ** (1.0 / max(1, iters))
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
-    start = time.perf_counter()
-    for it in range(iters):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizers = [opt]
+    if encoder_steps:
+        assert isinstance(model, LatentODE)
+        optimizers.append(torch.optim.Adam(model.encoder.parameters(), lr=lr))
+    gamma = (lr_final / lr) ** (1.0 / max(1, iters))
+    scheds = [torch.optim.lr_scheduler.ExponentialLR(o, gamma=gamma) for o in optimizers]
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema)) if ema else None
+
+    def step(o: torch.optim.Optimizer, it: int) -> Tensor:
         idx = torch.randperm(full.batch_size, generator=gen)[:batch_size]
         target = full[idx] if fit_points is None else full[idx].subset_times(slice(0, fit_points))
         n = N_OBSERVED[int(torch.randint(len(N_OBSERVED), (1,), generator=gen))]
         observed = target.with_mask(conditioning(target, data.n_sample, n, gen))
         loss = loss_fn(observed, target, it)
-        opt.zero_grad()
+        model.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        sched.step()
+        nn.utils.clip_grad_norm_([p for g in o.param_groups for p in g["params"]], clip)
+        o.step()
+        return loss.detach()
+
+    start = time.perf_counter()
+    for it in range(iters):
+        for _ in range(encoder_steps):
+            step(optimizers[1], it)
+        loss = step(opt, it)
+        if average is not None:
+            average.update_parameters(model)
+        for sched in scheds:
+            sched.step()
         if it % max(1, iters // 10) == 0 or it == iters - 1:
             wall = time.perf_counter() - start
-            msg = f"[{name}] iter {it:5d} loss {float(loss.detach()):9.4f} {wall:7.1f}s"
+            msg = f"[{name}] iter {it:5d} loss {float(loss):9.4f} {wall:7.1f}s"
             print(msg, flush=True)
+    if average is not None:
+        with torch.no_grad():
+            for mine, averaged in zip(model.parameters(), average.module.parameters(), strict=True):
+                mine.copy_(averaged)
     return time.perf_counter() - start
 
 
@@ -297,8 +326,8 @@ def build(name: str, latent_config: dict[str, Any] | None = None) -> nn.Module:
     `LatentODEConfig` fields of the Latent ODE (Chen 2018's sizes by default)."""
     if name == LATENT:
         solver = SolverSettings("dopri5", rtol=1e-3, atol=1e-4)
-        sizes = {"latent_dim": 4, **(latent_config or {})}
-        cfg = LatentODEConfig(input_dim=2, obs_std=NOISE_STD, solver=solver, **sizes)
+        sizes = {"latent_dim": 4, "obs_std": NOISE_STD, **(latent_config or {})}
+        cfg = LatentODEConfig(input_dim=2, solver=solver, **sizes)
         return LatentODE(cfg)
     return GRUBaseline(2, hidden=25, obs_std=NOISE_STD)
 

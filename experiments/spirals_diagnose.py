@@ -10,25 +10,41 @@ Loads a Latent ODE trained by ``experiments/spirals.py`` (from its cache) and, f
   the generative model can do for that spiral; it uses the answers, so it is a bound, not a
   method).
 
-Clean RMSE per coordinate on the conditioning window and on the forecast window. Usage (about
-two minutes on 2 cores)::
+Clean RMSE per coordinate on the conditioning window and on the forecast window. Then, on all
+200 test spirals and for each model (the Latent ODE, and the RNN given ``--rnn``), where the
+predictive mean of ``spirals.py``'s scoring errs: the conditioning window, the forecast window
+by horizon, and the spread of the per-series forecast RMSE. ``--data train`` does all this on
+the first 200 training spirals instead (underfitting or overfitting?). Usage (about two minutes
+on 2 cores)::
 
     .venv/bin/python experiments/spirals_diagnose.py \\
-        --model runs/spirals/latent_s0_it4000_lr0.001_n1000_b100.pt
+        --model runs/spirals/latent_s0_it4000_lr0.001_n1000_b100.pt \\
+        --rnn runs/spirals/rnn_s0_it4000_lr0.001_n1000_b100.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
-from spirals import LATENT, N_OBSERVED, NOISE_STD, build, scored_observations
-from torch import Tensor
+from spirals import (
+    LATENT,
+    N_OBSERVED,
+    NOISE_STD,
+    RNN,
+    build,
+    predict_window,
+    scored_observations,
+)
+from torch import Tensor, nn
 
-from latentode.data import make_spirals
+from latentode.data import Spirals, make_spirals
 from latentode.nn import LatentODE
+
+HORIZONS = (1, 25, 50, 75, 90, 100)
 
 
 def decode_path(model: LatentODE, z0: Tensor, times: Tensor) -> Tensor:
@@ -52,12 +68,39 @@ def refine(
     return z.detach()
 
 
+def error_profile(model: nn.Module, test: Spirals, n: int, seed: int) -> dict[str, object]:
+    """Clean RMSE of the predictive mean that `spirals.evaluate` scores, for ``n`` observed
+    points: over the conditioning window, at forecast horizons 1 / 25 / 50 / 75 / 90 / 100
+    (across series), and the 10 / 50 / 90% quantiles of the per-series forecast RMSE."""
+    ns = test.n_sample
+    torch.manual_seed(seed + 100 + n)  # the Latent ODE's posterior draws, as evaluate
+    pred = predict_window(model, scored_observations(test, n, seed), test.times)  # (B, W, 2)
+    err = (pred - test.clean).square().mean(dim=-1)  # (B, W)
+    horizon = err[:, ns:].mean(dim=0).sqrt()  # (W - ns,)
+    per_series = err[:, ns:].mean(dim=1).sqrt()  # (B,)
+    quantiles = per_series.quantile(torch.tensor([0.1, 0.5, 0.9]))
+    return {
+        "conditioning window": round(float(err[:, :ns].mean().sqrt()), 3),
+        "forecast window": round(float(err[:, ns:].mean().sqrt()), 3),
+        "horizon 1/25/50/75/90/100": [round(float(horizon[h - 1]), 3) for h in HORIZONS],
+        "per-series q10/q50/q90": [round(float(q), 3) for q in quantiles],
+    }
+
+
 def main() -> None:
     """Print the three z0 choices' clean RMSE per n as JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a cached Latent ODE (.pt)")
+    parser.add_argument("--rnn", type=Path, help="a cached RNN (.pt) to profile beside it")
     parser.add_argument("--latent-config", type=json.loads, default={})
     parser.add_argument("--n-series", type=int, default=100)
+    parser.add_argument(
+        "--data",
+        choices=("test", "train"),
+        default="test",
+        help="the 200 test spirals, or the first 200 training spirals (fit against "
+        "generalisation: the same conditioning draws and scoring)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the spirals.py run's seed")
     args = parser.parse_args()
     model = build(LATENT, args.latent_config)
@@ -65,6 +108,11 @@ def main() -> None:
     model.load_state_dict(torch.load(args.model, weights_only=True)["state"])
     model.eval().requires_grad_(False)
     test = make_spirals(n=200, noise_std=NOISE_STD, seed=1)
+    if args.data == "train":
+        train = make_spirals(n=1000, noise_std=NOISE_STD, seed=0)
+        head = {"values": train.values[:200], "clean": train.clean[:200]}
+        head.update(clockwise=train.clockwise[:200], start_index=train.start_index[:200])
+        test = dataclasses.replace(train, **head)
     ns, sel = test.n_sample, torch.arange(args.n_series)
     clean, times = test.clean[sel], test.times
     for n in N_OBSERVED:
@@ -88,6 +136,16 @@ def main() -> None:
                 "conditioning window": round(float(err[:, :ns].mean().sqrt()), 4),
                 "forecast window": round(float(err[:, ns:].mean().sqrt()), 4),
             }
+        print(json.dumps(row), flush=True)
+
+    profiled: dict[str, nn.Module] = {LATENT: model}
+    if args.rnn is not None:
+        rnn = build(RNN)
+        rnn.load_state_dict(torch.load(args.rnn, weights_only=True)["state"])
+        profiled[RNN] = rnn.eval()
+    for n in N_OBSERVED:
+        row = {"n": n, "profile": True}
+        row.update({name: error_profile(m, test, n, args.seed) for name, m in profiled.items()})
         print(json.dumps(row), flush=True)
 
 
