@@ -1,10 +1,12 @@
 """Training variants of the spirals Latent ODE: do any of them close the gap to the RNN?
 
 Each variant changes one thing of ``experiments/spirals.py``'s Latent ODE training (same data,
-batches, test spirals, conditioning points and scoring; seed 0, Chen 2018's sizes unless named)
-and reports the clean RMSE on the forecast window for n = 30 / 50 / 100 observed points:
+batches, test spirals, conditioning points and scoring; Chen 2018's sizes unless named)
+and reports the clean RMSE on the forecast window for n = 30 / 50 / 100 observed points
+(``--seed``: initial weights, batches, conditioning and posterior draws, as spirals.py's):
 
-- ``base``: spirals.py's model as it is (4000 iterations, lr 0.01 -> 0.001, batches of 100);
+- ``base``: spirals.py's model as it is (4000 iterations, lr 0.01 -> 0.001, batches of 100;
+  read from spirals.py's cache, trained and stored there if missing);
 - ``scale3``: the spirals divided by 3 (coordinates within about +-2, as a standardised input;
   observation std 0.1), scored back in the original units;
 - ``full_batch``: torchdiffeq's regime, 2000 iterations on all 1000 spirals at once;
@@ -40,7 +42,7 @@ from spirals import LATENT, N_OBSERVED, NOISE_STD, build, evaluate, loss_fn, tra
 from latentode.data import IrregularBatch, Spirals, make_spirals
 from latentode.nn import LatentODE
 
-BASE = "runs/spirals/latent_s0_it4000_lr0.001_n1000_b100.pt"
+BASE = "runs/spirals/latent_s{seed}_it4000_lr0.001_n1000_b100.pt"
 
 #: name -> (LatentODEConfig overrides, train() keyword arguments, data scale)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {
@@ -61,18 +63,19 @@ def scaled(data: Spirals, scale: float) -> Spirals:
     return dataclasses.replace(data, values=data.values / scale, clean=data.clean / scale)
 
 
-def fit(name: str, workdir: Path, base: Path) -> tuple[dict[str, torch.Tensor], float]:
-    """Train variant ``name`` (or load it from the cache); its state and training wall time."""
-    path = base if name == "base" else workdir / f"{name}.pt"
+def fit(name: str, workdir: Path, base: Path, seed: int) -> tuple[dict[str, torch.Tensor], float]:
+    """Train variant ``name`` with ``seed`` (or load it from the cache); its state and training
+    wall time. ``base`` is stored where spirals.py caches the same model."""
+    path = base if name == "base" else workdir / f"{name}_s{seed}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return saved["state"], saved["wall"]
-    if name == "base":
-        raise SystemExit(f"{base} is missing: run experiments/spirals.py first.")
+    if name == "refit_encoder" and not base.is_file():
+        raise SystemExit(f"{base} is missing: run experiments/spirals.py --seed {seed} first.")
     torch.set_num_threads(1)
     overrides, kwargs, scale = VARIANTS[name]
     kwargs = {"iters": 4000, "batch_size": 100, "lr_final": 0.001, **kwargs}
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     data = scaled(make_spirals(n=1000, noise_std=NOISE_STD, seed=0), scale)
     model = build(LATENT, overrides)
     assert isinstance(model, LatentODE)
@@ -87,7 +90,7 @@ def fit(name: str, workdir: Path, base: Path) -> tuple[dict[str, torch.Tensor], 
             return model.loss(observed, target, n_samples=1, kl_weight=1.0)
 
     iters, batch_size = kwargs.pop("iters"), kwargs.pop("batch_size")
-    wall = train(name, model, loss, data, iters, batch_size, seed=0, **kwargs)
+    wall = train(name, model, loss, data, iters, batch_size, seed, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "wall": wall}, path)
     return model.state_dict(), wall
@@ -97,14 +100,15 @@ def main() -> None:
     """Train (or reuse) the variants and print their clean forecast RMSE as a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("runs/spirals/variants"))
-    parser.add_argument("--base", type=Path, default=Path(BASE), help="spirals.py's model")
+    parser.add_argument("--seed", type=int, default=0, help="as spirals.py's --seed")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
+    base = Path(BASE.format(seed=args.seed))
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        jobs = [pool.submit(fit, name, args.workdir, args.base) for name in args.variants]
+        jobs = [pool.submit(fit, name, args.workdir, base, args.seed) for name in args.variants]
         fitted = [job.result() for job in jobs]
     test = make_spirals(n=200, noise_std=NOISE_STD, seed=1)
     print("| variant | clean RMSE n = 30 / 50 / 100 | training wall (s) |")
@@ -113,7 +117,7 @@ def main() -> None:
         overrides, _, scale = VARIANTS[name]
         model = build(LATENT, overrides)
         model.load_state_dict(state)
-        res = evaluate({LATENT: model.eval()}, scaled(test, scale), seed=0)[LATENT]
+        res = evaluate({LATENT: model.eval()}, scaled(test, scale), args.seed)[LATENT]
         rmse = " / ".join(f"{res[n][1] * scale:.3f}" for n in N_OBSERVED)
         print(f"| {name} | {rmse} | {wall:.0f} |", flush=True)
     print(json.dumps({"wall_min": round((time.perf_counter() - start) / 60, 1)}))
