@@ -22,7 +22,8 @@ the noisy values (the paper's setting) and against the clean spiral.
 
 ``--fit-window conditioning`` trains on the first 100 points of each window only, as
 torchdiffeq's example does (``reports/spirals_conditioning.md``); ``--latent-config '<JSON>'``
-overrides `LatentODEConfig` fields of the Latent ODE. Both are part of the cached models' tags.
+overrides `LatentODEConfig` fields of the Latent ODE; ``--ema 0.995`` scores every model with
+the moving average of its parameters. All three are part of the cached models' tags.
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ def report(
         cmd += f" --rnn-iters {args.rnn_iters}"
     if args.fit_window != "all":
         cmd += f" --fit-window {args.fit_window}"
+    if args.ema:
+        cmd += f" --ema {args.ema:g}"
     if args.latent_config:
         cmd += f" --latent-config '{json.dumps(args.latent_config)}'"
     whole = args.fit_window == "all"
@@ -233,7 +236,13 @@ def report(
             else f"decaying exponentially to {args.lr_final:g}"
         )
         + f", gradient clip 10, {args.iters} iterations"
-        + (f" ({args.rnn_iters} for the RNNs)." if args.rnn_iters else " each."),
+        + (f" ({args.rnn_iters} for the RNNs)." if args.rnn_iters else " each.")
+        + (
+            f" Every model is scored with the exponential moving average of its parameters "
+            f"(decay {args.ema:g} per update), not with its last iterate."
+            if args.ema
+            else ""
+        ),
         f"- Latent ODE: {cfg.encoder.upper()} encoder ({cfg.encoder_hidden} hidden) run "
         f"backwards, {cfg.latent_dim}-D latent, dynamics MLP {cfg.dynamics_hidden} hidden "
         f"({cfg.dynamics_activation}), decoder MLP {cfg.decoder_hidden} hidden, fixed "
@@ -368,7 +377,7 @@ def fit(job: dict[str, Any]) -> tuple[dict[str, Tensor], float]:
     loss = loss_fn(job["name"], model, job["iters"], data.n_sample)
     fit_points = data.n_sample if job["fit_window"] == "conditioning" else None
     args = (data, job["iters"], job["batch_size"], job["seed"], job["lr_final"], fit_points)
-    wall = train(job["name"], model, loss, *args)
+    wall = train(job["name"], model, loss, *args, ema=job["ema"])
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "wall": wall}, path)
     return model.state_dict(), wall
@@ -402,6 +411,13 @@ def main() -> None:
         help="JSON overrides of the Latent ODE's LatentODEConfig fields, e.g. "
         "'{\"encoder_hidden\": 100}'",
     )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="score every model with the exponential moving average of its parameters (this "
+        "decay per update) instead of its last iterate; 0 (default) keeps the last iterate",
+    )
     args = parser.parse_args()
     if args.quick:
         args.iters, args.n_train, args.n_test, args.batch_size = 40, 200, 50, 50
@@ -416,6 +432,7 @@ def main() -> None:
         key = {LATENT: "latent", RNN: "rnn", RNN_TF: "rnn_tf"}[name]
         tag = f"{key}_s{args.seed}_it{iters}_lr{args.lr_final:g}_n{args.n_train}_b{args.batch_size}"
         tag += "_cond" if args.fit_window == "conditioning" else ""
+        tag += f"_ema{args.ema:g}" if args.ema else ""
         if name == LATENT and args.latent_config:
             tag += "_" + "_".join(f"{k}{v}" for k, v in sorted(args.latent_config.items()))
         jobs.append(
@@ -427,6 +444,7 @@ def main() -> None:
                 "batch_size": args.batch_size,
                 "lr_final": args.lr_final,
                 "fit_window": args.fit_window,
+                "ema": args.ema,
                 "latent_config": args.latent_config if name == LATENT else None,
                 "path": str(args.workdir / f"{tag}.pt"),
             }
