@@ -36,8 +36,8 @@ from spirals import (
     NOISE_STD,
     RNN,
     build,
-    predict_window,
     scored_observations,
+    scored_prediction,
 )
 from torch import Tensor, nn
 
@@ -73,8 +73,7 @@ def error_profile(model: nn.Module, test: Spirals, n: int, seed: int) -> dict[st
     points: over the conditioning window, at forecast horizons 1 / 25 / 50 / 75 / 90 / 100
     (across series), and the 10 / 50 / 90% quantiles of the per-series forecast RMSE."""
     ns = test.n_sample
-    torch.manual_seed(seed + 100 + n)  # the Latent ODE's posterior draws, as evaluate
-    pred = predict_window(model, scored_observations(test, n, seed), test.times)  # (B, W, 2)
+    pred = scored_prediction(model, scored_observations(test, n, seed), test, n, seed)
     err = (pred - test.clean).square().mean(dim=-1)  # (B, W)
     horizon = err[:, ns:].mean(dim=0).sqrt()  # (W - ns,)
     per_series = err[:, ns:].mean(dim=1).sqrt()  # (B,)

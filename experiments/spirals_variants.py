@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -63,6 +64,13 @@ def scaled(data: Spirals, scale: float) -> Spirals:
     return dataclasses.replace(data, values=data.values / scale, clean=data.clean / scale)
 
 
+def refit_loss(
+    model: LatentODE, observed: IrregularBatch, target: IrregularBatch, it: int
+) -> torch.Tensor:
+    """The ELBO at full KL weight (the ``refit_encoder`` loss; ``it`` unused)."""
+    return model.loss(observed, target, n_samples=1, kl_weight=1.0)
+
+
 def fit(name: str, workdir: Path, base: Path, seed: int) -> tuple[dict[str, torch.Tensor], float]:
     """Train variant ``name`` with ``seed`` (or load it from the cache); its state and training
     wall time. ``base`` is stored where spirals.py caches the same model."""
@@ -83,12 +91,10 @@ def fit(name: str, workdir: Path, base: Path, seed: int) -> tuple[dict[str, torc
         model.load_state_dict(torch.load(base, weights_only=True)["state"])
         model.requires_grad_(False)
         model.encoder.requires_grad_(True)
-    loss = loss_fn(LATENT, model, kwargs["iters"], data.n_sample)
     if name == "refit_encoder":  # the base model's KL weight is already 1: no annealing
-
-        def loss(observed: IrregularBatch, target: IrregularBatch, it: int) -> torch.Tensor:
-            return model.loss(observed, target, n_samples=1, kl_weight=1.0)
-
+        loss = functools.partial(refit_loss, model)
+    else:
+        loss = loss_fn(LATENT, model, kwargs["iters"], data.n_sample)
     iters, batch_size = kwargs.pop("iters"), kwargs.pop("batch_size")
     wall = train(name, model, loss, data, iters, batch_size, seed, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
