@@ -203,3 +203,97 @@ def test_nan_loss_or_solver_failure_stops_with_a_message(
     assert state["global_step"] == 4  # epoch 0's checkpoint, untouched
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
     assert TrainingStoppedError in USER_ERRORS  # the CLI prints it and exits with status 2
+
+
+# ------------------------------------------------- solver failure in validation and testing
+class _PoisonEval(pl.Callback):
+    """Sets the dynamics to NaN before evaluation batch 0 of epoch 1 (validation) or of the
+    test run, only in process ``rank``."""
+
+    def __init__(self, rank: int = 0) -> None:
+        self.rank = rank
+
+    def _poison(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank == self.rank:
+            with torch.no_grad():
+                next(pl_module.model.dynamics.parameters()).fill_(float("nan"))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 0 and not trainer.sanity_checking:
+            self._poison(trainer, pl_module)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        if batch_idx == 0:
+            self._poison(trainer, pl_module)
+
+
+def test_solver_failure_in_validation_and_testing_stops_with_a_message(tmp_path: Path) -> None:
+    pl.seed_everything(0)
+    cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        callbacks=[ckpt, _PoisonEval()],
+    )
+    data = SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0)
+    with pytest.raises(TrainingStoppedError) as err:
+        trainer.fit(LatentODESystem(cfg, eval_samples=2), datamodule=data)
+    message = str(err.value)
+    assert "validation stopped at epoch 1, validation batch 0 (global step 8)" in message
+    assert "the ODE solver failed" in message and message.count("What to do:") == 1
+    assert f"last good checkpoint is {tmp_path / 'last.ckpt'}" in message
+    assert "Nothing of this step was applied" not in message  # no step was being taken
+
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[_PoisonEval()]
+    )
+    with pytest.raises(TrainingStoppedError) as err:
+        trainer.test(LatentODESystem(cfg, eval_samples=2), datamodule=data, verbose=False)
+    message = str(err.value)
+    assert message.startswith("testing stopped at epoch 0, test batch 0")
+    assert "the ODE solver failed" in message and "checkpoint" not in message
+
+
+_DDP_EVAL_SCRIPT = """
+import sys
+import pytorch_lightning as pl
+from test_faults import _PoisonEval
+from latentode.data.datamodules import SpiralsDataModule
+from latentode.nn.latent_ode import LatentODEConfig
+from latentode.systems import LatentODESystem, TrainingStoppedError
+
+pl.seed_everything(0)
+cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
+trainer = pl.Trainer(
+    default_root_dir=sys.argv[1], accelerator="cpu", devices=2, strategy="ddp", max_epochs=3,
+    logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
+    num_sanity_val_steps=0, callbacks=[_PoisonEval(rank=1)],
+)
+data = SpiralsDataModule(n=120, n_observed=30, batch_size=12, seed=0)
+try:
+    trainer.fit(LatentODESystem(cfg, eval_samples=2), datamodule=data)
+except TrainingStoppedError as e:
+    print(f"rank {trainer.global_rank} stopped: {e}", flush=True)
+    sys.exit(3)
+"""
+
+
+def test_solver_failure_in_one_ddp_process_stops_both(tmp_path: Path) -> None:
+    """Only process 1's validation fails: process 0 must stop with a message too, instead of
+    waiting in the metrics' epoch-end gather (NCCL: until its timeout; gloo: a traceback)."""
+    script = tmp_path / "ddp_eval_failure.py"
+    script.write_text(_DDP_EVAL_SCRIPT)
+    env = _env(PYTHONPATH=str(ROOT / "tests"))
+    run = [sys.executable, str(script), str(tmp_path / "run")]
+    res = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    log = res.stdout + res.stderr
+    assert res.returncode == 3, log[-3000:]
+    assert "rank 0 stopped: validation stopped at epoch 1, validation batch 0" in log
+    assert "another process hit a non-finite loss or a solver failure" in log
+    assert "Connection closed" not in log and "Traceback" not in log

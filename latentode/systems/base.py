@@ -92,10 +92,12 @@ class SequenceSystem(pl.LightningModule):
         for col in metrics.collections():
             self.log_dict(col, on_step=False, on_epoch=True, batch_size=B)
 
+    @guarded
     def validation_step(self, split: Split, batch_idx: int) -> None:
         """Score the validation split (held-out and all points)."""
         self._evaluate(split, self.val_metrics)
 
+    @guarded
     def test_step(self, split: Split, batch_idx: int) -> None:
         """Score the test split (held-out and all points)."""
         self._evaluate(split, self.test_metrics)

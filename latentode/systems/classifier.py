@@ -170,10 +170,12 @@ class ODENetSystem(pl.LightningModule):
         if self.blocks:
             self.log(f"{stage}/nfe_forward", float(self.nfe_forward), batch_size=B)
 
+    @guarded
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Accuracy and loss on a validation batch."""
         self._evaluate(batch, "val")
 
+    @guarded
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Accuracy and loss on a test batch."""
         self._evaluate(batch, "test")

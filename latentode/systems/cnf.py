@@ -155,10 +155,12 @@ class CNFSystem(pl.LightningModule):
         self.log(f"{stage}/bits_per_dim", self.bpd[stage], on_epoch=True, batch_size=B)
         self.log(f"{stage}/nfe", self.nfe[stage], on_epoch=True, batch_size=B)
 
+    @guarded
     def validation_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
         """NLL (nats and bits/dim) of a validation batch."""
         self._evaluate(batch, "val")
 
+    @guarded
     def test_step(self, batch: Tensor | Sequence[Tensor], batch_idx: int) -> None:
         """NLL (nats and bits/dim) of a test batch."""
         self._evaluate(batch, "test")

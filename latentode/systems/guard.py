@@ -1,11 +1,13 @@
-"""Stop training cleanly on a non-finite loss or an ODE solver failure.
+"""Stop training or evaluation cleanly on a non-finite loss or an ODE solver failure.
 
-`guarded` wraps a ``training_step``: if the loss is NaN or infinite, or the solver raises
-`SolverError`, training stops *before* the backward pass and the optimizer step, with a
-`TrainingStoppedError` that names the epoch, the batch and the global step, says what to change,
-and points at the last checkpoint written (which is left as it was). Under DDP the processes
-agree on the decision (one all-reduce of a flag per step), so they all stop together instead of
-leaving the others waiting in the gradient all-reduce.
+`guarded` wraps a ``training_step``, ``validation_step`` or ``test_step``. In training, if the
+loss is NaN or infinite, or the solver raises `SolverError`, training stops *before* the
+backward pass and the optimizer step, with a `TrainingStoppedError` that names the epoch, the
+batch and the global step, says what to change, and points at the last checkpoint written
+(which is left as it was). In validation and testing a `SolverError` stops the run the same
+way. Under DDP the processes agree on the decision (one all-reduce of a flag per step), so they
+all stop together with the message instead of leaving the others waiting in the gradient
+all-reduce or in the metrics' epoch-end gather (which NCCL only ends at its timeout).
 
 The check reads one flag from the device per training step.
 
@@ -14,6 +16,9 @@ Usage::
     class MySystem(pl.LightningModule):
         @guarded
         def training_step(self, batch, batch_idx): ...
+
+        @guarded
+        def validation_step(self, batch, batch_idx): ...
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ _NAN_REMEDY = (
 
 
 class TrainingStoppedError(RuntimeError):
-    """Training was stopped on a non-finite loss or a solver failure (message says where)."""
+    """Training or evaluation was stopped on a non-finite loss or a solver failure (the
+    message says where)."""
 
 
 def newest_file(paths: Iterable[str | Path]) -> str | None:
@@ -64,25 +70,37 @@ def last_checkpoint_path(trainer: pl.Trainer) -> str | None:
 
 
 def _where(module: pl.LightningModule, batch_idx: int) -> str:
-    return f"epoch {module.current_epoch}, batch {batch_idx} (global step {module.global_step})"
-
-
-def _message(module: pl.LightningModule, batch_idx: int, problem: str, remedy: str) -> str:
-    ckpt = last_checkpoint_path(module.trainer)
-    kept = (
-        f"The last good checkpoint is {ckpt} (left as it was); after the change, resume "
-        "with --ckpt_path last."
-        if ckpt
-        else "No checkpoint had been written yet."
-    )
+    stage = module.trainer.state.stage
+    what, batch = "training", "batch"
+    if stage == "test":
+        what, batch = "testing", "test batch"
+    elif stage is not None and stage.evaluating:  # validation or its sanity check
+        what, batch = "validation", "validation batch"
     return (
-        f"training stopped at {_where(module, batch_idx)}: {problem} Nothing of this step was "
-        f"applied. What to do: {remedy}. {kept}"
+        f"{what} stopped at epoch {module.current_epoch}, {batch} {batch_idx} (global step "
+        f"{module.global_step})"
     )
+
+
+def _message(module: pl.LightningModule, batch_idx: int, problem: str, remedy: str | None) -> str:
+    stage = module.trainer.state.stage
+    training = stage is None or not stage.evaluating
+    ckpt = last_checkpoint_path(module.trainer) if stage != "test" else None
+    if ckpt:
+        kept = (
+            f" The last good checkpoint is {ckpt} (left as it was); after the change, resume "
+            "with --ckpt_path last."
+        )
+    else:
+        kept = " No checkpoint had been written yet." if training else ""
+    applied = " Nothing of this step was applied." if training else ""
+    advice = f" What to do: {remedy}." if remedy else ""
+    return f"{_where(module, batch_idx)}: {problem}{applied}{advice}{kept}"
 
 
 def guarded(step: Step) -> Step:
-    """Wrap a ``training_step(self, batch, batch_idx)`` returning the loss tensor.
+    """Wrap a ``training_step(self, batch, batch_idx)`` returning the loss tensor, or a
+    ``validation_step`` / ``test_step`` returning None.
 
     Raises:
         TrainingStoppedError: the loss is not finite or the solver failed, in this process or in
@@ -90,28 +108,23 @@ def guarded(step: Step) -> Step:
     """
 
     @functools.wraps(step)
-    def wrapper(self: pl.LightningModule, batch: Any, batch_idx: int, *args: Any) -> Tensor:
+    def wrapper(self: pl.LightningModule, batch: Any, batch_idx: int, *args: Any) -> Any:
         failure: SolverError | None = None
-        loss: Tensor | None = None
+        out: Any = None
         try:
-            loss = step(self, batch, batch_idx, *args)
+            out = step(self, batch, batch_idx, *args)
         except SolverError as e:
             failure = e
-        value = math.nan if loss is None else float(loss.detach())
+        value = float(out.detach()) if isinstance(out, Tensor) else 0.0
         ok_here = failure is None and math.isfinite(value)
         ok = ok_here
         if self._trainer is not None and self.trainer.world_size > 1:
             ok = self.trainer.strategy.reduce_boolean_decision(ok_here, all=True)
         if ok:
-            return loss  # type: ignore[return-value]
-        if failure is not None:
-            problem, remedy = (
-                f"the ODE solver failed: {failure}",
-                (
-                    "tighten or loosen the solver tolerances, raise max_num_steps, or lower the "
-                    "learning rate"
-                ),
-            )
+            return out
+        remedy: str | None
+        if failure is not None:  # its message ends with its own "What to do"
+            problem, remedy = f"the ODE solver failed: {failure}", None
         elif not ok_here:
             problem, remedy = f"the training loss is {value}.", _NAN_REMEDY
         else:
