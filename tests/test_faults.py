@@ -171,6 +171,36 @@ class _Poison(pl.Callback):
                 next(part.parameters()).fill_(float("nan"))
 
 
+def _tiny_system() -> LatentODESystem:
+    pl.seed_everything(0)
+    cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
+    return LatentODESystem(cfg, eval_samples=2)
+
+
+def _tiny_data(n: int = 60) -> SpiralsDataModule:
+    return SpiralsDataModule(n=n, n_observed=30, batch_size=12, seed=0)
+
+
+def _fit_until_stopped(root: Path, poison: pl.Callback) -> str:
+    """Fit a tiny Latent ODE on 60 spirals (4 batches per epoch, one validation batch,
+    ``root/last.ckpt`` after each epoch) with ``poison``; the `TrainingStoppedError` message."""
+    system = _tiny_system()
+    ckpt = ModelCheckpoint(dirpath=root, filename="last", monitor=None)
+    trainer = pl.Trainer(
+        default_root_dir=root,
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        callbacks=[ckpt, poison],
+    )
+    with pytest.raises(TrainingStoppedError) as err:
+        trainer.fit(system, datamodule=_tiny_data())
+    return str(err.value)
+
+
 @pytest.mark.parametrize(
     ("target", "problem"),
     [("decoder", "the training loss is nan"), ("dynamics", "the ODE solver failed")],
@@ -178,24 +208,7 @@ class _Poison(pl.Callback):
 def test_nan_loss_or_solver_failure_stops_with_a_message(
     tmp_path: Path, target: str, problem: str
 ) -> None:
-    pl.seed_everything(0)
-    cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
-    system = LatentODESystem(cfg, eval_samples=2)
-    ckpt = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        max_epochs=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=1,
-        callbacks=[ckpt, _Poison(target)],
-    )
-    data = SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0)
-    with pytest.raises(TrainingStoppedError) as err:
-        trainer.fit(system, datamodule=data)
-    message = str(err.value)
+    message = _fit_until_stopped(tmp_path, _Poison(target))
     assert "epoch 1, batch 2 (global step 6)" in message  # 4 batches per epoch
     assert problem in message and "What to do:" in message
     assert f"last good checkpoint is {tmp_path / 'last.ckpt'}" in message
@@ -228,23 +241,7 @@ class _PoisonEval(pl.Callback):
 
 
 def test_solver_failure_in_validation_and_testing_stops_with_a_message(tmp_path: Path) -> None:
-    pl.seed_everything(0)
-    cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
-    ckpt = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        max_epochs=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=1,
-        callbacks=[ckpt, _PoisonEval()],
-    )
-    data = SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0)
-    with pytest.raises(TrainingStoppedError) as err:
-        trainer.fit(LatentODESystem(cfg, eval_samples=2), datamodule=data)
-    message = str(err.value)
+    message = _fit_until_stopped(tmp_path, _PoisonEval())
     assert "validation stopped at epoch 1, validation batch 0 (global step 8)" in message
     assert "the ODE solver failed" in message and message.count("What to do:") == 1
     assert f"last good checkpoint is {tmp_path / 'last.ckpt'}" in message
@@ -254,7 +251,7 @@ def test_solver_failure_in_validation_and_testing_stops_with_a_message(tmp_path:
         accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[_PoisonEval()]
     )
     with pytest.raises(TrainingStoppedError) as err:
-        trainer.test(LatentODESystem(cfg, eval_samples=2), datamodule=data, verbose=False)
+        trainer.test(_tiny_system(), datamodule=_tiny_data(), verbose=False)
     message = str(err.value)
     assert message.startswith("testing stopped at epoch 0, test batch 0")
     assert "the ODE solver failed" in message and "checkpoint" not in message
@@ -263,21 +260,16 @@ def test_solver_failure_in_validation_and_testing_stops_with_a_message(tmp_path:
 _DDP_EVAL_SCRIPT = """
 import sys
 import pytorch_lightning as pl
-from test_faults import _PoisonEval
-from latentode.data.datamodules import SpiralsDataModule
-from latentode.nn.latent_ode import LatentODEConfig
-from latentode.systems import LatentODESystem, TrainingStoppedError
+from test_faults import _PoisonEval, _tiny_data, _tiny_system
+from latentode.systems import TrainingStoppedError
 
-pl.seed_everything(0)
-cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
 trainer = pl.Trainer(
     default_root_dir=sys.argv[1], accelerator="cpu", devices=2, strategy="ddp", max_epochs=3,
     logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
     num_sanity_val_steps=0, callbacks=[_PoisonEval(rank=1)],
 )
-data = SpiralsDataModule(n=120, n_observed=30, batch_size=12, seed=0)
 try:
-    trainer.fit(LatentODESystem(cfg, eval_samples=2), datamodule=data)
+    trainer.fit(_tiny_system(), datamodule=_tiny_data(120))
 except TrainingStoppedError as e:
     print(f"rank {trainer.global_rank} stopped: {e}", flush=True)
     sys.exit(3)
