@@ -125,6 +125,11 @@ def test_latent_ode_ddp_matches_one_process(tmp_path: Path) -> None:
         "1",
         "--data.init_args.n",
         "300",
+        # tanh, not the config's ELU: in these 60 steps tanh's val MSE falls clearly (10.2 ->
+        # 8.2), while ELU's starts on the plateau of a constant prediction (about 8.2) and
+        # wanders there, which leaves "it trained" below to chance
+        "--model.init_args.config.dynamics_activation",
+        "tanh",
     ]
     one, two = _one_and_two(tmp_path, common, 12, "val/mse")["val/mse"]
     assert len(one) == len(two) == 3
