@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -41,7 +43,21 @@ from .nn.base import ModelInputError
 from .solver import SolverError, SolverInputError
 from .systems.guard import TrainingStoppedError, newest_file
 
-__all__ = ["LatentODECLI", "RunSummary", "main", "predict_main", "resolve_last"]
+__all__ = [
+    "ForecastStoppedError",
+    "LatentODECLI",
+    "RunSummary",
+    "gather_shards",
+    "main",
+    "predict_main",
+    "resolve_last",
+]
+
+
+class ForecastStoppedError(RuntimeError):
+    """A process of a multi-process ``latentode predict`` could not forecast its series (the
+    message names the process and its error); every process stops with it."""
+
 
 USER_ERRORS = (
     DataError,
@@ -49,8 +65,39 @@ USER_ERRORS = (
     SolverInputError,
     SolverError,
     TrainingStoppedError,
+    ForecastStoppedError,
     FileNotFoundError,
 )
+
+
+@dataclass(frozen=True)
+class _ShardFailure:
+    """What a process that could not forecast sends in place of its `ForecastResult`."""
+
+    message: str
+
+
+def gather_shards(result: Any, failure: BaseException | None, world: int) -> list[Any]:
+    """Every process's forecast shard (``result``, None where ``failure`` is set), gathered
+    on every process. If any process failed, all of them raise `ForecastStoppedError` with the
+    first failure's message, instead of leaving the others waiting in the gather.
+
+    Raises:
+        ForecastStoppedError: some process failed.
+    """
+    import torch.distributed as dist
+
+    mine = result if failure is None else _ShardFailure(f"{type(failure).__name__}: {failure}")
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, mine)
+    failed = [(rank, p) for rank, p in enumerate(parts) if isinstance(p, _ShardFailure)]
+    if failed:
+        rank, first = failed[0]
+        raise ForecastStoppedError(
+            f"process {rank} of {world} could not forecast its series, so every process stopped "
+            f"and nothing was written: {first.message}"
+        ) from failure
+    return parts
 
 
 class RunSummary(Callback):
@@ -225,26 +272,25 @@ def run_predict(args: argparse.Namespace) -> str:
         times = _explicit_times(
             args.times, table, state.get("series_column"), state.get("time_column", "time")
         )
-    result = forecast(
-        system.model,
-        table,
-        state,
-        horizon,
-        step,
-        times,
-        args.n_samples,
-        args.seed,
-        chunk=args.chunk,
-        shard=(rank, world),
-    )
-    if world > 1:
-        import torch.distributed as dist
-
-        parts: list = [None] * world
-        dist.all_gather_object(parts, result)
-        merged = merge_shards(table, parts)
-    else:
-        merged = result
+    try:
+        result = forecast(
+            system.model,
+            table,
+            state,
+            horizon,
+            step,
+            times,
+            args.n_samples,
+            args.seed,
+            chunk=args.chunk,
+            shard=(rank, world),
+        )
+        failure = None
+    except USER_ERRORS as e:  # this process's series only: tell the others before stopping
+        if world == 1:
+            raise
+        result, failure = None, e
+    merged = merge_shards(table, gather_shards(result, failure, world)) if world > 1 else result
     if rank == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".partial")
@@ -265,6 +311,8 @@ def run_predict(args: argparse.Namespace) -> str:
             plt.close(fig)
     n = len(merged.history)
     if world > 1:
+        import torch.distributed as dist
+
         dist.barrier()  # plots of every process are on disk when the command returns
     if rank > 0:
         return ""
