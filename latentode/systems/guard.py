@@ -69,22 +69,14 @@ def last_checkpoint_path(trainer: pl.Trainer) -> str | None:
     )
 
 
-def _where(module: pl.LightningModule, batch_idx: int) -> str:
+def _message(module: pl.LightningModule, batch_idx: int, problem: str, remedy: str | None) -> str:
     stage = module.trainer.state.stage
+    training = stage is None or not stage.evaluating  # else validation, its sanity check, test
     what, batch = "training", "batch"
     if stage == "test":
         what, batch = "testing", "test batch"
-    elif stage is not None and stage.evaluating:  # validation or its sanity check
+    elif not training:
         what, batch = "validation", "validation batch"
-    return (
-        f"{what} stopped at epoch {module.current_epoch}, {batch} {batch_idx} (global step "
-        f"{module.global_step})"
-    )
-
-
-def _message(module: pl.LightningModule, batch_idx: int, problem: str, remedy: str | None) -> str:
-    stage = module.trainer.state.stage
-    training = stage is None or not stage.evaluating
     ckpt = last_checkpoint_path(module.trainer) if stage != "test" else None
     if ckpt:
         kept = (
@@ -95,7 +87,10 @@ def _message(module: pl.LightningModule, batch_idx: int, problem: str, remedy: s
         kept = " No checkpoint had been written yet." if training else ""
     applied = " Nothing of this step was applied." if training else ""
     advice = f" What to do: {remedy}." if remedy else ""
-    return f"{_where(module, batch_idx)}: {problem}{applied}{advice}{kept}"
+    return (
+        f"{what} stopped at epoch {module.current_epoch}, {batch} {batch_idx} (global step "
+        f"{module.global_step}): {problem}{applied}{advice}{kept}"
+    )
 
 
 def guarded(step: Step) -> Step:
@@ -115,6 +110,7 @@ def guarded(step: Step) -> Step:
             out = step(self, batch, batch_idx, *args)
         except SolverError as e:
             failure = e
+        # an evaluation step returns None: only a solver failure stops it
         value = float(out.detach()) if isinstance(out, Tensor) else 0.0
         ok_here = failure is None and math.isfinite(value)
         ok = ok_here
