@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
-from latentode.data import DataError
-from latentode.data.synthetic import make_periodic, make_spirals
+from latentode.data import DataError, IrregularBatch
+from latentode.data.synthetic import Spirals, make_periodic, make_spirals
 
 F64 = torch.float64
 
@@ -134,3 +135,63 @@ def test_spirals_datamodule_targets() -> None:
     assert test.target.n_times == 100 and torch.equal(test.heldout_mask, test.target.mask)
     forecast = SpiralsDataModule(n=20, n_observed=30, batch_size=4, train_target="forecast")
     assert next(iter(forecast.train_dataloader())).target.n_times == 100
+
+
+def test_spirals_bayes_forecast_recovers_the_window_at_low_noise() -> None:
+    """At noise 1e-3, 10 observed points single out the true direction and start index."""
+    sp = make_spirals(n=40, seed=3, noise_std=1e-3, dtype=F64)
+    split = sp.forecast_split(10, generator=torch.Generator().manual_seed(0))
+    pred = sp.bayes_forecast(split.observed)  # (40, 200, 2)
+    assert torch.allclose(pred, sp.clean, atol=1e-9)
+
+
+def _spiral_windows(sp: Spirals) -> Tensor:
+    """Every window the generator can cut, ``[H, W, 2]`` (counter-clockwise, then clockwise)."""
+    W, n_total = sp.times.shape[0], sp.grid.shape[0]
+    starts = range(sp.n_sample, n_total - W + 1)
+    return torch.stack([sp.paths[d, s : s + W] for d in (0, 1) for s in starts])
+
+
+def test_spirals_bayes_forecast_is_the_posterior_mean() -> None:
+    """Against a direct enumeration of the hypotheses, point by point, with the masked values
+    poisoned (they must not enter)."""
+    sp = make_spirals(n=6, n_total=60, n_sample=10, n_forecast=15, seed=2, dtype=F64)
+    observed = sp.forecast_split(4, generator=torch.Generator().manual_seed(1)).observed
+    poisoned = torch.where(observed.mask > 0, observed.values, 1e6)
+    pred = sp.bayes_forecast(IrregularBatch(observed.times, poisoned, observed.mask))
+    hyps = _spiral_windows(sp)  # (H, 25, 2)
+    for b in range(6):
+        keep = observed.mask[b] > 0  # (10, 2)
+        log_lik = torch.stack(
+            [-((observed.values[b] - h[:10])[keep] ** 2).sum() / (2 * 0.3**2) for h in hyps]
+        )
+        expected = torch.einsum("h,hwd->wd", torch.softmax(log_lik, 0), hyps)
+        assert torch.allclose(pred[b], expected, atol=1e-12)
+
+
+def test_spirals_bayes_forecast_beats_the_most_likely_window() -> None:
+    """The posterior mean is the least-squares optimum: on 200 test spirals its clean forecast
+    error is below that of the single most likely window, and it falls as more points are
+    observed (measured 0.054 / 0.040 / 0.025 at n = 30 / 50 / 100)."""
+    sp = make_spirals(n=200, seed=1, dtype=F64)
+    hyps = _spiral_windows(sp)  # (H, 200, 2)
+    rmse = []
+    for n in (30, 50, 100):
+        observed = sp.forecast_split(n, generator=torch.Generator().manual_seed(n)).observed
+        pred = sp.bayes_forecast(observed)[:, 100:]
+        sq = (observed.values.unsqueeze(1) - hyps[:, :100]) ** 2 * observed.mask.unsqueeze(1)
+        best = hyps[sq.sum((2, 3)).argmin(1), 100:]  # (200, 100, 2)
+        rmse.append(float((pred - sp.clean[:, 100:]).square().mean().sqrt()))
+        assert rmse[-1] < float((best - sp.clean[:, 100:]).square().mean().sqrt())
+    assert rmse[0] > rmse[1] > rmse[2] > 0.01
+    assert rmse[0] < 0.08
+
+
+def test_spirals_bayes_forecast_refuses_what_it_cannot_score() -> None:
+    quiet = make_spirals(n=4, seed=0, noise_std=0.0)
+    with pytest.raises(DataError, match="noise_std > 0"):
+        quiet.bayes_forecast(quiet.batch)
+    sp = make_spirals(n=4, seed=0)
+    shifted = IrregularBatch(sp.times + 1.0, sp.values, torch.ones_like(sp.values))
+    with pytest.raises(DataError, match="window times"):
+        sp.bayes_forecast(shifted)

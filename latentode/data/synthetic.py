@@ -39,6 +39,9 @@ class Spirals:
         start_index: ``[n]`` long, where each window starts on the full grid.
         grid: ``[n_total]`` the full time grid ``linspace(start, stop, n_total)``.
         n_sample: points of the conditioning window (the rest are the forecast window).
+        paths: ``[2, n_total, 2]`` the two noise-free spirals on the grid (counter-clockwise,
+            clockwise) that every window is cut from.
+        noise_std: the observation noise std.
     """
 
     times: Tensor
@@ -48,6 +51,8 @@ class Spirals:
     start_index: Tensor
     grid: Tensor
     n_sample: int
+    paths: Tensor
+    noise_std: float
 
     @property
     def batch(self) -> IrregularBatch:
@@ -79,6 +84,51 @@ class Spirals:
             split.observed, n_observed=n_observed, generator=generator
         )
         return Split(observed, split.target, split.heldout_mask)
+
+    def bayes_forecast(self, observed: IrregularBatch) -> Tensor:
+        """The Bayes-optimal prediction ``[B, W, 2]`` of the noise-free windows from ``observed``.
+
+        It knows the generator: each window is one of the two `paths` cut at a start index drawn
+        uniformly from ``[n_sample, n_total - W]``, the direction is a fair coin, and the noise
+        is Gaussian with std `noise_std`. The posterior over these hypotheses given the observed
+        values (the masked Gaussian likelihood) weights their clean windows. No forecaster can
+        have a lower expected squared error against the clean spiral, so this is the floor for
+        the models of Chen 2018's experiment, not a model.
+
+        Args:
+            observed: values and mask ``[B, T, 2]`` on the first ``T <= W`` window times
+                (``times`` equal to ``self.times[:T]``); masked points are ignored.
+
+        Returns:
+            The posterior mean of the clean window, ``[B, W, 2]`` in the dtype of ``values``.
+
+        Raises:
+            DataError: if the noise std is 0 (the posterior is then not a density) or
+                ``observed`` is not on this data's window times.
+        """
+        if not self.noise_std > 0:
+            raise DataError("bayes_forecast needs noise_std > 0; these spirals are noise-free.")
+        T = observed.n_times
+        times = observed.times
+        W = self.times.shape[0]
+        if times.dim() != 1 or T > W or not torch.allclose(times, self.times[:T].to(times)):
+            raise DataError(
+                f"bayes_forecast needs observations on this data's window times (the first T <= "
+                f"{W} of Spirals.times, one shared grid); got times of shape "
+                f"{tuple(times.shape)}."
+            )
+        f64 = torch.float64
+        starts = torch.arange(self.n_sample, self.paths.shape[1] - W + 1)  # (S,)
+        windows = starts.unsqueeze(1) + torch.arange(W)  # (S, W)
+        hyp = self.paths.to(f64)[:, windows].flatten(0, 1)  # (H, W, 2), H = 2 S
+        seen = hyp[:, :T]  # (H, T, 2)
+        m = observed.mask.to(f64)  # (B, T, 2)
+        x = torch.where(m > 0, observed.values.to(f64), 0.0)  # (B, T, 2); masked never enter
+        # sum_i m_i (x_i - h_i)^2 without the (B, H, T, 2) tensor; the x^2 term is constant in H
+        sq = -2.0 * torch.einsum("btd,htd->bh", x, seen) + torch.einsum("btd,htd->bh", m, seen**2)
+        weights = torch.softmax(-sq / (2.0 * self.noise_std**2), dim=-1)  # (B, H)
+        mean = (weights @ hyp.flatten(1)).unflatten(1, (W, 2))  # (B, W, 2)
+        return mean.to(observed.values.dtype)
 
 
 def _spiral(theta: Tensor, a: float, b: float, clockwise: bool, style: str) -> Tensor:
@@ -160,6 +210,8 @@ def make_spirals(
         start_index=start_index,
         grid=grid.to(dtype),
         n_sample=n_sample,
+        paths=paths.to(dtype),
+        noise_std=float(noise_std),
     )
 
 
