@@ -128,6 +128,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.eval_history: float | None = history  # history conditioned on when forecasting
         self.test_series: list[str] | None = None  # held-out series ids (many series)
         self._train_gen = torch.Generator()
+        self._shuffle_gen = torch.Generator()
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
@@ -150,7 +151,13 @@ class CSVDataModule(pl.LightningDataModule):
             span = float(segment_spans(self.train_segments).median())
             self.time_scale = span / 10 if span > 0 else 1.0
         self._train_gen = torch.Generator().manual_seed(self.seed * 10 + 1)
+        self._shuffle_gen = torch.Generator().manual_seed(self.seed * 10 + 4)
         self.table = table
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """The generators training draws from (the conditioned fractions, the shuffle); a
+        checkpoint stores their states so that a resumed fit repeats the uninterrupted one."""
+        return {"fractions": self._train_gen, "shuffle": self._shuffle_gen}
 
     def _setup_single(self, table: SeriesTable) -> SeriesTable:
         t = table.times[table.mask.any(axis=1)]  # observed rows
@@ -243,7 +250,7 @@ class CSVDataModule(pl.LightningDataModule):
             range(len(self.train_segments)),
             batch_size=self.batch_size,
             shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed * 10 + 4),
+            generator=self._shuffle_gen,
             collate_fn=self._collate_train,
             num_workers=self.num_workers,
         )

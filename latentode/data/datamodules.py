@@ -70,6 +70,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.val_split: Split | None = None
         self.test_split: Split | None = None
         self._train_gen = torch.Generator()
+        self._shuffle_gen = torch.Generator()
 
     def generate(self) -> IrregularBatch:
         """Every series of the data set."""
@@ -95,6 +96,12 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.val_split = self.make_split(val, self._gen(2), "val") if n_val else None
         self.test_split = self.make_split(test, self._gen(3), "test") if n_test else None
         self._train_gen = self._gen(1)
+        self._shuffle_gen = self._gen(4)
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """The generators training draws from (the observed subsets, the shuffle); a
+        checkpoint stores their states so that a resumed fit repeats the uninterrupted one."""
+        return {"subsets": self._train_gen, "shuffle": self._shuffle_gen}
 
     def _gen(self, offset: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 10 + offset)
@@ -125,7 +132,7 @@ class SyntheticDataModule(pl.LightningDataModule):
             range(self._train().batch_size),
             batch_size=self.batch_size,
             shuffle=True,
-            generator=self._gen(4),
+            generator=self._shuffle_gen,
             collate_fn=self._collate_train,
             num_workers=self.num_workers,
         )

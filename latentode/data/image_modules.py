@@ -44,6 +44,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_workers = seed, num_workers
         self.splits: ImageSplits | None = None
+        self._shuffle_gen = torch.Generator().manual_seed(seed)
 
     def load_splits(self) -> ImageSplits:
         """The three splits (called once, in `setup`)."""
@@ -54,6 +55,11 @@ class ImageDataModule(pl.LightningDataModule):
         if self.splits is None:
             self.splits = self.load_splits()
 
+    def generators(self) -> dict[str, torch.Generator]:
+        """The shuffle's generator; a checkpoint stores its state so that a resumed fit
+        repeats the uninterrupted one."""
+        return {"shuffle": self._shuffle_gen}
+
     def _split(self, name: str) -> ImageSplit:
         if self.splits is None:
             self.splits = self.load_splits()
@@ -61,12 +67,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (seeded)."""
-        gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             self._split("train").dataset(),
             batch_size=self.batch_size,
             shuffle=True,
-            generator=gen,
+            generator=self._shuffle_gen,
             num_workers=self.num_workers,
         )
 

@@ -101,9 +101,11 @@ class Toy2DDataModule(pl.LightningDataModule):
         self.test_x: Tensor | None = None
         self.train_x: Tensor | None = None
         self.fresh = FreshToyBatches(name, batch_size, steps_per_epoch, seed + 3)
+        self._shuffle_gen = torch.Generator().manual_seed(seed)
 
     def setup(self, stage: str | None = None) -> None:
-        """Draw the fixed samples once."""
+        """Draw the fixed samples once; take this process's stream of fresh points."""
+        self.fresh = self.fresh.for_process(process_rank()[0])  # own points per process
         if self.val_x is None:
             self.val_x = sample_toy(self.name, self.n_val, self.seed + 1)  # (n_val, 2)
             self.test_x = sample_toy(self.name, self.n_test, self.seed + 2)  # (n_test, 2)
@@ -114,12 +116,19 @@ class Toy2DDataModule(pl.LightningDataModule):
         """Fresh batches (or shuffled batches of the fixed training sample)."""
         self.setup()
         if self.train_x is None:
-            self.fresh = self.fresh.for_process(process_rank()[0])  # own points per process
             return DataLoader(self.fresh, batch_size=None)
-        gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            self.train_x, batch_size=self.batch_size, shuffle=True, generator=gen, drop_last=True
+            self.train_x,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=self._shuffle_gen,
+            drop_last=True,
         )
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """The generators training draws from (fresh points, the shuffle); a checkpoint stores
+        their states so that a resumed fit repeats the uninterrupted one."""
+        return {"fresh": self.fresh.generator, "shuffle": self._shuffle_gen}
 
     def _eval_loader(self, stage: str) -> DataLoader:
         self.setup()

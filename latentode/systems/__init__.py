@@ -7,6 +7,7 @@ from .cnf import CNFSystem
 from .guard import TrainingStoppedError
 from .latent_ode import LatentODESystem
 from .metrics import ForecastMetrics
+from .rng import RNGCheckpoint
 
 __all__ = [
     "CNFSystem",
@@ -15,6 +16,7 @@ __all__ = [
     "LatentODESystem",
     "ODENetSystem",
     "ODERNNSystem",
+    "RNGCheckpoint",
     "SequenceSystem",
     "TrainingStoppedError",
 ]

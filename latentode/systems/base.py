@@ -17,11 +17,12 @@ from ..data.batch import Split
 from ..nn.base import Prediction
 from .guard import guarded
 from .metrics import ForecastMetrics, count_nfe
+from .rng import ExactResume
 
 __all__ = ["SequenceSystem"]
 
 
-class SequenceSystem(pl.LightningModule):
+class SequenceSystem(ExactResume, pl.LightningModule):
     """Optimizer, metrics and NFE logging for models trained on `Split` batches.
 
     Args:

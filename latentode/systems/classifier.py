@@ -29,6 +29,7 @@ from ..nn.odenet import (
     RKNetClassifier,
 )
 from .guard import guarded
+from .rng import ExactResume
 
 __all__ = ["CLASSIFIERS", "ClassifierConfigError", "ODENetSystem", "build_classifier", "ode_blocks"]
 
@@ -80,7 +81,7 @@ def ode_blocks(module: nn.Module) -> list[ODEBlock]:
     return [m for m in module.modules() if isinstance(m, ODEBlock)]
 
 
-class ODENetSystem(pl.LightningModule):
+class ODENetSystem(ExactResume, pl.LightningModule):
     """Cross-entropy training of an ODE-Net, RK-Net, ResNet or MLP classifier.
 
     Logs ``train/loss``, ``train/acc``, ``train/nfe_forward``, ``train/nfe_backward`` (ODE

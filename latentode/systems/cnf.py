@@ -24,11 +24,12 @@ from torchmetrics import MeanMetric
 
 from ..nn.cnf import CNF, CNFInputError
 from .guard import guarded
+from .rng import ExactResume
 
 __all__ = ["CNFSystem"]
 
 
-class CNFSystem(pl.LightningModule):
+class CNFSystem(ExactResume, pl.LightningModule):
     """Maximum-likelihood training of a `CNF` on batches of points ``(B, d)``.
 
     Logs ``train/loss`` (NLL + penalty), ``train/nll``, ``train/nfe_forward``,
