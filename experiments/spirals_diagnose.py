@@ -44,6 +44,7 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -86,6 +87,29 @@ def refine(
     return z.detach()
 
 
+def adam_loop(
+    params: list[Tensor],
+    loss_of: Callable[[Tensor], Tensor],
+    iters: int,
+    gen: torch.Generator,
+    tag: str,
+) -> None:
+    """spirals.py's optimisation for the diagnostics: Adam lr 0.01 decaying to 0.001 over
+    ``iters``, each step on ``loss_of(idx)`` for 100 of the 1000 training spirals drawn from
+    ``gen``, gradients clipped to norm 10."""
+    opt = torch.optim.Adam(params, lr=0.01)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, (0.001 / 0.01) ** (1 / iters))
+    for it in range(iters):
+        loss = loss_of(torch.randperm(1000, generator=gen)[:100])
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+        sched.step()
+        if it % (iters // 10) == 0:
+            print(f"[{tag}] iter {it:5d} loss {float(loss.detach()):.4f}", flush=True)
+
+
 def fit_generative(
     latent_config: dict, seed: int, iters: int = 4000
 ) -> tuple[LatentODE, Tensor, dict[str, float]]:
@@ -98,20 +122,13 @@ def fit_generative(
     assert isinstance(model, LatentODE)
     z0 = nn.Parameter(0.1 * torch.randn(data.values.shape[0], model.config.latent_dim))
     params = [*model.dynamics.parameters(), *model.decoder.parameters(), z0]
-    opt = torch.optim.Adam(params, lr=0.01)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, (0.001 / 0.01) ** (1 / iters))
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    for it in range(iters):
-        idx = torch.randperm(z0.shape[0], generator=gen)[:100]
-        loss = (decode_path(model, z0[idx], data.times) - data.values[idx]).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
-        sched.step()
-        if it % (iters // 10) == 0:
-            print(f"[generative] iter {it:5d} mse {float(loss.detach()):.4f}", flush=True)
+
+    def mse(idx: Tensor) -> Tensor:
+        return (decode_path(model, z0[idx], data.times) - data.values[idx]).square().mean()
+
+    adam_loop(params, mse, iters, gen, "generative")
     with torch.no_grad():
         err = torch.cat(
             [
@@ -138,23 +155,15 @@ def fit_encoder_to(model: LatentODE, z0: Tensor, iters: int, seed: int) -> float
     of 100, clip 10. The second stage of ``--two-stage``; returns the wall time (s)."""
     data = make_spirals(n=1000, noise_std=NOISE_STD, seed=0)
     full, gen = data.batch, torch.Generator().manual_seed(seed + 1)
-    params = list(model.encoder.parameters())
-    opt = torch.optim.Adam(params, lr=0.01)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, (0.001 / 0.01) ** (1 / iters))
     start = time.perf_counter()
-    for it in range(iters):
-        idx = torch.randperm(z0.shape[0], generator=gen)[:100]
+
+    def neg_log_q(idx: Tensor) -> Tensor:
         n = N_OBSERVED[int(torch.randint(len(N_OBSERVED), (1,), generator=gen))]
         batch = full[idx]
         observed = batch.with_mask(conditioning(batch, data.n_sample, n, gen))
-        loss = -model.encode(observed).log_prob(z0[idx]).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
-        sched.step()
-        if it % (iters // 10) == 0:
-            print(f"[encoder] iter {it:5d} -log q(z0) {float(loss.detach()):.3f}", flush=True)
+        return -model.encode(observed).log_prob(z0[idx]).sum(-1).mean()
+
+    adam_loop(list(model.encoder.parameters()), neg_log_q, iters, gen, "encoder")
     return time.perf_counter() - start
 
 

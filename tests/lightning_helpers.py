@@ -9,13 +9,14 @@ import pytorch_lightning as pl
 
 
 def quiet_trainer(root: Path, **kw: Any) -> pl.Trainer:
-    """CPU trainer without logger, progress bar, model summary or checkpoints."""
+    """CPU trainer without logger, progress bar or model summary, and without checkpoints
+    unless ``enable_checkpointing=True`` (with the ModelCheckpoint callbacks given)."""
+    kw.setdefault("enable_checkpointing", False)
     return pl.Trainer(
         default_root_dir=root,
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=False,
         **kw,
     )

@@ -17,6 +17,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from cli_helpers import QUIET_FIT, ROOT
+from lightning_helpers import quiet_trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from latentode.cli import USER_ERRORS
@@ -186,13 +187,10 @@ def _fit_until_stopped(root: Path, poison: pl.Callback) -> str:
     ``root/last.ckpt`` after each epoch) with ``poison``; the `TrainingStoppedError` message."""
     system = _tiny_system()
     ckpt = ModelCheckpoint(dirpath=root, filename="last", monitor=None)
-    trainer = pl.Trainer(
-        default_root_dir=root,
-        accelerator="cpu",
+    trainer = quiet_trainer(
+        root,
+        enable_checkpointing=True,
         max_epochs=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=1,
         callbacks=[ckpt, poison],
     )

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from lightning_helpers import quiet_trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from latentode.data.datamodules import SpiralsDataModule
@@ -33,14 +34,8 @@ def _fit(root: Path, ckpt: Path | None = None, keep_rng: bool = True) -> LatentO
     if not keep_rng:
         system.configure_callbacks = list  # type: ignore[method-assign]  # no callbacks
     every = ModelCheckpoint(dirpath=root, filename="{epoch}", monitor=None, save_top_k=-1)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=1,
-        callbacks=[every],
+    trainer = quiet_trainer(
+        root, enable_checkpointing=True, max_epochs=2, limit_val_batches=1, callbacks=[every]
     )
     data = SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0)
     trainer.fit(system, datamodule=data, ckpt_path=ckpt)
