@@ -93,14 +93,15 @@ def adam_loop(
     iters: int,
     gen: torch.Generator,
     tag: str,
+    n_series: int,
 ) -> None:
     """spirals.py's optimisation for the diagnostics: Adam lr 0.01 decaying to 0.001 over
-    ``iters``, each step on ``loss_of(idx)`` for 100 of the 1000 training spirals drawn from
-    ``gen``, gradients clipped to norm 10."""
+    ``iters``, each step on ``loss_of(idx)`` for 100 of the ``n_series`` training spirals drawn
+    from ``gen``, gradients clipped to norm 10."""
     opt = torch.optim.Adam(params, lr=0.01)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, (0.001 / 0.01) ** (1 / iters))
     for it in range(iters):
-        loss = loss_of(torch.randperm(1000, generator=gen)[:100])
+        loss = loss_of(torch.randperm(n_series, generator=gen)[:100])
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(params, 10.0)
@@ -128,7 +129,7 @@ def fit_generative(
     def mse(idx: Tensor) -> Tensor:
         return (decode_path(model, z0[idx], data.times) - data.values[idx]).square().mean()
 
-    adam_loop(params, mse, iters, gen, "generative")
+    adam_loop(params, mse, iters, gen, "generative", z0.shape[0])
     with torch.no_grad():
         err = torch.cat(
             [
@@ -163,7 +164,7 @@ def fit_encoder_to(model: LatentODE, z0: Tensor, iters: int, seed: int) -> float
         observed = batch.with_mask(conditioning(batch, data.n_sample, n, gen))
         return -model.encode(observed).log_prob(z0[idx]).sum(-1).mean()
 
-    adam_loop(list(model.encoder.parameters()), neg_log_q, iters, gen, "encoder")
+    adam_loop(list(model.encoder.parameters()), neg_log_q, iters, gen, "encoder", z0.shape[0])
     return time.perf_counter() - start
 
 
