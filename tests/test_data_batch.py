@@ -156,3 +156,23 @@ def test_split_extrapolation(rng: torch.Generator) -> None:
     assert sel.observed.batch_size == 2 and torch.equal(sel.target.values[0], batch.values[1, 2:])
     with pytest.raises(DataError, match="one side empty"):
         split_extrapolation(batch, -1.0)
+
+
+def test_eval_shards_partition_the_set_and_refuse_empty_shards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under W processes, process r scores samples r, r + W, ... (no padding: each once); a
+    set smaller than W would leave a process without a batch, which is a clear error."""
+    from latentode.data import sharding
+    from latentode.data.errors import DataError
+
+    assert sharding.eval_sampler(5) is None  # one process: the loader's own order
+    shards = []
+    for rank in range(3):
+        monkeypatch.setattr(sharding, "process_rank", lambda r=rank: (r, 3))
+        sampler = sharding.eval_sampler(7)
+        assert sampler is not None and len(sampler) == len(list(sampler))
+        shards.append(list(sampler))
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
+    with pytest.raises(DataError, match=r"the val split has 2 sample\(s\) for 3 processes"):
+        sharding.eval_sampler(2, "the val split")

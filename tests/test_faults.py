@@ -221,8 +221,8 @@ class _PoisonEval(pl.Callback):
     """Sets the dynamics to NaN before evaluation batch 0 of epoch 1 (validation) or of the
     test run, only in process ``rank``."""
 
-    def __init__(self, rank: int = 0) -> None:
-        self.rank = rank
+    def __init__(self, rank: int = 0, batch: int = 0) -> None:
+        self.rank, self.batch = rank, batch
 
     def _poison(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank == self.rank:
@@ -230,7 +230,7 @@ class _PoisonEval(pl.Callback):
                 next(pl_module.model.dynamics.parameters()).fill_(float("nan"))
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
-        if trainer.current_epoch == 1 and batch_idx == 0 and not trainer.sanity_checking:
+        if trainer.current_epoch == 1 and batch_idx == self.batch and not trainer.sanity_checking:
             self._poison(trainer, pl_module)
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
@@ -258,32 +258,62 @@ def test_solver_failure_in_validation_and_testing_stops_with_a_message(tmp_path:
 _DDP_EVAL_SCRIPT = """
 import sys
 import pytorch_lightning as pl
-from test_faults import _PoisonEval, _tiny_data, _tiny_system
+from test_faults import _PoisonEval, _tiny_system
+from latentode.data.datamodules import SpiralsDataModule
 from latentode.systems import TrainingStoppedError
 
+root, n, batch_size, rank, batch = sys.argv[1], *map(int, sys.argv[2:])
 trainer = pl.Trainer(
-    default_root_dir=sys.argv[1], accelerator="cpu", devices=2, strategy="ddp", max_epochs=3,
-    logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
-    num_sanity_val_steps=0, callbacks=[_PoisonEval(rank=1)],
+    default_root_dir=root, accelerator="cpu", devices=2, strategy="ddp", max_epochs=2,
+    logger=False, enable_progress_bar=False, enable_model_summary=False, limit_train_batches=2,
+    num_sanity_val_steps=0, callbacks=[_PoisonEval(rank=rank, batch=batch)],
 )
+data = SpiralsDataModule(n=n, n_observed=30, batch_size=batch_size, seed=0)
 try:
-    trainer.fit(_tiny_system(), datamodule=_tiny_data(120))
+    trainer.fit(_tiny_system(), datamodule=data)
 except TrainingStoppedError as e:
     print(f"rank {trainer.global_rank} stopped: {e}", flush=True)
     sys.exit(3)
+print(f"rank {trainer.global_rank} finished", flush=True)
 """
 
 
-def test_solver_failure_in_one_ddp_process_stops_both(tmp_path: Path) -> None:
-    """Only process 1's validation fails: process 0 must stop with a message too, instead of
-    waiting in the metrics' epoch-end gather (NCCL: until its timeout; gloo: a traceback)."""
+def _ddp_eval(tmp_path: Path, n: int, batch_size: int, rank: int, batch: int) -> tuple[int, str]:
+    """2 gloo processes fit 2 epochs of ``n`` spirals (validation: a tenth of them, unpadded
+    shards); process ``rank``'s dynamics turn NaN before validation batch ``batch`` of epoch 1
+    (``rank`` -1: never). The exit status (3: stopped) and the output."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / "ddp_eval_failure.py"
     script.write_text(_DDP_EVAL_SCRIPT)
     env = _env(PYTHONPATH=str(ROOT / "tests"))
     run = [sys.executable, str(script), str(tmp_path / "run")]
+    run += [str(v) for v in (n, batch_size, rank, batch)]
     res = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    log = res.stdout + res.stderr
-    assert res.returncode == 3, log[-3000:]
-    assert "rank 0 stopped: validation stopped at epoch 1, validation batch 0" in log
-    assert "another process hit a non-finite loss or a solver failure" in log
+    return res.returncode, res.stdout + res.stderr
+
+
+def test_solver_failure_in_one_ddp_process_stops_both(tmp_path: Path) -> None:
+    """Only process 1's validation fails: process 0 must stop with its message too, instead of
+    waiting in the metrics' epoch-end gather (NCCL: until its timeout; gloo: a traceback)."""
+    code, log = _ddp_eval(tmp_path, 120, 12, rank=1, batch=0)  # one validation batch each
+    assert code == 3, log[-3000:]
+    failure = "validation stopped at epoch 1, validation batch 0"
+    assert f"rank 1 stopped: {failure}" in log
+    assert f"rank 0 stopped: process 1 failed: {failure}" in log
     assert "Connection closed" not in log and "Traceback" not in log
+
+
+def test_ddp_validation_with_uneven_shards(tmp_path: Path) -> None:
+    """9 validation spirals in batches of 4: process 0 has 2 batches, process 1 has 1. A
+    collective per validation step would pair process 0's second batch with process 1's epoch
+    end and hang (it did, before the evaluation guard moved its agreement to the epoch's end).
+    Both must finish, and a failure in the batch only process 0 has must stop both."""
+    code, log = _ddp_eval(tmp_path / "ok", 90, 4, rank=-1, batch=0)
+    assert code == 0, log[-3000:]
+    assert "rank 0 finished" in log and "rank 1 finished" in log
+    code, log = _ddp_eval(tmp_path / "fail", 90, 4, rank=0, batch=1)
+    assert code == 3, log[-3000:]
+    failure = "validation stopped at epoch 1, validation batch 1"
+    assert f"rank 0 stopped: {failure}" in log
+    assert f"rank 1 stopped: process 0 failed: {failure}" in log
+    assert "Traceback" not in log

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sized
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from .errors import DataError
+
 __all__ = ["ShardSampler", "eval_sampler", "process_rank"]
 
 
@@ -48,9 +50,20 @@ def process_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def eval_sampler(n: int) -> ShardSampler | None:
-    """An unpadded shard of ``range(n)`` for this process, or ``None`` with one process."""
+def eval_sampler(n: int, what: str = "the evaluation set") -> ShardSampler | None:
+    """An unpadded shard of ``range(n)`` for this process, or ``None`` with one process.
+
+    Raises:
+        DataError: fewer samples than processes (a process with an empty shard cannot
+            take part in the evaluation); ``what`` names the set in the message.
+    """
     rank, world = process_rank()
     if world == 1:
         return None
+    if n < world:
+        raise DataError(
+            f"{what} has {n} sample(s) for {world} processes, and every process needs at least "
+            "one: use fewer processes (--trainer.devices, --trainer.num_nodes) or hold out more "
+            "data for it."
+        )
     return ShardSampler(range(n), world, rank)

@@ -136,7 +136,9 @@ class Toy2DDataModule(pl.LightningDataModule):
         if x is None:  # pragma: no cover - setup has drawn both samples
             raise ToyDataError(f"the {stage} sample was not drawn; call setup() first.")
         return DataLoader(
-            TensorDataset(x), batch_size=self.eval_batch_size, sampler=eval_sampler(len(x))
+            TensorDataset(x),
+            batch_size=self.eval_batch_size,
+            sampler=eval_sampler(len(x), f"the {stage} sample"),
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -5,9 +5,16 @@ loss is NaN or infinite, or the solver raises `SolverError`, training stops *bef
 backward pass and the optimizer step, with a `TrainingStoppedError` that names the epoch, the
 batch and the global step, says what to change, and points at the last checkpoint written
 (which is left as it was). In validation and testing a `SolverError` stops the run the same
-way. Under DDP the processes agree on the decision (one all-reduce of a flag per step), so they
-all stop together with the message instead of leaving the others waiting in the gradient
-all-reduce or in the metrics' epoch-end gather (which NCCL only ends at its timeout).
+way. Under DDP the processes agree on the decision, so they all stop together with the message
+instead of leaving the others waiting in the gradient all-reduce or in the metrics' epoch-end
+gather (which NCCL only ends at its timeout):
+
+- in training, one all-reduce of a flag per step (every process takes the same steps);
+- in evaluation, the shards may hold different numbers of batches (they are not padded, see
+  `latentode.data.sharding`), so a per-step collective would pair one process's step with
+  another's epoch end and hang. A failing process keeps its message and skips its remaining
+  evaluation batches; after each process's last batch (before the metrics' gather) the
+  processes exchange their messages once, and every process stops with the failing one's.
 
 The check reads one flag from the device per training step.
 
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytorch_lightning as pl
+import torch.distributed as dist
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor
 
@@ -104,6 +112,8 @@ def guarded(step: Step) -> Step:
 
     @functools.wraps(step)
     def wrapper(self: pl.LightningModule, batch: Any, batch_idx: int, *args: Any) -> Any:
+        if _deferred(self):
+            return _evaluate_deferred(step, self, batch, batch_idx, *args)
         failure: SolverError | None = None
         out: Any = None
         try:
@@ -131,3 +141,47 @@ def guarded(step: Step) -> Step:
         raise TrainingStoppedError(_message(self, batch_idx, problem, remedy)) from failure
 
     return wrapper  # type: ignore[return-value]
+
+
+_FAILURE = "_latentode_eval_failure"  # the module attribute a failing process keeps its message in
+
+
+def _deferred(module: pl.LightningModule) -> bool:
+    """An evaluation step under several processes: its failure is decided at the shard's end."""
+    if module._trainer is None or module.trainer.world_size == 1:
+        return False
+    stage = module.trainer.state.stage
+    return stage is not None and stage.evaluating
+
+
+def _evaluate_deferred(
+    step: Callable[..., Any], module: pl.LightningModule, batch: Any, batch_idx: int, *args: Any
+) -> Any:
+    """Run an evaluation step; keep a solver failure's message and skip the shard's remaining
+    steps; after the shard's last batch, stop every process if one of them failed."""
+    out = None
+    if getattr(module, _FAILURE, None) is None:
+        try:
+            out = step(module, batch, batch_idx, *args)
+        except SolverError as e:
+            problem = f"the ODE solver failed: {e}"
+            setattr(module, _FAILURE, _message(module, batch_idx, problem, None))
+    # Lightning sets is_last_batch before the step; every process has exactly one last batch
+    # (no shard is empty: `eval_sampler`), and it comes before the metrics' epoch-end gather.
+    if module.trainer._evaluation_loop.batch_progress.is_last_batch:
+        _agree(module)
+    return out
+
+
+def _agree(module: pl.LightningModule) -> None:
+    """Gather every process's failure message (one ``all_gather_object``); raise if any."""
+    mine = getattr(module, _FAILURE, None)
+    setattr(module, _FAILURE, None)
+    messages: list[str | None] = [None] * module.trainer.world_size
+    dist.all_gather_object(messages, mine)
+    failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
+    if mine is not None:
+        raise TrainingStoppedError(mine)
+    if failed:
+        rank, message = failed[0]
+        raise TrainingStoppedError(f"process {rank} failed: {message}")
