@@ -64,6 +64,28 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return ckpt, data
 
 
+def test_fit_logs_validation_errors_per_channel_in_user_units(fitted) -> None:
+    """Beside the normalised val/rmse, val/rmse[a] and val/rmse[b] are in the file's units:
+    the validation forecast's errors times each channel's std (channel a's values vary about
+    30 times more than b's, see `write_csv`)."""
+    ckpt, _ = fitted
+    logs = pd.read_csv(ckpt.parents[1] / "logs" / "version_0" / "metrics.csv")
+    val = logs.dropna(subset=["val/rmse"])
+    assert len(val) > 0
+    norm = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]["normalisation"]
+    std = dict(zip(norm["channels"], norm["std"], strict=True))
+    assert std["a"] > 5 * std["b"]
+    for ch in ("a", "b"):
+        for name in (f"val/rmse[{ch}]", f"val/mae[{ch}]"):
+            assert np.isfinite(val[name]).all() and (val[name] > 0).all()
+        # a channel's error in user units over its std is an error in normalised units, and
+        # the normalised RMSE over both channels lies between the two channels' (a weighted
+        # mean of their squared errors)
+        val = val.assign(**{f"z_{ch}": val[f"val/rmse[{ch}]"] / std[ch]})
+    lo, hi = val[["z_a", "z_b"]].min(axis=1), val[["z_a", "z_b"]].max(axis=1)
+    assert ((lo - 1e-5 <= val["val/rmse"]) & (val["val/rmse"] <= hi + 1e-5)).all()
+
+
 def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
     ckpt, data = fitted
     out, plots = tmp_path / "forecast.csv", tmp_path / "plots"

@@ -11,7 +11,7 @@ from lightning_helpers import quiet_trainer
 
 from latentode.data.datamodules import PeriodicDataModule, SpiralsDataModule
 from latentode.systems import GRUBaselineSystem, LatentODESystem, ODERNNSystem
-from latentode.systems.metrics import ForecastMetrics
+from latentode.systems.metrics import ChannelErrors, ForecastMetrics
 
 
 def test_forecast_metrics_match_hand_computation() -> None:
@@ -43,6 +43,29 @@ def test_forecast_metrics_ignore_unobserved_values() -> None:
     a.update(mean, std, values, mask, mask)
     b.update(mean, std, torch.where(mask > 0, values, float("nan")), mask, mask)
     assert a.compute() == b.compute()
+
+
+def test_channel_errors_are_in_user_units_per_channel() -> None:
+    """Errors in normalised units times each channel's std; missing values (NaN) and a
+    channel without scored points are left out; two batches add up like one."""
+    g = torch.Generator().manual_seed(2)
+    mean, values = torch.randn(4, 6, 3, generator=g), torch.randn(4, 6, 3, generator=g)
+    mask = (torch.rand(4, 6, 3, generator=g) > 0.3).float()
+    mask[..., 2] = 0.0  # channel "c.2" is never scored
+    scale = [2.0, 0.1, 5.0]
+    metric = ChannelErrors(["a", "b x", "c.2"], scale)
+    poisoned = torch.where(mask > 0, values, float("nan"))
+    metric.update(mean[:2], poisoned[:2], mask[:2])
+    metric.update(mean[2:], poisoned[2:], mask[2:])
+    out = {k: float(v) for k, v in metric.compute().items()}
+    assert sorted(out) == ["mae[a]", "mae[b_x]", "rmse[a]", "rmse[b_x]"]
+    for i, name in enumerate(["a", "b_x"]):
+        sel = mask[..., i].bool()
+        err = (mean[..., i][sel] - values[..., i][sel]) * scale[i]
+        assert math.isclose(out[f"rmse[{name}]"], float((err**2).mean().sqrt()), rel_tol=1e-6)
+        assert math.isclose(out[f"mae[{name}]"], float(err.abs().mean()), rel_tol=1e-6)
+    with pytest.raises(ValueError, match="2 channels but 1 scales"):
+        ChannelErrors(["a", "b"], [1.0])
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])

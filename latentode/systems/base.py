@@ -7,16 +7,17 @@ and the function-evaluation counts (forward and backward per training step, Chen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data.batch import Split
 from ..nn.base import Prediction
 from .guard import guarded
-from .metrics import ForecastMetrics, count_nfe
+from .metrics import ChannelErrors, ForecastMetrics, count_nfe
 from .rng import ExactResume
 
 __all__ = ["SequenceSystem"]
@@ -44,7 +45,20 @@ class SequenceSystem(ExactResume, pl.LightningModule):
         self.lr_decay, self.weight_decay = lr_decay, weight_decay
         self.val_metrics = ForecastMetrics("val")
         self.test_metrics = ForecastMetrics("test")
+        self.channel_metrics = nn.ModuleDict()  # stage -> ChannelErrors, see `score_channels`
         self._nfe_after_forward = 0
+
+    def score_channels(self, channels: Sequence[str], scale: Sequence[float]) -> None:
+        """Also log the held-out RMSE and MAE of each channel in the user's units
+        (``val/rmse[<channel>]``, ``val/mae[<channel>]``, same for test).
+
+        Args:
+            channels: channel names.
+            scale: per channel, the std the values were divided by (1 if not normalised).
+        """
+        self.channel_metrics = nn.ModuleDict(
+            {stage: ChannelErrors(channels, scale) for stage in ("val", "test")}
+        )
 
     # ------------------------------------------------------------------ to implement
     def training_loss(self, split: Split) -> tuple[Tensor, dict[str, Tensor]]:
@@ -89,6 +103,10 @@ class SequenceSystem(ExactResume, pl.LightningModule):
         pred = self.predict_split(split)
         target = split.target
         metrics.update(pred.mean, pred.std, target.values, target.mask, split.heldout_mask)
+        if metrics.stage in self.channel_metrics:
+            self.channel_metrics[metrics.stage].update(
+                pred.mean.detach(), target.values, split.heldout_mask
+            )
         B = split.observed.batch_size
         for col in metrics.collections():
             self.log_dict(col, on_step=False, on_epoch=True, batch_size=B)
@@ -102,6 +120,23 @@ class SequenceSystem(ExactResume, pl.LightningModule):
     def test_step(self, split: Split, batch_idx: int) -> None:
         """Score the test split (held-out and all points)."""
         self._evaluate(split, self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the per-channel errors in the user's units (if `score_channels` was called)."""
+        self._log_channels("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the per-channel errors in the user's units (if `score_channels` was called)."""
+        self._log_channels("test")
+
+    def _log_channels(self, stage: str) -> None:
+        if stage not in self.channel_metrics:
+            return
+        metric = self.channel_metrics[stage]
+        values = metric.compute()  # synchronised across processes (every one calls this)
+        metric.reset()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value.float())
 
     def predict_step(self, split: Split, batch_idx: int) -> Prediction:
         """The prediction for one batch (used by ``trainer.predict``)."""

@@ -69,6 +69,8 @@ class LatentODESystem(SequenceSystem):
         self.model = LatentODE(cfg)
         self.n_samples, self.iwae = n_samples, iwae
         self.kl_anneal_steps, self.eval_samples = kl_anneal_steps, eval_samples
+        if data_state:
+            self._score_channels_of(data_state)
 
     def setup(self, stage: str) -> None:
         """Adopt the data module's file description; size the model to its channels."""
@@ -82,6 +84,13 @@ class LatentODESystem(SequenceSystem):
             cfg = replace(cfg, input_dim=len(state["channels"]))
             self.model = LatentODE(cfg)
             self.hparams["config"] = asdict(cfg)
+        self._score_channels_of(state)
+
+    def _score_channels_of(self, state: dict[str, Any]) -> None:
+        """Per-channel errors in the file's units: the normalisation's std, or 1."""
+        norm = state.get("normalisation")
+        channels = state["channels"]
+        self.score_channels(channels, norm["std"] if norm else [1.0] * len(channels))
 
     def kl_weight(self) -> float:
         """The KL weight at the current global step."""
