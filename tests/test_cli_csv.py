@@ -52,6 +52,12 @@ def csv_fit_args(data: Path, run_dir: Path, steps: int) -> list[str]:
     ]
 
 
+def csv_predict_args(ckpt: Path, data: Path) -> list[str]:
+    """``latentode predict`` of ``ckpt`` on ``data``: 20 days ahead in steps of 5."""
+    args = ["predict", "--ckpt_path", str(ckpt), "--data.path", str(data)]
+    return [*args, "--horizon", "20D", "--step", "5D"]
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("csvrun")
@@ -90,15 +96,7 @@ def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
     ckpt, data = fitted
     out, plots = tmp_path / "forecast.csv", tmp_path / "plots"
     res = run_cli(
-        "predict",
-        "--ckpt_path",
-        str(ckpt),
-        "--data.path",
-        str(data),
-        "--horizon",
-        "20D",
-        "--step",
-        "5D",
+        *csv_predict_args(ckpt, data),
         "--output",
         str(out),
         "--plot",

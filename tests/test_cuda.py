@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 from cli_helpers import QUIET_FIT, run_cli
-from test_cli_csv import csv_fit_args, write_csv
+from test_cli_csv import csv_fit_args, csv_predict_args, write_csv
 from torch import Tensor, nn
 from torch.distributions import Normal
 
@@ -256,19 +256,8 @@ def test_fit_with_the_gpu_preset_and_predict_on_the_gpu(tmp_path: Path) -> None:
     write_csv(data)
     fit = run_cli(*csv_fit_args(data, tmp_path / "csv", 3), "--config", "configs/trainer/gpu.yaml")
     assert fit.returncode == 0, fit.stderr[-3000:]
-    common = [
-        "predict",
-        "--ckpt_path",
-        str(tmp_path / "csv" / "checkpoints" / "last.ckpt"),
-        "--data.path",
-        str(data),
-        "--horizon",
-        "20D",
-        "--step",
-        "5D",
-        "--n_samples",
-        "50",
-    ]
+    ckpt = tmp_path / "csv" / "checkpoints" / "last.ckpt"
+    common = [*csv_predict_args(ckpt, data), "--n_samples", "50"]
     frames = {}
     for accel in ("cpu", "gpu"):
         res = run_cli(*common, "--output", str(tmp_path / f"{accel}.csv"), "--accelerator", accel)
