@@ -26,6 +26,7 @@ import pytest
 import torch
 from cli_helpers import QUIET_FIT, run_cli
 from test_cli_csv import csv_fit_args, csv_predict_args, write_csv
+from test_odenet import seeded
 from torch import Tensor, nn
 from torch.distributions import Normal
 
@@ -49,15 +50,9 @@ def exact_float64() -> Iterator[None]:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def seeded(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build().to(F64)
-
-
 def on_both(module: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """The same float64 module on the CPU and on the GPU (a deep copy moved)."""
-    cpu = module.to(CPU)
+    """The same module in float64 on the CPU and on the GPU (a deep copy moved)."""
+    cpu = module.to(CPU, F64)
     return cpu, copy.deepcopy(cpu).to(CUDA)
 
 
@@ -75,17 +70,6 @@ def assert_same(cpu: list[Tensor], gpu: list[Tensor], rtol: float, atol: float) 
         torch.testing.assert_close(b.cpu(), a, rtol=rtol, atol=atol)
 
 
-class Field(nn.Module):
-    """``f(t, y) = W2 tanh(W1 [y, t] + b1) + b2``, batched over leading dimensions."""
-
-    def __init__(self, dim: int = 3, hidden: int = 32) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, dim))
-
-    def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        return self.net(torch.cat([y, t.expand(*y.shape[:-1], 1)], dim=-1))
-
-
 @pytest.mark.parametrize(
     ("method", "gradient"),
     [
@@ -97,8 +81,10 @@ class Field(nn.Module):
         ("rk4", "backprop"),
     ],
 )
-def test_solver_on_cuda_matches_cpu(method: str, gradient: str) -> None:
-    cpu_field, gpu_field = on_both(seeded(Field))
+def test_solver_on_cuda_matches_cpu(
+    method: str, gradient: str, make_mlp: Callable[..., nn.Module]
+) -> None:
+    cpu_field, gpu_field = on_both(make_mlp(dim=3, hidden=32))
     y0 = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
     t = torch.linspace(0.0, 2.0, 11, dtype=F64)
     opts = {"step_size": 0.05} if method == "rk4" else {}
@@ -213,7 +199,7 @@ def test_latent_ode_step_syncs_with_the_gpu_about_once_per_solver_step(gradient:
         encoder="gru",
         solver=SolverSettings("dopri5", 1e-10, 1e-12, gradient=gradient),
     )
-    model = seeded(lambda: LatentODE(config)).to(CUDA)
+    model = seeded(lambda: LatentODE(config)).to(CUDA, F64)
     batch = _batch(B=32, T=20).to(CUDA)
     model.loss(batch, batch, n_samples=2).backward()  # warm-up: lazy CUDA initialisation
     model.zero_grad()

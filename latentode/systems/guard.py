@@ -179,9 +179,8 @@ def _agree(module: pl.LightningModule) -> None:
     setattr(module, _FAILURE, None)
     messages: list[str | None] = [None] * module.trainer.world_size
     dist.all_gather_object(messages, mine)
-    failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
     if mine is not None:
         raise TrainingStoppedError(mine)
-    if failed:
-        rank, message = failed[0]
-        raise TrainingStoppedError(f"process {rank} failed: {message}")
+    for rank, message in enumerate(messages):
+        if message is not None:
+            raise TrainingStoppedError(f"process {rank} failed: {message}")
