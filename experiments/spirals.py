@@ -298,12 +298,15 @@ def report(
             else ""
         ),
         f"- Latent ODE: {cfg.encoder.upper()} encoder ({cfg.encoder_hidden} hidden) run "
-        f"backwards, {cfg.latent_dim}-D latent, dynamics MLP {cfg.dynamics_hidden} hidden "
+        "backwards"
+        + (", fed each observation's time since t0 besides the gaps" if cfg.encoder_time else "")
+        + f", {cfg.latent_dim}-D latent, dynamics MLP {cfg.dynamics_hidden} hidden "
         f"({cfg.dynamics_activation}), decoder MLP {cfg.decoder_hidden} hidden, fixed "
         f"observation std {cfg.obs_std:g}, ELBO with 1 sample, KL weight "
         f"annealed 0 -> 1 over {args.iters // 4} iterations, dopri5 rtol 1e-3 atol 1e-4. "
         "Prediction: mean of 20 posterior paths.",
-        "- RNN: `GRUBaseline` (25 hidden, fed values, mask and time gap; decoder MLP 20 hidden), "
+        f"- RNN: `GRUBaseline` ({args.rnn_hidden} hidden, fed values, mask and time gap; decoder "
+        "MLP 20 hidden), "
         "Gaussian NLL with std 0.3 (= MSE); at test time it rolls out autoregressively after its "
         "last observation, feeding back its own predictions. "
         + (
@@ -418,15 +421,18 @@ def report(
     return "\n".join(lines)
 
 
-def build(name: str, latent_config: dict[str, Any] | None = None) -> nn.Module:
+def build(
+    name: str, latent_config: dict[str, Any] | None = None, rnn_hidden: int = 25
+) -> nn.Module:
     """The untrained model ``name`` (`LATENT`, `RNN` or `RNN_TF`); ``latent_config`` overrides
-    `LatentODEConfig` fields of the Latent ODE (Chen 2018's sizes by default)."""
+    `LatentODEConfig` fields of the Latent ODE (Chen 2018's sizes by default); ``rnn_hidden``
+    is the RNNs' width (Chen 2018: 25)."""
     if name == LATENT:
         solver = SolverSettings("dopri5", rtol=1e-3, atol=1e-4)
         sizes = {"latent_dim": 4, "obs_std": NOISE_STD, **(latent_config or {})}
         cfg = LatentODEConfig(input_dim=2, solver=solver, **sizes)
         return LatentODE(cfg)
-    return GRUBaseline(2, hidden=25, obs_std=NOISE_STD)
+    return GRUBaseline(2, hidden=rnn_hidden, obs_std=NOISE_STD)
 
 
 def loss_fn(
@@ -464,7 +470,7 @@ def fit(job: dict[str, Any]) -> tuple[dict[str, Tensor], float]:
     torch.set_num_threads(1)
     torch.manual_seed(job["seed"])
     data = make_spirals(n=job["n_train"], noise_std=NOISE_STD, seed=0)
-    model = build(job["name"], job["latent_config"])
+    model = build(job["name"], job["latent_config"], job["rnn_hidden"])
     loss = loss_fn(job["name"], model, job["iters"], data.n_sample)
     fit_points = data.n_sample if job["fit_window"] == "conditioning" else None
     args = (data, job["iters"], job["batch_size"], job["seed"], job["lr_final"], fit_points)
@@ -490,6 +496,7 @@ def main() -> None:
     )
     parser.add_argument("--iters", type=int, default=4000)
     parser.add_argument("--rnn-iters", type=int, default=None)
+    parser.add_argument("--rnn-hidden", type=int, default=25, help="the RNNs' GRU width")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=200)
@@ -533,6 +540,7 @@ def main() -> None:
         tag += f"_ema{args.ema:g}" if args.ema else ""
         if name == LATENT and args.latent_config:
             tag += "_" + "_".join(f"{k}{v}" for k, v in sorted(args.latent_config.items()))
+        tag += f"_h{args.rnn_hidden}" if name != LATENT and args.rnn_hidden != 25 else ""
         jobs.append(
             {
                 "name": name,
@@ -544,6 +552,7 @@ def main() -> None:
                 "fit_window": args.fit_window,
                 "ema": args.ema,
                 "latent_config": args.latent_config if name == LATENT else None,
+                "rnn_hidden": args.rnn_hidden,
                 "path": str(args.workdir / f"{tag}.pt"),
             }
         )
@@ -552,7 +561,7 @@ def main() -> None:
     models: dict[int, dict[str, nn.Module]] = {seed: {} for seed in args.seeds}
     walls: dict[str, list[float]] = {name: [] for name in names}
     for job, (state, wall) in zip(jobs, fitted, strict=True):
-        model = build(job["name"], job["latent_config"])
+        model = build(job["name"], job["latent_config"], job["rnn_hidden"])
         model.load_state_dict(state)
         models[job["seed"]][job["name"]] = model.eval()
         walls[job["name"]].append(wall)

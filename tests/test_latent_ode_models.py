@@ -93,6 +93,10 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[nn.Module, IrregularBa
         lambda: GRUEncoder(D, L, 8).double(),
         lambda m, b: m(b.times, b.values, b.mask).rsample(),
     ),
+    "GRUEncoder-time": (
+        lambda: GRUEncoder(D, L, 8, time_input=True).double(),
+        lambda m, b: m(b.times, b.values, b.mask).rsample(),
+    ),
     "ODERNNEncoder": (
         lambda: ODERNNEncoder(D, L, 8, 8).double(),
         lambda m, b: m(b.times, b.values, b.mask).rsample(),
@@ -119,6 +123,7 @@ SHAPES = {
     "ODEFunc-time": (B, T, L),
     "GaussianDecoder": (B, T, D),
     "GRUEncoder": (B, L),
+    "GRUEncoder-time": (B, L),
     "ODERNNEncoder": (B, L),
     "LatentODE-gru": (2, B, T, D),
     "LatentODE-odernn": (2, B, T, D),
@@ -145,6 +150,7 @@ LOSSES: dict[str, Callable[[], nn.Module]] = {
     "LatentODE-gru": lambda: _latent("gru"),
     "LatentODE-odernn": lambda: _latent("odernn"),
     "LatentODE-centred": lambda: _latent("gru", center="mean"),
+    "LatentODE-last": lambda: _latent("gru", center="last", encoder_time=True),
     "GRUBaseline": lambda: GRUBaseline(D, 8).double(),
     "ODERNN": lambda: ODERNN(D, 8, 8).double(),
 }
@@ -334,11 +340,27 @@ def test_forecast_and_reconstruct_outputs() -> None:
     torch.testing.assert_close(rec.std, torch.full_like(rec.std, 0.01))  # K = 1: noise only
 
 
-def test_centred_model_moves_with_the_level_of_each_series() -> None:
-    model, batch = _latent("odernn", center="mean"), make_batch()
-    observed = batch.values.where(batch.mask > 0, torch.zeros_like(batch.values))
-    count = batch.mask.sum(1)  # (B, D)
-    expected = observed.sum(1) / count.clamp(min=1)
+def _last_observed(batch: IrregularBatch) -> Tensor:
+    """Each series' last observed value per feature, by a loop (0 where never observed)."""
+    out = torch.zeros(batch.values.shape[0], batch.values.shape[2], dtype=F64)
+    for b in range(out.shape[0]):
+        for d in range(out.shape[1]):
+            seen = torch.nonzero(batch.mask[b, :, d] > 0).flatten()
+            if len(seen):
+                out[b, d] = batch.values[b, seen[-1], d]
+    return out
+
+
+@pytest.mark.parametrize("center", ["mean", "last"])
+def test_centred_model_moves_with_the_level_of_each_series(center: str) -> None:
+    model, batch = _latent("odernn", center=center), make_batch()
+    if center == "mean":
+        observed = batch.values.where(batch.mask > 0, torch.zeros_like(batch.values))
+        count = batch.mask.sum(1)  # (B, D)
+        expected = observed.sum(1) / count.clamp(min=1)
+    else:
+        expected = _last_observed(batch)
+        assert not torch.equal(batch.mask[:, -1], torch.ones_like(batch.mask[:, -1]))
     torch.testing.assert_close(model.level(batch), expected)
     shift = torch.tensor([[3.0, -2.0], [10.0, 0.5], [-7.0, 1.0], [0.25, 4.0]], dtype=F64)
     moved = IrregularBatch(batch.times, batch.values + shift[:, None, :], batch.mask)
@@ -369,9 +391,10 @@ def test_centred_model_moves_with_the_level_of_each_series() -> None:
     "encoder",
     [
         lambda: GRUEncoder(D, L, 8).double(),
+        lambda: GRUEncoder(D, L, 8, time_input=True).double(),
         lambda: ODERNNEncoder(D, L, 8, 8, solver=TIGHT).double(),
     ],
-    ids=["gru", "odernn"],
+    ids=["gru", "gru-time", "odernn"],
 )
 def test_posterior_of_a_series_ignores_the_other_series(encoder: Callable[[], nn.Module]) -> None:
     enc, batch = encoder(), make_batch()
@@ -384,6 +407,34 @@ def test_posterior_of_a_series_ignores_the_other_series(encoder: Callable[[], nn
     torch.testing.assert_close(q2.mean[0], q.mean[0], rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(q2.stddev[0], q.stddev[0], rtol=1e-7, atol=1e-9)
     assert not torch.allclose(q2.mean[1:], q.mean[1:])
+
+
+@pytest.mark.parametrize("time_input", [False, True])
+def test_gru_encoder_reads_each_series_backwards_with_gaps_and_times(time_input: bool) -> None:
+    """The posterior equals a per-series loop over its own observations, latest first, each
+    step fed ``[values * mask, mask, gap to the later observation, (t - t0)]``."""
+    enc, batch = GRUEncoder(D, L, 8, time_input=time_input).double(), make_batch()
+    q = enc(batch.times, batch.values, batch.mask)
+    t0 = batch.times[0]
+    for b in range(B):
+        h = torch.zeros(1, 8, dtype=F64)
+        later = None
+        cols = torch.nonzero((batch.mask[b] > 0).any(-1)).flatten().tolist()
+        for c in reversed(cols):
+            m = batch.mask[b, c]
+            t = batch.times[c]
+            gap = (later - t) if later is not None else torch.zeros((), dtype=F64)
+            x = [batch.values[b, c] * m, m, gap.view(1)]
+            if time_input:
+                x.append((t - t0).view(1))
+            h = enc.cell(torch.cat(x).unsqueeze(0), h)
+            later = t
+        lead = (later - t0).view(1, 1)
+        mean, raw = enc.head(torch.cat([h, lead], -1)).chunk(2, -1)
+        torch.testing.assert_close(q.mean[b], mean[0])
+        torch.testing.assert_close(q.stddev[b], torch.nn.functional.softplus(raw[0]) + 1e-4)
+    with pytest.raises(ModelInputError, match="encoder_time"):
+        _latent("odernn", encoder_time=True)
 
 
 @pytest.mark.parametrize("name", ["GRUBaseline", "ODERNN"])

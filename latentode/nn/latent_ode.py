@@ -51,6 +51,8 @@ class LatentODEConfig:
         input_dim: features D; latent_dim: width of ``z``.
         encoder: ``"gru"`` (Chen 2018) or ``"odernn"`` (Rubanova 2019).
         encoder_hidden: encoder width; encoder_solver: ODE-RNN gap integration.
+        encoder_time: feed the GRU encoder each observation's time since ``t0`` besides the
+            gaps (`GRUEncoder`'s ``time_input``; the ODE-RNN carries time by its ODE).
         dynamics_hidden, dynamics_depth, dynamics_activation: the latent vector field.
         time_dependent: feed ``t`` to the vector field.
         decoder_hidden, decoder_depth, decoder_activation: the decoder MLP.
@@ -59,13 +61,17 @@ class LatentODEConfig:
         center: per-series level. ``"mean"`` subtracts each series' mean of its observed
             conditioning values (per feature) before encoding and adds it back to the decoded
             mean, so the model learns the shape of a window rather than its absolute level (the
-            reversible instance normalisation of forecasting models). ``"none"``: off.
+            reversible instance normalisation of forecasting models). ``"last"`` subtracts the
+            series' last observed conditioning value per feature instead: a decoded 0 is then
+            the last-value forecast, and the model learns the change from it (for slowly
+            moving series, where last value is the baseline to beat). ``"none"``: off.
     """
 
     input_dim: int = 2
     latent_dim: int = 4
     encoder: Literal["gru", "odernn"] = "gru"
     encoder_hidden: int = 25
+    encoder_time: bool = False
     encoder_solver: SolverSettings = field(default_factory=lambda: SolverSettings("euler"))
     dynamics_hidden: int = 20
     dynamics_depth: int = 2
@@ -77,7 +83,7 @@ class LatentODEConfig:
     obs_std: float = 0.01
     learn_std: bool = False
     solver: SolverSettings = field(default_factory=SolverSettings)
-    center: Literal["none", "mean"] = "none"
+    center: Literal["none", "mean", "last"] = "none"
 
 
 @dataclass
@@ -141,13 +147,20 @@ class LatentODE(nn.Module):
         super().__init__()
         if config.encoder not in ("gru", "odernn"):
             raise ModelInputError(f"encoder must be 'gru' or 'odernn', got {config.encoder!r}.")
-        if config.center not in ("none", "mean"):
-            raise ModelInputError(f"center must be 'none' or 'mean', got {config.center!r}.")
+        if config.encoder_time and config.encoder != "gru":
+            raise ModelInputError(
+                "encoder_time feeds the GRU encoder the time since t0; the ODE-RNN encoder "
+                "carries time by its ODE. Set encoder: gru or encoder_time: false."
+            )
+        if config.center not in ("none", "mean", "last"):
+            raise ModelInputError(
+                f"center must be 'none', 'mean' or 'last', got {config.center!r}."
+            )
         self.config = config
         D, L = config.input_dim, config.latent_dim
         self.encoder: Encoder
         if config.encoder == "gru":
-            self.encoder = GRUEncoder(D, L, config.encoder_hidden)
+            self.encoder = GRUEncoder(D, L, config.encoder_hidden, time_input=config.encoder_time)
         else:
             self.encoder = ODERNNEncoder(
                 D, L, config.encoder_hidden, config.encoder_hidden, solver=config.encoder_solver
@@ -173,13 +186,20 @@ class LatentODE(nn.Module):
     def level(self, observed: Observations) -> Tensor:
         """The per-series level removed before encoding: ``[B, D]``.
 
-        With ``center="mean"`` the masked mean of each series' observed values per feature (0
-        for a feature a series never observes); zeros otherwise.
+        With ``center="mean"`` the masked mean of each series' observed values per feature,
+        with ``center="last"`` its last observed value per feature (0 for a feature a series
+        never observes, in both); zeros otherwise.
         """
         values, mask = observed.values, observed.mask
         if self.config.center == "none":
             return values.new_zeros(values.shape[0], values.shape[2])
-        observed_values = torch.where(mask > 0, values, torch.zeros_like(values))
+        seen = mask > 0  # (B, T, D)
+        observed_values = torch.where(seen, values, torch.zeros_like(values))
+        if self.config.center == "last":
+            T = values.shape[1]
+            steps = torch.arange(1, T + 1, device=values.device).view(1, T, 1)  # (1, T, 1)
+            last = (seen * steps).argmax(dim=1, keepdim=True)  # (B, 1, D) latest observed
+            return observed_values.gather(1, last).squeeze(1)  # (B, D)
         count = mask.sum(dim=1)  # (B, D)
         return observed_values.sum(dim=1) / count.clamp(min=1)  # (B, D)
 
