@@ -8,8 +8,9 @@ and return a diagonal `Normal` over ``z0``, the latent state at ``t0 = times[0]`
   observation, and with ``time_input=True`` also ``t - t0``, the observation's time since
   ``t0``. The posterior head also sees the gap between the series' first observation and
   ``t0``. ``z0`` is the state at ``t0``, so where each observation lies relative to ``t0`` is
-  what places the series' phase; from gaps alone the GRU has to add them up, and on the spirals
-  (``reports/spirals.md``) the time input cuts the forecast error by a third or more.
+  what places the series' phase; from gaps alone the GRU has to add them up. On the spirals
+  (``reports/spirals.md``) a 100-unit encoder with the time input forecasts with about half
+  the error of Chen's 25-unit encoder without it; the report's notes separate the two.
 - `ODERNNEncoder` (Rubanova et al. 2019): between observation times the hidden state follows
   ``dh/dt = f(h)`` through our solver (backwards in time), at an observation a GRU update.
 
