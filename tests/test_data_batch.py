@@ -174,5 +174,9 @@ def test_eval_shards_partition_the_set_and_refuse_empty_shards(
         assert sampler is not None and len(sampler) == len(list(sampler))
         shards.append(list(sampler))
     assert shards == [[0, 3, 6], [1, 4], [2, 5]]
-    with pytest.raises(DataError, match=r"the val split has 2 sample\(s\) for 3 processes"):
+    with pytest.raises(DataError, match=r"the val split has 2 samples for 3 processes"):
         sharding.eval_sampler(2, "the val split")
+    with pytest.raises(DataError, match=r"the val split has 1 series for 3 processes"):
+        sharding.eval_sampler(1, "the val split", "series")
+    with pytest.raises(DataError, match=r"the test sample has 1 sample for 3 processes"):
+        sharding.eval_sampler(1, "the test sample")

@@ -262,7 +262,7 @@ class CSVDataModule(pl.LightningDataModule):
         return DataLoader(
             range(len(segs)),
             batch_size=self.batch_size,
-            sampler=eval_sampler(len(segs), f"{self.path}: the {stage} split"),
+            sampler=eval_sampler(len(segs), f"{self.path}: the {stage} split", "series"),
             collate_fn=partial(self._collate_eval, segs),
             num_workers=self.num_workers,
         )

@@ -121,7 +121,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         return DataLoader(
             range(split.observed.batch_size),
             batch_size=self.batch_size,
-            sampler=eval_sampler(split.observed.batch_size, f"the {stage} split"),
+            sampler=eval_sampler(split.observed.batch_size, f"the {stage} split", "series"),
             collate_fn=split.select,
             num_workers=self.num_workers,
         )

@@ -80,7 +80,7 @@ class ImageDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.eval_batch_size,
-            sampler=eval_sampler(len(dataset), f"the {name} split"),
+            sampler=eval_sampler(len(dataset), f"the {name} split", "image"),
             num_workers=self.num_workers,
         )
 

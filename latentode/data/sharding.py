@@ -50,19 +50,28 @@ def process_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def eval_sampler(n: int, what: str = "the evaluation set") -> ShardSampler | None:
+def eval_sampler(
+    n: int, what: str = "the evaluation set", unit: str = "sample"
+) -> ShardSampler | None:
     """An unpadded shard of ``range(n)`` for this process, or ``None`` with one process.
 
+    Args:
+        n: size of the evaluation set.
+        what: the set's name in the error message.
+        unit: what one element is (``"sample"``, ``"series"``), pluralised by an ``s``
+            unless it ends in one.
+
     Raises:
-        DataError: fewer samples than processes (a process with an empty shard cannot
-            take part in the evaluation); ``what`` names the set in the message.
+        DataError: fewer elements than processes (a process with an empty shard cannot
+            take part in the evaluation).
     """
     rank, world = process_rank()
     if world == 1:
         return None
     if n < world:
+        units = unit if n == 1 or unit.endswith("s") else unit + "s"
         raise DataError(
-            f"{what} has {n} sample(s) for {world} processes, and every process needs at least "
+            f"{what} has {n} {units} for {world} processes, and every process needs at least "
             "one: use fewer processes (--trainer.devices, --trainer.num_nodes) or hold out more "
             "data for it."
         )

@@ -138,7 +138,7 @@ class Toy2DDataModule(pl.LightningDataModule):
         return DataLoader(
             TensorDataset(x),
             batch_size=self.eval_batch_size,
-            sampler=eval_sampler(len(x), f"the {stage} sample"),
+            sampler=eval_sampler(len(x), f"the {stage} sample", "point"),
         )
 
     def val_dataloader(self) -> DataLoader:
