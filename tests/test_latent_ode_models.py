@@ -5,6 +5,7 @@ Numerics in float64 with fixed seeds; the fit runs in float32 (a few seconds on 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
@@ -26,6 +27,7 @@ from latentode.nn import (
     ModelInputError,
     ODEFunc,
     ODERNNEncoder,
+    Prediction,
     SolverSettings,
     flow_hidden,
     kl_standard_normal,
@@ -338,6 +340,100 @@ def test_forecast_and_reconstruct_outputs() -> None:
     assert bool((pred.std >= 0.01 - 1e-12).all())  # at least the observation noise
     assert rec.mean.shape == (B, T, D) and rec.samples is not None and rec.samples.shape[0] == 1
     torch.testing.assert_close(rec.std, torch.full_like(rec.std, 0.01))  # K = 1: noise only
+
+
+def _linear_gaussian(center: str = "none") -> tuple[LatentODE, Tensor, Tensor]:
+    """A latent ODE whose posterior is Gaussian in closed form: linear dynamics ``dz/dt = A z``
+    and a linear decoder ``x = W z + c``, so ``x(t) = W expm(A (t - t0)) z0 + c`` + noise 0.5.
+    Returns the model (encoder untrained) with ``A`` and ``W``."""
+    cfg = LatentODEConfig(
+        input_dim=D, latent_dim=L, dynamics_depth=0, decoder_depth=0, obs_std=0.5, solver=TIGHT
+    )
+    model = LatentODE(dataclasses.replace(cfg, center=center)).double()
+    A = torch.tensor([[-0.1, 1.0, 0.0], [-1.0, -0.1, 0.3], [0.0, -0.3, 0.05]], dtype=F64)
+    with torch.no_grad():
+        lin = model.dynamics.net[0]
+        lin.weight.copy_(A)
+        lin.bias.zero_()
+    return model, A, model.decoder.net[0].weight.detach()
+
+
+def _exact_predictive(
+    model: LatentODE, A: Tensor, W: Tensor, batch: IrregularBatch, times: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Mean and std ``[B, T', D]`` of ``p(x(times) | batch)`` for `_linear_gaussian` models,
+    by the Gaussian posterior ``N(m, P^-1)`` of z0: ``P = I + sum H^T H / s^2`` over the
+    observed entries, one series at a time."""
+    c, s2, t0 = model.decoder.net[0].bias.detach(), 0.25, batch.times[0]
+    level = model.level(batch)  # (B, D), zeros unless centred
+    H = lambda t: W @ torch.linalg.matrix_exp(A * (t - t0))  # noqa: E731  (D, L)
+    Hq = torch.stack([H(t) for t in times])  # (T', D, L)
+    means, stds = [], []
+    for b in range(batch.values.shape[0]):
+        P, r = torch.eye(L, dtype=F64), torch.zeros(L, dtype=F64)
+        for i, t in enumerate(batch.times):
+            for d in range(D):
+                if batch.mask[b, i, d] > 0:
+                    h = H(t)[d]  # (L,)
+                    P += torch.outer(h, h) / s2
+                    r += h * (batch.values[b, i, d] - level[b, d] - c[d]) / s2
+        cov = torch.linalg.inv(P)
+        means.append(Hq @ (cov @ r) + c + level[b])  # (T', D)
+        stds.append((torch.einsum("tdl,lk,tdk->td", Hq, cov, Hq) + s2).sqrt())
+    return torch.stack(means), torch.stack(stds)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("center", ["none", "last"])
+def test_importance_weighted_prediction_recovers_the_exact_posterior_predictive(
+    center: str, device: str
+) -> None:
+    model, A, W = _linear_gaussian(center)
+    batch = make_batch()
+    future = batch.times[-1] + torch.linspace(0.2, 3.0, 4, dtype=F64)
+    exact_mean, exact_std = _exact_predictive(model, A, W, batch, future)
+    model, on_device = model.to(device), batch.to(device)
+    with torch.no_grad():
+        plain = model.forecast(on_device, future.to(device), n_samples=4000)
+        pred = model.predict(
+            on_device, future.to(device), n_samples=4000, importance=True, proposal_scale=2.0
+        )
+    assert pred.mean.device.type == device
+    pred = Prediction(*(x.cpu() for x in (pred.mean, pred.std, pred.samples, pred.ess)))
+    plain = Prediction(plain.mean.cpu(), plain.std.cpu())
+    assert pred.ess is not None and pred.samples is not None
+    assert pred.samples.shape == (4000, B, 4, D) and pred.ess.shape == (B,)
+    assert bool((pred.ess > 40).all())  # of 4000: the untrained encoder is a poor proposal
+    # Monte-Carlo tolerance: 5 standard errors of a weighted mean with the weights' ESS.
+    path_std = (exact_std.square() - 0.25).sqrt()  # (B, T', D) posterior std of W z(t)
+    tol = 5 * path_std / pred.ess.sqrt()[:, None, None] + 1e-9
+    assert bool(((pred.mean - exact_mean).abs() <= tol).all())
+    torch.testing.assert_close(pred.std, exact_std, rtol=0.08, atol=0.0)
+    # The resampled paths are unweighted draws of the same posterior.
+    torch.testing.assert_close(pred.samples.mean(0), pred.mean, rtol=0.0, atol=float(tol.max()) * 3)
+    # Control: the untrained encoder's q alone is far from the posterior.
+    assert float((plain.mean - exact_mean).abs().max()) > 4 * float(tol.max())
+
+
+def test_importance_weighted_prediction_on_per_series_times_and_bad_arguments() -> None:
+    model, batch = _latent("gru"), make_batch()
+    future = batch.times[-1] + torch.linspace(0.1, 1.0, 5, dtype=F64)
+    per_series = future.expand(B, 5)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        shared = model.predict(batch, future, n_samples=7, importance=True)
+        torch.manual_seed(3)
+        rows = model.predict(batch, per_series, n_samples=7, importance=True)
+    torch.testing.assert_close(rows.mean, shared.mean)
+    torch.testing.assert_close(rows.std, shared.std)
+    assert shared.ess is not None and bool(((shared.ess >= 1) & (shared.ess <= 7 + 1e-9)).all())
+    with pytest.raises(ModelInputError, match="proposal_scale"):
+        model.predict(batch, future, importance=True, proposal_scale=0.0)
+    with pytest.raises(ModelInputError, match="n_samples"):
+        model.predict(batch, future, n_samples=0, importance=True)
 
 
 def _last_observed(batch: IrregularBatch) -> Tensor:

@@ -55,11 +55,15 @@ class Prediction:
             mixture over posterior samples: spread of the sample paths plus observation noise).
         samples: ``[K, B, T, D]`` decoded means of K posterior sample paths, or None for
             deterministic models.
+        ess: ``[B]`` effective sample size ``1 / sum_k w_k^2`` of the importance weights of a
+            weighted latent prediction (`LatentODE.predict` with ``importance=True``), else
+            None. Near 1 means one path carries the prediction: draw more.
     """
 
     mean: Tensor
     std: Tensor
     samples: Tensor | None = None
+    ess: Tensor | None = None
 
 
 @dataclass(frozen=True)

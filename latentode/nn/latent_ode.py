@@ -9,6 +9,8 @@ Usage::
     terms = model.elbo(observed, target, n_samples=3, kl_weight=0.5)   # observed, target: any
     terms.loss.backward()                                                # IrregularBatch
     pred = model.forecast(observed, future_times, n_samples=20)          # pred.mean [B, T, D]
+    pred = model.forecast(observed, future_times, 1000, importance=True) # paths weighted by
+                                                                         # p(z0 | observed)
 
 Loss normalisation: ``elbo(...).loss = -(sum over series of the bound) / N_obs`` with N_obs the
 number of observed target values in the batch: the negative ELBO (or IWAE bound) *per observed
@@ -331,26 +333,95 @@ class LatentODE(nn.Module):
         """``elbo(...).loss``: the negative bound per observed target value."""
         return self.elbo(observed, target, n_samples, kl_weight, iwae).loss
 
-    def predict(self, observed: Observations, times: Tensor, n_samples: int = 20) -> Prediction:
+    def predict(
+        self,
+        observed: Observations,
+        times: Tensor,
+        n_samples: int = 20,
+        importance: bool = False,
+        proposal_scale: float = 1.0,
+    ) -> Prediction:
         """Posterior predictive at ``times`` ``[T]`` or ``[B, T]``.
 
         ``samples`` are the decoded means of K posterior paths; ``mean`` their average; ``std``
         the std of the mixture: ``sqrt(var_k(samples) + mean_k sigma^2)``. Wrap in
         ``torch.no_grad()`` when no gradient is needed.
+
+        With ``importance=True`` the paths are drawn from the encoder's ``q(z0)`` (its std
+        times ``proposal_scale``) and weighted by ``w_k ~ p(observed | z_k) p(z_k) / q(z_k)``,
+        self-normalised, so that the prediction estimates the model's own posterior predictive
+        ``p(x(times) | observed)`` rather than the encoder's approximation of it (the
+        amortisation gap closes as K grows). ``mean`` and ``std`` are the weighted mean and
+        mixture std; ``samples`` are K paths resampled by the weights (multinomial), so they
+        can be used as unweighted draws; ``ess`` is the weights' effective sample size per
+        series. The paths are also decoded at ``observed.times`` for the weights (one solve on
+        the union of the times when ``times`` is shared, two otherwise).
+
+        Args:
+            observed: the conditioning observations.
+            times: query times ``>= observed.times[0]``.
+            n_samples: K posterior paths.
+            importance: weight the paths by the model's posterior (see above).
+            proposal_scale: with ``importance``, widen (``> 1``) or narrow the proposal's std.
+
+        Raises:
+            ModelInputError: ``n_samples < 1`` or ``proposal_scale <= 0``.
         """
-        p_x = self(observed, times, n_samples).p_x
-        samples = p_x.mean  # (K, B, T, D)
-        var = samples.var(dim=0, unbiased=False) + p_x.variance.mean(dim=0)  # (B, T, D)
-        return Prediction(samples.mean(dim=0), var.sqrt(), samples)
+        if not importance:
+            p_x = self(observed, times, n_samples).p_x
+            samples = p_x.mean  # (K, B, T, D)
+            var = samples.var(dim=0, unbiased=False) + p_x.variance.mean(dim=0)  # (B, T, D)
+            return Prediction(samples.mean(dim=0), var.sqrt(), samples)
+        if n_samples < 1:
+            raise ModelInputError(f"n_samples must be >= 1, got {n_samples}.")
+        if not proposal_scale > 0:
+            raise ModelInputError(f"proposal_scale must be > 0, got {proposal_scale!r}.")
+        level = self.level(observed) if self.config.center != "none" else None  # (B, D)
+        q_z0 = self.encode(observed, level)
+        proposal = Normal(q_z0.mean, q_z0.stddev * proposal_scale, validate_args=False)
+        z0 = proposal.sample((n_samples,))  # (K, B, L)
+        t0, seen = observed.times[0], observed.times.to(z0)
+        times = times.to(z0)
+        if times.dim() == 1:
+            grid, where = torch.unique(torch.cat([seen, times]), sorted=True, return_inverse=True)
+            zt = self.integrate(z0, t0, grid)  # (K, B, G, L)
+            z_seen, z_query = zt[:, :, where[: len(seen)]], zt[:, :, where[len(seen) :]]
+        else:
+            z_seen, z_query = self.integrate(z0, t0, seen), self.integrate(z0, t0, times)
+        p_seen, p_x = self.decoder(z_seen), self.decoder(z_query)
+        if level is not None:
+            p_seen = Normal(p_seen.loc + level[:, None, :], p_seen.scale, validate_args=False)
+            p_x = Normal(p_x.loc + level[:, None, :], p_x.scale, validate_args=False)
+        log_lik = masked_log_likelihood(p_seen, observed.values, observed.mask)  # (K, B)
+        prior = Normal(torch.zeros_like(z0), torch.ones_like(z0), validate_args=False)
+        log_w = log_lik + (prior.log_prob(z0) - proposal.log_prob(z0)).sum(-1)  # (K, B)
+        w = torch.softmax(log_w, dim=0)  # (K, B)
+        paths = p_x.mean  # (K, B, T, D)
+        wk = w[:, :, None, None]  # (K, B, 1, 1)
+        mean = (wk * paths).sum(dim=0)  # (B, T, D)
+        var = (wk * ((paths - mean).square() + p_x.variance)).sum(dim=0)  # (B, T, D)
+        pick = torch.multinomial(w.T, n_samples, replacement=True).T  # (K, B)
+        series = torch.arange(paths.shape[1], device=paths.device)  # (B,)
+        samples = paths[pick, series]  # (K, B, T, D)
+        return Prediction(mean, var.sqrt(), samples, 1.0 / w.square().sum(dim=0))
 
     def reconstruct(
-        self, observed: Observations, times: Tensor | None = None, n_samples: int = 1
+        self,
+        observed: Observations,
+        times: Tensor | None = None,
+        n_samples: int = 1,
+        importance: bool = False,
     ) -> Prediction:
         """Interpolation: `predict` at ``times`` (default: the observed grid)."""
-        return self.predict(observed, observed.times if times is None else times, n_samples)
+        times = observed.times if times is None else times
+        return self.predict(observed, times, n_samples, importance)
 
     def forecast(
-        self, observed: Observations, future_times: Tensor, n_samples: int = 20
+        self,
+        observed: Observations,
+        future_times: Tensor,
+        n_samples: int = 20,
+        importance: bool = False,
     ) -> Prediction:
         """Extrapolation: `predict` at ``future_times`` (any times ``>= observed.times[0]``)."""
-        return self.predict(observed, future_times, n_samples)
+        return self.predict(observed, future_times, n_samples, importance)
