@@ -127,8 +127,11 @@ def evaluate(
     data_state: dict[str, Any],
     n_samples: int = 100,
     seed: int = 0,
+    importance: bool = False,
 ) -> pd.DataFrame:
     """Model and baseline errors on the held-out parts of ``table``.
+
+    ``importance``: the model's predictions weight its posterior paths (`LatentODE.predict`).
 
     Returns:
         Rows ``task, method, mse, mae, coverage90, n_values``.
@@ -158,7 +161,13 @@ def evaluate(
         if table.n_series == 1:
             period = estimate_period(cases[0].hist.times, cases[0].hist.values[:, 0])
         summary = predictive_summary(
-            model, [c.hist for c in cases], [c.t_target for c in cases], data_state, n_samples, gen
+            model,
+            [c.hist for c in cases],
+            [c.t_target for c in cases],
+            data_state,
+            n_samples,
+            gen,
+            importance,
         )
         target = np.concatenate([c.target for c in cases])  # (M, D)
         stats = np.concatenate(summary)  # (M, D, 5)

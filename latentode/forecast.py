@@ -114,11 +114,13 @@ def predictive_summary(
     data_state: dict[str, Any],
     n_samples: int,
     generator: torch.Generator,
+    importance: bool = False,
 ) -> list[np.ndarray]:
     """Per segment ``[n, D, 5]`` (mean, std, q05, q50, q95) at its times ``future`` (user units).
 
     Each of the ``n_samples`` posterior paths gets its own draw of the observation noise, so the
-    quantiles are those of the posterior predictive.
+    quantiles are those of the posterior predictive. ``importance``: the paths are the
+    importance-resampled ones of `LatentODE.predict` (the model's posterior, not the encoder's).
     """
     norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
     param = next(model.parameters())
@@ -136,11 +138,12 @@ def predictive_summary(
             for f, g in zip(future, segs, strict=True)
         ]
     )  # (B, n) strictly increasing rows
-    pred = model.predict(observed, torch.as_tensor(grid, dtype=dtype, device=device), n_samples)
+    query = torch.as_tensor(grid, dtype=dtype, device=device)
+    pred = model.predict(observed, query, n_samples, importance)
     paths = pred.samples  # (K, B, n, D) decoded means of the posterior paths
-    noise_var = (pred.std**2 - paths.var(dim=0, unbiased=False)).clamp(min=0)  # (B, n, D)
+    noise_std = model.decoder.log_std.to(paths).exp()  # (D,) the same for every path
     eps = torch.randn(paths.shape, generator=generator, dtype=dtype).to(device)
-    draws = (paths + noise_var.sqrt() * eps).double().cpu().numpy()  # (K, B, n, D)
+    draws = (paths + noise_std * eps).double().cpu().numpy()  # (K, B, n, D)
     if norm is not None:
         draws = denormalise(draws, norm)
     q = np.quantile(draws, QUANTILES, axis=0)  # (3, B, n, D)
@@ -159,6 +162,7 @@ def forecast(
     seed: int = 0,
     chunk: int = 128,
     shard: tuple[int, int] = (0, 1),
+    importance: bool = False,
 ) -> ForecastResult:
     """Forecast every series of ``table`` after its last observation.
 
@@ -177,6 +181,8 @@ def forecast(
         chunk: series per model call.
         shard: ``(rank, world_size)``: forecast only chunks ``rank, rank + world_size, ...``
             (the other series get ``None`` summaries and no rows); see `merge_shards`.
+        importance: weight the posterior paths by the model's own posterior given each
+            history (`LatentODE.predict`'s ``importance``).
 
     Returns:
         A `ForecastResult`.
@@ -211,7 +217,7 @@ def forecast(
         generator = torch.Generator().manual_seed(chunk_seed)  # observation noise
         hi = min(lo + chunk, len(segs))
         summary[lo:hi] = predictive_summary(
-            model, segs[lo:hi], future[lo:hi], data_state, n_samples, generator
+            model, segs[lo:hi], future[lo:hi], data_state, n_samples, generator, importance
         )
     return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)
 

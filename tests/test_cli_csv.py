@@ -238,3 +238,24 @@ def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None
     model = scores[scores.method == "latent ODE"]
     assert model.coverage90.between(0, 1).all()
     assert "latent ODE" in res.stdout and "linear interpolation" in res.stdout
+    # --importance reaches the model's predictions and nothing else.
+    weighted = tmp_path / "weighted.csv"
+    res = run_cli(
+        "test",
+        "--ckpt_path",
+        str(ckpt),
+        "--data.path",
+        str(data),
+        "--n_samples",
+        "20",
+        "--importance",
+        "--output",
+        str(weighted),
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    iw = pd.read_csv(weighted)
+    is_model = iw.method == "latent ODE"
+    pd.testing.assert_frame_equal(iw[~is_model], scores[scores.method != "latent ODE"])
+    assert np.isfinite(iw[["mse", "mae"]].to_numpy()).all()
+    assert iw[is_model].coverage90.between(0, 1).all()
+    assert not np.allclose(iw[is_model].mse.to_numpy(), model.mse.to_numpy(), rtol=1e-6)
