@@ -211,22 +211,17 @@ def test_csv_fit_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     assert state["channels"] == ["a", "b"] and state["normalisation"]["mean"][0] > 900
 
 
+def _test_scores(ckpt: Path, data: Path, table: Path, *extra: str) -> tuple[pd.DataFrame, str]:
+    """``latentode test`` with 20 paths (and ``extra`` options): the table it wrote, stdout."""
+    args = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--n_samples", "20"]
+    res = run_cli("test", *args, *extra, "--output", str(table))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return pd.read_csv(table), res.stdout
+
+
 def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None:
     ckpt, data = fitted
-    table = tmp_path / "scores.csv"
-    res = run_cli(
-        "test",
-        "--ckpt_path",
-        str(ckpt),
-        "--data.path",
-        str(data),
-        "--n_samples",
-        "20",
-        "--output",
-        str(table),
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    scores = pd.read_csv(table)
+    scores, stdout = _test_scores(ckpt, data, tmp_path / "scores.csv")
     methods = set(zip(scores.task, scores.method, strict=True))
     assert {
         ("extrapolation", "latent ODE"),
@@ -237,23 +232,9 @@ def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None
     assert np.isfinite(scores[["mse", "mae"]].to_numpy()).all()
     model = scores[scores.method == "latent ODE"]
     assert model.coverage90.between(0, 1).all()
-    assert "latent ODE" in res.stdout and "linear interpolation" in res.stdout
+    assert "latent ODE" in stdout and "linear interpolation" in stdout
     # --importance reaches the model's predictions and nothing else.
-    weighted = tmp_path / "weighted.csv"
-    res = run_cli(
-        "test",
-        "--ckpt_path",
-        str(ckpt),
-        "--data.path",
-        str(data),
-        "--n_samples",
-        "20",
-        "--importance",
-        "--output",
-        str(weighted),
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    iw = pd.read_csv(weighted)
+    iw, _ = _test_scores(ckpt, data, tmp_path / "weighted.csv", "--importance")
     is_model = iw.method == "latent ODE"
     pd.testing.assert_frame_equal(iw[~is_model], scores[scores.method != "latent ODE"])
     assert np.isfinite(iw[["mse", "mae"]].to_numpy()).all()
