@@ -186,6 +186,21 @@ class LatentODECLI(LightningCLI):
         if config.get("ckpt_path") == "last":
             config["ckpt_path"] = resolve_last(self.trainer)
 
+    def after_test(self) -> None:
+        """On a CSV, point to the held-out evaluation in the user's units (Lightning's test
+        prints normalised metrics, easy to take for the other)."""
+        from .data.csv_module import CSVDataModule
+
+        data = self.datamodule
+        if isinstance(data, CSVDataModule) and self.trainer.is_global_zero:
+            ckpt = self.config_init[self.subcommand].get("ckpt_path") or "CKPT"
+            print(
+                "latentode: the metrics above are in normalised units. For errors in your "
+                "units beside naive baselines (last value, linear interpolation) and the "
+                f"interval coverage: latentode test --ckpt_path {ckpt} --data.path {data.path}",
+                file=sys.stderr,
+            )
+
     def before_instantiate_classes(self) -> None:
         """Default logger: CSV metrics under ``<default_root_dir>/logs``."""
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -38,6 +38,7 @@ def test_fit_test_and_resume(tmp_path: Path) -> None:
     test = run_cli("test", *tiny(tmp_path), "--ckpt_path", str(last))
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/mse" in test.stdout
+    assert "--data.path" not in test.stderr  # the CSV evaluation hint is for CSV runs only
 
     resumed = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "10", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -240,3 +240,16 @@ def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None
     assert np.isfinite(iw[["mse", "mae"]].to_numpy()).all()
     assert iw[is_model].coverage90.between(0, 1).all()
     assert not np.allclose(iw[is_model].mse.to_numpy(), model.mse.to_numpy(), rtol=1e-6)
+
+
+def test_lightning_test_on_a_csv_points_to_the_evaluation_in_user_units(
+    fitted, tmp_path: Path
+) -> None:
+    """``latentode test --config ...`` is Lightning's test (normalised metrics); on a CSV it
+    ends by naming the command that scores in the user's units, with this run's paths."""
+    ckpt, data = fitted
+    args = csv_fit_args(data, tmp_path / "run", 3)[1:]
+    res = run_cli("test", *args, "--ckpt_path", str(ckpt))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "test/mse" in res.stdout
+    assert f"latentode test --ckpt_path {ckpt} --data.path {data}" in res.stderr
