@@ -32,7 +32,7 @@ overrides `LatentODEConfig` fields of the Latent ODE; ``--ema 0.995`` scores eve
 the moving average of its parameters. All three are part of the cached models' tags.
 ``--importance-samples 1000`` also scores each trained Latent ODE predicting with 1000 paths
 weighted by its own posterior (`LatentODE.predict(importance=True)`; rows "Latent ODE,
-importance-weighted"; about two minutes per seed, no training).
+importance-weighted"; about a minute per seed on 2 cores, no training).
 """
 
 from __future__ import annotations
