@@ -131,6 +131,12 @@ def kl_standard_normal(q: Normal) -> Tensor:
     return (0.5 * (mu.square() + s.square() - 1.0) - s.log()).sum(dim=-1)  # (...,)
 
 
+def _log_prior_ratio(z0: Tensor, q: Normal) -> Tensor:
+    """``log N(z0; 0, I) - log q(z0)`` summed over the latent dimension: ``[K, B]``."""
+    prior = Normal(torch.zeros_like(z0), torch.ones_like(z0), validate_args=False)
+    return (prior.log_prob(z0) - q.log_prob(z0)).sum(dim=-1)
+
+
 class LatentODE(nn.Module):
     """Encoder -> ``q(z0)`` -> K posterior samples -> ODE solve -> Gaussian decoder.
 
@@ -279,10 +285,15 @@ class LatentODE(nn.Module):
         z0 = q_z0.rsample((n_samples,))  # (K, B, L)
         times = observed.times if times is None else times
         zt = self.integrate(z0, observed.times[0], times)  # (K, B, T, L)
+        return LatentODEOutput(q_z0, z0, zt, self._decode(zt, level))
+
+    def _decode(self, zt: Tensor, level: Tensor | None) -> Normal:
+        """``p(x | z(t))`` for ``zt`` ``[K, B, T, L]``, with the ``[B, D]`` level added back
+        when centering (None: not)."""
         p_x = self.decoder(zt)
-        if level is not None:
-            p_x = Normal(p_x.loc + level[:, None, :], p_x.scale, validate_args=False)
-        return LatentODEOutput(q_z0, z0, zt, p_x)
+        if level is None:
+            return p_x
+        return Normal(p_x.loc + level[:, None, :], p_x.scale, validate_args=False)
 
     def elbo(
         self,
@@ -312,9 +323,7 @@ class LatentODE(nn.Module):
         log_lik = masked_log_likelihood(out.p_x, target.values, target.mask)  # (K, B)
         kl = kl_standard_normal(out.q_z0)  # (B,)
         if iwae:
-            prior = Normal(torch.zeros_like(out.z0), torch.ones_like(out.z0), validate_args=False)
-            log_ratio = (prior.log_prob(out.z0) - out.q_z0.log_prob(out.z0)).sum(-1)  # (K, B)
-            log_w = log_lik + kl_weight * log_ratio  # (K, B)
+            log_w = log_lik + kl_weight * _log_prior_ratio(out.z0, out.q_z0)  # (K, B)
             bound = torch.logsumexp(log_w, dim=0) - math.log(n_samples)  # (B,)
         else:
             bound = log_lik.mean(dim=0) - kl_weight * kl  # (B,)
@@ -388,13 +397,9 @@ class LatentODE(nn.Module):
             z_seen, z_query = zt[:, :, where[: len(seen)]], zt[:, :, where[len(seen) :]]
         else:
             z_seen, z_query = self.integrate(z0, t0, seen), self.integrate(z0, t0, times)
-        p_seen, p_x = self.decoder(z_seen), self.decoder(z_query)
-        if level is not None:
-            p_seen = Normal(p_seen.loc + level[:, None, :], p_seen.scale, validate_args=False)
-            p_x = Normal(p_x.loc + level[:, None, :], p_x.scale, validate_args=False)
+        p_seen, p_x = self._decode(z_seen, level), self._decode(z_query, level)
         log_lik = masked_log_likelihood(p_seen, observed.values, observed.mask)  # (K, B)
-        prior = Normal(torch.zeros_like(z0), torch.ones_like(z0), validate_args=False)
-        log_w = log_lik + (prior.log_prob(z0) - proposal.log_prob(z0)).sum(-1)  # (K, B)
+        log_w = log_lik + _log_prior_ratio(z0, proposal)  # (K, B)
         w = torch.softmax(log_w, dim=0)  # (K, B)
         paths = p_x.mean  # (K, B, T, D)
         wk = w[:, :, None, None]  # (K, B, 1, 1)
