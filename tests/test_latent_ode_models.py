@@ -13,12 +13,13 @@ import pytest
 import torch
 from sync_helpers import count_syncs
 from torch import Tensor, nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from latentode.data import IrregularBatch, split_interpolation
 from latentode.data.synthetic import make_spirals
 from latentode.nn import (
     ODERNN,
+    AggregatePosterior,
     GaussianDecoder,
     GRUBaseline,
     GRUEncoder,
@@ -359,27 +360,47 @@ def _linear_gaussian(center: str = "none") -> tuple[LatentODE, Tensor, Tensor]:
 
 
 def _exact_predictive(
-    model: LatentODE, A: Tensor, W: Tensor, batch: IrregularBatch, times: Tensor
+    model: LatentODE,
+    A: Tensor,
+    W: Tensor,
+    batch: IrregularBatch,
+    times: Tensor,
+    prior: list[tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Mean and std ``[B, T', D]`` of ``p(x(times) | batch)`` for `_linear_gaussian` models,
-    by the Gaussian posterior ``N(m, P^-1)`` of z0: ``P = I + sum H^T H / s^2`` over the
-    observed entries, one series at a time."""
+    one series at a time. Under each prior component ``N(m, diag(s^2))`` (default the model's
+    ``N(0, I)``) z0's posterior is ``N(P^-1 r, P^-1)`` with ``P = diag(s^-2) + sum H^T H / s2``
+    over the observed entries; the components (equally weighted a priori) are weighted by their
+    evidence ``N(y; H m + c, H diag(s^2) H^T + s2 I)``."""
     c, s2, t0 = model.decoder.net[0].bias.detach(), 0.25, batch.times[0]
     level = model.level(batch)  # (B, D), zeros unless centred
     H = lambda t: W @ torch.linalg.matrix_exp(A * (t - t0))  # noqa: E731  (D, L)
     Hq = torch.stack([H(t) for t in times])  # (T', D, L)
+    ones = torch.ones(L, dtype=F64)
+    prior = [(torch.zeros(L, dtype=F64), ones)] if prior is None else prior
     means, stds = [], []
     for b in range(batch.values.shape[0]):
-        P, r = torch.eye(L, dtype=F64), torch.zeros(L, dtype=F64)
-        for i, t in enumerate(batch.times):
-            for d in range(D):
-                if batch.mask[b, i, d] > 0:
-                    h = H(t)[d]  # (L,)
-                    P += torch.outer(h, h) / s2
-                    r += h * (batch.values[b, i, d] - level[b, d] - c[d]) / s2
-        cov = torch.linalg.inv(P)
-        means.append(Hq @ (cov @ r) + c + level[b])  # (T', D)
-        stds.append((torch.einsum("tdl,lk,tdk->td", Hq, cov, Hq) + s2).sqrt())
+        rows = [
+            (H(t)[d], batch.values[b, i, d] - level[b, d] - c[d])
+            for i, t in enumerate(batch.times)
+            for d in range(D)
+            if batch.mask[b, i, d] > 0
+        ]
+        Ho = torch.stack([h for h, _ in rows])  # (n_obs, L)
+        y = torch.stack([v for _, v in rows])  # (n_obs,)
+        log_ev, mean_k, var_k = [], [], []
+        for m, sd in prior:
+            cov = torch.linalg.inv(torch.diag(sd**-2) + Ho.T @ Ho / s2)
+            mu = cov @ (m / sd**2 + Ho.T @ y / s2)
+            marginal = Ho @ torch.diag(sd**2) @ Ho.T + s2 * torch.eye(len(y), dtype=F64)
+            log_ev.append(MultivariateNormal(Ho @ m, marginal).log_prob(y))
+            mean_k.append(Hq @ mu + c + level[b])  # (T', D)
+            var_k.append(torch.einsum("tdl,lk,tdk->td", Hq, cov, Hq) + s2)
+        pi = torch.softmax(torch.stack(log_ev), dim=0)[:, None, None]  # (C, 1, 1)
+        mk, vk = torch.stack(mean_k), torch.stack(var_k)  # (C, T', D)
+        mean = (pi * mk).sum(dim=0)
+        means.append(mean)
+        stds.append(((pi * (vk + mk.square())).sum(dim=0) - mean.square()).sqrt())
     return torch.stack(means), torch.stack(stds)
 
 
@@ -434,6 +455,63 @@ def test_importance_weighted_prediction_on_per_series_times_and_bad_arguments() 
         model.predict(batch, future, importance=True, proposal_scale=0.0)
     with pytest.raises(ModelInputError, match="n_samples"):
         model.predict(batch, future, n_samples=0, importance=True)
+
+
+def test_prediction_under_an_aggregate_posterior_prior_matches_the_exact_mixture_posterior() -> (
+    None
+):
+    torch.manual_seed(0)  # the decoder weights W
+    model, A, W = _linear_gaussian()
+    batch = make_batch()
+    future = batch.times[-1] + torch.linspace(0.2, 3.0, 4, dtype=F64)
+    # Two components far apart: the posterior is a two-component Gaussian mixture.
+    loc = torch.tensor([[1.5, 0.0, 0.5], [-1.0, 1.0, -0.5]], dtype=F64)
+    scale = torch.tensor([[0.4, 0.3, 0.5], [0.3, 0.5, 0.4]], dtype=F64)
+    prior = AggregatePosterior(loc, scale)
+    exact_mean, exact_std = _exact_predictive(
+        model, A, W, batch, future, list(zip(loc, scale, strict=True))
+    )
+    standard_mean, _ = _exact_predictive(model, A, W, batch, future)
+    with torch.no_grad():
+        pred = model.forecast(batch, future, n_samples=20000, importance=True, prior=prior)
+    assert pred.ess is not None and pred.samples is not None
+    assert pred.samples.shape == (20000, B, 4, D) and bool((pred.ess > 100).all())
+    path_std = (exact_std.square() - 0.25).sqrt()  # (B, T', D)
+    tol = 5 * path_std / pred.ess.sqrt()[:, None, None] + 1e-9
+    assert bool(((pred.mean - exact_mean).abs() <= tol).all())
+    torch.testing.assert_close(pred.std, exact_std, rtol=0.03, atol=0.0)
+    # Control: the prior matters here; N(0, I)'s posterior predictive is far from this one.
+    assert float((standard_mean - exact_mean).abs().max()) > 4 * float(tol.max())
+    # The mixture's density, against a loop over its components.
+    z = torch.randn(5, L, dtype=F64)
+    by_loop = (
+        torch.stack([Normal(loc[i], scale[i]).log_prob(z).sum(-1) for i in range(2)])
+        .exp()
+        .mean(0)
+        .log()
+    )
+    torch.testing.assert_close(prior.log_prob(z), by_loop)
+
+
+def test_aggregate_posterior_collects_the_encoder_posteriors_and_rejects_misuse() -> None:
+    model, batch = _latent("gru"), make_batch()
+    with torch.no_grad():
+        q = model.encode(batch)
+        agg = model.aggregate_posterior(batch, chunk=2)  # chunks of 2, 2 and 1 series
+    torch.testing.assert_close(agg.loc, q.mean)
+    torch.testing.assert_close(agg.scale, q.stddev)
+    future = batch.times[-1] + torch.linspace(0.1, 1.0, 5, dtype=F64)
+    with torch.no_grad():
+        torch.manual_seed(4)
+        shared = model.predict(batch, future, n_samples=9, importance=True, prior=agg)
+        torch.manual_seed(4)
+        rows = model.predict(batch, future.expand(B, 5), n_samples=9, importance=True, prior=agg)
+    torch.testing.assert_close(rows.mean, shared.mean)
+    torch.testing.assert_close(rows.std, shared.std)
+    with pytest.raises(ModelInputError, match="importance=True"):
+        model.predict(batch, future, prior=agg)
+    with pytest.raises(ModelInputError, match="chunk"):
+        model.aggregate_posterior(batch, chunk=0)
 
 
 def _last_observed(batch: IrregularBatch) -> Tensor:

@@ -6,7 +6,14 @@ from .baselines import ODERNN, GRUBaseline, RecurrentBaseline
 from .cnf import CNF, CNFField, CNFOutput, ConcatSquashLinear
 from .decoders import GaussianDecoder, masked_log_likelihood
 from .encoders import Encoder, GRUEncoder, ODERNNEncoder, flow_hidden
-from .latent_ode import ELBOTerms, LatentODE, LatentODEConfig, LatentODEOutput, kl_standard_normal
+from .latent_ode import (
+    AggregatePosterior,
+    ELBOTerms,
+    LatentODE,
+    LatentODEConfig,
+    LatentODEOutput,
+    kl_standard_normal,
+)
 from .odenet import (
     AugmentedNeuralODE,
     ConvODEFunc,
@@ -23,6 +30,7 @@ from .vector_fields import ODEFunc, make_mlp
 __all__ = [
     "CNF",
     "ODERNN",
+    "AggregatePosterior",
     "AugmentedNeuralODE",
     "CNFField",
     "CNFOutput",
