@@ -186,6 +186,67 @@ def two_stage_scores(model: LatentODE, seed: int) -> list[dict[str, object]]:
     return rows
 
 
+@torch.no_grad()
+def aggregate_prior_scores(model: LatentODE, draws: int, seed: int) -> list[dict[str, object]]:
+    """Forecasts of the 200 test spirals under the aggregate-posterior prior (see the module
+    docstring), per n: clean forecast RMSE of the likelihood-weighted mean of ``draws`` paths
+    per training window, of the analog control, of the encoder's forecast and of the Bayes
+    floor; the weights' median
+    effective sample size; the clean RMSE of the best single path per spiral."""
+    train = make_spirals(n=1000, noise_std=NOISE_STD, seed=0)
+    test = make_spirals(n=200, noise_std=NOISE_STD, seed=1)
+    ns = test.n_sample
+    full = train.batch
+    window = full.with_mask(torch.cat([full.mask[:, :ns], torch.zeros_like(full.mask[:, ns:])], 1))
+    q = model.encode(window)  # (1000, L)
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn((draws, *q.mean.shape), generator=gen)  # (draws, 1000, L)
+    z0 = (q.mean + q.stddev * eps).reshape(-1, q.mean.shape[-1])  # (M, L)
+    paths = torch.cat([decode_path(model, z, test.times) for z in z0.split(1000)])  # (M, W, 2)
+    sigma = model.decoder.log_std.exp()  # (2,)
+    rows = []
+    for n in N_OBSERVED:
+        observed = scored_observations(test, n, seed)
+        log_lik = torch.cat(  # (B, M), 50 spirals at a time (memory)
+            [
+                (-0.5 * ((v[:, None] - paths) / sigma).square() * m[:, None]).sum(dim=(-1, -2))
+                for v, m in zip(observed.values.split(50), observed.mask.split(50), strict=True)
+            ]
+        )
+        weights = torch.softmax(log_lik, dim=1)
+        pred = torch.einsum("bm,mwd->bwd", weights, paths)  # (B, W, 2)
+        # Control without any model: the training windows' own noisy values, weighted by how
+        # well their conditioning points match the observed ones (noise of both: 2 sigma^2).
+        lag = torch.cat(
+            [
+                (-0.25 * ((v[:, None] - full.values) / NOISE_STD).square() * m[:, None]).sum(
+                    dim=(-1, -2)
+                )
+                for v, m in zip(observed.values.split(50), observed.mask.split(50), strict=True)
+            ]
+        )  # (B, N)
+        analog = torch.einsum("bn,nwd->bwd", torch.softmax(lag, dim=1), full.values)
+        preds = {
+            "aggregate prior": pred,
+            "analog (training windows)": analog,
+            "encoder (spirals.py)": scored_prediction(model, observed, test, n, seed),
+            "Bayes-optimal": test.bayes_forecast(observed),
+        }
+        row: dict[str, object] = {"n": n}
+        for name, p in preds.items():
+            row[name] = round(float((p - test.clean)[:, ns:].square().mean().sqrt()), 4)
+        row["median ESS"] = round(float((1 / weights.square().sum(dim=1)).median()), 1)
+        best = torch.cat(  # (B,) the lowest clean forecast MSE of any one path
+            [
+                (paths[:, ns:] - c[:, None, ns:]).square().mean(dim=(-1, -2)).min(dim=1).values
+                for c in test.clean.split(50)
+            ]
+        )
+        row["best single path"] = round(float(best.mean().sqrt()), 4)
+        rows.append(row)
+    return rows
+
+
 def error_profile(model: nn.Module, test: Spirals, n: int, seed: int) -> dict[str, object]:
     """Clean RMSE of the predictive mean that `spirals.evaluate` scores, for ``n`` observed
     points: over the conditioning window, at forecast horizons 1 / 25 / 50 / 75 / 90 / 100
@@ -229,6 +290,12 @@ def main() -> None:
         "generalisation: the same conditioning draws and scoring)",
     )
     parser.add_argument("--seed", type=int, default=0, help="the spirals.py run's seed")
+    parser.add_argument(
+        "--aggregate-prior",
+        type=int,
+        metavar="DRAWS",
+        help="with --model: forecast under the aggregate-posterior prior instead (see above)",
+    )
     args = parser.parse_args()
     if args.two_stage and not args.generative:
         parser.error("--two-stage needs --generative (it trains that model's encoder)")
@@ -248,6 +315,10 @@ def main() -> None:
     assert isinstance(model, LatentODE)
     model.load_state_dict(torch.load(args.model, weights_only=True)["state"])
     model.eval().requires_grad_(False)
+    if args.aggregate_prior:
+        for row in aggregate_prior_scores(model, args.aggregate_prior, args.seed):
+            print(json.dumps(row), flush=True)
+        return
     test = make_spirals(n=200, noise_std=NOISE_STD, seed=1)
     if args.data == "train":
         train = make_spirals(n=1000, noise_std=NOISE_STD, seed=0)
