@@ -510,6 +510,9 @@ def test_aggregate_posterior_collects_the_encoder_posteriors_and_rejects_misuse(
     torch.testing.assert_close(rows.std, shared.std)
     with pytest.raises(ModelInputError, match="importance=True"):
         model.predict(batch, future, prior=agg)
+    wrong = AggregatePosterior(agg.loc[:, :1], agg.scale[:, :1])
+    with pytest.raises(ModelInputError, match="latent dimensions"):
+        model.predict(batch, future, importance=True, prior=wrong)
     with pytest.raises(ModelInputError, match="chunk"):
         model.aggregate_posterior(batch, chunk=0)
 

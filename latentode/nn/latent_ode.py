@@ -423,11 +423,16 @@ class LatentODE(nn.Module):
 
         Raises:
             ModelInputError: ``n_samples < 1``, ``proposal_scale <= 0``, or ``prior`` without
-                ``importance``.
+                ``importance`` or of another latent size.
         """
         if prior is not None and not importance:
             raise ModelInputError(
                 "prior= weights the paths by the model's likelihood: pass importance=True too."
+            )
+        if prior is not None and prior.loc.shape[-1] != self.config.latent_dim:
+            raise ModelInputError(
+                f"prior has {prior.loc.shape[-1]} latent dimensions, the model "
+                f"{self.config.latent_dim}: build it with this model's aggregate_posterior."
             )
         if not importance:
             p_x = self(observed, times, n_samples).p_x
