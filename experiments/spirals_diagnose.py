@@ -57,11 +57,13 @@ from spirals import (
     conditioning,
     scored_observations,
     scored_prediction,
+    training_windows,
 )
 from torch import Tensor, nn
+from torch.distributions import Normal
 
-from latentode.data import Spirals, make_spirals
-from latentode.nn import LatentODE
+from latentode.data import IrregularBatch, Spirals, make_spirals
+from latentode.nn import LatentODE, masked_log_likelihood
 
 HORIZONS = (1, 25, 50, 75, 90, 100)
 
@@ -186,46 +188,45 @@ def two_stage_scores(model: LatentODE, seed: int) -> list[dict[str, object]]:
     return rows
 
 
+def likelihood_weights(observed: IrregularBatch, refs: Tensor, std: Tensor) -> Tensor:
+    """``[B, M]`` weights of the reference paths ``refs`` ``[M, W, 2]`` for each observed spiral,
+    proportional to the Gaussian likelihood (``std`` per coordinate) of its observed points,
+    self-normalised; 50 spirals at a time (memory)."""
+    log_lik = torch.cat(
+        [
+            masked_log_likelihood(Normal(refs, std), v[:, None], m[:, None])  # (50, M)
+            for v, m in zip(observed.values.split(50), observed.mask.split(50), strict=True)
+        ]
+    )
+    return torch.softmax(log_lik, dim=1)
+
+
 @torch.no_grad()
 def aggregate_prior_scores(model: LatentODE, draws: int, seed: int) -> list[dict[str, object]]:
     """Forecasts of the 200 test spirals under the aggregate-posterior prior (see the module
     docstring), per n: clean forecast RMSE of the likelihood-weighted mean of ``draws`` paths
     per training window, of the analog control, of the encoder's forecast and of the Bayes
-    floor; the weights' median
-    effective sample size; the clean RMSE of the best single path per spiral."""
-    train = make_spirals(n=1000, noise_std=NOISE_STD, seed=0)
+    floor; the weights' median effective sample size; the clean RMSE of the best single path
+    per spiral."""
+    train = make_spirals(n=1000, noise_std=NOISE_STD, seed=0).values  # (N, W, 2) all values
     test = make_spirals(n=200, noise_std=NOISE_STD, seed=1)
     ns = test.n_sample
-    full = train.batch
-    window = full.with_mask(torch.cat([full.mask[:, :ns], torch.zeros_like(full.mask[:, ns:])], 1))
-    q = model.encode(window)  # (1000, L)
+    prior = model.aggregate_posterior(training_windows(1000))  # (1000, L) components
     gen = torch.Generator().manual_seed(seed)
-    eps = torch.randn((draws, *q.mean.shape), generator=gen)  # (draws, 1000, L)
-    z0 = (q.mean + q.stddev * eps).reshape(-1, q.mean.shape[-1])  # (M, L)
+    eps = torch.randn((draws, *prior.loc.shape), generator=gen)  # (draws, 1000, L)
+    z0 = (prior.loc + prior.scale * eps).reshape(-1, prior.loc.shape[-1])  # (M, L)
     paths = torch.cat([decode_path(model, z, test.times) for z in z0.split(1000)])  # (M, W, 2)
     sigma = model.decoder.log_std.exp()  # (2,)
     rows = []
     for n in N_OBSERVED:
         observed = scored_observations(test, n, seed)
-        log_lik = torch.cat(  # (B, M), 50 spirals at a time (memory)
-            [
-                (-0.5 * ((v[:, None] - paths) / sigma).square() * m[:, None]).sum(dim=(-1, -2))
-                for v, m in zip(observed.values.split(50), observed.mask.split(50), strict=True)
-            ]
-        )
-        weights = torch.softmax(log_lik, dim=1)
+        weights = likelihood_weights(observed, paths, sigma)  # (B, M)
         pred = torch.einsum("bm,mwd->bwd", weights, paths)  # (B, W, 2)
         # Control without any model: the training windows' own noisy values, weighted by how
         # well their conditioning points match the observed ones (noise of both: 2 sigma^2).
-        lag = torch.cat(
-            [
-                (-0.25 * ((v[:, None] - full.values) / NOISE_STD).square() * m[:, None]).sum(
-                    dim=(-1, -2)
-                )
-                for v, m in zip(observed.values.split(50), observed.mask.split(50), strict=True)
-            ]
-        )  # (B, N)
-        analog = torch.einsum("bn,nwd->bwd", torch.softmax(lag, dim=1), full.values)
+        noise = torch.tensor(NOISE_STD * 2**0.5)
+        analog_w = likelihood_weights(observed, train, noise)  # (B, N)
+        analog = torch.einsum("bn,nwd->bwd", analog_w, train)
         preds = {
             "aggregate prior": pred,
             "analog (training windows)": analog,

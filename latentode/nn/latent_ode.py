@@ -261,11 +261,15 @@ class LatentODE(nn.Module):
             level: ``[B, D]`` level to subtract first when centering (default: `level` of
                 ``observed``).
         """
-        values = observed.values
-        if self.config.center != "none":
-            level = self.level(observed) if level is None else level
-            values = values - level.unsqueeze(1)  # (B, T, D)
-        return self.encoder(observed.times, values, observed.mask)
+        return self.encoder(observed.times, self._centered(observed, level), observed.mask)
+
+    def _centered(self, observed: Observations, level: Tensor | None = None) -> Tensor:
+        """``observed.values`` ``[B, T, D]`` less ``level`` (default: `level` of ``observed``)
+        when centering, as they are otherwise."""
+        if self.config.center == "none":
+            return observed.values
+        level = self.level(observed) if level is None else level
+        return observed.values - level.unsqueeze(1)  # (B, T, D)
 
     def integrate(self, z0: Tensor, t0: Tensor, times: Tensor) -> Tensor:
         """Solve the latent ODE from ``z0`` at ``t0`` and read it out at ``times``.
@@ -515,9 +519,7 @@ class LatentODE(nn.Module):
                 f"aggregate_posterior needs at least one series and chunk >= 1; got {B} series "
                 f"and chunk={chunk}."
             )
-        values, mask = observed.values, observed.mask
-        if self.config.center != "none":
-            values = values - self.level(observed).unsqueeze(1)  # (B, T, D)
+        values, mask = self._centered(observed), observed.mask  # (B, T, D)
         parts = [
             self.encoder(observed.times, values[lo : lo + chunk], mask[lo : lo + chunk])
             for lo in range(0, B, chunk)
