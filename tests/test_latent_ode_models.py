@@ -517,6 +517,40 @@ def test_aggregate_posterior_collects_the_encoder_posteriors_and_rejects_misuse(
         model.aggregate_posterior(batch, chunk=0)
 
 
+def test_shared_prior_paths_are_scored_a_chunk_of_series_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Paths drawn from a prior are shared by the series; their log-likelihood is computed a
+    chunk of series at a time and their moments without a ``[K, B, T, D]`` product. Neither
+    may change a number: one series per chunk, the default, and per-series times (which take
+    the per-series formulas, checked against the exact posterior with a centred model above)
+    agree, with a centred model (the level added back)."""
+    import latentode.nn.latent_ode as latent_ode
+
+    model, batch = _latent("gru", center="mean"), make_batch()
+    future = batch.times[-1] + torch.linspace(0.1, 1.0, 5, dtype=F64)
+    with torch.no_grad():
+        prior = model.aggregate_posterior(batch)
+        runs = {}
+        for name, elements, times in [
+            ("default", latent_ode._CHUNK_ELEMENTS, future),
+            ("one series per chunk", 1, future),
+            ("per-series times", latent_ode._CHUNK_ELEMENTS, future.expand(B, 5)),
+        ]:
+            monkeypatch.setattr(latent_ode, "_CHUNK_ELEMENTS", elements)
+            torch.manual_seed(5)
+            runs[name] = model.predict(batch, times, n_samples=64, importance=True, prior=prior)
+    ref = runs.pop("default")
+    assert ref.samples is not None and ref.ess is not None
+    assert ref.samples.shape == (64, B, 5, D)
+    for pred in runs.values():
+        assert pred.samples is not None and pred.ess is not None
+        torch.testing.assert_close(pred.mean, ref.mean)
+        torch.testing.assert_close(pred.std, ref.std)
+        torch.testing.assert_close(pred.samples, ref.samples)
+        torch.testing.assert_close(pred.ess, ref.ess)
+
+
 def _last_observed(batch: IrregularBatch) -> Tensor:
     """Each series' last observed value per feature, by a loop (0 where never observed)."""
     out = torch.zeros(batch.values.shape[0], batch.values.shape[2], dtype=F64)

@@ -146,6 +146,23 @@ def _log_prior_ratio(z0: Tensor, q: Normal) -> Tensor:
     return (prior.log_prob(z0) - q.log_prob(z0)).sum(dim=-1)
 
 
+_CHUNK_ELEMENTS = 2**24  # log-density entries ``[K, chunk, T, D]`` per step of the below
+
+
+def _shared_log_likelihood(p_x: Normal, values: Tensor, mask: Tensor) -> Tensor:
+    """`masked_log_likelihood` ``[K, B]`` of ``values`` ``[B, T, D]``; when ``p_x`` is shared by
+    the series (``[K, 1, T, D]``), a chunk of series at a time, so that the ``[K, B, T, D]``
+    log-density is never held whole."""
+    K, shared = p_x.loc.shape[0], p_x.loc.shape[1] == 1
+    B, T, D = values.shape
+    step = max(1, _CHUNK_ELEMENTS // (K * T * D)) if shared else B
+    parts = [
+        masked_log_likelihood(p_x, values[lo : lo + step], mask[lo : lo + step])
+        for lo in range(0, B, step)
+    ]
+    return torch.cat(parts, dim=-1)  # (K, B)
+
+
 @dataclass
 class AggregatePosterior:
     """The aggregate posterior ``(1/N) sum_i q(z0 | x_i)`` of a trained encoder over N series.
@@ -464,17 +481,29 @@ class LatentODE(nn.Module):
         else:
             z_seen = self.integrate(z0, t0, seen)  # (K, B or 1, T_seen, L)
             z_query = self.integrate(z0.expand(-1, B, -1), t0, times)  # (K, B, T, L)
-        p_seen, p_x = self._decode(z_seen, level), self._decode(z_query, level)
-        log_lik = masked_log_likelihood(p_seen, observed.values, observed.mask)  # (K, B)
+        # Decoded without the level (the values are centred instead), so that paths shared by
+        # the series stay ``[K, 1, T, D]`` until the resampled ``samples``.
+        values = observed.values if level is None else observed.values - level[:, None, :]
+        log_lik = _shared_log_likelihood(self.decoder(z_seen), values, observed.mask)  # (K, B)
         log_w = log_lik if prior is not None else log_lik + _log_prior_ratio(z0, proposal)
         w = torch.softmax(log_w, dim=0)  # (K, B)
-        paths = p_x.mean.expand(-1, B, -1, -1)  # (K, B, T, D)
-        wk = w[:, :, None, None]  # (K, B, 1, 1)
-        mean = (wk * paths).sum(dim=0)  # (B, T, D)
-        var = (wk * ((paths - mean).square() + p_x.variance)).sum(dim=0)  # (B, T, D)
-        pick = torch.multinomial(w.T, n_samples, replacement=True).T  # (K, B)
-        series = torch.arange(paths.shape[1], device=paths.device)  # (B,)
-        samples = paths[pick, series]  # (K, B, T, D)
+        p_x = self.decoder(z_query)
+        paths = p_x.mean  # (K, B or 1, T, D)
+        noise = p_x.variance.expand_as(paths)  # (K, B or 1, T, D)
+        pick = torch.multinomial(w.T, n_samples, replacement=True).T  # (K, B) resampled paths
+        if paths.shape[1] == 1:  # shared: weighted moments about the paths' plain mean
+            ref = paths[:, 0].mean(dim=0)  # (T, D)
+            mean = torch.einsum("kb,ktd->btd", w, paths[:, 0])  # (B, T, D)
+            second = torch.einsum("kb,ktd->btd", w, (paths[:, 0] - ref).square() + noise[:, 0])
+            var = (second - (mean - ref).square()).clamp_min(0.0)  # (B, T, D)
+            samples = paths[:, 0][pick]  # (K, B, T, D)
+        else:
+            wk = w[:, :, None, None]  # (K, B, 1, 1)
+            mean = (wk * paths).sum(dim=0)  # (B, T, D)
+            var = (wk * ((paths - mean).square() + noise)).sum(dim=0)  # (B, T, D)
+            samples = paths[pick, torch.arange(B, device=paths.device)]  # (K, B, T, D)
+        if level is not None:
+            mean, samples = mean + level[:, None, :], samples + level[:, None, :]
         return Prediction(mean, var.sqrt(), samples, 1.0 / w.square().sum(dim=0))
 
     def reconstruct(
