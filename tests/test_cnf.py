@@ -287,6 +287,7 @@ def test_tiny_fit_reaches_the_entropy(fitted: tuple[CNF, float, float]) -> None:
         {"T": 0.0},
         {"kinetic_weight": -0.1},
         {"options": {"rtol": 1e-3}},
+        {"options": {"adjoint_params": ()}},
     ],
 )
 def test_bad_arguments_raise_a_value_error(kwargs: dict[str, Any]) -> None:

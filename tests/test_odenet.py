@@ -167,6 +167,7 @@ def test_nfe_of_the_last_forward_and_backward() -> None:
         lambda: ODEBlock(MLPODEFunc(2), method="rk4", step_size=2.0),
         lambda: ODEBlock(MLPODEFunc(2), augment_dim=-1),
         lambda: ODEBlock(MLPODEFunc(2), options={"step_size": 0.1}),
+        lambda: ODEBlock(MLPODEFunc(2), options={"gradient": "adjoint"}),
         lambda: RKNetClassifier(method="dopri5"),
         lambda: ODENetClassifier(image_size=2),
         lambda: ResNetClassifier(num_blocks=0),

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from ..solver import METHODS
+from ..solver import GRADIENTS, METHODS
 
 __all__ = [
     "ModelInputError",
@@ -24,6 +24,7 @@ __all__ = [
     "check_observations",
     "check_query_times",
     "observed_columns",
+    "solve_keywords",
 ]
 
 
@@ -103,6 +104,41 @@ class SolverSettings:
         if self.step_size is not None:
             kw["step_size"] = self.step_size
         return kw
+
+
+def solve_keywords(
+    owner: str,
+    *,
+    method: str,
+    rtol: float,
+    atol: float,
+    step_size: float | None,
+    gradient: str,
+    options: dict[str, Any] | None,
+    error: type[ModelInputError] = ModelInputError,
+    reserved: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The keywords of `latentode.solver.solve` from a model constructor's solver arguments.
+
+    Args:
+        owner: the constructor's name, for the messages.
+        method, rtol, atol, step_size, gradient: its solver arguments.
+        options: further solver options (``max_num_steps``, ``adjoint_rtol``, ...).
+        error: the `ModelInputError` subclass to raise.
+        reserved: keywords the model sets itself, besides the arguments above.
+
+    Raises:
+        error: an unknown ``method`` or ``gradient``, or ``options`` naming an argument.
+    """
+    if method not in METHODS:
+        raise error(f"unknown method {method!r}; choose one of {list(METHODS)}.")
+    if gradient not in GRADIENTS:
+        raise error(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}.")
+    given = set(options or {}) & {"method", "rtol", "atol", "gradient", "step_size", *reserved}
+    if given:
+        raise error(f"pass {sorted(given)} as {owner} arguments, not in options.")
+    kw = {"method": method, "rtol": rtol, "atol": atol, "step_size": step_size}
+    return {**(options or {}), **kw, "gradient": gradient}
 
 
 def check_observations(times: Tensor, values: Tensor, mask: Tensor, input_dim: int) -> None:

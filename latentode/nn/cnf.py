@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..solver import GRADIENTS, METHODS, SolveStats, solve
-from .base import ModelInputError
+from ..solver import SolveStats, solve
+from .base import ModelInputError, solve_keywords
 
 __all__ = [
     "CNF",
@@ -280,7 +280,7 @@ class CNF(nn.Module):
         options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        _check_args(dim, hidden, activation, T, divergence, noise, method, gradient, options)
+        _check_args(dim, hidden, activation, T, divergence, noise)
         if not (kinetic_weight >= 0 and jacobian_weight >= 0):
             raise CNFInputError(
                 "kinetic_weight and jacobian_weight must be >= 0 (Finlay et al. use 0.01), got "
@@ -289,14 +289,17 @@ class CNF(nn.Module):
         self.dim, self.divergence, self.noise = dim, divergence, noise
         self.kinetic_weight, self.jacobian_weight = float(kinetic_weight), float(jacobian_weight)
         self.field = CNFField(dim, hidden, activation)
-        self.solve_kwargs: dict[str, Any] = {
-            **(options or {}),
-            "method": method,
-            "rtol": rtol,
-            "atol": atol,
-            "step_size": step_size,
-            "gradient": gradient,
-        }
+        self.solve_kwargs = solve_keywords(
+            "CNF",
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            step_size=step_size,
+            gradient=gradient,
+            options=options,
+            error=CNFInputError,
+            reserved=("adjoint_params",),  # the adjoint's parameters are the field's
+        )
         self.register_buffer("t", torch.tensor([0.0, float(T)]), persistent=False)
         self._stats: SolveStats | None = None
 
@@ -411,11 +414,9 @@ def _check_args(
     T: float,
     divergence: str,
     noise: str,
-    method: str,
-    gradient: str,
-    options: dict[str, Any] | None,
 ) -> None:
-    """Raise `CNFInputError` for the first invalid constructor argument."""
+    """Raise `CNFInputError` for the first invalid constructor argument (the solver arguments:
+    `solve_keywords`)."""
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise CNFInputError(f"dim must be a positive integer, got {dim!r}.")
     if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
@@ -424,17 +425,9 @@ def _check_args(
         "activation": (activation, tuple(_ACTIVATIONS)),
         "divergence": (divergence, ("exact", "hutchinson")),
         "noise": (noise, _NOISES),
-        "method": (method, tuple(METHODS)),
-        "gradient": (gradient, GRADIENTS),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise CNFInputError(f"unknown {name} {value!r}; choose one of {list(allowed)}.")
     if not T > 0:
         raise CNFInputError(f"T must be > 0, got {T!r}.")
-    reserved = {"method", "rtol", "atol", "gradient", "step_size", "adjoint_params"}
-    if reserved & set(options or {}):
-        raise CNFInputError(
-            f"pass {sorted(reserved & set(options or {}))} as CNF arguments, not in options "
-            "(the adjoint's parameters are the field's)."
-        )

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..solver import FIXED_METHODS, GRADIENTS, METHODS, SolveStats, solve
-from .base import ModelInputError
+from ..solver import FIXED_METHODS, SolveStats, solve
+from .base import ModelInputError, solve_keywords
 from .vector_fields import ACTIVATIONS, ODEFunc
 
 __all__ = [
@@ -135,20 +135,21 @@ class ODEBlock(nn.Module):
         options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if gradient not in GRADIENTS:
-            raise ODENetInputError(f"unknown gradient {gradient!r}; choose one of {GRADIENTS}.")
-        if method not in METHODS:
-            raise ODENetInputError(f"unknown method {method!r}; choose one of {list(METHODS)}.")
+        self.solve_kwargs = solve_keywords(
+            "ODEBlock",
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            step_size=step_size,
+            gradient=gradient,
+            options=options,
+            error=ODENetInputError,
+        )
         if not t1 > 0 or (step_size is not None and not 0 < step_size <= t1):
             msg = f"need t1 > 0 and 0 < step_size <= t1, got t1={t1!r}, step_size={step_size!r}."
             raise ODENetInputError(msg)
-        reserved = {"method", "rtol", "atol", "gradient", "step_size"} & set(options or {})
-        if reserved:
-            raise ODENetInputError(f"pass {sorted(reserved)} as ODEBlock arguments, not options.")
         _check_ints(0, augment_dim=augment_dim)
         self.func, self.augment_dim = func, augment_dim
-        kw = {"method": method, "rtol": rtol, "atol": atol, "gradient": gradient}
-        self.solve_kwargs: dict[str, Any] = {**(options or {}), **kw, "step_size": step_size}
         self.register_buffer("t", torch.tensor([0.0, float(t1)]), persistent=False)
         self._stats: SolveStats | None = None
 
