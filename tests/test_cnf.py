@@ -302,6 +302,10 @@ def test_bad_inputs_raise_a_value_error() -> None:
         flow.log_prob(torch.zeros(4, 3, dtype=F64))
     with pytest.raises(CNFInputError, match="positive integer"):
         flow.sample(0)
+    with pytest.raises(CNFInputError, match=r"CNF sets \['adjoint_params'\] itself"):
+        CNF(2, options={"adjoint_params": ()})
+    with pytest.raises(CNFInputError, match=r"pass \['rtol'\] as CNF arguments"):
+        CNF(2, options={"rtol": 1e-3})
 
 
 def test_cnf_step_benchmark_smoke(tmp_path: Path) -> None:
