@@ -412,7 +412,8 @@ def run_one(
 
 
 def main() -> None:
-    """Train the five models on both tasks, score them, write the report and figures."""
+    """Train the six models (the sixth on extrapolation only), score them, write the report
+    and figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="reports/periodic.md")
     parser.add_argument("--quick", action="store_true", help="~1-minute smoke run")

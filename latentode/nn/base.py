@@ -134,12 +134,11 @@ def solve_keywords(
         raise error(f"unknown method {method!r}; choose one of {list(METHODS)}.")
     if gradient not in GRADIENTS:
         raise error(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}.")
-    given = set(options or {}) & {"method", "rtol", "atol", "gradient", "step_size"}
-    if given:
+    names = set(options or {})
+    if given := names & {"method", "rtol", "atol", "gradient", "step_size"}:
         raise error(f"pass {sorted(given)} as {owner} arguments, not in options.")
-    if set(options or {}) & set(reserved):
-        taken = sorted(set(options or {}) & set(reserved))
-        raise error(f"{owner} sets {taken} itself; remove them from options.")
+    if taken := names & set(reserved):
+        raise error(f"{owner} sets {sorted(taken)} itself; remove them from options.")
     kw = {"method": method, "rtol": rtol, "atol": atol, "step_size": step_size}
     return {**(options or {}), **kw, "gradient": gradient}
 

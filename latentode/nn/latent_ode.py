@@ -483,7 +483,7 @@ class LatentODE(nn.Module):
             z_query = self.integrate(z0.expand(-1, B, -1), t0, times)  # (K, B, T, L)
         # Decoded without the level (the values are centred instead), so that paths shared by
         # the series stay ``[K, 1, T, D]`` until the resampled ``samples``.
-        values = observed.values if level is None else observed.values - level[:, None, :]
+        values = self._centered(observed, level)  # (B, T_seen, D)
         log_lik = _shared_log_likelihood(self.decoder(z_seen), values, observed.mask)  # (K, B)
         log_w = log_lik if prior is not None else log_lik + _log_prior_ratio(z0, proposal)
         w = torch.softmax(log_w, dim=0)  # (K, B)
