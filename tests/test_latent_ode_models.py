@@ -104,12 +104,24 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[nn.Module, IrregularBa
         lambda: ODERNNEncoder(D, L, 8, 8).double(),
         lambda m, b: m(b.times, b.values, b.mask).rsample(),
     ),
+    "ODERNNEncoder-mlp-head": (
+        lambda: ODERNNEncoder(D, L, 8, 12, head_hidden=6).double(),
+        lambda m, b: m(b.times, b.values, b.mask).rsample(),
+    ),
     "LatentODE-gru": (
         lambda: _latent("gru", learn_std=True, time_dependent=True),
         lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
     ),
     "LatentODE-odernn": (
         lambda: _latent("odernn", learn_std=True),
+        lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
+    ),
+    "LatentODE-odernn-sized": (
+        lambda: _latent("odernn", encoder_hidden=8, encoder_ode_hidden=12, encoder_head_hidden=6),
+        lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
+    ),
+    "LatentODE-gru-mlp-head": (
+        lambda: _latent("gru", encoder_hidden=8, encoder_head_hidden=6),
         lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
     ),
     "GRUBaseline": (
@@ -128,8 +140,11 @@ SHAPES = {
     "GRUEncoder": (B, L),
     "GRUEncoder-time": (B, L),
     "ODERNNEncoder": (B, L),
+    "ODERNNEncoder-mlp-head": (B, L),
     "LatentODE-gru": (2, B, T, D),
     "LatentODE-odernn": (2, B, T, D),
+    "LatentODE-odernn-sized": (2, B, T, D),
+    "LatentODE-gru-mlp-head": (2, B, T, D),
     "GRUBaseline": (B, T, D),
     "ODERNN": (B, T, D),
 }
@@ -671,10 +686,41 @@ def test_gru_baseline_extrapolates_autoregressively() -> None:
     assert not torch.allclose(direct, via)  # the prediction at +0.5 was fed back
 
 
+def test_encoder_sizes_are_the_configured_ones_and_the_defaults_keep_old_checkpoints() -> None:
+    sized = _latent("odernn", encoder_hidden=8, encoder_ode_hidden=12, encoder_head_hidden=6)
+    enc = sized.encoder
+    widths = [m.out_features for m in enc.ode_func.net if isinstance(m, nn.Linear)]
+    assert widths == [12, 8]  # state 8 -> 12 hidden units -> 8
+    assert [m.out_features for m in enc.head if isinstance(m, nn.Linear)] == [6, 2 * L]
+    assert isinstance(enc.head[1], nn.Tanh)
+    # q(z0) is the MLP head of the final hidden state
+    batch = make_batch()
+    h = enc.hidden(batch.times, torch.where(batch.mask > 0, batch.values, 0.0), batch.mask)
+    mean, raw = enc.head(h).chunk(2, dim=-1)
+    q = enc(batch.times, batch.values, batch.mask)
+    torch.testing.assert_close(q.mean, mean)
+    torch.testing.assert_close(q.stddev, nn.functional.softplus(raw) + enc.min_std)
+    # unset sizes build the previous architecture: the same state-dict keys and shapes, so a
+    # checkpoint saved before the options existed still loads
+    torch.manual_seed(0)
+    default = _latent("odernn", encoder_hidden=8)
+    shapes = {k: tuple(v.shape) for k, v in default.state_dict().items()}
+    assert shapes["encoder.head.weight"] == (2 * L, 8)
+    assert shapes["encoder.ode_func.net.0.weight"] == (8, 8)
+    torch.manual_seed(1)
+    explicit = _latent("odernn", encoder_hidden=8, encoder_ode_hidden=8, encoder_head_hidden=0)
+    explicit.load_state_dict(default.state_dict())
+    assert {k: tuple(v.shape) for k, v in explicit.state_dict().items()} == shapes
+
+
 def test_bad_arguments_raise_model_input_error() -> None:
     batch = make_batch()
     with pytest.raises(ModelInputError, match="encoder must be"):
         LatentODE(LatentODEConfig(encoder="lstm"))  # type: ignore[arg-type]
+    with pytest.raises(ModelInputError, match="encoder_ode_hidden sizes the ODE-RNN"):
+        LatentODE(LatentODEConfig(encoder="gru", encoder_ode_hidden=50))
+    with pytest.raises(ModelInputError, match="head_hidden must be >= 0"):
+        GRUEncoder(D, L, head_hidden=-1)
     with pytest.raises(ModelInputError, match="smooth activation"):
         ODEFunc(L, activation="relu")
     with pytest.raises(ModelInputError, match="unknown solver method"):

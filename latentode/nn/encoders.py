@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from ..solver import odeint
-from .base import SolverSettings, check_observations, observed_columns
+from .base import ModelInputError, SolverSettings, check_observations, observed_columns
 from .vector_fields import ODEFunc
 
 __all__ = ["Encoder", "GRUEncoder", "ODERNNEncoder", "flow_hidden"]
@@ -69,17 +69,31 @@ class Encoder(nn.Module):
         latent_dim: width of ``z0``.
         hidden: width of the hidden state.
         min_std: floor added to the posterior std (keeps ``log q`` finite).
+        head_hidden: 0 (default): the posterior's mean and std are a linear map of the final
+            hidden state; > 0: an MLP with one tanh layer of this width (Rubanova's
+            ``transform_z0``, 100 units).
     """
 
     head_extra: int = 0
 
-    def __init__(self, input_dim: int, latent_dim: int, hidden: int, min_std: float) -> None:
+    def __init__(
+        self, input_dim: int, latent_dim: int, hidden: int, min_std: float, head_hidden: int = 0
+    ) -> None:
         super().__init__()
+        if head_hidden < 0:
+            raise ModelInputError(f"head_hidden must be >= 0, got {head_hidden}.")
         self.input_dim = input_dim
         self.latent_dim = latent_dim
         self.hidden_dim = hidden
         self.min_std = min_std
-        self.head = nn.Linear(hidden + self.head_extra, 2 * latent_dim)
+        width = hidden + self.head_extra
+        self.head: nn.Module = (
+            nn.Sequential(
+                nn.Linear(width, head_hidden), nn.Tanh(), nn.Linear(head_hidden, 2 * latent_dim)
+            )
+            if head_hidden
+            else nn.Linear(width, 2 * latent_dim)
+        )
 
     def hidden(self, times: Tensor, values: Tensor, mask: Tensor) -> Tensor:
         """The head's input ``[B, hidden + head_extra]`` after the backwards pass."""
@@ -116,6 +130,7 @@ class GRUEncoder(Encoder):
         hidden: GRU width (Chen 2018: 25).
         min_std: floor of the posterior std.
         time_input: also feed each observation's time since ``t0`` (module docstring).
+        head_hidden: width of the posterior head's hidden layer (0: linear; `Encoder`).
     """
 
     head_extra = 1
@@ -127,8 +142,9 @@ class GRUEncoder(Encoder):
         hidden: int = 25,
         min_std: float = 1e-4,
         time_input: bool = False,
+        head_hidden: int = 0,
     ) -> None:
-        super().__init__(input_dim, latent_dim, hidden, min_std)
+        super().__init__(input_dim, latent_dim, hidden, min_std, head_hidden)
         self.time_input = time_input
         self.cell = nn.GRUCell(2 * input_dim + 1 + int(time_input), hidden)
 
@@ -166,6 +182,7 @@ class ODERNNEncoder(Encoder):
         activation: its (smooth) activation.
         solver: how the gaps are integrated (default: one Euler step per gap).
         min_std: floor of the posterior std.
+        head_hidden: width of the posterior head's hidden layer (0: linear; `Encoder`).
 
     Attributes:
         ode_func: the `ODEFunc` of the hidden state (its ``nfe`` counts evaluations).
@@ -181,8 +198,9 @@ class ODERNNEncoder(Encoder):
         activation: str = "tanh",
         solver: SolverSettings | None = None,
         min_std: float = 1e-4,
+        head_hidden: int = 0,
     ) -> None:
-        super().__init__(input_dim, latent_dim, hidden, min_std)
+        super().__init__(input_dim, latent_dim, hidden, min_std, head_hidden)
         self.cell = nn.GRUCell(2 * input_dim, hidden)
         self.ode_func = ODEFunc(hidden, ode_hidden, ode_depth, activation)
         self.solver = solver or SolverSettings(method="euler")

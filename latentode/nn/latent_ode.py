@@ -62,6 +62,10 @@ class LatentODEConfig:
         input_dim: features D; latent_dim: width of ``z``.
         encoder: ``"gru"`` (Chen 2018) or ``"odernn"`` (Rubanova 2019).
         encoder_hidden: encoder width; encoder_solver: ODE-RNN gap integration.
+        encoder_ode_hidden: hidden width of the ODE-RNN encoder's vector field (default
+            ``None``: ``encoder_hidden``; Rubanova used 100 units with a 20-wide state).
+        encoder_head_hidden: the encoder's posterior head: 0 (default) linear, > 0 an MLP
+            with one tanh layer of that width (Rubanova's ``transform_z0``: 100).
         encoder_time: feed the GRU encoder each observation's time since ``t0`` besides the
             gaps (`GRUEncoder`'s ``time_input``; the ODE-RNN carries time by its ODE).
         dynamics_hidden, dynamics_depth, dynamics_activation: the latent vector field.
@@ -83,6 +87,8 @@ class LatentODEConfig:
     encoder: Literal["gru", "odernn"] = "gru"
     encoder_hidden: int = 25
     encoder_time: bool = False
+    encoder_ode_hidden: int | None = None
+    encoder_head_hidden: int = 0
     encoder_solver: SolverSettings = field(default_factory=lambda: SolverSettings("euler"))
     dynamics_hidden: int = 20
     dynamics_depth: int = 2
@@ -219,6 +225,11 @@ class LatentODE(nn.Module):
                 "encoder_time feeds the GRU encoder the time since t0; the ODE-RNN encoder "
                 "carries time by its ODE. Set encoder: gru or encoder_time: false."
             )
+        if config.encoder_ode_hidden is not None and config.encoder != "odernn":
+            raise ModelInputError(
+                "encoder_ode_hidden sizes the ODE-RNN encoder's vector field; the GRU encoder "
+                "has none. Set encoder: odernn or leave encoder_ode_hidden unset."
+            )
         if config.center not in ("none", "mean", "last"):
             raise ModelInputError(
                 f"center must be 'none', 'mean' or 'last', got {config.center!r}."
@@ -227,10 +238,24 @@ class LatentODE(nn.Module):
         D, L = config.input_dim, config.latent_dim
         self.encoder: Encoder
         if config.encoder == "gru":
-            self.encoder = GRUEncoder(D, L, config.encoder_hidden, time_input=config.encoder_time)
+            self.encoder = GRUEncoder(
+                D,
+                L,
+                config.encoder_hidden,
+                time_input=config.encoder_time,
+                head_hidden=config.encoder_head_hidden,
+            )
         else:
+            ode_hidden = config.encoder_ode_hidden
+            if ode_hidden is None:
+                ode_hidden = config.encoder_hidden
             self.encoder = ODERNNEncoder(
-                D, L, config.encoder_hidden, config.encoder_hidden, solver=config.encoder_solver
+                D,
+                L,
+                config.encoder_hidden,
+                ode_hidden,
+                solver=config.encoder_solver,
+                head_hidden=config.encoder_head_hidden,
             )
         self.dynamics = ODEFunc(
             L,
