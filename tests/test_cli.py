@@ -52,3 +52,15 @@ def test_print_config_and_bad_option(tmp_path: Path) -> None:
     assert printed.returncode == 0 and "LatentODESystem" in printed.stdout
     bad = run_cli("fit", "--config", "configs/spirals.yaml", "--model.init_args.no_such", "1")
     assert bad.returncode != 0 and "no_such" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_periodic_config_builds_rubanovas_encoder_and_trains(tmp_path: Path) -> None:
+    args = ["--config", "configs/periodic.yaml", "--trainer.default_root_dir", str(tmp_path)]
+    args += [*QUIET_FIT, "--data.init_args.n", "40", "--data.init_args.batch_size", "16"]
+    fit = run_cli("fit", *args, "--trainer.max_steps", "2", "--model.init_args.eval_samples", "2")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    # the ODE-RNN encoder of reports/periodic.md: state 40, 100-unit field, 100-unit MLP head
+    assert tuple(state["model.encoder.ode_func.net.0.weight"].shape) == (100, 40)
+    assert tuple(state["model.encoder.head.0.weight"].shape) == (100, 40)
+    assert tuple(state["model.encoder.head.2.weight"].shape) == (20, 100)
