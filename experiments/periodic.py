@@ -99,7 +99,8 @@ def build(name: str) -> nn.Module:
     and a 100-unit tanh MLP from the final state to q(z0) (``transform_z0``); its GRU state is
     40 wide, standing in for Rubanova's 20 means plus 20 stds (our GRU carries no separate
     std). With a 20-unit field, a linear head and a 20-wide state it trailed the ODE-RNN
-    further (``reports/periodic_encoder.md``)."""
+    further (``reports/periodic_encoder.md``). The GRU encoder maps its final state to q(z0)
+    through a 50-unit tanh MLP, as Rubanova's ``Encoder_z0_RNN`` (``hiddens_to_z0``)."""
     solver = SolverSettings("dopri5", rtol=1e-3, atol=1e-4)
     if name.startswith("Latent ODE"):
         odernn = "ODE-RNN" in name
@@ -109,7 +110,7 @@ def build(name: str) -> nn.Module:
             encoder="odernn" if odernn else "gru",
             encoder_hidden=40 if odernn else 20,
             encoder_ode_hidden=100 if odernn else None,
-            encoder_head_hidden=100 if odernn else 0,
+            encoder_head_hidden=100 if odernn else 50,
             encoder_time="+ time" in name,
             dynamics_hidden=100,
             decoder_hidden=100,
@@ -296,7 +297,8 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
         "- Latent ODEs: latent 10, dynamics MLP 100 hidden x 2 (tanh), decoder 100 hidden, "
         "encoder: ODE-RNN (GRU state 40, vector field 100 hidden, one Euler step per gap, "
         "posterior head an MLP of 100 tanh units, as Rubanova's `Encoder_z0_ODE_RNN` with its "
-        "20 means + 20 stds) or GRU (20 hidden, linear head) with time gaps (`+ time`: and "
+        "20 means + 20 stds) or GRU (20 hidden, posterior head an MLP of 50 tanh units, as "
+        "Rubanova's `Encoder_z0_RNN`) with time gaps (`+ time`: and "
         "each observation's time since t0, `encoder_time`), fixed obs. std "
         f"0.01, ELBO with 3 samples, KL weight annealed 0 -> 1 over {max(1, args.iters // 4)} "
         "iterations, dopri5 rtol 1e-3 atol 1e-4; prediction = mean of 20 posterior paths. "
