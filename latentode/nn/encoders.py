@@ -70,8 +70,8 @@ class Encoder(nn.Module):
         hidden: width of the hidden state.
         min_std: floor added to the posterior std (keeps ``log q`` finite).
         head_hidden: 0 (default): the posterior's mean and std are a linear map of the final
-            hidden state; > 0: an MLP with one tanh layer of this width (Rubanova's
-            ``transform_z0``, 100 units).
+            hidden state; > 0: an MLP with one tanh layer of this width (Rubanova's heads:
+            100 units for the ODE-RNN encoder, 50 for the RNN encoder).
     """
 
     head_extra: int = 0

@@ -65,7 +65,8 @@ class LatentODEConfig:
         encoder_ode_hidden: hidden width of the ODE-RNN encoder's vector field (default
             ``None``: ``encoder_hidden``; Rubanova used 100 units with a 20-wide state).
         encoder_head_hidden: the encoder's posterior head: 0 (default) linear, > 0 an MLP
-            with one tanh layer of that width (Rubanova's ``transform_z0``: 100).
+            with one tanh layer of that width (Rubanova: 100 for the ODE-RNN encoder's
+            ``transform_z0``, 50 for the RNN encoder's ``hiddens_to_z0``).
         encoder_time: feed the GRU encoder each observation's time since ``t0`` besides the
             gaps (`GRUEncoder`'s ``time_input``; the ODE-RNN carries time by its ODE).
         dynamics_hidden, dynamics_depth, dynamics_activation: the latent vector field.
