@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -74,8 +75,10 @@ MODELS = (
     "Latent ODE (ODE-RNN enc.), both halves",
 )
 # Extrapolation only: trained to reconstruct the conditioning points as well as to predict
-# the second half, so that p(observed | z0) is a trained likelihood (see `loss_fn`).
-BOTH_HALVES = "Latent ODE (ODE-RNN enc.), both halves"
+# the second half, so that p(observed | z0) is a trained likelihood (see `loss_fn`). A model
+# whose name ends with `BOTH` is trained so (`trained`).
+BOTH = ", both halves"
+BOTH_HALVES = "Latent ODE (ODE-RNN enc.)" + BOTH
 IW_SAMPLES = 100
 IW = ", importance-weighted"  # suffix of the rows scored with `predict(importance=True)`
 AGG = ", aggregate-posterior prior"  # suffix of the rows scored with `predict(prior=...)`
@@ -91,9 +94,10 @@ def make_split(batch: IrregularBatch, task: str, frac: float, gen: torch.Generat
     return Split(observed, split.target, split.heldout_mask)
 
 
-def build(name: str) -> nn.Module:
-    """The model ``name`` with Rubanova's toy sizes (latent 10, 100 units, rec. 20); ``+ time``:
-    the GRU encoder is also fed each observation's time since t0 (``encoder_time``).
+def latent_config(name: str) -> LatentODEConfig:
+    """The configuration of the Latent ODE ``name`` with Rubanova's toy sizes (latent 10, 100
+    units, rec. 20); ``+ time``: the GRU encoder is also fed each observation's time since t0
+    (``encoder_time``).
 
     The ODE-RNN encoder follows Rubanova's ``Encoder_z0_ODE_RNN``: a 100-unit vector field
     and a 100-unit tanh MLP from the final state to q(z0) (``transform_z0``); its GRU state is
@@ -101,23 +105,27 @@ def build(name: str) -> nn.Module:
     std). With a 20-unit field, a linear head and a 20-wide state it trailed the ODE-RNN
     further (``reports/periodic_encoder.md``). The GRU encoder maps its final state to q(z0)
     through a 50-unit tanh MLP, as Rubanova's ``Encoder_z0_RNN`` (``hiddens_to_z0``)."""
-    solver = SolverSettings("dopri5", rtol=1e-3, atol=1e-4)
+    odernn = "ODE-RNN" in name
+    return LatentODEConfig(
+        input_dim=1,
+        latent_dim=10,
+        encoder="odernn" if odernn else "gru",
+        encoder_hidden=40 if odernn else 20,
+        encoder_ode_hidden=100 if odernn else None,
+        encoder_head_hidden=100 if odernn else 50,
+        encoder_time="+ time" in name,
+        dynamics_hidden=100,
+        decoder_hidden=100,
+        obs_std=0.01,
+        solver=SolverSettings("dopri5", rtol=1e-3, atol=1e-4),
+    )
+
+
+def build(name: str) -> nn.Module:
+    """The model ``name``: a Latent ODE (`latent_config`), the ODE-RNN (20 hidden, vector
+    field 100 hidden) or the GRU baseline (20 hidden)."""
     if name.startswith("Latent ODE"):
-        odernn = "ODE-RNN" in name
-        cfg = LatentODEConfig(
-            input_dim=1,
-            latent_dim=10,
-            encoder="odernn" if odernn else "gru",
-            encoder_hidden=40 if odernn else 20,
-            encoder_ode_hidden=100 if odernn else None,
-            encoder_head_hidden=100 if odernn else 50,
-            encoder_time="+ time" in name,
-            dynamics_hidden=100,
-            decoder_hidden=100,
-            obs_std=0.01,
-            solver=solver,
-        )
-        return LatentODE(cfg)
+        return LatentODE(latent_config(name))
     if name == "ODE-RNN":
         return ODERNN(1, hidden=20, ode_hidden=100, decoder_hidden=100, obs_std=0.01)
     return GRUBaseline(1, hidden=20, decoder_hidden=100, obs_std=0.01)
@@ -376,15 +384,21 @@ def training_windows(train_set: IrregularBatch, task: str) -> IrregularBatch:
 
 
 def trained(
-    name: str, task: str, args: argparse.Namespace, train_set: IrregularBatch
+    name: str,
+    task: str,
+    args: argparse.Namespace,
+    train_set: IrregularBatch,
+    make: Callable[[str], nn.Module] = build,
 ) -> tuple[nn.Module, float]:
-    """The model ``name`` trained on ``task`` (`train`), loaded from ``args.workdir`` when a
-    run with the same settings was cached there. Returns it in eval mode and the training wall
-    time (s) of the run that trained it."""
+    """The model ``make(name)`` trained on ``task`` (`train`; on both halves when ``name``
+    ends with `BOTH`), loaded from ``args.workdir`` when a run with the same settings was
+    cached there. Returns it in eval mode and the training wall time (s) of the run that
+    trained it."""
     slug = name.lower().replace(" ", "_").replace("(", "").replace(")", "").replace(".", "")
     slug = slug.replace("+", "plus").replace("-", "").replace(",", "")
+    slug = re.sub(r"[^a-z0-9_]", "", slug)
     torch.manual_seed(args.seed)
-    model = build(name)
+    model = make(name)
     if isinstance(model, LatentODE):  # a changed configuration is a new cache entry
         slug += "_" + hashlib.sha1(repr(model.config).encode()).hexdigest()[:8]
     path = args.workdir / f"{slug}_{task}_it{args.iters}_n{args.n_train}_s{args.seed}.pt"
@@ -393,7 +407,7 @@ def trained(
         model.load_state_dict(saved["state"])
         print(f"[{name}, {task}] loaded {path}", flush=True)
         return model.eval(), float(saved["wall"])
-    wall = train(f"{name}, {task}", model, train_set, task, args, both=name == BOTH_HALVES)
+    wall = train(f"{name}, {task}", model, train_set, task, args, both=name.endswith(BOTH))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "wall": wall}, path)
     return model.eval(), wall

@@ -1,7 +1,8 @@
 """Periodic toy data: does the Latent ODE's ODE-RNN encoder trail the ODE-RNN for want of size?
 
-`periodic.py` gives the Latent ODE's ODE-RNN encoder a 20-wide state with a 20-unit vector
-field and a linear posterior head, while its ODE-RNN baseline has a 100-unit vector field.
+Up to session 16 `periodic.py` gave the Latent ODE's ODE-RNN encoder a 20-wide state with a
+20-unit vector field and a linear posterior head (`SESSION16`), while its ODE-RNN baseline has
+a 100-unit vector field; since then it uses `RUBANOVA`.
 Rubanova's code gives the encoder's vector field 100 units (``--units``), maps the final state
 to q(z0) through a 100-unit tanh MLP (``transform_z0``) and caps the encoder's Euler step at
 1/50 of the time range. This script trains the Latent ODE (ODE-RNN enc.) with each of those
@@ -34,25 +35,25 @@ import periodic
 from latentode.data import IrregularBatch, make_periodic
 from latentode.nn import LatentODE, SolverSettings
 
-# name -> LatentODEConfig fields changed from `periodic.build("Latent ODE (ODE-RNN enc.)")`
+# The encoder `periodic.py` had up to session 16: state 20, a 20-unit field, a linear head.
+SESSION16 = {"encoder_hidden": 20, "encoder_ode_hidden": None, "encoder_head_hidden": 0}
+RUBANOVA = {"encoder_hidden": 40, "encoder_ode_hidden": 100, "encoder_head_hidden": 100}
+# name -> LatentODEConfig fields set on `periodic.latent_config("Latent ODE (ODE-RNN enc.)")`
 VARIANTS: dict[str, dict] = {
-    "as periodic.py (ODE 20, linear head)": {},
-    "ODE 100": {"encoder_ode_hidden": 100},
-    "ODE 100, MLP head 100": {"encoder_ode_hidden": 100, "encoder_head_hidden": 100},
+    "as periodic.py (ODE 20, linear head)": SESSION16,
+    "ODE 100": {**SESSION16, "encoder_ode_hidden": 100},
+    "ODE 100, MLP head 100": {**SESSION16, "encoder_ode_hidden": 100, "encoder_head_hidden": 100},
     "ODE 100, MLP head 100, Euler step <= 0.1": {
+        **SESSION16,
         "encoder_ode_hidden": 100,
         "encoder_head_hidden": 100,
         "encoder_solver": SolverSettings("euler", step_size=0.1),
     },
-    "ODE 100, MLP head 100, state 40": {
-        "encoder_ode_hidden": 100,
-        "encoder_head_hidden": 100,
-        "encoder_hidden": 40,
-    },
+    # what `periodic.py` uses since session 17
+    "ODE 100, MLP head 100, state 40": RUBANOVA,
+    # extrapolation only: the ELBO also scores the conditioning points (`periodic.trained`)
+    "ODE 100, MLP head 100, state 40" + periodic.BOTH: RUBANOVA,
 }
-# extrapolation only: the ELBO also scores the conditioning points (`periodic.loss_fn`)
-BOTH = ", both halves"
-VARIANTS["ODE 100, MLP head 100, state 40" + BOTH] = VARIANTS["ODE 100, MLP head 100, state 40"]
 BASELINE = "ODE-RNN"
 
 
@@ -60,8 +61,10 @@ def build(variant: str) -> nn.Module:
     """The Latent ODE of `periodic.py` with ``VARIANTS[variant]``, or the ODE-RNN baseline."""
     if variant == BASELINE:
         return periodic.build(BASELINE)
-    model = periodic.build(periodic.MODELS[0])
-    return LatentODE(replace(model.config, **VARIANTS[variant]))
+    config = periodic.latent_config(periodic.MODELS[0])
+    if replace(config, **RUBANOVA) != config:
+        raise RuntimeError("periodic.py's encoder is no longer RUBANOVA: update VARIANTS")
+    return LatentODE(replace(config, **VARIANTS[variant]))
 
 
 def run_one(
@@ -69,20 +72,7 @@ def run_one(
 ) -> tuple[str, str, float, dict]:
     """Train (or load) one (variant, task) and score it; returns (variant, task, wall, MSEs)."""
     torch.set_num_threads(1)
-    slug = "".join(c if c.isalnum() else "_" for c in variant.lower())
-    path = args.workdir / f"{slug}_{task}_it{args.iters}_s{args.seed}.pt"
-    torch.manual_seed(args.seed)
-    model = build(variant)
-    if path.exists():
-        saved = torch.load(path, weights_only=True)
-        model.load_state_dict(saved["state"])
-        wall = float(saved["wall"])
-    else:
-        both = variant.endswith(BOTH)
-        wall = periodic.train(f"{variant}, {task}", model, train_set, task, args, both=both)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state": model.state_dict(), "wall": wall}, path)
-    model.eval()
+    model, wall = periodic.trained(variant, task, args, train_set, make=build)
     seed = args.seed + 1000
     torch.manual_seed(seed)
     scores = periodic.evaluate(periodic.predictor(model), test_set, task, seed)
@@ -118,7 +108,7 @@ def main() -> None:
         (v, t)
         for t in args.tasks
         for v in args.variants
-        if not (v.endswith(BOTH) and t == "interpolation")
+        if not (v.endswith(periodic.BOTH) and t == "interpolation")
     ]
     res: dict[tuple[str, str], dict] = {}
     walls: dict[tuple[str, str], float] = {}
