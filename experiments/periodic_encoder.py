@@ -5,7 +5,8 @@ Up to session 16 `periodic.py` gave the Latent ODE's ODE-RNN encoder a 20-wide s
 a 100-unit vector field; since then it uses `RUBANOVA`.
 Rubanova's code gives the encoder's vector field 100 units (``--units``), maps the final state
 to q(z0) through a 100-unit tanh MLP (``transform_z0``) and caps the encoder's Euler step at
-1/50 of the time range. This script trains the Latent ODE (ODE-RNN enc.) with each of those
+1/50 of the time range; its decoder is one linear layer, where `periodic.py`'s has 100 hidden
+units. This script trains the Latent ODE (ODE-RNN enc.) with each of those
 changes, on the same data, seeds, iterations and objective as `periodic.py`, beside the ODE-RNN,
 and writes the held-out test MSE of each (20 posterior paths for the Latent ODEs)::
 
@@ -51,6 +52,8 @@ VARIANTS: dict[str, dict] = {
     },
     # what `periodic.py` uses since session 17
     "ODE 100, MLP head 100, state 40": RUBANOVA,
+    # Rubanova's decoder is one linear layer (``Decoder`` in lib/encoder_decoder.py)
+    "ODE 100, MLP head 100, state 40, linear decoder": {**RUBANOVA, "decoder_depth": 0},
     # extrapolation only: the ELBO also scores the conditioning points (`periodic.trained`)
     "ODE 100, MLP head 100, state 40" + periodic.BOTH: RUBANOVA,
 }
