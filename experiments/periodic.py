@@ -6,6 +6,12 @@ nothing on the 2-core CPU; a few minutes when the trained models are cached)::
     .venv/bin/python experiments/periodic.py --iters 2000 --aggregate-prior 5000 \
         --output reports/periodic.md
 
+The same over three seeds, each cell the mean and (min-max) over them, the figures seed 0's
+(about an hour from nothing; the seed-0 runs are shared with the report above)::
+
+    .venv/bin/python experiments/periodic.py --iters 2000 --aggregate-prior 5000 \
+        --seeds 0 1 2 --output reports/periodic_seeds.md
+
 The previous version of the report trained 500 iterations per run (``--iters 500``); its
 tables are kept in ``reports/periodic_notes.md``.
 
@@ -272,6 +278,14 @@ def fmt(x: float) -> str:
     return f"{100 * x:.3f}"
 
 
+def cell(values: list[float]) -> str:
+    """One seed's MSE (`fmt`), or over several seeds their mean and (min-max)."""
+    if len(values) == 1:
+        return fmt(values[0])
+    mean = sum(values) / len(values)
+    return f"{fmt(mean)} ({fmt(min(values))}-{fmt(max(values))})"
+
+
 def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: Path) -> str:
     """The markdown report."""
     cmd = ".venv/bin/python experiments/periodic.py" + (
@@ -283,12 +297,17 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
         cmd += " --tasks " + " ".join(args.tasks)
     if args.aggregate_prior:
         cmd += f" --aggregate-prior {args.aggregate_prior}"
+    if len(args.seeds) > 1:
+        cmd += " --seeds " + " ".join(map(str, args.seeds))
+        seeds = "seeds " + ", ".join(map(str, args.seeds))
+    else:
+        seeds = f"seed {args.seeds[0]}"
     head = "| model | " + " | ".join(f"{int(100 * f)}%" for f in FRACTIONS) + " |"
     rule = "|---|" + "---|" * len(FRACTIONS)
     lines = [
         "# Periodic: Rubanova et al. (2019) toy table",
         "",
-        f"Command: `{cmd} --output {args.output}` (seed {args.seed}; total wall time "
+        f"Command: `{cmd} --output {args.output}` ({seeds}; total wall time "
         f"{total / 60:.1f} min on a shared 2-core CPU, `torch.set_num_threads(1)`; trained "
         f"models cached in {args.workdir} are reused, their training time is listed below).",
         "",
@@ -340,7 +359,11 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
         "conditioning points included (what Rubanova's code reports for interpolation). In "
         "extrapolation the target is the second half, none of it observed, so the two coincide.",
         "",
-        "Training wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items()) + ".",
+        "Training wall time (s"
+        + (", mean over the seeds" if len(args.seeds) > 1 else "")
+        + "): "
+        + ", ".join(f"{k} {sum(v) / len(v):.0f}" for k, v in walls.items())
+        + ".",
         "",
     ]
     for task in args.tasks:
@@ -350,7 +373,9 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
             lines += [title, "", head, rule]
             rows = [n for m in args.models for n in (m, m + IW, m + AGG) if task in res.get(n, {})]
             for name in rows + ([ANALOG] if ANALOG in res else []):
-                row = " | ".join(fmt(res[name][task][f][j]) for f in FRACTIONS)
+                row = " | ".join(
+                    cell([score[f][j] for score in res[name][task]]) for f in FRACTIONS
+                )
                 lines.append(f"| {name} | {row} |")
             lines.append("")
     lines += [
@@ -419,19 +444,20 @@ def run_one(
     args: argparse.Namespace,
     train_set: IrregularBatch,
     test_set: IrregularBatch,
-    out: Path,
+    out: Path | None,
 ) -> tuple[str, str, float, dict]:
     """Train (or load) and score one (model, task) in its own process (one torch thread); the
-    figure of the first model. Returns ``(name, task, training wall time, scores by row
-    name)``: the Latent ODEs are also scored importance-weighted (the row ``name + IW``) and,
-    with ``--aggregate-prior``, under the aggregate-posterior prior (``name + AGG``). The
-    global RNG is seeded before each scoring, so cached and fresh models score alike."""
+    figure of the first model (under ``out``'s name; none when ``out`` is None). Returns
+    ``(name, task, training wall time, scores by row name)``: the Latent ODEs are also
+    scored importance-weighted (the row ``name + IW``) and, with ``--aggregate-prior``,
+    under the aggregate-posterior prior (``name + AGG``). The global RNG is seeded before
+    each scoring, so cached and fresh models score alike."""
     torch.set_num_threads(1)
     model, wall = trained(name, task, args, train_set)
     seed = args.seed + 1000
     torch.manual_seed(seed)
     scores = {name: evaluate(predictor(model), test_set, task, seed)}
-    if name == MODELS[0] and isinstance(model, LatentODE):
+    if out is not None and name == MODELS[0] and isinstance(model, LatentODE):
         stem = "interp" if task == "interpolation" else "extrap"
         figure(model, test_set, task, out.parent / f"{out.stem}_{stem}.png", args.seed)
     if isinstance(model, LatentODE):
@@ -453,6 +479,13 @@ def main() -> None:
     parser.add_argument("--output", default="reports/periodic.md")
     parser.add_argument("--quick", action="store_true", help="~1-minute smoke run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train and score every run for each of these seeds; the tables give the mean and "
+        "(min-max) over them, the figures the first seed (default: --seed alone)",
+    )
     parser.add_argument("--iters", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -468,6 +501,7 @@ def main() -> None:
         "paths, and the analog control; 0 (default): not",
     )
     args = parser.parse_args()
+    args.seeds = args.seeds or [args.seed]
     args.n_train, args.n_test = 800, 200
     if args.quick:
         args.iters, args.n_train, args.n_test = 8, 100, 40
@@ -479,24 +513,32 @@ def main() -> None:
     test_set = data[list(range(800, 800 + args.n_test))]
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    res: dict = {}
-    walls: dict[str, float] = {}
+    res: dict = {}  # row -> task -> [scores of each seed, in args.seeds' order]
+    walls: dict[str, list[float]] = {}
     runs = [
-        (name, task, args, train_set, test_set, out)
+        (
+            name,
+            task,
+            argparse.Namespace(**{**vars(args), "seed": seed}),
+            train_set,
+            test_set,
+            out if seed == args.seeds[0] else None,
+        )
+        for seed in args.seeds
         for task in args.tasks
         for name in args.models
         if not (name == BOTH_HALVES and task == "interpolation")  # the same as MODELS[0] there
     ]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for name, task, wall, scores in pool.map(run_one, *zip(*runs, strict=True)):
-            walls[f"{name}, {task}"] = wall
+            walls.setdefault(f"{name}, {task}", []).append(wall)
             for row, score in scores.items():
-                res.setdefault(row, {})[task] = score
+                res.setdefault(row, {}).setdefault(task, []).append(score)
     if args.aggregate_prior:
         for task in args.tasks:
-            res.setdefault(ANALOG, {})[task] = evaluate(
-                analog(train_set), test_set, task, args.seed + 1000
-            )
+            res.setdefault(ANALOG, {})[task] = [
+                evaluate(analog(train_set), test_set, task, seed + 1000) for seed in args.seeds
+            ]
     total = time.perf_counter() - t_start
     out.write_text(report(args, res, walls, total, out) + notes(out))
     print(out.read_text())
