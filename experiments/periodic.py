@@ -297,11 +297,9 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
         cmd += " --tasks " + " ".join(args.tasks)
     if args.aggregate_prior:
         cmd += f" --aggregate-prior {args.aggregate_prior}"
-    if len(args.seeds) > 1:
+    if args.seeds != [0]:  # the default; `--seeds S` alone is `--seed S`
         cmd += " --seeds " + " ".join(map(str, args.seeds))
-        seeds = "seeds " + ", ".join(map(str, args.seeds))
-    else:
-        seeds = f"seed {args.seeds[0]}"
+    seeds = ("seeds " if len(args.seeds) > 1 else "seed ") + ", ".join(map(str, args.seeds))
     head = "| model | " + " | ".join(f"{int(100 * f)}%" for f in FRACTIONS) + " |"
     rule = "|---|" + "---|" * len(FRACTIONS)
     lines = [
