@@ -16,7 +16,9 @@ checkpoint by ``val/mse`` (``checkpoints/best-*.ckpt``), and CSV metric logs in 
 ``predict`` is our own subcommand (not Lightning's): for each series of the history file it
 conditions on the observed history and writes the posterior predictive at future times as a
 long CSV ``series_id, time, channel, mean, std, q05, q50, q95`` in the file's units and time
-format. User errors (bad files, bad options) print a message and exit with status 2.
+format, its bands calibrated on the fit's validation series (`latentode.calibration`;
+``--no-calibrate``: the model's own). User errors (bad files, bad options) print a message
+and exit with status 2.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
+from .calibration import Calibration, calibrate
 from .data.csv import read_series_csv
 from .data.errors import DataError
 from .forecast import forecast, merge_shards, parse_horizon
@@ -220,6 +223,44 @@ IMPORTANCE_HELP = (
 )
 
 
+CALIBRATE_HELP = (
+    "scale the 5-95%% bands so that they cover 90%% of the fit's validation forecasts (split "
+    "conformal; needs the validation series in --data.path, as in the training file); "
+    "--no-calibrate: the model's own bands"
+)
+
+
+def _calibration(
+    args: argparse.Namespace, system, state, table, rank: int = 0, world: int = 1
+) -> Calibration:
+    """The band factors, computed by the first process and shared with the others."""
+    cal, failure = None, None
+    if rank == 0:
+        try:
+            cal = calibrate(
+                system.model,
+                table,
+                state,
+                args.n_samples,
+                args.seed,
+                args.importance,
+                args.chunk,
+            )
+        except USER_ERRORS as e:
+            if world == 1:
+                raise
+            failure = e
+    return gather_shards(cal, failure, world)[0] if world > 1 else cal
+
+
+def _overlap(table, state) -> bool:
+    """Whether `latentode test` would score validation series (the file lacks the test ids)."""
+    from .evaluate import scored_series
+
+    val = set(state.get("val_series") or [])
+    return any(table.series_ids[s] in val for s in scored_series(table, state))
+
+
 def _predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="latentode predict",
@@ -243,6 +284,9 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="directory for one PNG per series")
     p.add_argument("--n_samples", type=int, default=200, help="posterior paths per series")
     p.add_argument("--importance", action="store_true", help=IMPORTANCE_HELP)
+    p.add_argument(
+        "--calibrate", action=argparse.BooleanOptionalAction, default=True, help=CALIBRATE_HELP
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument(
@@ -296,6 +340,7 @@ def run_predict(args: argparse.Namespace) -> str:
         times = _explicit_times(
             args.times, table, state.get("series_column"), state.get("time_column", "time")
         )
+    cal = _calibration(args, system, state, table, rank, world) if args.calibrate else None
     try:
         result = forecast(
             system.model,
@@ -309,6 +354,7 @@ def run_predict(args: argparse.Namespace) -> str:
             chunk=args.chunk,
             shard=(rank, world),
             importance=args.importance,
+            scale=None if cal is None else cal.scale,
         )
         failure = None
     except USER_ERRORS as e:  # this process's series only: tell the others before stopping
@@ -342,7 +388,19 @@ def run_predict(args: argparse.Namespace) -> str:
     if rank > 0:
         return ""
     procs = f" ({world} processes)" if world > 1 else ""
-    return f"latentode predict: wrote {len(merged.frame)} rows for {n} series to {out}{procs}"
+    lines = [f"latentode predict: wrote {len(merged.frame)} rows for {n} series to {out}{procs}"]
+    if cal is not None:
+        lines.append(f"latentode predict: {cal.describe(list(table.channels))}.")
+        furthest = max(
+            float(f[-1] - g.times[-1]) for g, f in zip(merged.history, merged.future, strict=True)
+        )
+        if cal.scale is not None and furthest > cal.max_lead * (1 + 1e-9):
+            lines.append(
+                f"latentode predict: note: forecasts reach {furthest:.4g} ahead, past the "
+                f"calibrated lead times ({cal.max_lead:.4g}); the factor is carried on there "
+                "untested (refit with a larger holdout to calibrate further ahead)."
+            )
+    return "\n".join(lines)
 
 
 def _launch(args: argparse.Namespace) -> tuple[int, int, torch.device]:
@@ -407,20 +465,39 @@ def test_main(argv: list[str]) -> int:
     p.add_argument("--data.path", dest="data_path", required=True)
     p.add_argument("--n_samples", type=int, default=100)
     p.add_argument("--importance", action="store_true", help=IMPORTANCE_HELP)
+    p.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score the forecast with the bands `latentode predict` would write (scaled "
+        "on the validation series, scored on the test series)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="also write the table as CSV")
+    p.set_defaults(chunk=128)
     args = p.parse_args(argv)
     try:
         system, state, table = _load_csv_model(args.ckpt_path, args.data_path)
-        frame = evaluate(system.model, table, state, args.n_samples, args.seed, args.importance)
+        cal = _calibration(args, system, state, table) if args.calibrate else None
+        scale, note = None if cal is None else cal.scale, ""
+        if scale is not None and _overlap(table, state):
+            scale = None
+            note = "not scored: the file's scored series include the validation series"
+        frame = evaluate(
+            system.model, table, state, args.n_samples, args.seed, args.importance, scale
+        )
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
         return 2
     print(
         f"Held-out errors on {table.source} (user units; coverage90: share of held-out "
-        "values inside the model's 5-95% band):"
+        "values inside the model's 5-95% band, width90: its mean width):"
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    if cal is not None:
+        print(f"Calibration: {cal.describe(list(table.channels))}.")
+        if cal.scale is not None and scale is None:
+            print(f"Calibrated bands {note} (they were calibrated there).")
     if args.output:
         frame.to_csv(args.output, index=False)
     return 0

@@ -9,7 +9,10 @@ Two tasks on each series' last ``holdout`` part (the part a CSV fit held out):
   them from the rest; baselines: last value carried forward and linear interpolation.
 
 Errors are in the user's units, pooled over series, channels and held-out values; the model's
-90% interval coverage says whether its uncertainty is honest (0.90 is calibrated).
+90% interval coverage says whether its uncertainty is honest (0.90 is calibrated), and
+``width90`` what the band costs (its mean width). Given band factors calibrated on the
+validation series (`latentode.calibration`), the forecast is scored a second time with the
+scaled bands: the row ``latent ODE, calibrated bands``.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ import torch
 from .data.errors import DataError
 from .data.prep import Segment
 from .data.table import SeriesTable
-from .forecast import check_channels, predictive_summary
+from .forecast import check_channels, predictive_summary, scale_bands
 from .nn.latent_ode import LatentODE
 
-__all__ = ["Case", "estimate_period", "evaluate", "held_out_cases"]
+__all__ = ["Case", "estimate_period", "evaluate", "held_out_cases", "scored_series"]
 
 
 @dataclass
@@ -121,6 +124,30 @@ def _scores(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     return float((err**2).mean()), float(np.abs(err).mean())
 
 
+def scored_series(table: SeriesTable, data_state: dict[str, Any]) -> list[int]:
+    """The series `evaluate` scores: the fit's test series when the file holds them all (the
+    training file), else every series of the file."""
+    ids = data_state.get("test_series")
+    if ids and set(ids) <= set(table.series_ids):
+        return [table.index_of(i) for i in ids]
+    return list(range(table.n_series))
+
+
+def _model_row(task: str, method: str, stats: np.ndarray, target: np.ndarray) -> tuple:
+    """``stats [M, D, 5]`` scored against ``target [M, D]`` (NaN: missing)."""
+    ok = ~np.isnan(target)
+    inside = (stats[..., 2] <= target) & (target <= stats[..., 4])
+    width = stats[..., 4] - stats[..., 2]
+    return (
+        task,
+        method,
+        *_scores(stats[..., 0], target),
+        float(inside[ok].mean()),
+        float(width[ok].mean()),
+        int(ok.sum()),
+    )
+
+
 def evaluate(
     model: LatentODE,
     table: SeriesTable,
@@ -128,13 +155,24 @@ def evaluate(
     n_samples: int = 100,
     seed: int = 0,
     importance: bool = False,
+    scale: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Model and baseline errors on the held-out parts of ``table``.
 
-    ``importance``: the model's predictions weight its posterior paths (`LatentODE.predict`).
+    Args:
+        model: the fitted latent ODE.
+        table: the file to score (the training file: its test series / block).
+        data_state: the checkpoint's data description.
+        n_samples: posterior paths per series.
+        seed: seeds the draws.
+        importance: the model's predictions weight its posterior paths (`LatentODE.predict`).
+        scale: ``[D]`` band factors from the validation series; adds the forecast row with
+            the scaled bands (the caller makes sure the scored series are not the ones it was
+            calibrated on).
 
     Returns:
-        Rows ``task, method, mse, mae, coverage90, n_values``.
+        Rows ``task, method, mse, mae, coverage90, width90, n_values`` (the last three but
+        ``n_values`` are NaN for the baselines, which have no band).
 
     Raises:
         DataError: channels differ from the model's, or no series has a held-out part.
@@ -143,10 +181,7 @@ def evaluate(
     model.eval()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    ids = data_state.get("test_series")
-    series = list(range(table.n_series))
-    if ids and set(ids) <= set(table.series_ids):  # the training file: only its test series
-        series = [table.index_of(i) for i in ids]
+    series = scored_series(table, data_state)
     rows = []
     for task in ("extrapolation", "interpolation"):
         cases = held_out_cases(
@@ -172,22 +207,16 @@ def evaluate(
         target = np.concatenate([c.target for c in cases])  # (M, D)
         stats = np.concatenate(summary)  # (M, D, 5)
         ok = ~np.isnan(target)
-        inside = (stats[..., 2] <= target) & (target <= stats[..., 4])
-        rows.append(
-            (
-                task,
-                "latent ODE",
-                *_scores(stats[..., 0], target),
-                float(inside[ok].mean()),
-                int(ok.sum()),
-            )
-        )
+        rows.append(_model_row(task, "latent ODE", stats, target))
+        if task == "extrapolation" and scale is not None:
+            scaled = scale_bands(stats, scale)
+            rows.append(_model_row(task, "latent ODE, calibrated bands", scaled, target))
         names: dict[str, list[np.ndarray]] = {}
         for c in cases:
             for name, pred in _baselines(c, task, period).items():
                 names.setdefault(name, []).append(pred)
         for name, preds in names.items():
-            rows.append(
-                (task, name, *_scores(np.concatenate(preds), target), math.nan, int(ok.sum()))
-            )
-    return pd.DataFrame(rows, columns=["task", "method", "mse", "mae", "coverage90", "n_values"])
+            pred = np.concatenate(preds)
+            rows.append((task, name, *_scores(pred, target), math.nan, math.nan, int(ok.sum())))
+    columns = ["task", "method", "mse", "mae", "coverage90", "width90", "n_values"]
+    return pd.DataFrame(rows, columns=columns)

@@ -3,7 +3,9 @@
 For each series: condition on its observed history, draw posterior paths of the latent ODE,
 add the decoder's observation noise, and summarise the predictive distribution at future times
 (mean, std and the 5 / 50 / 95 % quantiles), mapped back through the stored normalisation and
-time encoding. Used by ``latentode predict``.
+time encoding. Given band factors (`latentode.calibration`), the predictive is scaled about its
+median so that its 5-95% band covers 90% of the fit's validation forecasts (`scale_bands`).
+Used by ``latentode predict``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "merge_shards",
     "parse_horizon",
     "predictive_summary",
+    "scale_bands",
 ]
 
 QUANTILES = (0.05, 0.5, 0.95)
@@ -151,6 +154,23 @@ def predictive_summary(
     return [stats[b, : len(f)] for b, f in enumerate(future)]
 
 
+def scale_bands(stats: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The predictive scaled about its median by ``scale`` per channel.
+
+    Args:
+        stats: ``[..., D, 5]`` (mean, std, q05, q50, q95).
+        scale: ``[D]`` factors.
+
+    Returns:
+        ``[..., D, 5]``: ``q50 + scale * (x - q50)`` for the mean and quantiles, ``scale * std``.
+    """
+    q50 = stats[..., 3:4]  # (..., D, 1)
+    lam = scale[:, None]  # (D, 1)
+    out = q50 + lam * (stats - q50)
+    out[..., 1] = scale * stats[..., 1]
+    return out
+
+
 def forecast(
     model: LatentODE,
     table: SeriesTable,
@@ -163,6 +183,7 @@ def forecast(
     chunk: int = 128,
     shard: tuple[int, int] = (0, 1),
     importance: bool = False,
+    scale: np.ndarray | None = None,
 ) -> ForecastResult:
     """Forecast every series of ``table`` after its last observation.
 
@@ -183,6 +204,8 @@ def forecast(
             (the other series get ``None`` summaries and no rows); see `merge_shards`.
         importance: weight the posterior paths by the model's own posterior given each
             history (`LatentODE.predict`'s ``importance``).
+        scale: ``[D]`` band factors per channel (`latentode.calibration.calibrate`): the
+            predictive is scaled about its median (`scale_bands`); None: as the model gives it.
 
     Returns:
         A `ForecastResult`.
@@ -216,9 +239,10 @@ def forecast(
         torch.manual_seed(chunk_seed)  # posterior draws
         generator = torch.Generator().manual_seed(chunk_seed)  # observation noise
         hi = min(lo + chunk, len(segs))
-        summary[lo:hi] = predictive_summary(
+        stats = predictive_summary(
             model, segs[lo:hi], future[lo:hi], data_state, n_samples, generator, importance
         )
+        summary[lo:hi] = stats if scale is None else [scale_bands(s, scale) for s in stats]
     return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,11 @@ import torch
 from cli_helpers import run_cli
 
 
-def write_csv(path: Path, seed: int = 0) -> pd.DataFrame:
-    """Six irregular daily series, two channels around 1000 and -5, with gaps."""
+def write_csv(path: Path, seed: int = 0, n_series: int = 6) -> pd.DataFrame:
+    """Six (``n_series``) irregular daily series, two channels around 1000 and -5, with gaps."""
     rng = np.random.default_rng(seed)
     rows = []
-    for s in range(6):
+    for s in range(n_series):
         days = np.sort(rng.choice(120, size=40, replace=False))
         for d in days:
             t = pd.Timestamp("2020-01-01") + pd.Timedelta(days=int(d))
@@ -231,11 +232,14 @@ def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None
     } <= methods
     assert np.isfinite(scores[["mse", "mae"]].to_numpy()).all()
     model = scores[scores.method == "latent ODE"]
-    assert model.coverage90.between(0, 1).all()
+    assert model.coverage90.between(0, 1).all() and (model.width90 > 0).all()
+    # one validation series of ~4 values per channel: too few to calibrate, and it says so
+    assert "latent ODE, calibrated bands" not in set(scores.method)
+    assert "not calibrated" in stdout and "fewer than 20" in stdout
     assert "latent ODE" in stdout and "linear interpolation" in stdout
     # --importance reaches the model's predictions and nothing else.
     iw, _ = _test_scores(ckpt, data, tmp_path / "weighted.csv", "--importance")
-    is_model = iw.method == "latent ODE"
+    is_model = iw.method.str.startswith("latent ODE")
     pd.testing.assert_frame_equal(iw[~is_model], scores[scores.method != "latent ODE"])
     assert np.isfinite(iw[["mse", "mae"]].to_numpy()).all()
     assert iw[is_model].coverage90.between(0, 1).all()
@@ -253,3 +257,49 @@ def test_lightning_test_on_a_csv_points_to_the_evaluation_in_user_units(
     assert res.returncode == 0, res.stderr[-3000:]
     assert "test/mse" in res.stdout
     assert f"latentode test --ckpt_path {ckpt} --data.path {data}" in res.stderr
+
+
+def _printed_factors(stdout: str) -> dict[str, float]:
+    """The per-channel band factors of a calibration line (``scaled a x0.72, b x1.3``)."""
+    number = r"\d+(?:\.\d+)?(?:e[+-]?\d+)?"
+    found = re.findall(rf"(\w) x({number})", stdout.split("scaled", 1)[1])
+    return {ch: float(v) for ch, v in found}
+
+
+def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path: Path) -> None:
+    """Ten of 20 series validate, a quarter of each held out (about 10 values a series):
+    ``predict`` scales each forecast's band about its median by the factor it prints, the
+    median unchanged (against ``--no-calibrate``); ``test`` adds the calibrated row, whose
+    mean band width is the model's times that factor."""
+    data = tmp_path / "series.csv"
+    write_csv(data, seed=2, n_series=20)
+    args = csv_fit_args(data, tmp_path / "run", 2)
+    args += ["--data.init_args.val_fraction", "0.5", "--data.init_args.holdout", "0.25"]
+    fit = run_cli(*args)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    common = [*csv_predict_args(ckpt, data), "--n_samples", "30"]
+    cal = run_cli(*common, "--output", str(tmp_path / "cal.csv"))
+    raw = run_cli(*common, "--output", str(tmp_path / "raw.csv"), "--no-calibrate")
+    assert cal.returncode == 0 and raw.returncode == 0, cal.stderr[-3000:] + raw.stderr[-3000:]
+    assert "calibrated on" in cal.stdout and "of 10 validation series" in cal.stdout
+    assert "calibrated" not in raw.stdout
+    factors = _printed_factors(cal.stdout)
+    assert set(factors) == {"a", "b"}
+    a, b = pd.read_csv(tmp_path / "cal.csv"), pd.read_csv(tmp_path / "raw.csv")
+    pd.testing.assert_series_equal(a.q50, b.q50)
+    for ch, lam in factors.items():
+        rows = a.channel == ch
+        for q in ("q05", "q95"):
+            ratio = (a[q] - a.q50)[rows] / (b[q] - b.q50)[rows]
+            np.testing.assert_allclose(ratio, lam, rtol=5e-3)  # printed to 3 digits
+        np.testing.assert_allclose(a["std"][rows] / b["std"][rows], lam, rtol=5e-3)
+    scores, stdout = _test_scores(ckpt, data, tmp_path / "scores.csv")
+    ext = scores[scores.task == "extrapolation"].set_index("method")
+    model, calibrated = ext.loc["latent ODE"], ext.loc["latent ODE, calibrated bands"]
+    assert "Calibration: 5-95% bands calibrated on" in stdout
+    assert calibrated.n_values == model.n_values and 0 <= calibrated.coverage90 <= 1
+    # each width is scaled by its channel's factor: the mean width by a weighted mean of them
+    lam = sorted(_printed_factors(stdout).values())
+    ratio = calibrated.width90 / model.width90
+    assert lam[0] * (1 - 5e-3) <= ratio <= lam[1] * (1 + 5e-3)

@@ -127,6 +127,8 @@ class CSVDataModule(pl.LightningDataModule):
         self._norm: dict[str, Any] | None = None
         self.eval_history: float | None = history  # history conditioned on when forecasting
         self.test_series: list[str] | None = None  # held-out series ids (many series)
+        self.val_series: list[str] | None = None  # validation series ids (many series)
+        self.val_window: list[float] | None = None  # [t_val, t_test] (one series)
         self._train_gen = torch.Generator()
         self._shuffle_gen = torch.Generator()
 
@@ -170,6 +172,7 @@ class CSVDataModule(pl.LightningDataModule):
         segs = [forecast_segment(table, 0, t_val, history, t_test)]
         segs += [forecast_segment(table, 0, t_test, history, None)]
         self.val_segments, self.test_segments = [[g] if g else [] for g in segs]
+        self.val_window = [t_val, t_test]
         self.eval_history = history
         return train
 
@@ -182,6 +185,7 @@ class CSVDataModule(pl.LightningDataModule):
             segs = make_windows(train, self.window, self.stride or self.window / 10)
         self.train_segments = [replace(g, series=tr[g.series]) for g in segs]  # file's index
         self.test_series = [table.series_ids[s] for s in te]
+        self.val_series = [table.series_ids[s] for s in va]
         for index, out in ((va, self.val_segments), (te, self.test_segments)):
             for s in index:
                 t, _ = table.series(s)
@@ -226,6 +230,8 @@ class CSVDataModule(pl.LightningDataModule):
             "history": self.eval_history,
             "holdout": self.holdout,
             "test_series": self.test_series,
+            "val_series": self.val_series,
+            "val_window": self.val_window,
         }
 
     # ------------------------------------------------------------------ batches
