@@ -31,7 +31,7 @@ from .data.table import SeriesTable
 from .forecast import check_channels, predictive_summary, scale_bands
 from .nn.latent_ode import LatentODE
 
-__all__ = ["Case", "estimate_period", "evaluate", "held_out_cases", "scored_series"]
+__all__ = ["Case", "case_stats", "estimate_period", "evaluate", "held_out_cases", "scored_series"]
 
 
 @dataclass
@@ -72,6 +72,27 @@ def held_out_cases(
         hist = Segment(s, float(t[past][0]), t[past], x[past])
         cases.append(Case(s, hist, t[future], x[future]))
     return cases
+
+
+def case_stats(
+    model: LatentODE,
+    cases: list[Case],
+    data_state: dict[str, Any],
+    n_samples: int,
+    generator: torch.Generator,
+    importance: bool = False,
+    chunk: int = 128,
+) -> np.ndarray:
+    """``[M, D, 5]`` predictive summaries (`predictive_summary`) at every case's targets, in
+    order, ``chunk`` cases per model call."""
+    stats = []
+    for lo in range(0, len(cases), chunk):
+        part = cases[lo : lo + chunk]
+        hist, times = [c.hist for c in part], [c.t_target for c in part]
+        stats += predictive_summary(
+            model, hist, times, data_state, n_samples, generator, importance
+        )
+    return np.concatenate(stats)
 
 
 def estimate_period(t: np.ndarray, y: np.ndarray) -> float | None:
@@ -195,17 +216,8 @@ def evaluate(
         period = None  # seasonal-naive for one series, period from its history only
         if table.n_series == 1:
             period = estimate_period(cases[0].hist.times, cases[0].hist.values[:, 0])
-        summary = predictive_summary(
-            model,
-            [c.hist for c in cases],
-            [c.t_target for c in cases],
-            data_state,
-            n_samples,
-            gen,
-            importance,
-        )
+        stats = case_stats(model, cases, data_state, n_samples, gen, importance)  # (M, D, 5)
         target = np.concatenate([c.target for c in cases])  # (M, D)
-        stats = np.concatenate(summary)  # (M, D, 5)
         ok = ~np.isnan(target)
         rows.append(_model_row(task, "latent ODE", stats, target))
         if task == "extrapolation" and scale is not None:

@@ -16,7 +16,8 @@ from latentode.calibration import (
     validation_cases,
 )
 from latentode.data.csv_module import CSVDataModule
-from latentode.forecast import QUANTILES, predictive_summary, scale_bands
+from latentode.evaluate import case_stats
+from latentode.forecast import QUANTILES, scale_bands
 from latentode.nn.latent_ode import LatentODE, LatentODEConfig
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -137,14 +138,10 @@ def test_calibrated_bands_cover_ninety_percent_of_the_validation_values() -> Non
     assert cal.n_series == len(cases) and cal.n_values[0] >= MIN_VALUES
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    stats = []  # the same draws as calibrate's (same seed, same chunks)
-    for lo in range(0, len(cases), 16):
-        part = cases[lo : lo + 16]
-        hist, t = [c.hist for c in part], [c.t_target for c in part]
-        stats += predictive_summary(model, hist, t, state, 30, gen)
+    stats = case_stats(model, cases, state, 30, gen, chunk=16)  # calibrate's draws
     target = np.concatenate([c.target for c in cases])  # (M, 1)
     weight = np.concatenate([np.full(len(c.t_target), 1 / len(c.t_target)) for c in cases])
-    raw, scaled = np.concatenate(stats), scale_bands(np.concatenate(stats), cal.scale)
+    raw, scaled = stats, scale_bands(stats, cal.scale)
 
     def inside(s: np.ndarray) -> np.ndarray:
         return ((s[..., 2] <= target) & (target <= s[..., 4]))[:, 0]  # (M,)
@@ -154,3 +151,17 @@ def test_calibrated_bands_cover_ninety_percent_of_the_validation_values() -> Non
     by_series = float((weight * inside(scaled)).sum())  # series covered, fractionally
     assert np.ceil((S + 1) * 0.9) - 1e-9 <= by_series <= np.ceil((S + 1) * 0.9) + 1
     np.testing.assert_allclose(scaled[..., 3], raw[..., 3])  # the median stays
+
+
+def test_a_one_series_fit_is_not_calibrated_on_its_one_validation_block() -> None:
+    """One series has one validation block: its values move together, one draw. `calibrate`
+    scores the model's own band there but gives no factor, and says why."""
+    dm = CSVDataModule(str(DATA / "co2_mauna_loa_weekly.csv"), time_unit="Y", holdout=2.0)
+    dm.setup()
+    torch.manual_seed(0)
+    model = LatentODE(LatentODEConfig(input_dim=1, latent_dim=3, encoder_hidden=8)).double()
+    cal = calibrate(model, dm.table, dm.data_state(), n_samples=20)
+    assert cal.scale is None and cal.n_series == 1 and 95 < cal.n_values[0] <= 105
+    assert 0 <= cal.raw_coverage <= 1 and 1.9 < cal.max_lead <= 2.0
+    assert "one validation block" in cal.reason
+    assert "not calibrated" in cal.describe(["co2"])
