@@ -71,6 +71,17 @@ def cover_width(stats: list, target: list, lam: float) -> tuple[float, float]:
     return float(inside[ok].mean()), float((s[..., 4] - s[..., 2])[ok].mean())
 
 
+def hits_by_lead(
+    stats: np.ndarray, target: np.ndarray, lead: np.ndarray, lam: float, into: dict
+) -> None:
+    """Append to ``into[lead rounded]`` whether each of one series' values is inside its band
+    scaled by ``lam``."""
+    s = scale_bands(stats, np.array([lam]))
+    inside = (s[..., 2] <= target) & (target <= s[..., 4])
+    for t, hit in zip(np.round(lead), inside[:, 0], strict=True):
+        into.setdefault(int(t), []).append(bool(hit))
+
+
 def factor(stats: list, target: list, method: str) -> float:
     """The conformal factor from the given series, the values or the series as units."""
     scores = band_scores(np.concatenate(stats), np.concatenate(target)).ravel()
@@ -101,17 +112,12 @@ def study(h: dict, splits: int, seed: int, method: str) -> dict:
         lams.append(lam_r)
         covers.append(cover_width(pick("stats", ~a), pick("target", ~a), lam_r)[0])
         for i in np.flatnonzero(~a):
-            s = scale_bands(h["stats"][i], np.array([lam_r]))
-            inside = (s[..., 2] <= h["target"][i]) & (h["target"][i] <= s[..., 4])
-            for lead, hit in zip(np.round(h["lead"][i]), inside[:, 0], strict=True):
-                by_lead.setdefault(int(lead), []).append(bool(hit))
+            hits_by_lead(h["stats"][i], h["target"][i], h["lead"][i], lam_r, by_lead)
     out["splits"] = (np.array(covers), np.array(lams))
     out["by_lead"] = {k: (float(np.mean(v)), len(v)) for k, v in sorted(by_lead.items())}
     raw_lead: dict[int, list[bool]] = {}
     for s, y, lead in zip(h["stats"], h["target"], h["lead"], strict=True):
-        inside = (s[..., 2] <= y) & (y <= s[..., 4])
-        for t, hit in zip(np.round(lead), inside[:, 0], strict=True):
-            raw_lead.setdefault(int(t), []).append(bool(hit))
+        hits_by_lead(s, y, lead, 1.0, raw_lead)
     out["raw_by_lead"] = {k: float(np.mean(v)) for k, v in raw_lead.items()}
     return out
 

@@ -41,6 +41,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from .calibration import Calibration, calibrate
 from .data.csv import read_series_csv
 from .data.errors import DataError
+from .evaluate import scored_series
 from .forecast import forecast, merge_shards, parse_horizon
 from .nn.base import ModelInputError
 from .solver import SolverError, SolverInputError
@@ -231,20 +232,20 @@ CALIBRATE_HELP = (
 
 
 def _calibration(
-    args: argparse.Namespace, system, state, table, rank: int = 0, world: int = 1
+    args: argparse.Namespace,
+    system,
+    state,
+    table,
+    rank: int = 0,
+    world: int = 1,
+    chunk: int = 128,
 ) -> Calibration:
     """The band factors, computed by the first process and shared with the others."""
     cal, failure = None, None
     if rank == 0:
         try:
             cal = calibrate(
-                system.model,
-                table,
-                state,
-                args.n_samples,
-                args.seed,
-                args.importance,
-                args.chunk,
+                system.model, table, state, args.n_samples, args.seed, args.importance, chunk
             )
         except USER_ERRORS as e:
             if world == 1:
@@ -255,8 +256,6 @@ def _calibration(
 
 def _overlap(table, state) -> bool:
     """Whether `latentode test` would score validation series (the file lacks the test ids)."""
-    from .evaluate import scored_series
-
     val = set(state.get("val_series") or [])
     return any(table.series_ids[s] in val for s in scored_series(table, state))
 
@@ -340,7 +339,9 @@ def run_predict(args: argparse.Namespace) -> str:
         times = _explicit_times(
             args.times, table, state.get("series_column"), state.get("time_column", "time")
         )
-    cal = _calibration(args, system, state, table, rank, world) if args.calibrate else None
+    cal = None
+    if args.calibrate:
+        cal = _calibration(args, system, state, table, rank, world, args.chunk)
     try:
         result = forecast(
             system.model,
@@ -474,17 +475,20 @@ def test_main(argv: list[str]) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="also write the table as CSV")
-    p.set_defaults(chunk=128)
     args = p.parse_args(argv)
     try:
         system, state, table = _load_csv_model(args.ckpt_path, args.data_path)
         cal = _calibration(args, system, state, table) if args.calibrate else None
-        scale, note = None if cal is None else cal.scale, ""
-        if scale is not None and _overlap(table, state):
-            scale = None
-            note = "not scored: the file's scored series include the validation series"
+        scale = None if cal is None else cal.scale
+        overlap = scale is not None and _overlap(table, state)  # scored where calibrated
         frame = evaluate(
-            system.model, table, state, args.n_samples, args.seed, args.importance, scale
+            system.model,
+            table,
+            state,
+            args.n_samples,
+            args.seed,
+            args.importance,
+            None if overlap else scale,
         )
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
@@ -496,8 +500,11 @@ def test_main(argv: list[str]) -> int:
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     if cal is not None:
         print(f"Calibration: {cal.describe(list(table.channels))}.")
-        if cal.scale is not None and scale is None:
-            print(f"Calibrated bands {note} (they were calibrated there).")
+        if overlap:
+            print(
+                "Calibrated bands not scored: the file's scored series include the validation "
+                "series (they were calibrated there)."
+            )
     if args.output:
         frame.to_csv(args.output, index=False)
     return 0

@@ -303,3 +303,12 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
     lam = sorted(_printed_factors(stdout).values())
     ratio = calibrated.width90 / model.width90
     assert lam[0] * (1 - 5e-3) <= ratio <= lam[1] * (1 + 5e-3)
+    # A file without the test series: every series is scored, the validation ones too, so
+    # the calibrated bands are not scored there (they would be judged where they were fitted).
+    state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
+    frame = pd.read_csv(data)
+    no_test = tmp_path / "no_test.csv"
+    frame[~frame.series_id.isin(state["test_series"])].to_csv(no_test, index=False)
+    scores, stdout = _test_scores(ckpt, no_test, tmp_path / "scores_no_test.csv")
+    assert "latent ODE, calibrated bands" not in set(scores.method)
+    assert "Calibrated bands not scored" in stdout
