@@ -128,17 +128,20 @@ def predictive_summary(
     norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
-    observed = collate_segments(segs, norm, scale, dtype=dtype).to(device)
+    # Time origins as in training: the first observation, or the last for a model anchored there.
+    last = model.config.anchor == "last"
+    origins = [float(g.times[-1]) if last else g.t0 for g in segs]
+    observed = collate_segments(segs, norm, scale, dtype=dtype, origins=origins).to(device)
     width = max(len(f) for f in future)
     grid = np.stack(
         [
             np.pad(
-                (f - g.t0) / scale,
+                (f - o) / scale,
                 (0, width - len(f)),
                 mode="linear_ramp",
-                end_values=((f[-1] - g.t0) / scale + width),
+                end_values=((f[-1] - o) / scale + width),
             )
-            for f, g in zip(future, segs, strict=True)
+            for f, o in zip(future, origins, strict=True)
         ]
     )  # (B, n) strictly increasing rows
     query = torch.as_tensor(grid, dtype=dtype, device=device)

@@ -312,3 +312,24 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
     scores, stdout = _test_scores(ckpt, no_test, tmp_path / "scores_no_test.csv")
     assert "latent ODE, calibrated bands" not in set(scores.method)
     assert "Calibrated bands not scored" in stdout
+
+
+def test_fit_and_predict_a_model_anchored_at_the_last_observation(tmp_path: Path) -> None:
+    """``anchor: last`` from the command line: the checkpoint keeps it, and predict writes
+    finite, ordered forecasts on the 5-day grid after each series' last observation."""
+    data = tmp_path / "series.csv"
+    write_csv(data)
+    args = csv_fit_args(data, tmp_path / "run", 3)
+    fit = run_cli(*args, "--model.init_args.config.anchor", "last")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert saved["hyper_parameters"]["config"]["anchor"] == "last"
+    out = tmp_path / "forecast.csv"
+    res = run_cli(*csv_predict_args(ckpt, data), "--output", str(out), "--n_samples", "20")
+    assert res.returncode == 0, res.stderr[-3000:]
+    f = pd.read_csv(out)
+    assert len(f) == 6 * 4 * 2
+    assert np.isfinite(f[["mean", "std", "q05", "q50", "q95"]].to_numpy()).all()
+    assert ((f.q05 <= f.q50) & (f.q50 <= f.q95)).all()
+    assert f.loc[f.channel == "a", "mean"].between(900, 1100).all()

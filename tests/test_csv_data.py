@@ -11,6 +11,7 @@ import torch
 
 from latentode.data.csv import CSVDataError, read_series_csv
 from latentode.data.csv_module import CSVDataModule
+from latentode.data.errors import DataError
 from latentode.data.prep import (
     collate_segments,
     denormalise,
@@ -199,6 +200,15 @@ def test_split_at_conditions_before_and_scores_after() -> None:
         assert bool((split.observed.mask[:, ~before[0, :, 0]] == 0).all())
         torch.testing.assert_close(split.observed.mask + split.heldout_mask, batch.mask)
     assert split_at(batch, t_split, "future").target.n_observed == int(split.heldout_mask.sum())
+    # A float32 grid time equal to its float64 split time is forecast, not conditioned on:
+    # (2001 - 1990) / 5.1 rounds down in float32 and once compared below the split.
+    seg = whole_series(table)[0]
+    t = np.array([1990.0, 1995.0, 2001.0, 2002.0])
+    one = type(seg)(0, 1990.0, t, np.ones((4, table.n_channels)))
+    small = collate_segments([one], time_scale=5.1)  # float32
+    split = split_at(small, torch.tensor([(2001.0 - 1990.0) / 5.1], dtype=torch.float64))
+    assert split.observed.point_mask[0].tolist() == [True, True, False, False]
+    assert split.heldout_mask[0].any(-1).tolist() == [False, False, True, True]
 
 
 # ---------------------------------------------------------------- shipped data and the module
@@ -255,3 +265,31 @@ def test_data_module_many_series() -> None:
     test = next(iter(dm.test_dataloader()))
     assert int(test.target.mask.sum()) <= 11 * test.target.batch_size
     assert dm.data_state()["time_encoding"]["kind"] == "numeric"
+
+
+def test_data_module_aligns_batches_at_the_last_conditioning_time_for_anchor_last() -> None:
+    """``align_to("last")``: the same rows and draws as the default alignment, each row's
+    times shifted so that its last conditioning observation sits at 0."""
+
+    def batches(anchor: str) -> list:
+        dm = CSVDataModule(str(DATA / "fertility_worldbank.csv"), holdout=10.0, batch_size=16)
+        dm.setup()
+        dm.align_to(anchor)  # type: ignore[arg-type]
+        return [next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))]
+
+    for start, end in zip(batches("first"), batches("last"), strict=True):
+        assert start.observed.batch_size == end.observed.batch_size == 16
+        for b in range(16):
+            seen_s, seen_e = start.observed.point_mask[b], end.observed.point_mask[b]
+            ts, te = start.observed.times[seen_s], end.observed.times[seen_e]
+            assert float(te[-1]) == 0.0  # the anchor of every row
+            torch.testing.assert_close(te, ts - ts[-1])
+            torch.testing.assert_close(
+                end.observed.values[b][seen_e], start.observed.values[b][seen_s]
+            )
+            fut_s, fut_e = start.heldout_mask[b].any(-1), end.heldout_mask[b].any(-1)
+            torch.testing.assert_close(end.target.times[fut_e], start.target.times[fut_s] - ts[-1])
+            assert bool((end.target.times[fut_e] > 0).all())
+    dm = CSVDataModule(str(DATA / "fertility_worldbank.csv"))
+    with pytest.raises(DataError, match="anchor must be 'first' or 'last'"):
+        dm.align_to("middle")  # type: ignore[arg-type]

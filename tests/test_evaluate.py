@@ -1,11 +1,15 @@
-"""Naive baselines and the period estimate of ``latentode test``, against known answers."""
+"""Naive baselines and the period estimate of ``latentode test``, against known answers; the
+time origins of a forecast."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from latentode.data.prep import Segment
 from latentode.evaluate import Case, _baselines, estimate_period
+from latentode.forecast import predictive_summary
+from latentode.nn import LatentODE, LatentODEConfig, SolverSettings
 
 
 def test_estimate_period_finds_the_season_of_an_irregular_trended_series() -> None:
@@ -28,3 +32,43 @@ def test_baselines_match_their_definitions() -> None:
     inter = _baselines(Case(0, hist, np.array([0.5, 2.5]), np.zeros((2, 2))), "interpolation", None)
     assert np.allclose(inter["linear interpolation"][:, 1], [0.5, 2.5])
     assert np.allclose(inter["last value"][:, 1], [0.0, 2.0])
+
+
+def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series() -> None:
+    """`predictive_summary` puts each series' time origin at its last observation for a model
+    with ``anchor="last"``: a short series forecast beside longer ones gets the forecast it
+    gets alone (with the first time as origin, its latent state would be inferred at the
+    longest series' end instead). A near-deterministic model (posterior and noise stds ~0)."""
+    torch.manual_seed(0)
+    cfg = LatentODEConfig(
+        input_dim=1,
+        latent_dim=3,
+        anchor="last",
+        solver=SolverSettings("dopri5", rtol=1e-10, atol=1e-12),
+    )
+    model = LatentODE(cfg).double()
+    with torch.no_grad():
+        model.encoder.head.weight[3:].zero_()
+        model.encoder.head.bias[3:].fill_(-40.0)  # posterior std: the floor 1e-4
+        model.decoder.log_std.fill_(-40.0)
+    t = np.arange(1960.0, 2012.0)
+    gappy = t[10:][np.random.default_rng(0).random(42) < 0.7]  # from 1970 on, with gaps
+    segs = [
+        Segment(0, 1960.0, t, np.sin(t / 7.0)[:, None]),
+        Segment(1, 1960.0, t[:30], np.cos(t[:30] / 5.0)[:, None]),  # ends in 1989
+        Segment(2, float(gappy[0]), gappy, 0.1 * gappy[:, None] - 200.0),
+    ]
+    future = [g.times[-1] + np.array([1.0, 2.0, 5.0]) for g in segs]
+    state = {"normalisation": None, "time_scale": 5.0}
+
+    def summary(rows: list[int]) -> list[np.ndarray]:
+        gen = torch.Generator().manual_seed(1)
+        return predictive_summary(
+            model, [segs[i] for i in rows], [future[i] for i in rows], state, 4, gen
+        )
+
+    together = summary([0, 1, 2])
+    for i in range(3):
+        alone = summary([i])[0]  # (3, D, 5)
+        np.testing.assert_allclose(together[i][..., 3], alone[..., 3], rtol=0, atol=2e-3)
+    assert float(np.abs(together[1][..., 3] - together[0][..., 3]).max()) > 0.01  # not one path

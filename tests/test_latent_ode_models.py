@@ -124,6 +124,15 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[nn.Module, IrregularBa
         lambda: _latent("gru", encoder_hidden=8, encoder_head_hidden=6),
         lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
     ),
+    # z at the last observed time: the query times lie on both sides of it
+    "LatentODE-gru-anchor-last": (
+        lambda: _latent("gru", anchor="last", encoder_time=True),
+        lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
+    ),
+    "LatentODE-odernn-anchor-last": (
+        lambda: _latent("odernn", anchor="last"),
+        lambda m, b: m(b, b.times, n_samples=2).p_x.rsample(),
+    ),
     "GRUBaseline": (
         lambda: GRUBaseline(D, 8, learn_std=True).double(),
         lambda m, b: m(b.times, b.values, b.mask, b.times + 0.1).rsample(),
@@ -145,6 +154,8 @@ SHAPES = {
     "LatentODE-odernn": (2, B, T, D),
     "LatentODE-odernn-sized": (2, B, T, D),
     "LatentODE-gru-mlp-head": (2, B, T, D),
+    "LatentODE-gru-anchor-last": (2, B, T, D),
+    "LatentODE-odernn-anchor-last": (2, B, T, D),
     "GRUBaseline": (B, T, D),
     "ODERNN": (B, T, D),
 }
@@ -169,6 +180,7 @@ LOSSES: dict[str, Callable[[], nn.Module]] = {
     "LatentODE-odernn": lambda: _latent("odernn"),
     "LatentODE-centred": lambda: _latent("gru", center="mean"),
     "LatentODE-last": lambda: _latent("gru", center="last", encoder_time=True),
+    "LatentODE-anchor-last": lambda: _latent("odernn", anchor="last"),
     "GRUBaseline": lambda: GRUBaseline(D, 8).double(),
     "ODERNN": lambda: ODERNN(D, 8, 8).double(),
 }
@@ -344,6 +356,63 @@ def test_integrate_per_series_grids_agree_with_the_shared_grid() -> None:
         model.integrate(z0, t0, grid.flip(0))
 
 
+def test_anchor_last_integrates_both_ways_from_the_last_observed_time() -> None:
+    """``anchor="last"`` against the closed form ``z(t) = expm(A (t - t_a)) z_a`` of linear
+    dynamics, on a shared grid and on per-series rows on both sides of ``t_a``."""
+    model, A, _ = _linear_gaussian(anchor="last")
+    batch = make_batch()
+    batch.mask[:, -1] = 0.0  # the last grid column unobserved: the anchor is the one before
+    t_a = model.anchor_time(batch)
+    assert float(t_a) == float(batch.times[-2])
+    z_a = torch.randn(2, 3, L, dtype=F64)  # (K, B, L)
+
+    def exact(times: Tensor) -> Tensor:  # (..., L) states at times [...], per K and B
+        prop = torch.linalg.matrix_exp(A * (times - t_a).unsqueeze(-1).unsqueeze(-1))
+        return torch.einsum("...ij,kbj->kb...i", prop, z_a)
+
+    grid = torch.linspace(-0.5, 3.0, 8, dtype=F64)  # before t0, between, after the anchor
+    got = model.integrate(z_a, t_a, grid)  # (K, B, 8, L)
+    torch.testing.assert_close(got, exact(grid), rtol=1e-8, atol=1e-9)
+    assert model.last_stats is not None and model.last_stats.nfe > 0  # two solves, summed
+    rows = torch.stack([grid[[0, 2, 5]], grid[[3, 6, 7]], grid[[1, 4, 7]]])  # (B, 3)
+    got_rows = model.integrate(z_a, t_a, rows)  # the union of the rows, read back per row
+    want = torch.stack([exact(rows[b])[:, b] for b in range(3)], dim=1)  # (K, B, 3, L)
+    torch.testing.assert_close(got_rows, want, rtol=1e-8, atol=1e-9)
+    later = rows[:, 1:] + 2.0  # every row after the anchor: one solve per row
+    want_later = torch.stack([exact(later[b])[:, b] for b in range(3)], dim=1)
+    torch.testing.assert_close(model.integrate(z_a, t_a, later), want_later, rtol=1e-8, atol=1e-9)
+    with pytest.raises(ModelInputError, match="strictly increasing"):
+        model.integrate(z_a, t_a, grid.flip(0))
+
+
+@pytest.mark.parametrize("encoder", ["gru", "odernn"])
+def test_anchor_last_runs_the_encoder_forwards_to_the_last_observed_time(encoder: str) -> None:
+    model, batch = _latent(encoder, anchor="last", encoder_time=encoder == "gru"), make_batch()
+    batch.mask[:, -1] = 0.0
+    end = T - 1  # the grid up to the last observed column, reversed, on the axis -t
+    q = model.encode(batch)
+    direct = model.encoder(
+        -batch.times[:end].flip(0), batch.values[:, :end].flip(1), batch.mask[:, :end].flip(1)
+    )
+    torch.testing.assert_close(q.mean, direct.mean, rtol=0, atol=0)
+    torch.testing.assert_close(q.stddev, direct.stddev, rtol=0, atol=0)
+    # Unobserved columns after the anchor change nothing; the latest value changes q.
+    trimmed = IrregularBatch(batch.times[:end], batch.values[:, :end], batch.mask[:, :end])
+    torch.testing.assert_close(model.encode(trimmed).mean, q.mean, rtol=0, atol=0)
+    moved = batch.values.clone()
+    moved[:, end - 1] += 1.0
+    shifted = model.encode(IrregularBatch(batch.times, moved, batch.mask)).mean
+    observed_last = (batch.mask[:, end - 1] > 0).any(dim=-1)  # (B,)
+    assert bool(((shifted - q.mean).abs().sum(-1) > 1e-6)[observed_last].all())
+    # The default anchor is unchanged: z0 at t0, the encoder run backwards.
+    first = _latent(encoder, encoder_time=encoder == "gru")
+    first.load_state_dict(model.state_dict())
+    torch.testing.assert_close(
+        first.encode(batch).mean, first.encoder(batch.times, batch.values, batch.mask).mean
+    )
+    assert float(first.anchor_time(batch)) == float(batch.times[0])
+
+
 def test_forecast_and_reconstruct_outputs() -> None:
     model, batch = _latent("odernn"), make_batch()
     future = batch.times[-1] + torch.linspace(0.1, 1.0, 5, dtype=F64)
@@ -358,14 +427,17 @@ def test_forecast_and_reconstruct_outputs() -> None:
     torch.testing.assert_close(rec.std, torch.full_like(rec.std, 0.01))  # K = 1: noise only
 
 
-def _linear_gaussian(center: str = "none") -> tuple[LatentODE, Tensor, Tensor]:
+def _linear_gaussian(
+    center: str = "none", anchor: str = "first"
+) -> tuple[LatentODE, Tensor, Tensor]:
     """A latent ODE whose posterior is Gaussian in closed form: linear dynamics ``dz/dt = A z``
-    and a linear decoder ``x = W z + c``, so ``x(t) = W expm(A (t - t0)) z0 + c`` + noise 0.5.
+    and a linear decoder ``x = W z + c``, so ``x(t) = W expm(A (t - t_a)) z_a + c`` + noise 0.5
+    with ``t_a`` the anchor (``t0``, or the last observed time for ``anchor="last"``).
     Returns the model (encoder untrained) with ``A`` and ``W``."""
     cfg = LatentODEConfig(
         input_dim=D, latent_dim=L, dynamics_depth=0, decoder_depth=0, obs_std=0.5, solver=TIGHT
     )
-    model = LatentODE(dataclasses.replace(cfg, center=center)).double()
+    model = LatentODE(dataclasses.replace(cfg, center=center, anchor=anchor)).double()
     A = torch.tensor([[-0.1, 1.0, 0.0], [-1.0, -0.1, 0.3], [0.0, -0.3, 0.05]], dtype=F64)
     with torch.no_grad():
         lin = model.dynamics.net[0]
@@ -387,7 +459,7 @@ def _exact_predictive(
     ``N(0, I)``) z0's posterior is ``N(P^-1 r, P^-1)`` with ``P = diag(s^-2) + sum H^T H / s2``
     over the observed entries; the components (equally weighted a priori) are weighted by their
     evidence ``N(y; H m + c, H diag(s^2) H^T + s2 I)``."""
-    c, s2, t0 = model.decoder.net[0].bias.detach(), 0.25, batch.times[0]
+    c, s2, t0 = model.decoder.net[0].bias.detach(), 0.25, model.anchor_time(batch)
     level = model.level(batch)  # (B, D), zeros unless centred
     H = lambda t: W @ torch.linalg.matrix_exp(A * (t - t0))  # noqa: E731  (D, L)
     Hq = torch.stack([H(t) for t in times])  # (T', D, L)
@@ -423,13 +495,17 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-@pytest.mark.parametrize("center", ["none", "last"])
+@pytest.mark.parametrize(
+    ("center", "anchor"), [("none", "first"), ("last", "first"), ("none", "last")]
+)
 def test_importance_weighted_prediction_recovers_the_exact_posterior_predictive(
-    center: str, device: str
+    center: str, anchor: str, device: str
 ) -> None:
-    model, A, W = _linear_gaussian(center)
+    model, A, W = _linear_gaussian(center, anchor)
     batch = make_batch()
     future = batch.times[-1] + torch.linspace(0.2, 3.0, 4, dtype=F64)
+    if anchor == "last":  # also times before the anchor, reached by the backwards solve
+        future = torch.cat([batch.times[1:2], batch.times[6:7] - 0.01, future[2:]])
     exact_mean, exact_std = _exact_predictive(model, A, W, batch, future)
     model, on_device = model.to(device), batch.to(device)
     with torch.no_grad():
@@ -717,6 +793,8 @@ def test_bad_arguments_raise_model_input_error() -> None:
     batch = make_batch()
     with pytest.raises(ModelInputError, match="encoder must be"):
         LatentODE(LatentODEConfig(encoder="lstm"))  # type: ignore[arg-type]
+    with pytest.raises(ModelInputError, match="anchor must be 'first' or 'last'"):
+        LatentODE(LatentODEConfig(anchor="middle"))  # type: ignore[arg-type]
     with pytest.raises(ModelInputError, match="encoder_ode_hidden sizes the ODE-RNN"):
         LatentODE(LatentODEConfig(encoder="gru", encoder_ode_hidden=50))
     with pytest.raises(ModelInputError, match="head_hidden must be >= 0"):

@@ -14,7 +14,10 @@ Training batches condition each segment on a random first part (a fraction drawn
 ``train_condition`` per segment and batch) and score the whole segment: the model learns to
 reconstruct what it saw and to forecast from histories of varying length. Validation and test
 splits are fixed and score only the forecast. Times in a batch are ``(t - t0) / time_scale``
-with ``t0`` each segment's first observed time.
+with ``t0`` each segment's first observed time; for a latent ODE anchored at the last
+observation (``anchor: last``, which `LatentODESystem` passes on through `align_to` at setup)
+``t0`` is instead each segment's last conditioning time, so that every series' latent state
+is inferred at its own latest observation.
 
 `channels`, `time_encoding`, `normalisation` and `time_scale` are plain values for the
 checkpoint (`data_state` gathers them), so a forecast can be put back in the user's units.
@@ -34,6 +37,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .batch import Split
@@ -125,6 +129,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.val_segments: list[Segment] = []
         self.test_segments: list[Segment] = []
         self._norm: dict[str, Any] | None = None
+        self.anchor: Literal["first", "last"] = "first"  # the model's; see `align_to`
         self.eval_history: float | None = history  # history conditioned on when forecasting
         self.test_series: list[str] | None = None  # held-out series ids (many series)
         self.val_series: list[str] | None = None  # validation series ids (many series)
@@ -234,20 +239,36 @@ class CSVDataModule(pl.LightningDataModule):
             "val_window": self.val_window,
         }
 
+    def align_to(self, anchor: Literal["first", "last"]) -> None:
+        """Align the batches for a latent ODE anchored at ``anchor`` (`LatentODEConfig`):
+        ``"first"`` (default) puts every segment's first time at 0, ``"last"`` its last
+        conditioning time. `LatentODESystem.setup` calls this with its model's anchor."""
+        if anchor not in ("first", "last"):
+            raise DataError(f"anchor must be 'first' or 'last', got {anchor!r}.")
+        self.anchor = anchor
+
     # ------------------------------------------------------------------ batches
+    def _collate(self, segs: list[Segment], cuts: Tensor, score: Literal["future", "all"]) -> Split:
+        """``segs`` conditioned on their times before ``t0 + cuts`` (``[B]``, user units)."""
+        if self.anchor == "first":
+            batch = collate_segments(segs, self._norm, self.time_scale)
+            return split_at(batch, (cuts / self.time_scale).clamp(min=1e-12), score=score)
+        ends = [g.t0 + float(c) for g, c in zip(segs, cuts, strict=True)]
+        origins = [_last_before(g, e) for g, e in zip(segs, ends, strict=True)]
+        batch = collate_segments(segs, self._norm, self.time_scale, origins=origins)
+        rel = torch.tensor([e - o for e, o in zip(ends, origins, strict=True)])  # (B,) > 0
+        return split_at(batch, (rel.double() / self.time_scale).clamp(min=1e-12), score=score)
+
     def _collate_train(self, index: list[int]) -> Split:
         segs = [self.train_segments[i] for i in index]
-        batch = collate_segments(segs, self._norm, self.time_scale)
         lo, hi = self.train_condition
         frac = lo + (hi - lo) * torch.rand(len(segs), generator=self._train_gen)  # (B,)
-        t_split = frac.double() * segment_spans(segs) / self.time_scale  # (B,)
-        return split_at(batch, t_split.clamp(min=1e-12), score="all")
+        return self._collate(segs, frac.double() * segment_spans(segs), "all")
 
     def _collate_eval(self, all_segs: list[Segment], index: list[int]) -> Split:
         segs = [all_segs[i] for i in index]
-        batch = collate_segments(segs, self._norm, self.time_scale)
-        t_split = torch.tensor([(g.t_split or 0.0) - g.t0 for g in segs], dtype=torch.float64)
-        return split_at(batch, t_split / self.time_scale, score="future")
+        cuts = torch.tensor([(g.t_split or 0.0) - g.t0 for g in segs], dtype=torch.float64)
+        return self._collate(segs, cuts, "future")
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training segments; a new conditioned fraction for every batch."""
@@ -284,3 +305,9 @@ class CSVDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test forecasts again (for figures)."""
         return self.test_dataloader()
+
+
+def _last_before(seg: Segment, t: float) -> float:
+    """The segment's last time before ``t`` (its first time if none is)."""
+    before = seg.times[seg.times < t]
+    return float(before[-1]) if len(before) else seg.t0

@@ -236,22 +236,29 @@ def collate_segments(
     norm: dict[str, Any] | None = None,
     time_scale: float = 1.0,
     dtype: torch.dtype = torch.float32,
+    origins: Sequence[float] | None = None,
 ) -> IrregularBatch:
-    """Normalised segments on their union grid of shifted times ``(t - t0) / time_scale``.
+    """Normalised segments on their union grid of shifted times ``(t - origin) / time_scale``.
 
     Args:
         segments: the batch rows.
         norm: a `fit_normalisation` dict (None: values as they are).
         time_scale: time units per model time unit.
         dtype: dtype of the batch tensors.
+        origins: each segment's time origin (default: its ``t0``, its first observed time;
+            a latent ODE anchored at the last observation aligns the segments at their last
+            conditioning time instead).
 
     Returns:
-        An `IrregularBatch` whose grid starts at 0 (every segment observes something there).
+        An `IrregularBatch`; with the default origins its grid starts at 0 (every segment
+        observes something there).
     """
+    if origins is None:
+        origins = [g.t0 for g in segments]
     items = []
-    for g in segments:
+    for g, origin in zip(segments, origins, strict=True):
         x = g.values if norm is None else normalise(g.values, norm)  # (n, D)
-        t = torch.from_numpy((g.times - g.t0) / time_scale)  # (n,)
+        t = torch.from_numpy((g.times - origin) / time_scale)  # (n,)
         items.append((t, torch.from_numpy(x)))
     return collate_series(items, dtype=dtype)
 
@@ -272,8 +279,10 @@ def split_at(
     Returns:
         ``Split(observed, target, heldout_mask)``; ``heldout_mask`` marks the future points.
     """
-    times = batch.times.to(t_split.dtype)  # (T,)
-    before = (times.unsqueeze(0) < t_split.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
+    # Compared in the batch's dtype: a time equal to its split time (the first forecast
+    # point) rounds as the split time does, and is not conditioned on.
+    t_split = t_split.to(batch.times.dtype)  # (B,)
+    before = (batch.times.unsqueeze(0) < t_split.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
     before = before.to(batch.mask.dtype)
     observed = batch.with_mask(batch.mask * before)
     future = batch.mask * (1.0 - before)  # (B, T, D)

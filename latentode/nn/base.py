@@ -167,8 +167,12 @@ def check_observations(times: Tensor, values: Tensor, mask: Tensor, input_dim: i
         raise ModelInputError(f"values must be floating point; got {values.dtype}.")
 
 
-def check_query_times(times: Tensor, t0: Tensor, batch: int) -> tuple[Tensor, float]:
-    """Check query times ``[T]`` or ``[B, T]``: sorted, strictly increasing and ``>= t0``.
+def check_query_times(
+    times: Tensor, t0: Tensor, batch: int, before_t0: bool = False
+) -> tuple[Tensor, float]:
+    """Check query times ``[T]`` or ``[B, T]``: sorted, strictly increasing and ``>= t0``
+    (with ``before_t0``, times before ``t0`` are allowed too: a model that integrates
+    backwards from ``t0`` as well).
 
     The times are copied to the host once (one device sync) and checked there.
 
@@ -188,7 +192,7 @@ def check_query_times(times: Tensor, t0: Tensor, batch: int) -> tuple[Tensor, fl
     start, host = float(both[0]), both[1:].reshape(times.shape)
     if times.shape[-1] > 1 and not bool((host.diff(dim=-1) > 0).all()):
         raise ModelInputError("query times must be strictly increasing (sort, drop duplicates).")
-    if bool((host[..., 0] < start).any()):
+    if not before_t0 and bool((host[..., 0] < start).any()):
         raise ModelInputError(
             f"query times start before the first observation time t0 = {start:.6g}; "
             "the latent state is defined from t0 on."

@@ -39,6 +39,7 @@ from .base import (
     Prediction,
     SolverSettings,
     check_query_times,
+    observed_columns,
 )
 from .decoders import GaussianDecoder, masked_log_likelihood
 from .encoders import Encoder, GRUEncoder, ODERNNEncoder
@@ -81,6 +82,15 @@ class LatentODEConfig:
             series' last observed conditioning value per feature instead: a decoded 0 is then
             the last-value forecast, and the model learns the change from it (for slowly
             moving series, where last value is the baseline to beat). ``"none"``: off.
+        anchor: where the latent state the encoder infers sits. ``"first"`` (Chen 2018,
+            Rubanova 2019): ``z0`` at the first grid time ``t0``, the encoder run backwards
+            over the observations, the ODE integrated forwards to every query time.
+            ``"last"``: ``z`` at the last observed time ``t_a`` of the conditioning batch, the
+            encoder run forwards in time (the same encoder fed the observations in reverse
+            order with times ``-t``), the ODE integrated forwards to later query times and
+            backwards to earlier ones. A forecast then integrates only over the horizon, from
+            a state inferred last at the latest observations, instead of across the whole
+            history from ``t0``; query times may lie before ``t_a`` and before ``t0``.
     """
 
     input_dim: int = 2
@@ -102,12 +112,14 @@ class LatentODEConfig:
     learn_std: bool = False
     solver: SolverSettings = field(default_factory=SolverSettings)
     center: Literal["none", "mean", "last"] = "none"
+    anchor: Literal["first", "last"] = "first"
 
 
 @dataclass
 class LatentODEOutput:
     """Everything one pass computes: ``q_z0`` [B, L], ``z0`` [K, B, L], ``zt`` [K, B, T, L],
-    ``p_x`` (Normal, [K, B, T, D])."""
+    ``p_x`` (Normal, [K, B, T, D]). ``z0`` is the state at the anchor (`LatentODE.anchor_time`):
+    ``t0`` by default."""
 
     q_z0: Normal
     z0: Tensor
@@ -207,6 +219,8 @@ class LatentODE(nn.Module):
     """Encoder -> ``q(z0)`` -> K posterior samples -> ODE solve -> Gaussian decoder.
 
     ``z0`` is the latent state at ``t0 = observed.times[0]``; query times must be ``>= t0``.
+    With ``config.anchor = "last"`` it is the state at the last observed time instead, and
+    query times may lie on both sides of it (`LatentODEConfig`).
 
     Args:
         config: sizes and settings.
@@ -214,7 +228,9 @@ class LatentODE(nn.Module):
     Attributes:
         encoder, dynamics (`ODEFunc`), decoder (`GaussianDecoder`).
         last_stats: the `SolveStats` of the latest latent solve (backward counts fill in
-            after ``backward()`` for the adjoint/checkpoint gradients).
+            after ``backward()`` for the adjoint/checkpoint gradients). When query times lie
+            on both sides of the anchor (``anchor="last"``) two solves are made, one each way,
+            and ``last_stats`` holds their summed forward counts only.
     """
 
     def __init__(self, config: LatentODEConfig) -> None:
@@ -235,6 +251,8 @@ class LatentODE(nn.Module):
             raise ModelInputError(
                 f"center must be 'none', 'mean' or 'last', got {config.center!r}."
             )
+        if config.anchor not in ("first", "last"):
+            raise ModelInputError(f"anchor must be 'first' or 'last', got {config.anchor!r}.")
         self.config = config
         D, L = config.input_dim, config.latent_dim
         self.encoder: Encoder
@@ -304,7 +322,32 @@ class LatentODE(nn.Module):
             level: ``[B, D]`` level to subtract first when centering (default: `level` of
                 ``observed``).
         """
-        return self.encoder(observed.times, self._centered(observed, level), observed.mask)
+        values = self._centered(observed, level)
+        return self._encode_rows(
+            observed.times, values, observed.mask, self._anchor_index(observed)
+        )
+
+    def _anchor_index(self, observed: Observations) -> int:
+        """The grid column of the anchor: 0 for ``anchor="first"``; for ``"last"`` the last
+        column where some series observes something (the last column if none does)."""
+        if self.config.anchor == "first":
+            return 0
+        columns = observed_columns(observed.mask)  # (T_obs,)
+        return int(columns[-1]) if len(columns) else observed.times.shape[0] - 1
+
+    def anchor_time(self, observed: Observations) -> Tensor:
+        """The time (0-d) of the latent state the encoder infers: ``observed.times[0]`` for
+        ``anchor="first"``, the last observed time of the batch for ``"last"``."""
+        return observed.times[self._anchor_index(observed)]
+
+    def _encode_rows(self, times: Tensor, values: Tensor, mask: Tensor, anchor: int) -> Normal:
+        """The encoder on centred ``values`` / ``mask`` ``[B, T, D]``, ending at grid column
+        ``anchor``: backwards to ``times[0]`` (anchor 0), or forwards to ``times[anchor]``
+        (the grid up to the anchor, reversed, on the time axis ``-t``)."""
+        if self.config.anchor == "first":
+            return self.encoder(times, values, mask)
+        end = anchor + 1
+        return self.encoder(-times[:end].flip(0), values[:, :end].flip(1), mask[:, :end].flip(1))
 
     def _centered(self, observed: Observations, level: Tensor | None = None) -> Tensor:
         """``observed.values`` ``[B, T, D]`` less ``level`` (default: `level` of ``observed``)
@@ -319,9 +362,10 @@ class LatentODE(nn.Module):
 
         Args:
             z0: ``[K, B, L]`` initial states.
-            t0: 0-d start time.
-            times: ``[T]`` shared or ``[B, T]`` per-series strictly increasing times ``>= t0``;
-                per-series rows must all start at ``t0`` or all after it.
+            t0: 0-d start time (the anchor).
+            times: ``[T]`` shared or ``[B, T]`` per-series strictly increasing times ``>= t0``
+                (with ``anchor="last"`` also earlier times, reached by a backwards solve);
+                per-series rows all ``>= t0`` must all start at ``t0`` or all after it.
 
         Returns:
             ``[K, B, T, L]`` latent states.
@@ -331,28 +375,59 @@ class LatentODE(nn.Module):
         """
         K, B, L = z0.shape
         times, t0 = times.to(z0), t0.to(z0)
-        host, start = check_query_times(times, t0, B)
-        kw = self.config.solver.kwargs()
+        host, start = check_query_times(times, t0, B, before_t0=self.config.anchor == "last")
         if times.dim() == 1:
-            skip = int(bool(host[0] > start))
-            t = torch.cat([t0.view(1), times]) if skip else times  # (T + skip,)
-            sol = solve(self.dynamics, z0, t, **kw)
-            zt = sol.ys[skip:].permute(1, 2, 0, 3)  # (K, B, T, L)
-        else:
-            at_t0 = host[:, 0] == start  # (B,) on the host
-            if bool(at_t0.any()) and not bool(at_t0.all()):
-                raise ModelInputError(
-                    "per-series times must all start at t0 or all after it (the solver needs a "
-                    f"common start); t0 = {start:.6g}. Prepend t0 to every row instead."
-                )
-            skip = int(not bool(at_t0.all()))
-            t = torch.cat([t0.expand(B, 1), times], 1) if skip else times  # (B, T + skip)
-            t = t.repeat(K, 1)  # (K * B, T + skip)
-            sol = solve(self.dynamics, z0.reshape(K * B, L), t, **kw)  # ys (T + skip, K * B, L)
-            T = times.shape[1]
-            zt = sol.ys[skip:].reshape(T, K, B, L).permute(1, 2, 0, 3)  # (K, B, T, L)
+            return self._integrate_grid(z0, t0, times, host, start)
+        if bool((host[:, 0] < start).any()):  # per-series times before the anchor: their union
+            union, where = torch.unique(host, sorted=True, return_inverse=True)  # (G,), (B, T)
+            zt = self._integrate_grid(z0, t0, union.to(z0), union, start)  # (K, B, G, L)
+            index = where.to(z0.device).view(1, B, -1, 1).expand(K, -1, -1, L)  # (K, B, T, L)
+            return zt.gather(2, index)
+        kw = self.config.solver.kwargs()
+        at_t0 = host[:, 0] == start  # (B,) on the host
+        if bool(at_t0.any()) and not bool(at_t0.all()):
+            raise ModelInputError(
+                "per-series times must all start at t0 or all after it (the solver needs a "
+                f"common start); t0 = {start:.6g}. Prepend t0 to every row instead."
+            )
+        skip = int(not bool(at_t0.all()))
+        t = torch.cat([t0.expand(B, 1), times], 1) if skip else times  # (B, T + skip)
+        t = t.repeat(K, 1)  # (K * B, T + skip)
+        sol = solve(self.dynamics, z0.reshape(K * B, L), t, **kw)  # ys (T + skip, K * B, L)
+        T = times.shape[1]
         self.last_stats = sol.stats
-        return zt
+        return sol.ys[skip:].reshape(T, K, B, L).permute(1, 2, 0, 3)  # (K, B, T, L)
+
+    def _integrate_grid(
+        self, z0: Tensor, t0: Tensor, times: Tensor, host: Tensor, start: float
+    ) -> Tensor:
+        """`integrate` on a shared grid ``times [T]`` (``host``: its host copy, ``start``:
+        ``t0`` as a float): one solve forwards for the times ``>= t0``, one backwards for
+        those before it. Returns ``[K, B, T, L]``."""
+        kw = self.config.solver.kwargs()
+        n_before = int((host < start).sum())
+        parts, stats = [], []
+        if n_before:  # backwards from t0, latest time first
+            t = torch.cat([t0.view(1), times[:n_before].flip(0)])  # (n_before + 1,)
+            sol = solve(self.dynamics, z0, t, **kw)
+            parts.append(sol.ys[1:].flip(0))  # (n_before, K, B, L)
+            stats.append(sol.stats)
+        if n_before < times.shape[0]:
+            later = times[n_before:]
+            skip = int(bool(host[n_before] > start))
+            t = torch.cat([t0.view(1), later]) if skip else later  # (T - n_before + skip,)
+            sol = solve(self.dynamics, z0, t, **kw)
+            parts.append(sol.ys[skip:])  # (T - n_before, K, B, L)
+            stats.append(sol.stats)
+        if len(stats) == 1:
+            self.last_stats = stats[0]
+        else:
+            self.last_stats = SolveStats(
+                nfe=sum(x.nfe for x in stats),
+                n_accepted=sum(x.n_accepted for x in stats),
+                n_rejected=sum(x.n_rejected for x in stats),
+            )
+        return torch.cat(parts).permute(1, 2, 0, 3)  # (K, B, T, L)
 
     def forward(
         self, observed: Observations, times: Tensor | None = None, n_samples: int = 1
@@ -373,7 +448,7 @@ class LatentODE(nn.Module):
         q_z0 = self.encode(observed, level)
         z0 = q_z0.rsample((n_samples,))  # (K, B, L)
         times = observed.times if times is None else times
-        zt = self.integrate(z0, observed.times[0], times)  # (K, B, T, L)
+        zt = self.integrate(z0, self.anchor_time(observed), times)  # (K, B, T, L)
         return LatentODEOutput(q_z0, z0, zt, self._decode(zt, level))
 
     def _decode(self, zt: Tensor, level: Tensor | None) -> Normal:
@@ -458,7 +533,7 @@ class LatentODE(nn.Module):
 
         Args:
             observed: the conditioning observations.
-            times: query times ``>= observed.times[0]``.
+            times: query times ``>= observed.times[0]`` (any times with ``anchor="last"``).
             n_samples: K posterior paths.
             importance: weight the paths by the model's posterior (see above).
             proposal_scale: with ``importance``, widen (``> 1``) or narrow the proposal's std.
@@ -498,7 +573,7 @@ class LatentODE(nn.Module):
             z0 = proposal.sample((n_samples,))  # (K, B, L)
         else:  # the prior is the proposal; its draws are shared by the series
             z0 = prior.to(observed.values).sample(n_samples).unsqueeze(1)  # (K, 1, L)
-        t0, seen = observed.times[0], observed.times.to(z0)
+        t0, seen = self.anchor_time(observed), observed.times.to(z0)
         times = times.to(z0)
         if times.dim() == 1:
             grid, where = torch.unique(torch.cat([seen, times]), sorted=True, return_inverse=True)
@@ -552,7 +627,8 @@ class LatentODE(nn.Module):
         importance: bool = False,
         prior: AggregatePosterior | None = None,
     ) -> Prediction:
-        """Extrapolation: `predict` at ``future_times`` (any times ``>= observed.times[0]``)."""
+        """Extrapolation: `predict` at ``future_times`` (any times ``>= observed.times[0]``;
+        any times at all with ``anchor="last"``)."""
         return self.predict(observed, future_times, n_samples, importance, prior=prior)
 
     @torch.no_grad()
@@ -575,8 +651,11 @@ class LatentODE(nn.Module):
                 f"and chunk={chunk}."
             )
         values, mask = self._centered(observed), observed.mask  # (B, T, D)
+        anchor = self._anchor_index(observed)  # one anchor for every chunk
         parts = [
-            self.encoder(observed.times, values[lo : lo + chunk], mask[lo : lo + chunk])
+            self._encode_rows(
+                observed.times, values[lo : lo + chunk], mask[lo : lo + chunk], anchor
+            )
             for lo in range(0, B, chunk)
         ]
         return AggregatePosterior(

@@ -73,8 +73,11 @@ class LatentODESystem(SequenceSystem):
             self._score_channels_of(data_state)
 
     def setup(self, stage: str) -> None:
-        """Adopt the data module's file description; size the model to its channels."""
+        """Adopt the data module's file description; size the model to its channels; have
+        the data module align its batches to the model's anchor (`CSVDataModule.align_to`)."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "align_to"):
+            dm.align_to(self.model.config.anchor)
         if dm is None or not hasattr(dm, "data_state"):
             return
         state = dm.data_state()
