@@ -1,6 +1,6 @@
-"""Rubanova et al. (2019) toy periodic data: interpolation and extrapolation MSE of six models.
+"""Rubanova et al. (2019) toy periodic data: interpolation and extrapolation MSE of eight models.
 
-Regenerate the report (the eleven (model, task) runs, two at a time, about 20 minutes from
+Regenerate the report (the fourteen (model, task) runs, two at a time, about 30 minutes from
 nothing on the 2-core CPU; a few minutes when the trained models are cached)::
 
     .venv/bin/python experiments/periodic.py --iters 2000 --aggregate-prior 5000 \
@@ -32,9 +32,11 @@ training run per (model, task); each batch conditions on a fraction of its point
 batch from {10, 20, 30, 50}%, and every fraction is scored separately on the test series with
 the same seeded conditioning points for all models. Interpolation: condition on the fraction
 of all 100 points, reconstruct all of them. Extrapolation: condition on the fraction of the
-points in the first half of [0, 5], predict the second half. The sixth model, "Latent ODE
-(ODE-RNN enc.), both halves", runs extrapolation only: the ELBO of its training also scores
-the conditioning points, so that the posterior weighting has a trained likelihood to use.
+points in the first half of [0, 5], predict the second half. The models whose names end
+with ", both halves" run extrapolation only: the ELBO of their training also scores the
+conditioning points, so that the posterior weighting has a trained likelihood to use. The
+", anchored last" models infer the latent state at the last conditioning time instead of t0
+(``anchor="last"``; session 20): the encoder runs forwards, the ODE is solved both ways.
 """
 
 from __future__ import annotations
@@ -493,8 +495,8 @@ def run_one(
 
 
 def main() -> None:
-    """Train the six models (the sixth on extrapolation only), score them, write the report
-    and figures."""
+    """Train the eight models (the "both halves" ones on extrapolation only), score them,
+    write the report and figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="reports/periodic.md")
     parser.add_argument("--quick", action="store_true", help="~1-minute smoke run")
