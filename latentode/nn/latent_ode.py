@@ -322,10 +322,13 @@ class LatentODE(nn.Module):
             level: ``[B, D]`` level to subtract first when centering (default: `level` of
                 ``observed``).
         """
+        return self._encode(observed, level, self._anchor_index(observed))
+
+    def _encode(self, observed: Observations, level: Tensor | None, anchor: int) -> Normal:
+        """`encode` ending at grid column ``anchor`` (`_anchor_index`, taken once by callers
+        that also need the anchor's time: it costs a host read for ``anchor="last"``)."""
         values = self._centered(observed, level)
-        return self._encode_rows(
-            observed.times, values, observed.mask, self._anchor_index(observed)
-        )
+        return self._encode_rows(observed.times, values, observed.mask, anchor)
 
     def _anchor_index(self, observed: Observations) -> int:
         """The grid column of the anchor: 0 for ``anchor="first"``; for ``"last"`` the last
@@ -445,10 +448,11 @@ class LatentODE(nn.Module):
         if n_samples < 1:
             raise ModelInputError(f"n_samples must be >= 1, got {n_samples}.")
         level = self.level(observed) if self.config.center != "none" else None  # (B, D)
-        q_z0 = self.encode(observed, level)
+        anchor = self._anchor_index(observed)
+        q_z0 = self._encode(observed, level, anchor)
         z0 = q_z0.rsample((n_samples,))  # (K, B, L)
         times = observed.times if times is None else times
-        zt = self.integrate(z0, self.anchor_time(observed), times)  # (K, B, T, L)
+        zt = self.integrate(z0, observed.times[anchor], times)  # (K, B, T, L)
         return LatentODEOutput(q_z0, z0, zt, self._decode(zt, level))
 
     def _decode(self, zt: Tensor, level: Tensor | None) -> Normal:
@@ -567,13 +571,14 @@ class LatentODE(nn.Module):
             raise ModelInputError(f"proposal_scale must be > 0, got {proposal_scale!r}.")
         level = self.level(observed) if self.config.center != "none" else None  # (B, D)
         B = observed.values.shape[0]
+        anchor = self._anchor_index(observed)
         if prior is None:
-            q_z0 = self.encode(observed, level)
+            q_z0 = self._encode(observed, level, anchor)
             proposal = Normal(q_z0.mean, q_z0.stddev * proposal_scale, validate_args=False)
             z0 = proposal.sample((n_samples,))  # (K, B, L)
         else:  # the prior is the proposal; its draws are shared by the series
             z0 = prior.to(observed.values).sample(n_samples).unsqueeze(1)  # (K, 1, L)
-        t0, seen = self.anchor_time(observed), observed.times.to(z0)
+        t0, seen = observed.times[anchor], observed.times.to(z0)
         times = times.to(z0)
         if times.dim() == 1:
             grid, where = torch.unique(torch.cat([seen, times]), sorted=True, return_inverse=True)
