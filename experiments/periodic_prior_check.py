@@ -69,7 +69,7 @@ def main() -> None:
     fit, val = data[list(range(700))], data[list(range(700, 800))]
     base = model.aggregate_posterior(training_windows(fit, args.task))
     for h in args.widen:
-        prior = AggregatePosterior(base.loc, base.scale * h)
+        prior = AggregatePosterior(base.loc, base.scale * h, base.time)
         print(
             f"components x{h:g}, obs std 0.01: {scores(model, prior, val, args.task, args.paths)}"
         )

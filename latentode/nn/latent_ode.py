@@ -194,10 +194,15 @@ class AggregatePosterior:
     Attributes:
         loc: ``[N, L]`` the components' means.
         scale: ``[N, L]`` their stds.
+        time: the time the components' states live at: the anchor time of the series they
+            were encoded from (`LatentODE.anchor_time`). `LatentODE.predict` solves the paths
+            drawn from the mixture from this time, whatever the conditioning batch's own
+            anchor is. ``None``: from the conditioning batch's anchor time.
     """
 
     loc: Tensor
     scale: Tensor
+    time: float | None = None
 
     def sample(self, n: int) -> Tensor:
         """``[n, L]`` draws: a component chosen uniformly, then its Gaussian."""
@@ -212,7 +217,9 @@ class AggregatePosterior:
 
     def to(self, *args: object, **kwargs: object) -> AggregatePosterior:
         """The same mixture with both tensors moved (``Tensor.to`` arguments)."""
-        return AggregatePosterior(self.loc.to(*args, **kwargs), self.scale.to(*args, **kwargs))
+        return AggregatePosterior(
+            self.loc.to(*args, **kwargs), self.scale.to(*args, **kwargs), self.time
+        )
 
 
 class LatentODE(nn.Module):
@@ -543,13 +550,14 @@ class LatentODE(nn.Module):
             proposal_scale: with ``importance``, widen (``> 1``) or narrow the proposal's std.
             prior: with ``importance``, the posterior under this prior instead of ``N(0, I)``
                 (`aggregate_posterior` of the training series). The K paths are drawn from
-                it, shared by all series, and weighted by ``p(observed | z_k)`` alone; the
-                encoder is not used. The weights concentrate on few paths (the spirals: a
+                it at its ``time`` (the training series' anchor time), shared by all series,
+                and weighted by ``p(observed | z_k)`` alone; the encoder is not used. The weights concentrate on few paths (the spirals: a
                 median ESS of 5-17 of 5000), so draw several paths per component.
 
         Raises:
             ModelInputError: ``n_samples < 1``, ``proposal_scale <= 0``, or ``prior`` without
-                ``importance`` or of another latent size.
+                ``importance``, of another latent size, or (``anchor="first"``) at a time
+                after the batch's first time.
         """
         if prior is not None and not importance:
             raise ModelInputError(
@@ -560,6 +568,14 @@ class LatentODE(nn.Module):
                 f"prior has {prior.loc.shape[-1]} latent dimensions, the model "
                 f"{self.config.latent_dim}: build it with this model's aggregate_posterior."
             )
+        if prior is not None and prior.time is not None and self.config.anchor == "first":
+            first = float(observed.times[0])
+            if prior.time > first:
+                raise ModelInputError(
+                    f"the prior's states live at t = {prior.time:.6g}, after this batch's "
+                    f"first time {first:.6g}, and a model with anchor='first' solves forwards "
+                    "only: build the prior from series on the same time axis as the batch."
+                )
         if not importance:
             p_x = self(observed, times, n_samples).p_x
             samples = p_x.mean  # (K, B, T, D)
@@ -578,8 +594,10 @@ class LatentODE(nn.Module):
             z0 = proposal.sample((n_samples,))  # (K, B, L)
         else:  # the prior is the proposal; its draws are shared by the series
             z0 = prior.to(observed.values).sample(n_samples).unsqueeze(1)  # (K, 1, L)
-        t0, seen = observed.times[anchor], observed.times.to(z0)
-        times = times.to(z0)
+        t0 = observed.times[anchor]
+        if prior is not None and prior.time is not None:  # the mixture's states live there
+            t0 = observed.times.new_tensor(prior.time)
+        seen, times = observed.times.to(z0), times.to(z0)
         if times.dim() == 1:
             grid, where = torch.unique(torch.cat([seen, times]), sorted=True, return_inverse=True)
             zt = self.integrate(z0, t0, grid)  # (K, B or 1, G, L)
@@ -664,5 +682,7 @@ class LatentODE(nn.Module):
             for lo in range(0, B, chunk)
         ]
         return AggregatePosterior(
-            torch.cat([q.mean for q in parts]), torch.cat([q.stddev for q in parts])
+            torch.cat([q.mean for q in parts]),
+            torch.cat([q.stddev for q in parts]),
+            float(observed.times[anchor]),
         )
