@@ -551,8 +551,9 @@ class LatentODE(nn.Module):
             prior: with ``importance``, the posterior under this prior instead of ``N(0, I)``
                 (`aggregate_posterior` of the training series). The K paths are drawn from
                 it at its ``time`` (the training series' anchor time), shared by all series,
-                and weighted by ``p(observed | z_k)`` alone; the encoder is not used. The weights concentrate on few paths (the spirals: a
-                median ESS of 5-17 of 5000), so draw several paths per component.
+                and weighted by ``p(observed | z_k)`` alone; the encoder is not used. The
+                weights concentrate on few paths (the spirals: a median ESS of 5-17 of
+                5000), so draw several paths per component.
 
         Raises:
             ModelInputError: ``n_samples < 1``, ``proposal_scale <= 0``, or ``prior`` without
