@@ -27,6 +27,10 @@ forecaster was trained in 2018 (Chen et al. do not say how theirs was). Both rol
 way at test time. Test: for each n, RMSE of the predictive mean on the next 100 points against
 the noisy values (the paper's setting) and against the clean spiral.
 
+``--no-teacher-forcing`` leaves out the teacher-forced RNN (its training is the slowest).
+``reports/spirals_anchored.md`` is the command above with ``"anchor": "last"`` added to
+``--latent-config`` and ``--no-teacher-forcing`` (its first line gives it in full).
+
 ``--seeds 0 1 2`` trains every model once per seed and reports the mean and the range over the
 seeds (the figures show the first seed's models).
 
