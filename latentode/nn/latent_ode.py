@@ -588,16 +588,20 @@ class LatentODE(nn.Module):
             raise ModelInputError(f"proposal_scale must be > 0, got {proposal_scale!r}.")
         level = self.level(observed) if self.config.center != "none" else None  # (B, D)
         B = observed.values.shape[0]
-        anchor = self._anchor_index(observed)
         if prior is None:
+            anchor = self._anchor_index(observed)
             q_z0 = self._encode(observed, level, anchor)
             proposal = Normal(q_z0.mean, q_z0.stddev * proposal_scale, validate_args=False)
             z0 = proposal.sample((n_samples,))  # (K, B, L)
+            t0 = observed.times[anchor]
         else:  # the prior is the proposal; its draws are shared by the series
             z0 = prior.to(observed.values).sample(n_samples).unsqueeze(1)  # (K, 1, L)
-        t0 = observed.times[anchor]
-        if prior is not None and prior.time is not None:  # the mixture's states live there
-            t0 = observed.times.new_tensor(prior.time)
+            # Solved from where the mixture's states live (the training series' anchor).
+            t0 = (
+                self.anchor_time(observed)
+                if prior.time is None
+                else observed.times.new_tensor(prior.time)
+            )
         seen, times = observed.times.to(z0), times.to(z0)
         if times.dim() == 1:
             grid, where = torch.unique(torch.cat([seen, times]), sorted=True, return_inverse=True)
