@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .data.errors import DataError
-from .data.prep import Segment, collate_segments, denormalise, whole_series
+from .data.prep import Segment, collate_segments, denormalise, denormalise_std, whole_series
 from .data.table import TIME_UNITS, SeriesTable
 from .nn.latent_ode import LatentODE
 
@@ -122,8 +122,12 @@ def predictive_summary(
     """Per segment ``[n, D, 5]`` (mean, std, q05, q50, q95) at its times ``future`` (user units).
 
     Each of the ``n_samples`` posterior paths gets its own draw of the observation noise, so the
-    quantiles are those of the posterior predictive. ``importance``: the paths are the
-    importance-resampled ones of `LatentODE.predict` (the model's posterior, not the encoder's).
+    quantiles are those of the posterior predictive. The mean and std are the predictive's
+    moments from the paths themselves (`LatentODE.predict`: the paths' average, and
+    ``sqrt(var_k(paths) + sigma^2)``), not from the noisy draws: the same expectations with
+    less Monte-Carlo error (the noise would add ``sigma^2 / K`` to the mean's variance).
+    ``importance``: the paths are the importance-resampled ones of `LatentODE.predict` (the
+    model's posterior, not the encoder's), the mean and std its weighted moments.
     """
     norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
     param = next(model.parameters())
@@ -153,7 +157,10 @@ def predictive_summary(
     if norm is not None:
         draws = denormalise(draws, norm)
     q = np.quantile(draws, QUANTILES, axis=0)  # (3, B, n, D)
-    stats = np.stack([draws.mean(0), draws.std(0), *q], axis=-1)  # (B, n, D, 5)
+    mean, std = pred.mean.double().cpu().numpy(), pred.std.double().cpu().numpy()  # (B, n, D)
+    if norm is not None:
+        mean, std = denormalise(mean, norm), denormalise_std(std, norm)
+    stats = np.stack([mean, std, *q], axis=-1)  # (B, n, D, 5)
     return [stats[b, : len(f)] for b, f in enumerate(future)]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from latentode.data.prep import Segment
+from latentode.data.prep import Segment, collate_segments
 from latentode.evaluate import Case, _baselines, estimate_period
 from latentode.forecast import predictive_summary
 from latentode.nn import LatentODE, LatentODEConfig, SolverSettings
@@ -72,3 +72,47 @@ def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series()
         alone = summary([i])[0]  # (3, D, 5)
         np.testing.assert_allclose(together[i][..., 3], alone[..., 3], rtol=0, atol=2e-3)
     assert float(np.abs(together[1][..., 3] - together[0][..., 3]).max()) > 0.01  # not one path
+
+
+def test_predictive_mean_and_std_come_from_the_paths_not_the_noise_draws() -> None:
+    """The summary's mean and std are the predictive's moments from the posterior paths
+    (`LatentODE.predict`), mapped to the user's units: independent of the observation-noise
+    draws (which only the quantiles use), and equal to ``mean_k path`` and
+    ``sqrt(var_k path + sigma^2)`` times the channel's std. Averaging the noisy draws instead
+    would add ``sigma^2 / K`` of Monte-Carlo variance to the point forecast."""
+    torch.manual_seed(0)
+    cfg = LatentODEConfig(input_dim=2, latent_dim=3, learn_std=True, obs_std=0.3)
+    model = LatentODE(cfg).double()
+    t = np.arange(0.0, 12.0)
+    segs = [
+        Segment(0, 0.0, t, np.stack([np.sin(t), np.cos(t)], 1)),
+        Segment(1, 2.0, t[2:9], np.stack([t[2:9] / 5, -t[2:9] / 5], 1)),
+    ]
+    future = [g.times[-1] + np.array([0.5, 1.0, 3.0]) for g in segs]
+    norm = {"channels": ["a", "b"], "mean": [10.0, -1.0], "std": [2.0, 0.5]}
+    state = {"normalisation": norm, "time_scale": 4.0}
+
+    def summary(noise_seed: int) -> list[np.ndarray]:
+        torch.manual_seed(7)  # the same posterior paths every call
+        gen = torch.Generator().manual_seed(noise_seed)
+        with torch.no_grad():
+            return predictive_summary(model, segs, future, state, 16, gen)
+
+    a, b = summary(1), summary(2)
+    for sa, sb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(sa[..., :2], sb[..., :2])  # mean, std
+        assert np.abs(sa[..., 3] - sb[..., 3]).max() > 1e-3  # the quantiles use the noise
+    # The same paths by hand: the model's own predictive moments, in the user's units.
+    torch.manual_seed(7)
+    observed = collate_segments(segs, norm, 4.0, dtype=torch.float64)
+    grid = torch.tensor(np.stack([(f - g.t0) / 4.0 for f, g in zip(future, segs, strict=True)]))
+    with torch.no_grad():
+        pred = model.predict(observed, grid, 16)
+    sigma = model.decoder.log_std.detach().exp().numpy()  # (D,)
+    paths = pred.samples.numpy()  # (K, B, n, D), normalised units
+    scale, shift = np.array(norm["std"]), np.array(norm["mean"])
+    want_mean = paths.mean(0) * scale + shift
+    want_std = np.sqrt(paths.var(0) + sigma**2) * scale
+    for b_, s in enumerate(a):
+        np.testing.assert_allclose(s[..., 0], want_mean[b_], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(s[..., 1], want_std[b_], rtol=1e-12, atol=1e-12)
