@@ -200,6 +200,7 @@ def calibrate(
     seed: int = 0,
     importance: bool = False,
     chunk: int = 128,
+    refine: int = 0,
 ) -> Calibration:
     """Forecast the fit's validation windows and derive the band factor per channel.
 
@@ -207,7 +208,7 @@ def calibrate(
         model: the fitted latent ODE.
         table: a file holding the validation series (the training file).
         data_state: the checkpoint's data description.
-        n_samples, importance: as the forecasts to be calibrated are made.
+        n_samples, importance, refine: as the forecasts to be calibrated are made.
         seed: seeds the posterior and noise draws.
         chunk: series per model call.
 
@@ -222,7 +223,7 @@ def calibrate(
     model.eval()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    stats = case_stats(model, cases, data_state, n_samples, gen, importance, chunk)
+    stats = case_stats(model, cases, data_state, n_samples, gen, importance, chunk, refine)
     target = np.concatenate([c.target for c in cases])  # (M, D)
     scores = band_scores(stats, target)  # (M, D)
     n_values = (~np.isnan(target)).sum(axis=0)  # (D,)

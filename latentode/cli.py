@@ -224,6 +224,13 @@ IMPORTANCE_HELP = (
 )
 
 
+REFINE_HELP = (
+    "refine each series' posterior q(z0) by this many Adam steps on its own history's ELBO "
+    "before drawing the paths (semi-amortised inference; 0: the encoder's q as it is); the "
+    "calibration uses the same setting"
+)
+
+
 CALIBRATE_HELP = (
     "scale the 5-95%% bands so that they cover 90%% of the fit's validation forecasts (split "
     "conformal; needs the validation series in --data.path, as in the training file); "
@@ -245,7 +252,14 @@ def _calibration(
     if rank == 0:
         try:
             cal = calibrate(
-                system.model, table, state, args.n_samples, args.seed, args.importance, chunk
+                system.model,
+                table,
+                state,
+                args.n_samples,
+                args.seed,
+                args.importance,
+                chunk,
+                args.refine,
             )
         except USER_ERRORS as e:
             if world == 1:
@@ -283,6 +297,7 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="directory for one PNG per series")
     p.add_argument("--n_samples", type=int, default=200, help="posterior paths per series")
     p.add_argument("--importance", action="store_true", help=IMPORTANCE_HELP)
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS", help=REFINE_HELP)
     p.add_argument(
         "--calibrate", action=argparse.BooleanOptionalAction, default=True, help=CALIBRATE_HELP
     )
@@ -356,6 +371,7 @@ def run_predict(args: argparse.Namespace) -> str:
             shard=(rank, world),
             importance=args.importance,
             scale=None if cal is None else cal.scale,
+            refine=args.refine,
         )
         failure = None
     except USER_ERRORS as e:  # this process's series only: tell the others before stopping
@@ -466,6 +482,7 @@ def test_main(argv: list[str]) -> int:
     p.add_argument("--data.path", dest="data_path", required=True)
     p.add_argument("--n_samples", type=int, default=100)
     p.add_argument("--importance", action="store_true", help=IMPORTANCE_HELP)
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS", help=REFINE_HELP)
     p.add_argument(
         "--calibrate",
         action=argparse.BooleanOptionalAction,
@@ -489,6 +506,7 @@ def test_main(argv: list[str]) -> int:
             args.seed,
             args.importance,
             None if overlap else scale,
+            args.refine,
         )
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)

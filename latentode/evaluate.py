@@ -82,6 +82,7 @@ def case_stats(
     generator: torch.Generator,
     importance: bool = False,
     chunk: int = 128,
+    refine: int = 0,
 ) -> np.ndarray:
     """``[M, D, 5]`` predictive summaries (`predictive_summary`) at every case's targets, in
     order, ``chunk`` cases per model call."""
@@ -90,7 +91,7 @@ def case_stats(
         part = cases[lo : lo + chunk]
         hist, times = [c.hist for c in part], [c.t_target for c in part]
         stats += predictive_summary(
-            model, hist, times, data_state, n_samples, generator, importance
+            model, hist, times, data_state, n_samples, generator, importance, refine
         )
     return np.concatenate(stats)
 
@@ -177,6 +178,7 @@ def evaluate(
     seed: int = 0,
     importance: bool = False,
     scale: np.ndarray | None = None,
+    refine: int = 0,
 ) -> pd.DataFrame:
     """Model and baseline errors on the held-out parts of ``table``.
 
@@ -190,6 +192,8 @@ def evaluate(
         scale: ``[D]`` band factors from the validation series; adds the forecast row with
             the scaled bands (the caller makes sure the scored series are not the ones it was
             calibrated on).
+        refine: Adam steps refining each series' ``q(z0)`` on its history's ELBO
+            (`LatentODE.refine`).
 
     Returns:
         Rows ``task, method, mse, mae, coverage90, width90, n_values`` (the last three but
@@ -216,7 +220,7 @@ def evaluate(
         period = None  # seasonal-naive for one series, period from its history only
         if table.n_series == 1:
             period = estimate_period(cases[0].hist.times, cases[0].hist.values[:, 0])
-        stats = case_stats(model, cases, data_state, n_samples, gen, importance)  # (M, D, 5)
+        stats = case_stats(model, cases, data_state, n_samples, gen, importance, refine=refine)
         target = np.concatenate([c.target for c in cases])  # (M, D)
         ok = ~np.isnan(target)
         rows.append(_model_row(task, "latent ODE", stats, target))

@@ -118,6 +118,7 @@ def predictive_summary(
     n_samples: int,
     generator: torch.Generator,
     importance: bool = False,
+    refine: int = 0,
 ) -> list[np.ndarray]:
     """Per segment ``[n, D, 5]`` (mean, std, q05, q50, q95) at its times ``future`` (user units).
 
@@ -127,7 +128,8 @@ def predictive_summary(
     ``sqrt(var_k(paths) + sigma^2)``), not from the noisy draws: the same expectations with
     less Monte-Carlo error (the noise would add ``sigma^2 / K`` to the mean's variance).
     ``importance``: the paths are the importance-resampled ones of `LatentODE.predict` (the
-    model's posterior, not the encoder's), the mean and std its weighted moments.
+    model's posterior, not the encoder's), the mean and std its weighted moments. ``refine``:
+    Adam steps refining each series' ``q(z0)`` on its own ELBO first (`LatentODE.refine`).
     """
     norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
     param = next(model.parameters())
@@ -149,7 +151,7 @@ def predictive_summary(
         ]
     )  # (B, n) strictly increasing rows
     query = torch.as_tensor(grid, dtype=dtype, device=device)
-    pred = model.predict(observed, query, n_samples, importance)
+    pred = model.predict(observed, query, n_samples, importance, refine=refine)
     paths = pred.samples  # (K, B, n, D) decoded means of the posterior paths
     noise_std = model.decoder.log_std.to(paths).exp()  # (D,) the same for every path
     eps = torch.randn(paths.shape, generator=generator, dtype=dtype).to(device)
@@ -194,6 +196,7 @@ def forecast(
     shard: tuple[int, int] = (0, 1),
     importance: bool = False,
     scale: np.ndarray | None = None,
+    refine: int = 0,
 ) -> ForecastResult:
     """Forecast every series of ``table`` after its last observation.
 
@@ -216,6 +219,8 @@ def forecast(
             history (`LatentODE.predict`'s ``importance``).
         scale: ``[D]`` band factors per channel (`latentode.calibration.calibrate`): the
             predictive is scaled about its median (`scale_bands`); None: as the model gives it.
+        refine: Adam steps refining each series' ``q(z0)`` on its history's ELBO
+            (`LatentODE.refine`; 0: the encoder's ``q``).
 
     Returns:
         A `ForecastResult`.
@@ -250,7 +255,14 @@ def forecast(
         generator = torch.Generator().manual_seed(chunk_seed)  # observation noise
         hi = min(lo + chunk, len(segs))
         stats = predictive_summary(
-            model, segs[lo:hi], future[lo:hi], data_state, n_samples, generator, importance
+            model,
+            segs[lo:hi],
+            future[lo:hi],
+            data_state,
+            n_samples,
+            generator,
+            importance,
+            refine,
         )
         summary[lo:hi] = stats if scale is None else [scale_bands(s, scale) for s in stats]
     return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)

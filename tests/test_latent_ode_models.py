@@ -502,6 +502,59 @@ def _exact_predictive(
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+@pytest.mark.parametrize("anchor", ["first", "last"])
+def test_refine_moves_q_to_the_best_diagonal_gaussian_of_the_exact_posterior(anchor: str) -> None:
+    """`LatentODE.refine` maximises each series' ELBO over a diagonal Gaussian ``q(z0)``. For
+    the linear-Gaussian model z0's posterior is ``N(mu, P^-1)``; the best diagonal Gaussian has
+    mean ``mu`` and variances ``1 / diag(P)`` (mean-field on a Gaussian). The refined ``q``
+    reaches both from the untrained encoder's, the weights get no gradient, and `predict`
+    with ``refine`` draws its paths from the refined ``q``."""
+    model, A, W = _linear_gaussian("none", anchor)
+    batch = make_batch()
+    t0 = model.anchor_time(batch)
+    s2 = 0.25
+    mus, diag_p = [], []
+    for b in range(B):
+        rows = [
+            W[d] @ torch.linalg.matrix_exp(A * (t - t0))
+            for i, t in enumerate(batch.times)
+            for d in range(D)
+            if batch.mask[b, i, d] > 0
+        ]
+        y = torch.stack(
+            [
+                batch.values[b, i, d] - model.decoder.net[0].bias[d]
+                for i in range(T)
+                for d in range(D)
+                if batch.mask[b, i, d] > 0
+            ]
+        ).detach()
+        Ho = torch.stack(rows)  # (n_obs, L)
+        P = torch.eye(L, dtype=F64) + Ho.T @ Ho / s2
+        mus.append(torch.linalg.solve(P, Ho.T @ y / s2))
+        diag_p.append(torch.diagonal(P))
+    mu, std = torch.stack(mus), torch.stack(diag_p).rsqrt()  # (B, L)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        q0 = model.encode(batch)
+        q = model.refine(batch, steps=400, lr=0.03, n_samples=32)
+    assert all(p.grad is None for p in model.parameters())
+    assert float((q0.mean - mu).abs().max()) > 0.3  # the untrained encoder is far off
+    assert bool(((q.mean - mu).abs() <= 0.1 * std).all())  # a tenth of a posterior std
+    torch.testing.assert_close(q.stddev, std, rtol=0.05, atol=0.0)
+    # predict(refine=...) draws from the refined q: its mean path at the observed times.
+    torch.manual_seed(1)
+    with torch.no_grad():
+        pred = model.predict(batch, batch.times, n_samples=2000, refine=150)
+    H = torch.stack([W @ torch.linalg.matrix_exp(A * (t - t0)) for t in batch.times])  # (T,D,L)
+    want = torch.einsum("tdl,bl->btd", H, mu) + model.decoder.net[0].bias.detach()
+    torch.testing.assert_close(pred.mean, want, rtol=0.0, atol=0.08)
+    with pytest.raises(ModelInputError, match="refine needs"):
+        model.refine(batch, steps=-1)
+    with pytest.raises(ModelInputError, match="inference_mode"), torch.inference_mode():
+        model.refine(batch, steps=1)
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize(
     ("center", "anchor"), [("none", "first"), ("last", "first"), ("none", "last")]

@@ -182,6 +182,14 @@ def _shared_log_likelihood(p_x: Normal, values: Tensor, mask: Tensor) -> Tensor:
     return torch.cat(parts, dim=-1)  # (K, B)
 
 
+def _path_moments(p_x: Normal) -> Prediction:
+    """The predictive of K equally weighted paths ``p_x`` ``[K, B, T, D]``: the paths' mean,
+    the mixture std ``sqrt(var_k(mean_k) + mean_k sigma^2)``, the decoded means as samples."""
+    samples = p_x.mean  # (K, B, T, D)
+    var = samples.var(dim=0, unbiased=False) + p_x.variance.mean(dim=0)  # (B, T, D)
+    return Prediction(samples.mean(dim=0), var.sqrt(), samples)
+
+
 @dataclass
 class AggregatePosterior:
     """The aggregate posterior ``(1/N) sum_i q(z0 | x_i)`` of a trained encoder over N series.
@@ -517,6 +525,80 @@ class LatentODE(nn.Module):
         """``elbo(...).loss``: the negative bound per observed target value."""
         return self.elbo(observed, target, n_samples, kl_weight, iwae).loss
 
+    def refine(
+        self,
+        observed: Observations,
+        steps: int = 100,
+        lr: float = 0.05,
+        n_samples: int = 4,
+    ) -> Normal:
+        """``q(z0 | observed)`` refined per series by gradient ascent on its own ELBO.
+
+        Semi-amortised inference (Kim et al. 2018; Krishnan et al. 2018): the encoder's
+        ``q(z0)`` is the starting point; its mean and log-std are then moved by ``steps``
+        Adam steps on ``E_q log p(observed | z0) - KL(q || N(0, I))`` of each series, the
+        model's weights fixed (they get no gradient), the rate decaying linearly to 0. The
+        encoder is amortised over the training series and can fit a given history worse than
+        the decoder and dynamics allow (the amortisation gap); refining closes that gap for
+        the series at hand. The ELBO is summed over the series, so each series' parameters
+        follow its own bound.
+
+        Args:
+            observed: the conditioning observations.
+            steps: Adam steps (0: the encoder's ``q`` as it is).
+            lr: Adam's learning rate, in units of ``z0``.
+            n_samples: reparameterised draws of ``z0`` per step for the expected likelihood.
+
+        Returns:
+            The refined ``Normal`` ``[B, L]`` (no gradient attached).
+
+        Raises:
+            ModelInputError: ``steps < 0``, ``lr <= 0`` or ``n_samples < 1``.
+        """
+        level = self.level(observed) if self.config.center != "none" else None  # (B, D)
+        return self._refine(observed, level, self._anchor_index(observed), steps, lr, n_samples)
+
+    def _refine(
+        self,
+        observed: Observations,
+        level: Tensor | None,
+        anchor: int,
+        steps: int,
+        lr: float = 0.05,
+        n_samples: int = 4,
+    ) -> Normal:
+        """`refine` with the level and anchor column already worked out (`_encode`'s)."""
+        if steps < 0 or not lr > 0 or n_samples < 1:
+            raise ModelInputError(
+                f"refine needs steps >= 0, lr > 0 and n_samples >= 1; got {steps}, {lr!r}, "
+                f"{n_samples}."
+            )
+        with torch.no_grad():
+            q0 = self._encode(observed, level, anchor)
+        if steps == 0:
+            return q0
+        if torch.is_inference_mode_enabled():
+            raise ModelInputError(
+                "refine takes gradient steps and cannot run under torch.inference_mode(); "
+                "call it under torch.no_grad() instead."
+            )
+        loc = q0.mean.detach().clone().requires_grad_(True)  # (B, L)
+        log_std = q0.stddev.detach().log().clone().requires_grad_(True)  # (B, L)
+        opt = torch.optim.Adam([loc, log_std], lr=lr)
+        t0 = observed.times[anchor]
+        with torch.enable_grad():
+            for i in range(steps):
+                opt.param_groups[0]["lr"] = lr * (1 - i / steps)  # to 0: no jitter at the end
+                q = Normal(loc, log_std.exp(), validate_args=False)
+                z0 = q.rsample((n_samples,))  # (K, B, L)
+                p_x = self._decode(self.integrate(z0, t0, observed.times), level)
+                log_lik = masked_log_likelihood(p_x, observed.values, observed.mask)  # (K, B)
+                loss = -(log_lik.mean(dim=0) - kl_standard_normal(q)).sum()
+                # Gradients of the variational parameters only: the weights' .grad is untouched.
+                loc.grad, log_std.grad = torch.autograd.grad(loss, [loc, log_std])
+                opt.step()
+        return Normal(loc.detach(), log_std.detach().exp(), validate_args=False)
+
     def predict(
         self,
         observed: Observations,
@@ -525,6 +607,7 @@ class LatentODE(nn.Module):
         importance: bool = False,
         proposal_scale: float = 1.0,
         prior: AggregatePosterior | None = None,
+        refine: int = 0,
     ) -> Prediction:
         """Posterior predictive at ``times`` ``[T]`` or ``[B, T]``.
 
@@ -554,15 +637,23 @@ class LatentODE(nn.Module):
                 and weighted by ``p(observed | z_k)`` alone; the encoder is not used. The
                 weights concentrate on few paths (the spirals: a median ESS of 5-17 of
                 5000), so draw several paths per component.
+            refine: Adam steps refining each series' ``q(z0)`` on its own ELBO before the
+                paths are drawn (`refine`; 0: the encoder's ``q``). With ``importance`` the
+                refined ``q`` is the proposal.
 
         Raises:
-            ModelInputError: ``n_samples < 1``, ``proposal_scale <= 0``, or ``prior`` without
-                ``importance``, of another latent size, or (``anchor="first"``) at a time
-                after the batch's first time.
+            ModelInputError: ``n_samples < 1``, ``proposal_scale <= 0``, ``refine < 0``, or
+                ``prior`` without ``importance``, of another latent size, with ``refine``, or
+                (``anchor="first"``) at a time after the batch's first time.
         """
         if prior is not None and not importance:
             raise ModelInputError(
                 "prior= weights the paths by the model's likelihood: pass importance=True too."
+            )
+        if prior is not None and refine:
+            raise ModelInputError(
+                "prior= draws the paths from the aggregate posterior, not from the encoder's "
+                "q(z0): there is nothing to refine; pass refine=0."
             )
         if prior is not None and prior.loc.shape[-1] != self.config.latent_dim:
             raise ModelInputError(
@@ -577,11 +668,8 @@ class LatentODE(nn.Module):
                     f"first time {first:.6g}, and a model with anchor='first' solves forwards "
                     "only: build the prior from series on the same time axis as the batch."
                 )
-        if not importance:
-            p_x = self(observed, times, n_samples).p_x
-            samples = p_x.mean  # (K, B, T, D)
-            var = samples.var(dim=0, unbiased=False) + p_x.variance.mean(dim=0)  # (B, T, D)
-            return Prediction(samples.mean(dim=0), var.sqrt(), samples)
+        if not importance and not refine:
+            return _path_moments(self(observed, times, n_samples).p_x)
         if n_samples < 1:
             raise ModelInputError(f"n_samples must be >= 1, got {n_samples}.")
         if not proposal_scale > 0:
@@ -590,7 +678,11 @@ class LatentODE(nn.Module):
         B = observed.values.shape[0]
         if prior is None:
             anchor = self._anchor_index(observed)
-            q_z0 = self._encode(observed, level, anchor)
+            q_z0 = self._refine(observed, level, anchor, refine)
+            if not importance:  # the refined q's paths, as `forward` draws the encoder's
+                z0 = q_z0.sample((n_samples,))  # (K, B, L)
+                zt = self.integrate(z0, observed.times[anchor], times)  # (K, B, T, L)
+                return _path_moments(self._decode(zt, level))
             proposal = Normal(q_z0.mean, q_z0.stddev * proposal_scale, validate_args=False)
             z0 = proposal.sample((n_samples,))  # (K, B, L)
             t0 = observed.times[anchor]
