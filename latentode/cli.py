@@ -238,6 +238,17 @@ CALIBRATE_HELP = (
 )
 
 
+def _draws(args: argparse.Namespace) -> dict[str, Any]:
+    """How the posterior paths are drawn, as `calibrate`, `evaluate` and `forecast` take it:
+    the calibration must draw them as the forecasts it calibrates do."""
+    return {
+        "n_samples": args.n_samples,
+        "seed": args.seed,
+        "importance": args.importance,
+        "refine": args.refine,
+    }
+
+
 def _calibration(
     args: argparse.Namespace,
     system,
@@ -251,16 +262,7 @@ def _calibration(
     cal, failure = None, None
     if rank == 0:
         try:
-            cal = calibrate(
-                system.model,
-                table,
-                state,
-                args.n_samples,
-                args.seed,
-                args.importance,
-                chunk,
-                args.refine,
-            )
+            cal = calibrate(system.model, table, state, chunk=chunk, **_draws(args))
         except USER_ERRORS as e:
             if world == 1:
                 raise
@@ -365,13 +367,10 @@ def run_predict(args: argparse.Namespace) -> str:
             horizon,
             step,
             times,
-            args.n_samples,
-            args.seed,
             chunk=args.chunk,
             shard=(rank, world),
-            importance=args.importance,
             scale=None if cal is None else cal.scale,
-            refine=args.refine,
+            **_draws(args),
         )
         failure = None
     except USER_ERRORS as e:  # this process's series only: tell the others before stopping
@@ -499,14 +498,7 @@ def test_main(argv: list[str]) -> int:
         scale = None if cal is None else cal.scale
         overlap = scale is not None and _overlap(table, state)  # scored where calibrated
         frame = evaluate(
-            system.model,
-            table,
-            state,
-            args.n_samples,
-            args.seed,
-            args.importance,
-            None if overlap else scale,
-            args.refine,
+            system.model, table, state, scale=None if overlap else scale, **_draws(args)
         )
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
