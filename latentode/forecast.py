@@ -103,8 +103,11 @@ def _recent(seg: Segment, history: float | None) -> Segment:
 
 
 def _future_grid(seg: Segment, horizon: float, step: float | None) -> np.ndarray:
+    """``(0, horizon]`` past the segment's last time every ``step`` (default: its median
+    spacing, at most ``horizon``, so that a sparse series is not forecast past the horizon)."""
     if step is None:
-        step = float(np.median(np.diff(seg.times))) if len(seg.times) > 1 else horizon
+        spacing = float(np.median(np.diff(seg.times))) if len(seg.times) > 1 else horizon
+        step = min(spacing, horizon)
     n = max(1, math.floor(horizon / step + 1e-9))
     return seg.times[-1] + step * np.arange(1, n + 1)  # (n,)
 

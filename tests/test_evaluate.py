@@ -8,7 +8,7 @@ import torch
 
 from latentode.data.prep import Segment, collate_segments
 from latentode.evaluate import Case, _baselines, estimate_period
-from latentode.forecast import predictive_summary
+from latentode.forecast import _future_grid, predictive_summary
 from latentode.nn import LatentODE, LatentODEConfig, SolverSettings
 
 
@@ -116,3 +116,13 @@ def test_predictive_mean_and_std_come_from_the_paths_not_the_noise_draws() -> No
     for b_, s in enumerate(a):
         np.testing.assert_allclose(s[..., 0], want_mean[b_], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(s[..., 1], want_std[b_], rtol=1e-12, atol=1e-12)
+
+
+def test_default_future_grid_stays_within_the_horizon() -> None:
+    """The default step is the series' median spacing, but never past the horizon: a series
+    observed every 20 years, forecast 5 ahead, gets one point at 5, not at 20."""
+    sparse = Segment(0, 1950.0, np.array([1950.0, 1970.0, 1990.0]), np.zeros((3, 1)))
+    np.testing.assert_allclose(_future_grid(sparse, 5.0, None), [1995.0])
+    yearly = Segment(1, 2000.0, np.arange(2000.0, 2010.0), np.zeros((10, 1)))
+    np.testing.assert_allclose(_future_grid(yearly, 3.0, None), [2010.0, 2011.0, 2012.0])
+    np.testing.assert_allclose(_future_grid(yearly, 3.0, 1.5), [2010.5, 2012.0])
