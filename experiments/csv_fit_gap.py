@@ -77,13 +77,12 @@ def main() -> None:
     model = system.model.double().eval()
     for w in model.parameters():
         w.requires_grad_(False)
-    dm = system.hparams.get("data_state") or {}
     train, _, test = split_series(table.n_series, 0.1, 0.1, 0)
-    if [table.series_ids[s] for s in test] != dm.get("test_series"):
+    if [table.series_ids[s] for s in test] != state.get("test_series"):
         raise SystemExit("the fit's series split is not the default one (seed 0, 10% / 10%).")
     fmt = {"float_format": lambda v: f"{v:.4g}", "index": False}
     print(f"{args.ckpt}: learned noise std (normalised) {model.decoder.log_std.exp().tolist()}")
-    ids = {"test series": dm["test_series"]}
+    ids = {"test series": state["test_series"]}
     ids[f"first {args.train_series} training series (in-sample)"] = [
         table.series_ids[s] for s in train[: args.train_series]
     ]

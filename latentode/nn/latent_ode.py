@@ -182,6 +182,10 @@ def _shared_log_likelihood(p_x: Normal, values: Tensor, mask: Tensor) -> Tensor:
     return torch.cat(parts, dim=-1)  # (K, B)
 
 
+REFINE_LR = 0.05  # `LatentODE.refine`'s Adam rate, in units of z0
+REFINE_SAMPLES = 4  # its reparameterised draws per step
+
+
 def _path_moments(p_x: Normal) -> Prediction:
     """The predictive of K equally weighted paths ``p_x`` ``[K, B, T, D]``: the paths' mean,
     the mixture std ``sqrt(var_k(mean_k) + mean_k sigma^2)``, the decoded means as samples."""
@@ -529,8 +533,8 @@ class LatentODE(nn.Module):
         self,
         observed: Observations,
         steps: int = 100,
-        lr: float = 0.05,
-        n_samples: int = 4,
+        lr: float = REFINE_LR,
+        n_samples: int = REFINE_SAMPLES,
     ) -> Normal:
         """``q(z0 | observed)`` refined per series by gradient ascent on its own ELBO.
 
@@ -564,8 +568,8 @@ class LatentODE(nn.Module):
         level: Tensor | None,
         anchor: int,
         steps: int,
-        lr: float = 0.05,
-        n_samples: int = 4,
+        lr: float = REFINE_LR,
+        n_samples: int = REFINE_SAMPLES,
     ) -> Normal:
         """`refine` with the level and anchor column already worked out (`_encode`'s)."""
         if steps < 0 or not lr > 0 or n_samples < 1:
@@ -573,15 +577,15 @@ class LatentODE(nn.Module):
                 f"refine needs steps >= 0, lr > 0 and n_samples >= 1; got {steps}, {lr!r}, "
                 f"{n_samples}."
             )
-        with torch.no_grad():
-            q0 = self._encode(observed, level, anchor)
-        if steps == 0:
-            return q0
+        if steps == 0:  # the encoder's q, with its graph when the caller records one
+            return self._encode(observed, level, anchor)
         if torch.is_inference_mode_enabled():
             raise ModelInputError(
                 "refine takes gradient steps and cannot run under torch.inference_mode(); "
                 "call it under torch.no_grad() instead."
             )
+        with torch.no_grad():
+            q0 = self._encode(observed, level, anchor)
         loc = q0.mean.detach().clone().requires_grad_(True)  # (B, L)
         log_std = q0.stddev.detach().log().clone().requires_grad_(True)  # (B, L)
         opt = torch.optim.Adam([loc, log_std], lr=lr)
