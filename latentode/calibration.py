@@ -47,6 +47,7 @@ import torch
 
 from .data.prep import Segment, forecast_segment
 from .data.table import SeriesTable
+from .ensemble import Ensemble
 from .evaluate import Case, case_stats, held_out_cases
 from .nn.latent_ode import LatentODE
 
@@ -193,7 +194,7 @@ def validation_cases(table: SeriesTable, data_state: dict[str, Any]) -> tuple[li
 
 @torch.no_grad()
 def calibrate(
-    model: LatentODE,
+    model: LatentODE | Ensemble,
     table: SeriesTable,
     data_state: dict[str, Any],
     n_samples: int = 200,
@@ -205,7 +206,7 @@ def calibrate(
     """Forecast the fit's validation windows and derive the band factor per channel.
 
     Args:
-        model: the fitted latent ODE.
+        model: the fitted latent ODE, or an `Ensemble` of them.
         table: a file holding the validation series (the training file).
         data_state: the checkpoint's data description.
         n_samples, importance, refine: as the forecasts to be calibrated are made.

@@ -41,6 +41,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from .calibration import Calibration, calibrate
 from .data.csv import read_series_csv
 from .data.errors import DataError
+from .ensemble import Ensemble
 from .evaluate import scored_series
 from .forecast import forecast, merge_shards, parse_horizon
 from .nn.base import ModelInputError
@@ -238,6 +239,13 @@ CALIBRATE_HELP = (
 )
 
 
+CKPT_HELP = (
+    "checkpoint written by latentode fit; several (e.g. fits of one config with different "
+    "--seed_everything): their forecasts are pooled with equal weights, --n_samples paths "
+    "from each (a deep ensemble; they must share the file and the data settings)"
+)
+
+
 def _draws(args: argparse.Namespace) -> dict[str, Any]:
     """How the posterior paths are drawn, as `calibrate`, `evaluate` and `forecast` take it:
     the calibration must draw them as the forecasts it calibrates do."""
@@ -251,7 +259,7 @@ def _draws(args: argparse.Namespace) -> dict[str, Any]:
 
 def _calibration(
     args: argparse.Namespace,
-    system,
+    model,
     state,
     table,
     rank: int = 0,
@@ -262,7 +270,7 @@ def _calibration(
     cal, failure = None, None
     if rank == 0:
         try:
-            cal = calibrate(system.model, table, state, chunk=chunk, **_draws(args))
+            cal = calibrate(model, table, state, chunk=chunk, **_draws(args))
         except USER_ERRORS as e:
             if world == 1:
                 raise
@@ -281,7 +289,7 @@ def _predict_parser() -> argparse.ArgumentParser:
         prog="latentode predict",
         description="Forecast every series of a CSV with a fitted latent ODE checkpoint.",
     )
-    p.add_argument("--ckpt_path", required=True, help="checkpoint written by latentode fit")
+    p.add_argument("--ckpt_path", required=True, nargs="+", help=CKPT_HELP)
     p.add_argument("--data.path", dest="data_path", required=True, help="history CSV")
     p.add_argument(
         "--horizon",
@@ -347,8 +355,8 @@ def run_predict(args: argparse.Namespace) -> str:
     if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
         raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
     rank, world, device = _launch(args)
-    system, state, table = _load_csv_model(args.ckpt_path, args.data_path)
-    system.to(device)
+    model, state, table = _load_forecaster(args.ckpt_path, args.data_path)
+    model.to(device)
     horizon = parse_horizon(args.horizon, table)
     step = None if args.step is None else parse_horizon(args.step, table)
     times = None
@@ -358,10 +366,10 @@ def run_predict(args: argparse.Namespace) -> str:
         )
     cal = None
     if args.calibrate:
-        cal = _calibration(args, system, state, table, rank, world, args.chunk)
+        cal = _calibration(args, model, state, table, rank, world, args.chunk)
     try:
         result = forecast(
-            system.model,
+            model,
             table,
             state,
             horizon,
@@ -405,6 +413,8 @@ def run_predict(args: argparse.Namespace) -> str:
         return ""
     procs = f" ({world} processes)" if world > 1 else ""
     lines = [f"latentode predict: wrote {len(merged.frame)} rows for {n} series to {out}{procs}"]
+    if isinstance(model, Ensemble):
+        lines.append(f"latentode predict: {_pooled(model, args.n_samples)}.")
     if cal is not None:
         lines.append(f"latentode predict: {cal.describe(list(table.channels))}.")
         furthest = max(
@@ -442,8 +452,8 @@ def _launch(args: argparse.Namespace) -> tuple[int, int, torch.device]:
     return fabric.global_rank, fabric.world_size, fabric.device
 
 
-def _load_csv_model(ckpt_path: str, data_path: str):
-    """The latent ODE system of a CSV checkpoint and the file, read as in training."""
+def _load_system(ckpt_path: str):
+    """The latent ODE system of a CSV checkpoint and its data description."""
     from .systems.latent_ode import LatentODESystem
 
     ckpt = Path(ckpt_path)
@@ -459,13 +469,44 @@ def _load_csv_model(ckpt_path: str, data_path: str):
             f"{ckpt} was not trained on a CSV file (no data description stored); "
             "fit it with a CSVDataModule config such as configs/csv.yaml."
         )
-    table = read_series_csv(
+    return system, state
+
+
+def _read_table(data_path: str, state: dict[str, Any]):
+    """The CSV file read as the fit read its training file."""
+    return read_series_csv(
         data_path,
         time_column=state.get("time_column", "time"),
         series_column=state.get("series_column", "series_id"),
         time_unit=state["time_encoding"].get("unit") or "D",
     )
-    return system, state, table
+
+
+def _load_csv_model(ckpt_path: str, data_path: str):
+    """The latent ODE system of a CSV checkpoint, its data description and the file."""
+    system, state = _load_system(ckpt_path)
+    return system, state, _read_table(data_path, state)
+
+
+def _pooled(model: Ensemble, n_samples: int) -> str:
+    return (
+        f"the forecasts of {len(model)} checkpoints pooled with equal weights "
+        f"({n_samples} paths from each)"
+    )
+
+
+def _load_forecaster(ckpt_paths: list[str], data_path: str):
+    """``(model, data_state, table)``: one checkpoint's latent ODE, or several pooled into an
+    `Ensemble` (they must share their data settings, `latentode.ensemble.shared_state`)."""
+    if len(set(ckpt_paths)) != len(ckpt_paths):
+        raise DataError(f"--ckpt_path names a checkpoint twice: {ckpt_paths}.")
+    loaded = [_load_system(c) for c in ckpt_paths]
+    if len(loaded) == 1:
+        model, state = loaded[0][0].model, loaded[0][1]
+    else:
+        model = Ensemble([s.model for s, _ in loaded], [st for _, st in loaded], ckpt_paths)
+        state = model.state
+    return model, state, _read_table(data_path, state)
 
 
 def test_main(argv: list[str]) -> int:
@@ -477,7 +518,7 @@ def test_main(argv: list[str]) -> int:
         description="Held-out interpolation and extrapolation errors of a CSV checkpoint, "
         "beside naive baselines.",
     )
-    p.add_argument("--ckpt_path", required=True)
+    p.add_argument("--ckpt_path", required=True, nargs="+", help=CKPT_HELP)
     p.add_argument("--data.path", dest="data_path", required=True)
     p.add_argument("--n_samples", type=int, default=100)
     p.add_argument("--importance", action="store_true", help=IMPORTANCE_HELP)
@@ -493,13 +534,11 @@ def test_main(argv: list[str]) -> int:
     p.add_argument("--output", default=None, help="also write the table as CSV")
     args = p.parse_args(argv)
     try:
-        system, state, table = _load_csv_model(args.ckpt_path, args.data_path)
-        cal = _calibration(args, system, state, table) if args.calibrate else None
+        model, state, table = _load_forecaster(args.ckpt_path, args.data_path)
+        cal = _calibration(args, model, state, table) if args.calibrate else None
         scale = None if cal is None else cal.scale
         overlap = scale is not None and _overlap(table, state)  # scored where calibrated
-        frame = evaluate(
-            system.model, table, state, scale=None if overlap else scale, **_draws(args)
-        )
+        frame = evaluate(model, table, state, scale=None if overlap else scale, **_draws(args))
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
         return 2
@@ -508,6 +547,8 @@ def test_main(argv: list[str]) -> int:
         "values inside the model's 5-95% band, width90: its mean width):"
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    if isinstance(model, Ensemble):
+        print(f"The latent ODE rows: {_pooled(model, args.n_samples)}.")
     if cal is not None:
         print(f"Calibration: {cal.describe(list(table.channels))}.")
         if overlap:

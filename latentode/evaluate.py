@@ -28,6 +28,7 @@ import torch
 from .data.errors import DataError
 from .data.prep import Segment
 from .data.table import SeriesTable
+from .ensemble import Ensemble
 from .forecast import check_channels, predictive_summary, scale_bands
 from .nn.latent_ode import LatentODE
 
@@ -75,7 +76,7 @@ def held_out_cases(
 
 
 def case_stats(
-    model: LatentODE,
+    model: LatentODE | Ensemble,
     cases: list[Case],
     data_state: dict[str, Any],
     n_samples: int,
@@ -171,7 +172,7 @@ def _model_row(task: str, method: str, stats: np.ndarray, target: np.ndarray) ->
 
 
 def evaluate(
-    model: LatentODE,
+    model: LatentODE | Ensemble,
     table: SeriesTable,
     data_state: dict[str, Any],
     n_samples: int = 100,
@@ -183,7 +184,7 @@ def evaluate(
     """Model and baseline errors on the held-out parts of ``table``.
 
     Args:
-        model: the fitted latent ODE.
+        model: the fitted latent ODE, or an `Ensemble` of them.
         table: the file to score (the training file: its test series / block).
         data_state: the checkpoint's data description.
         n_samples: posterior paths per series.

@@ -22,6 +22,7 @@ import torch
 from .data.errors import DataError
 from .data.prep import Segment, collate_segments, denormalise, denormalise_std, whole_series
 from .data.table import TIME_UNITS, SeriesTable
+from .ensemble import Ensemble
 from .nn.latent_ode import LatentODE
 
 __all__ = [
@@ -114,7 +115,7 @@ def _future_grid(seg: Segment, horizon: float, step: float | None) -> np.ndarray
 
 @torch.no_grad()
 def predictive_summary(
-    model: LatentODE,
+    model: LatentODE | Ensemble,
     segs: list[Segment],
     future: list[np.ndarray],
     data_state: dict[str, Any],
@@ -133,7 +134,36 @@ def predictive_summary(
     ``importance``: the paths are the importance-resampled ones of `LatentODE.predict` (the
     model's posterior, not the encoder's), the mean and std its weighted moments. ``refine``:
     Adam steps refining each series' ``q(z0)`` on its own ELBO first (`LatentODE.refine`).
+    An `Ensemble`: ``n_samples`` paths from each member (read through its own ``data_state``;
+    the one given is ignored), pooled with equal weights: the quantiles are the pooled draws',
+    the mean the members' average and the variance the mixture's.
     """
+    pairs = model.pairs() if isinstance(model, Ensemble) else [(model, data_state)]
+    parts = [
+        _member_predictive(m, segs, future, s, n_samples, generator, importance, refine)
+        for m, s in pairs
+    ]
+    draws = np.concatenate([p[0] for p in parts])  # (M K, B, n, D)
+    q = np.quantile(draws, QUANTILES, axis=0)  # (3, B, n, D)
+    mean = np.mean([p[1] for p in parts], axis=0)  # (B, n, D)
+    second = np.mean([p[2] ** 2 + p[1] ** 2 for p in parts], axis=0)
+    std = np.sqrt(np.maximum(second - mean**2, 0.0)) if len(parts) > 1 else parts[0][2]
+    stats = np.stack([mean, std, *q], axis=-1)  # (B, n, D, 5)
+    return [stats[b, : len(f)] for b, f in enumerate(future)]
+
+
+def _member_predictive(
+    model: LatentODE,
+    segs: list[Segment],
+    future: list[np.ndarray],
+    data_state: dict[str, Any],
+    n_samples: int,
+    generator: torch.Generator,
+    importance: bool,
+    refine: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One model's noisy predictive draws ``[K, B, n, D]`` and its mean and std ``[B, n, D]``,
+    in user units, on the padded grid of ``future``."""
     norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
     param = next(model.parameters())
     dtype, device = param.dtype, param.device
@@ -159,14 +189,11 @@ def predictive_summary(
     noise_std = model.decoder.log_std.to(paths).exp()  # (D,) the same for every path
     eps = torch.randn(paths.shape, generator=generator, dtype=dtype).to(device)
     draws = (paths + noise_std * eps).double().cpu().numpy()  # (K, B, n, D)
-    if norm is not None:
-        draws = denormalise(draws, norm)
-    q = np.quantile(draws, QUANTILES, axis=0)  # (3, B, n, D)
     mean, std = pred.mean.double().cpu().numpy(), pred.std.double().cpu().numpy()  # (B, n, D)
     if norm is not None:
+        draws = denormalise(draws, norm)
         mean, std = denormalise(mean, norm), denormalise_std(std, norm)
-    stats = np.stack([mean, std, *q], axis=-1)  # (B, n, D, 5)
-    return [stats[b, : len(f)] for b, f in enumerate(future)]
+    return draws, mean, std
 
 
 def scale_bands(stats: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -187,7 +214,7 @@ def scale_bands(stats: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def forecast(
-    model: LatentODE,
+    model: LatentODE | Ensemble,
     table: SeriesTable,
     data_state: dict[str, Any],
     horizon: float,
@@ -204,7 +231,7 @@ def forecast(
     """Forecast every series of ``table`` after its last observation.
 
     Args:
-        model: a fitted latent ODE (eval mode is set here).
+        model: a fitted latent ODE or an `Ensemble` of them (eval mode is set here).
         table: the histories (the model's channels, checked).
         data_state: the checkpoint's ``channels``, ``normalisation``, ``time_scale`` and
             ``history`` (each series is conditioned on its last ``history`` time units, as in

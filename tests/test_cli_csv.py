@@ -343,3 +343,53 @@ def test_fit_and_predict_a_model_anchored_at_the_last_observation(tmp_path: Path
     assert np.isfinite(f[["mean", "std", "q05", "q50", "q95"]].to_numpy()).all()
     assert ((f.q05 <= f.q50) & (f.q50 <= f.q95)).all()
     assert f.loc[f.channel == "a", "mean"].between(900, 1100).all()
+
+
+def test_predict_and_test_pool_several_checkpoints(fitted, tmp_path: Path) -> None:
+    """``--ckpt_path A B``: a second fit of the same file with another seed is pooled with the
+    first (each contributes --n_samples paths); the forecast mean is the average of the
+    members' means within its Monte-Carlo error. Members fitted on another series split are
+    refused with exit 2, naming both checkpoints and the field."""
+    ckpt, data = fitted
+    fit = run_cli(*csv_fit_args(data, tmp_path / "run1", 3), "--seed_everything", "1")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    other = tmp_path / "run1" / "checkpoints" / "last.ckpt"
+    k = 400
+    frames = {}
+    for name, ckpts in {"a": [ckpt], "b": [other], "ab": [ckpt, other]}.items():
+        args = ["predict", "--ckpt_path", *map(str, ckpts), "--data.path", str(data)]
+        out = tmp_path / f"{name}.csv"
+        res = run_cli(
+            *args, "--horizon", "20D", "--step", "5D", "--n_samples", str(k), "--output", str(out)
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        frames[name] = pd.read_csv(out)
+        assert ("pooled" in res.stdout) == (name == "ab")
+    a, b, ab = frames["a"], frames["b"], frames["ab"]
+    assert (
+        len(ab) == len(a)
+        and (ab[["series_id", "time", "channel"]] == a[["series_id", "time", "channel"]])
+        .all()
+        .all()
+    )
+    # the calibration factor differs per model, so compare the model's own bands
+    assert np.isfinite(ab[["mean", "std", "q05", "q50", "q95"]].to_numpy()).all()
+    se = np.sqrt(a["std"] ** 2 + b["std"] ** 2 + ab["std"] ** 2 * 2) / np.sqrt(k)
+    assert (np.abs(ab["mean"] - (a["mean"] + b["mean"]) / 2) <= 5 * se).all()
+    assert np.abs(a["mean"] - b["mean"]).max() > 10 * se.max()  # two different fits
+    table = tmp_path / "scores.csv"
+    args = ["--ckpt_path", str(ckpt), str(other), "--data.path", str(data), "--n_samples", "20"]
+    res = run_cli("test", *args, "--output", str(table))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 checkpoints pooled" in res.stdout
+    assert np.isfinite(pd.read_csv(table)[["mse", "mae"]].to_numpy()).all()
+    # another series split: refused before anything is forecast
+    ck = torch.load(other, weights_only=False)
+    ck["hyper_parameters"]["data_state"]["val_series"].append("another")
+    moved = tmp_path / "moved.ckpt"
+    torch.save(ck, moved)
+    res = run_cli("test", "--ckpt_path", str(ckpt), str(moved), "--data.path", str(data))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{moved} and {ckpt} differ in their validation series" in res.stderr
+    res = run_cli("test", "--ckpt_path", str(ckpt), str(ckpt), "--data.path", str(data))
+    assert res.returncode == 2 and "names a checkpoint twice" in res.stderr
