@@ -36,14 +36,15 @@ sys.path.insert(0, str(ROOT))
 from report_notes import notes  # noqa: E402
 
 from latentode.calibration import band_scores, conformal_scale  # noqa: E402
-from latentode.cli import _load_csv_model  # noqa: E402
+from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.evaluate import held_out_cases  # noqa: E402
 from latentode.forecast import predictive_summary, scale_bands  # noqa: E402
 
 
 def held_out(ckpt: str, data: str, n_samples: int, seed: int) -> dict:
-    """Per held-out series: stats ``[m, 1, 5]``, target ``[m, 1]``, lead times, and its role."""
-    system, state, table = _load_csv_model(ckpt, data)
+    """Per held-out series: stats ``[m, 1, 5]``, target ``[m, 1]``, lead times, and its role.
+    ``ckpt``: one checkpoint, or several joined by commas (pooled as `latentode.ensemble`)."""
+    model, state, table = _load_forecaster(ckpt.split(","), data)
     if table.n_channels != 1:
         raise SystemExit("this study is written for one channel")
     roles = {i: "val" for i in state["val_series"]} | {i: "test" for i in state["test_series"]}
@@ -52,7 +53,7 @@ def held_out(ckpt: str, data: str, n_samples: int, seed: int) -> dict:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     stats = predictive_summary(
-        system.model, [c.hist for c in cases], [c.t_target for c in cases], state, n_samples, gen
+        model, [c.hist for c in cases], [c.t_target for c in cases], state, n_samples, gen
     )
     return {
         "stats": stats,
@@ -188,7 +189,9 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
 def main() -> None:
     """Run the study for each checkpoint and write the report."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", nargs="+", required=True)
+    p.add_argument(
+        "--ckpt", nargs="+", required=True, help="checkpoints; A,B,C: one ensemble of three"
+    )
     p.add_argument("--data", required=True)
     p.add_argument("--n_samples", type=int, default=100)
     p.add_argument("--splits", type=int, default=1000)

@@ -376,7 +376,7 @@ def test_predict_and_test_pool_several_checkpoints(fitted, tmp_path: Path) -> No
     assert np.isfinite(ab[["mean", "std", "q05", "q50", "q95"]].to_numpy()).all()
     se = np.sqrt(a["std"] ** 2 + b["std"] ** 2 + ab["std"] ** 2 * 2) / np.sqrt(k)
     assert (np.abs(ab["mean"] - (a["mean"] + b["mean"]) / 2) <= 5 * se).all()
-    assert np.abs(a["mean"] - b["mean"]).max() > 10 * se.max()  # two different fits
+    assert (np.abs(a["mean"] - b["mean"]) > 10 * se).any()  # two different fits
     table = tmp_path / "scores.csv"
     args = ["--ckpt_path", str(ckpt), str(other), "--data.path", str(data), "--n_samples", "20"]
     res = run_cli("test", *args, "--output", str(table))
