@@ -1,0 +1,216 @@
+"""Two sizes of `configs/csv.yaml` over several series splits and seeds, single and pooled.
+
+Fits the default config (latent 16) and the earlier half-size one (latent 8) on the shipped
+fertility data for each (split, seed) of ``--fits`` (``SPLIT:SEED,SEED,...``; the split is
+``--data.init_args.seed``, the seed ``--seed_everything``), two fits at a time with one thread
+each, and scores every best checkpoint as ``latentode test`` does (100 paths, calibrated on
+the split's validation series, scored on its test series): alone, the first two seeds of a
+split pooled, and all of a split's seeds pooled (`latentode.ensemble`). Fits already on disk
+under ``--runs`` are reused.
+
+Usage (reports/csv_seeds.md, session 23; about 20 minutes for the 14 fits on 2 cores)::
+
+    .venv/bin/python experiments/csv_seeds.py --output reports/csv_seeds.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from report_notes import notes  # noqa: E402
+
+from latentode.calibration import calibrate  # noqa: E402
+from latentode.cli import _load_forecaster  # noqa: E402
+from latentode.evaluate import evaluate  # noqa: E402
+
+LATENTODE = str(Path(sys.executable).with_name("latentode"))
+SIZES = {  # name: overrides of configs/csv.yaml
+    "latent 16 (default)": [],
+    "latent 8 (earlier)": [
+        *("--model.init_args.config.latent_dim", "8"),
+        *("--model.init_args.config.encoder_hidden", "32"),
+        *("--model.init_args.config.dynamics_hidden", "64"),
+        *("--model.init_args.config.decoder_hidden", "32"),
+    ],
+}
+
+
+def run_dir(runs: Path, size: str, split: int, seed: int) -> Path:
+    return runs / f"{size.split(' (')[0].replace(' ', '')}_d{split}_s{seed}"
+
+
+def best(root: Path) -> Path | None:
+    found = sorted((root / "checkpoints").glob("best-*.ckpt"))
+    return found[-1] if found else None
+
+
+def fit(data: str, root: Path, size: str, split: int, seed: int) -> float:
+    """One ``latentode fit`` (skipped when its best checkpoint exists): wall seconds."""
+    if best(root) is not None:
+        return float("nan")
+    cmd = [LATENTODE, "fit", "--config", "configs/csv.yaml", "--data.init_args.path", data]
+    cmd += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
+    cmd += ["--data.init_args.seed", str(split), "--seed_everything", str(seed), *SIZES[size]]
+    start = time.perf_counter()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def score(ckpts: list[Path], data: str) -> dict[str, float]:
+    """``latentode test``'s numbers for one checkpoint or a pool of several."""
+    model, state, table = _load_forecaster([str(c) for c in ckpts], data)
+    cal = calibrate(model, table, state, n_samples=100, seed=0)
+    frame = evaluate(model, table, state, n_samples=100, seed=0, scale=cal.scale)
+    row = frame.set_index(["task", "method"])
+    ext, cal_row = row.loc[("extrapolation", "latent ODE")], None
+    if cal.scale is not None:
+        cal_row = row.loc[("extrapolation", "latent ODE, calibrated bands")]
+    return {
+        "forecast": float(ext.mse),
+        "last value": float(row.loc[("extrapolation", "last value")].mse),
+        "interpolation": float(row.loc[("interpolation", "latent ODE")].mse),
+        "linear": float(row.loc[("interpolation", "linear interpolation")].mse),
+        "coverage": float("nan") if cal_row is None else float(cal_row.coverage90),
+        "width": float("nan") if cal_row is None else float(cal_row.width90),
+    }
+
+
+def parse_fits(spec: list[str]) -> dict[int, list[int]]:
+    out = {}
+    for item in spec:
+        split, seeds = item.split(":")
+        out[int(split)] = [int(s) for s in seeds.split(",")]
+    return out
+
+
+def fmt(r: dict[str, float]) -> str:
+    return f"{r['forecast']:.4f} ({r['forecast'] / r['last value']:.2f})"
+
+
+def report(args, fits, singles, pools, seconds) -> str:
+    sizes = list(SIZES)
+    out = [
+        "# `configs/csv.yaml` over series splits and seeds, single fits and pooled",
+        "",
+        f"Command: `.venv/bin/python experiments/csv_seeds.py {' '.join(sys.argv[1:])}` "
+        f"(wall time of this invocation {seconds / 60:.1f} min on a shared 2-core CPU; fits "
+        "found under the runs directory are reused).",
+        "",
+        "Data: `data/fertility_worldbank.csv`, 210 yearly series; a split (`--data.init_args"
+        ".seed`) puts 21 series in validation and 21 in test; each test series is conditioned "
+        "on its history and scored on its last 10% of years (`latentode test`, 100 paths). "
+        "Cells: forecast MSE (births per woman squared) and, in brackets, its ratio to last "
+        "value's on the same series (below 1: better).",
+        "",
+        "## Forecast MSE per fit",
+        "",
+        "| split (last value) | " + " | ".join(sizes) + " |",
+        "|---" * (len(sizes) + 1) + "|",
+    ]
+    for split, seeds in fits.items():
+        lv = singles[(sizes[0], split, seeds[0])]["last value"]
+        seed_list = " / ".join(map(str, seeds))
+        cells = [" / ".join(fmt(singles[(s, split, seed)]) for seed in seeds) for s in sizes]
+        out.append(f"| {split} ({lv:.4f}), seeds {seed_list} | " + " | ".join(cells) + " |")
+    for name, key in (
+        ("mean ratio of the fits", "ratio"),
+        ("fits better than last value", "wins"),
+        ("interpolation MSE, mean of the fits", "interpolation"),
+        ("linear interpolation, mean over the splits", "linear"),
+        ("calibrated coverage, mean (lowest)", "coverage"),
+        ("calibrated band width, mean", "width"),
+    ):
+        cells = []
+        for s in sizes:
+            rs = [r for (size, _, _), r in singles.items() if size == s]
+            ratio = [r["forecast"] / r["last value"] for r in rs]
+            cells.append(
+                {
+                    "ratio": f"{np.mean(ratio):.2f}",
+                    "wins": f"{sum(x < 1 for x in ratio)} of {len(rs)}",
+                    "interpolation": f"{np.mean([r['interpolation'] for r in rs]):.3f}",
+                    "linear": f"{np.mean([r['linear'] for r in rs]):.5f}",
+                    "coverage": f"{np.nanmean([r['coverage'] for r in rs]):.2f} "
+                    f"({np.nanmin([r['coverage'] for r in rs]):.2f})",
+                    "width": f"{np.nanmean([r['width'] for r in rs]):.2f}",
+                }[key]
+            )
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "## Pooled fits (`--ckpt_path A B ...`)",
+        "",
+        "| split, pooled seeds | "
+        + " | ".join(
+            f"{s}: forecast (ratio) / interpolation / calibrated coverage, width" for s in sizes
+        )
+        + " |",
+        "|---" * (len(sizes) + 1) + "|",
+    ]
+    for (split, seeds), by_size in pools.items():
+        cells = [
+            f"{fmt(r)} / {r['interpolation']:.3f} / {r['coverage']:.2f}, {r['width']:.2f}"
+            for r in (by_size[s] for s in sizes)
+        ]
+        out.append(f"| {split}, seeds {' + '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    pairs = [(k, v) for k, v in pools.items() if len(k[1]) == 2]
+    cells = [
+        f"{np.mean([v[s]['forecast'] / v[s]['last value'] for _, v in pairs]):.2f}" for s in sizes
+    ]
+    out.append("| mean ratio of the pooled pairs | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    """Fit what is missing, score every fit and pool, write the report."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="data/fertility_worldbank.csv")
+    p.add_argument("--fits", nargs="+", default=["0:0,1,2", "1:0,1", "2:0,1"])
+    p.add_argument("--runs", default="runs/csv_seeds")
+    p.add_argument("--output", default=None)
+    args = p.parse_args()
+    start = time.perf_counter()
+    fits, runs = parse_fits(args.fits), Path(args.runs)
+    jobs = [(s, split, seed) for split, seeds in fits.items() for seed in seeds for s in SIZES]
+    with ThreadPoolExecutor(2) as pool:
+        took = list(pool.map(lambda j: fit(args.data, run_dir(runs, *j), *j), jobs))
+    for j, t in zip(jobs, took, strict=True):
+        print(f"fit {j}: {'reused' if np.isnan(t) else f'{t:.0f} s'}", flush=True)
+    singles = {j: score([best(run_dir(runs, *j))], args.data) for j in jobs}
+    pools = {}
+    for split, seeds in fits.items():
+        for chosen in {tuple(seeds[:2]), tuple(seeds)}:
+            if len(chosen) < 2:
+                continue
+            pools[(split, chosen)] = {
+                s: score([best(run_dir(runs, s, split, seed)) for seed in chosen], args.data)
+                for s in SIZES
+            }
+    pools = dict(sorted(pools.items(), key=lambda kv: (kv[0][0], len(kv[0][1]))))
+    text = report(args, fits, singles, pools, time.perf_counter() - start)
+    print(text)
+    if args.output:
+        out = Path(args.output)
+        out.write_text(text + notes(out))
+        pd.DataFrame(
+            [{"size": k[0], "split": k[1], "seed": k[2], **v} for k, v in singles.items()]
+        ).to_csv(out.with_suffix(".csv"), index=False)
+
+
+if __name__ == "__main__":
+    main()
