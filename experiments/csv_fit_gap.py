@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 import torch
 
-from latentode.cli import _load_csv_model
+from latentode.cli import _load_forecaster
 from latentode.data.csv_module import split_series
 from latentode.data.prep import Segment, collate_segments
 from latentode.evaluate import evaluate
@@ -73,8 +73,8 @@ def main() -> None:
     p.add_argument("--map-steps", type=int, default=400)
     p.add_argument("--n_samples", type=int, default=100)
     args = p.parse_args()
-    system, state, table = _load_csv_model(args.ckpt, args.data)
-    model = system.model.double().eval()
+    model, state, table = _load_forecaster([args.ckpt], args.data)
+    model = model.double().eval()
     for w in model.parameters():
         w.requires_grad_(False)
     train, _, test = split_series(table.n_series, 0.1, 0.1, 0)

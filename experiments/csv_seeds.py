@@ -36,19 +36,22 @@ from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.evaluate import evaluate  # noqa: E402
 
 LATENTODE = str(Path(sys.executable).with_name("latentode"))
-SIZES = {  # name: overrides of configs/csv.yaml
-    "latent 16 (default)": [],
-    "latent 8 (earlier)": [
-        *("--model.init_args.config.latent_dim", "8"),
-        *("--model.init_args.config.encoder_hidden", "32"),
-        *("--model.init_args.config.dynamics_hidden", "64"),
-        *("--model.init_args.config.decoder_hidden", "32"),
-    ],
+SIZES = {  # name in the report: (name of its run directories, overrides of configs/csv.yaml)
+    "latent 16 (default)": ("latent16", []),
+    "latent 8 (earlier)": (
+        "latent8",
+        [
+            *("--model.init_args.config.latent_dim", "8"),
+            *("--model.init_args.config.encoder_hidden", "32"),
+            *("--model.init_args.config.dynamics_hidden", "64"),
+            *("--model.init_args.config.decoder_hidden", "32"),
+        ],
+    ),
 }
 
 
 def run_dir(runs: Path, size: str, split: int, seed: int) -> Path:
-    return runs / f"{size.split(' (')[0].replace(' ', '')}_d{split}_s{seed}"
+    return runs / f"{SIZES[size][0]}_d{split}_s{seed}"
 
 
 def best(root: Path) -> Path | None:
@@ -62,7 +65,7 @@ def fit(data: str, root: Path, size: str, split: int, seed: int) -> float:
         return float("nan")
     cmd = [LATENTODE, "fit", "--config", "configs/csv.yaml", "--data.init_args.path", data]
     cmd += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
-    cmd += ["--data.init_args.seed", str(split), "--seed_everything", str(seed), *SIZES[size]]
+    cmd += ["--data.init_args.seed", str(split), "--seed_everything", str(seed), *SIZES[size][1]]
     start = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -102,7 +105,7 @@ def fmt(r: dict[str, float]) -> str:
     return f"{r['forecast']:.4f} ({r['forecast'] / r['last value']:.2f})"
 
 
-def report(args, fits, singles, pools, seconds) -> str:
+def report(fits, singles, pools, seconds) -> str:
     sizes = list(SIZES)
     out = [
         "# `configs/csv.yaml` over series splits and seeds, single fits and pooled",
@@ -202,7 +205,7 @@ def main() -> None:
                 for s in SIZES
             }
     pools = dict(sorted(pools.items(), key=lambda kv: (kv[0][0], len(kv[0][1]))))
-    text = report(args, fits, singles, pools, time.perf_counter() - start)
+    text = report(fits, singles, pools, time.perf_counter() - start)
     print(text)
     if args.output:
         out = Path(args.output)

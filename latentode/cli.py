@@ -482,12 +482,6 @@ def _read_table(data_path: str, state: dict[str, Any]):
     )
 
 
-def _load_csv_model(ckpt_path: str, data_path: str):
-    """The latent ODE system of a CSV checkpoint, its data description and the file."""
-    system, state = _load_system(ckpt_path)
-    return system, state, _read_table(data_path, state)
-
-
 def _pooled(model: Ensemble, n_samples: int) -> str:
     return (
         f"the forecasts of {len(model)} checkpoints pooled with equal weights "

@@ -96,9 +96,14 @@ class Ensemble(nn.Module):
         if len(members) != len(states):
             raise ValueError("one data_state per member")
         names = list(names) if names is not None else [f"member {i}" for i in range(len(states))]
-        self.state = shared_state(states, names)
+        shared_state(states, names)
         self.members = nn.ModuleList(members)
         self.states = list(states)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The data description the members share (the first's; `shared_state`)."""
+        return self.states[0]
 
     def __len__(self) -> int:
         return len(self.members)

@@ -374,6 +374,8 @@ def test_predict_and_test_pool_several_checkpoints(fitted, tmp_path: Path) -> No
     )
     # the calibration factor differs per model, so compare the model's own bands
     assert np.isfinite(ab[["mean", "std", "q05", "q50", "q95"]].to_numpy()).all()
+    # a bound on the standard error of the difference (the std includes the noise, which the
+    # means do not average over): its variance is at most (s_a^2 + s_b^2) / (2 k)
     se = np.sqrt(a["std"] ** 2 + b["std"] ** 2 + ab["std"] ** 2 * 2) / np.sqrt(k)
     assert (np.abs(ab["mean"] - (a["mean"] + b["mean"]) / 2) <= 5 * se).all()
     assert (np.abs(a["mean"] - b["mean"]) > 10 * se).any()  # two different fits
