@@ -86,6 +86,7 @@ def score(ckpts: list[Path], data: str) -> dict[str, float]:
     return {
         "forecast": float(ext.mse),
         "last value": float(row.loc[("extrapolation", "last value")].mse),
+        "trend": float(row.loc[("extrapolation", "linear trend")].mse),
         "interpolation": float(row.loc[("interpolation", "latent ODE")].mse),
         "linear": float(row.loc[("interpolation", "linear interpolation")].mse),
         "coverage": float("nan") if cal_row is None else float(cal_row.coverage90),
@@ -118,21 +119,27 @@ def report(fits, singles, pools, seconds) -> str:
         ".seed`) puts 21 series in validation and 21 in test; each test series is conditioned "
         "on its history and scored on its last 10% of years (`latentode test`, 100 paths). "
         "Cells: forecast MSE (births per woman squared) and, in brackets, its ratio to last "
-        "value's on the same series (below 1: better).",
+        "value's on the same series (below 1: better). The linear trend baseline continues "
+        "each series' last value along the least-squares slope of its last years, as many as "
+        "the forecast reaches ahead (`latentode test`'s `linear trend` row).",
         "",
         "## Forecast MSE per fit",
         "",
-        "| split (last value) | " + " | ".join(sizes) + " |",
+        "| split (last value; linear trend) | " + " | ".join(sizes) + " |",
         "|---" * (len(sizes) + 1) + "|",
     ]
     for split, seeds in fits.items():
-        lv = singles[(sizes[0], split, seeds[0])]["last value"]
+        first = singles[(sizes[0], split, seeds[0])]
+        lv, tr = first["last value"], first["trend"]
+        base = f"{lv:.4f}; {tr:.4f} ({tr / lv:.2f})"
         seed_list = " / ".join(map(str, seeds))
         cells = [" / ".join(fmt(singles[(s, split, seed)]) for seed in seeds) for s in sizes]
-        out.append(f"| {split} ({lv:.4f}), seeds {seed_list} | " + " | ".join(cells) + " |")
+        out.append(f"| {split} ({base}), seeds {seed_list} | " + " | ".join(cells) + " |")
     for name, key in (
         ("mean ratio of the fits", "ratio"),
         ("fits better than last value", "wins"),
+        ("linear trend: mean ratio over the fits' splits", "trend"),
+        ("fits better than the linear trend", "trend wins"),
         ("interpolation MSE, mean of the fits", "interpolation"),
         ("linear interpolation, mean over the splits", "linear"),
         ("calibrated coverage, mean (lowest)", "coverage"),
@@ -146,6 +153,8 @@ def report(fits, singles, pools, seconds) -> str:
                 {
                     "ratio": f"{np.mean(ratio):.2f}",
                     "wins": f"{sum(x < 1 for x in ratio)} of {len(rs)}",
+                    "trend": f"{np.mean([r['trend'] / r['last value'] for r in rs]):.2f}",
+                    "trend wins": f"{sum(r['forecast'] < r['trend'] for r in rs)} of {len(rs)}",
                     "interpolation": f"{np.mean([r['interpolation'] for r in rs]):.3f}",
                     "linear": f"{np.mean([r['linear'] for r in rs]):.5f}",
                     "coverage": f"{np.nanmean([r['coverage'] for r in rs]):.2f} "
@@ -176,6 +185,10 @@ def report(fits, singles, pools, seconds) -> str:
         f"{np.mean([v[s]['forecast'] / v[s]['last value'] for _, v in pairs]):.2f}" for s in sizes
     ]
     out.append("| mean ratio of the pooled pairs | " + " | ".join(cells) + " |")
+    cells = [
+        f"{sum(v[s]['forecast'] < v[s]['trend'] for _, v in pairs)} of {len(pairs)}" for s in sizes
+    ]
+    out.append("| pooled pairs better than the linear trend | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 

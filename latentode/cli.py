@@ -201,8 +201,9 @@ class LatentODECLI(LightningCLI):
             ckpt = self.config_init[self.subcommand].get("ckpt_path") or "CKPT"
             print(
                 "latentode: the metrics above are in normalised units. For errors in your "
-                "units beside naive baselines (last value, linear interpolation) and the "
-                f"interval coverage: latentode test --ckpt_path {ckpt} --data.path {data.path}",
+                "units beside naive baselines (last value, linear trend, linear interpolation) "
+                "and the interval coverage: latentode test --ckpt_path "
+                f"{ckpt} --data.path {data.path}",
                 file=sys.stderr,
             )
 

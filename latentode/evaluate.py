@@ -3,8 +3,12 @@
 Two tasks on each series' last ``holdout`` part (the part a CSV fit held out):
 
 - extrapolation: condition on the history before the held-out part, predict it;
-  baselines: last value carried forward, and for a single series seasonal-naive (the value one
-  estimated period earlier);
+  baselines: last value carried forward; linear trend (the last value continued along the
+  least-squares slope of the last stretch of history as long as the forecast reaches ahead:
+  the baseline for trending series such as fertility rates); and for a single series
+  seasonal naive (the value whole estimated periods earlier) and seasonal naive + trend (plus
+  the change of the period means over the periods skipped: the baseline for a seasonal series
+  with a trend, such as CO2);
 - interpolation: in the same window, hide every other observed time point and reconstruct
   them from the rest; baselines: last value carried forward and linear interpolation.
 
@@ -130,12 +134,55 @@ def _per_channel(t: np.ndarray, x: np.ndarray, query: np.ndarray, how: str) -> n
     return np.stack(cols, axis=1)  # (m, D)
 
 
+def _trend(t: np.ndarray, x: np.ndarray, query: np.ndarray, span: float) -> np.ndarray:
+    """``[m, D]`` each channel's last observed value continued along the least-squares slope
+    of its observations in the last ``span`` time units before it (at least its last three;
+    slope 0 for a channel seen once, NaN for one never seen)."""
+    cols = []
+    for d in range(x.shape[1]):
+        ok = ~np.isnan(x[:, d])
+        td, xd = t[ok], x[ok, d]
+        if len(td) == 0:
+            cols.append(np.full(len(query), np.nan))
+            continue
+        keep = td >= td[-1] - span
+        keep[-3:] = True
+        slope = np.polyfit(td[keep], xd[keep], 1)[0] if keep.sum() >= 2 else 0.0
+        cols.append(xd[-1] + slope * (query - td[-1]))
+    return np.stack(cols, axis=1)
+
+
+def _period_drift(t: np.ndarray, x: np.ndarray, period: float) -> np.ndarray:
+    """``[D]`` each channel's change per time unit from the mean of the period before the last
+    to the mean of the last one (0 for a channel not observed in both)."""
+    last, prev = t > t[-1] - period, (t > t[-1] - 2 * period) & (t <= t[-1] - period)
+    out = np.zeros(x.shape[1])
+    for d in range(x.shape[1]):
+        a, b = x[last, d], x[prev, d]
+        if (~np.isnan(a)).any() and (~np.isnan(b)).any():
+            out[d] = (np.nanmean(a) - np.nanmean(b)) / period
+    return out
+
+
 def _baselines(case: Case, task: str, period: float | None) -> dict[str, np.ndarray]:
+    """The naive predictions of ``case`` (``[m, D]`` each, by name). Extrapolation: the last
+    value; the linear trend (the last value continued along the least-squares slope of the
+    last stretch of history as long as the forecast reaches ahead); with a ``period``, the
+    value whole periods back (seasonal naive), and that plus the change of the period means
+    over the periods skipped (seasonal naive + trend). Interpolation: the last value and
+    linear interpolation."""
     t, x, q = case.hist.times, case.hist.values, case.t_target
     out = {"last value": _per_channel(t, x, q, "last")}
+    if task == "extrapolation":
+        out["linear trend"] = _trend(t, x, q, span=float(q.max() - t[-1]))
     if task == "extrapolation" and period is not None:
         back = q - np.ceil((q - t[-1]) / period) * period  # (m,) whole periods back
-        out[f"seasonal naive (period {period:.4g})"] = _per_channel(t, x, back, "linear")
+        seasonal = _per_channel(t, x, back, "linear")
+        out[f"seasonal naive (period {period:.4g})"] = seasonal
+        drift = _period_drift(t, x, period)  # (D,)
+        out[f"seasonal naive + trend (period {period:.4g})"] = (
+            seasonal + (q - back)[:, None] * drift
+        )
     elif task == "interpolation":
         out["linear interpolation"] = _per_channel(t, x, q, "linear")
     return out

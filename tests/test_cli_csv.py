@@ -227,6 +227,7 @@ def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None
     assert {
         ("extrapolation", "latent ODE"),
         ("extrapolation", "last value"),
+        ("extrapolation", "linear trend"),
         ("interpolation", "latent ODE"),
         ("interpolation", "linear interpolation"),
     } <= methods

@@ -34,6 +34,26 @@ def test_baselines_match_their_definitions() -> None:
     assert np.allclose(inter["last value"][:, 1], [0.0, 2.0])
 
 
+def test_trend_baselines_continue_the_recent_slope_and_the_seasonal_drift() -> None:
+    """The linear trend fits only the last stretch of history as long as the forecast reaches
+    (1.5 here: the kink at t = 8 is outside it) and starts at each channel's own last value;
+    seasonal naive + trend is exact on a sine plus a line."""
+    t = np.arange(0.0, 10.0, 0.5)  # last time 9.5
+    kinked = np.where(t < 8, t, 2 * t - 8)  # slope 2 from t = 8 on
+    gappy = np.where(t < 9, 3.0 - t, np.nan)  # last seen at 8.5, slope -1
+    seasonal = np.sin(np.pi * t) + 0.5 * t  # period 2
+    x = np.stack([kinked, gappy, seasonal], axis=1)  # (n, 3)
+    q = np.array([10.5, 11.0])  # whole periods back: 8.5, 9.0, on the grid
+    ext = _baselines(Case(0, Segment(0, 0.0, t, x), q, np.zeros((2, 3))), "extrapolation", 2.0)
+    trend = ext["linear trend"]
+    assert np.allclose(trend[:, 0], 11.0 + 2 * (q - 9.5))  # not the whole history's slope
+    assert np.allclose(trend[:, 1], 3.0 - q)  # from its own last value (8.5) on
+    seasonal_trend = ext["seasonal naive + trend (period 2)"]
+    assert np.allclose(seasonal_trend[:, 2], np.sin(np.pi * q) + 0.5 * q)
+    # without the trend term it is off by the drift over the skipped period
+    assert np.allclose(ext["seasonal naive (period 2)"][:, 2], np.sin(np.pi * q) + 0.5 * (q - 2))
+
+
 def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series() -> None:
     """`predictive_summary` puts each series' time origin at its last observation for a model
     with ``anchor="last"``: a short series forecast beside longer ones gets the forecast it
