@@ -1,14 +1,17 @@
-"""Two sizes of `configs/csv.yaml` over several series splits and seeds, single and pooled.
+"""Variants of `configs/csv.yaml` over several series splits and seeds, single and pooled.
 
-Fits the default config (latent 16) and the earlier half-size one (latent 8) on the shipped
-fertility data for each (split, seed) of ``--fits`` (``SPLIT:SEED,SEED,...``; the split is
-``--data.init_args.seed``, the seed ``--seed_everything``), two fits at a time with one thread
-each, and scores every best checkpoint as ``latentode test`` does (100 paths, calibrated on
-the split's validation series, scored on its test series): alone, the first two seeds of a
-split pooled, and all of a split's seeds pooled (`latentode.ensemble`). Fits already on disk
-under ``--runs`` are reused.
+Fits each variant of ``VARIANTS`` on the shipped fertility data for each (split, seed) of
+``--fits`` (``SPLIT:SEED,SEED,...``; the split is ``--data.init_args.seed``, the seed
+``--seed_everything``), two fits at a time with one thread each, and scores every best
+checkpoint as ``latentode test`` does (100 paths, calibrated on the split's validation series,
+scored on its test series, beside the last-value and linear-trend baselines): alone, the
+first two seeds of a split pooled, and all of a split's seeds pooled (`latentode.ensemble`).
+Fits already on disk under ``--runs`` are reused. The variants: the default (latent state
+inferred at each series' last observation, level = its last value; session 24), the
+session-23 default (latent state at the first observation, level = the mean), and the
+earlier half-size model.
 
-Usage (reports/csv_seeds.md, session 23; about 20 minutes for the 14 fits on 2 cores)::
+Usage (reports/csv_seeds.md, session 24; about 30 minutes for the 21 fits on 2 cores)::
 
     .venv/bin/python experiments/csv_seeds.py --output reports/csv_seeds.md
 """
@@ -36,22 +39,28 @@ from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.evaluate import evaluate  # noqa: E402
 
 LATENTODE = str(Path(sys.executable).with_name("latentode"))
-SIZES = {  # name in the report: (name of its run directories, overrides of configs/csv.yaml)
-    "latent 16 (default)": ("latent16", []),
-    "latent 8 (earlier)": (
+FIRST_MEAN = [
+    *("--model.init_args.config.anchor", "first"),
+    *("--model.init_args.config.center", "mean"),
+]
+VARIANTS = {  # name in the report: (name of its run directories, overrides of configs/csv.yaml)
+    "anchor last, center last (default)": ("last16", []),
+    "anchor first, center mean (session 23)": ("latent16", FIRST_MEAN),
+    "latent 8, anchor first, center mean (earlier)": (
         "latent8",
         [
             *("--model.init_args.config.latent_dim", "8"),
             *("--model.init_args.config.encoder_hidden", "32"),
             *("--model.init_args.config.dynamics_hidden", "64"),
             *("--model.init_args.config.decoder_hidden", "32"),
+            *FIRST_MEAN,
         ],
     ),
 }
 
 
-def run_dir(runs: Path, size: str, split: int, seed: int) -> Path:
-    return runs / f"{SIZES[size][0]}_d{split}_s{seed}"
+def run_dir(runs: Path, variant: str, split: int, seed: int) -> Path:
+    return runs / f"{VARIANTS[variant][0]}_d{split}_s{seed}"
 
 
 def best(root: Path) -> Path | None:
@@ -59,13 +68,14 @@ def best(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def fit(data: str, root: Path, size: str, split: int, seed: int) -> float:
+def fit(data: str, root: Path, variant: str, split: int, seed: int) -> float:
     """One ``latentode fit`` (skipped when its best checkpoint exists): wall seconds."""
     if best(root) is not None:
         return float("nan")
     cmd = [LATENTODE, "fit", "--config", "configs/csv.yaml", "--data.init_args.path", data]
     cmd += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
-    cmd += ["--data.init_args.seed", str(split), "--seed_everything", str(seed), *SIZES[size][1]]
+    cmd += ["--data.init_args.seed", str(split), "--seed_everything", str(seed)]
+    cmd += VARIANTS[variant][1]
     start = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -107,7 +117,7 @@ def fmt(r: dict[str, float]) -> str:
 
 
 def report(fits, singles, pools, seconds) -> str:
-    sizes = list(SIZES)
+    variants = list(VARIANTS)
     out = [
         "# `configs/csv.yaml` over series splits and seeds, single fits and pooled",
         "",
@@ -125,15 +135,15 @@ def report(fits, singles, pools, seconds) -> str:
         "",
         "## Forecast MSE per fit",
         "",
-        "| split (last value; linear trend) | " + " | ".join(sizes) + " |",
-        "|---" * (len(sizes) + 1) + "|",
+        "| split (last value; linear trend) | " + " | ".join(variants) + " |",
+        "|---" * (len(variants) + 1) + "|",
     ]
     for split, seeds in fits.items():
-        first = singles[(sizes[0], split, seeds[0])]
+        first = singles[(variants[0], split, seeds[0])]
         lv, tr = first["last value"], first["trend"]
         base = f"{lv:.4f}; {tr:.4f} ({tr / lv:.2f})"
         seed_list = " / ".join(map(str, seeds))
-        cells = [" / ".join(fmt(singles[(s, split, seed)]) for seed in seeds) for s in sizes]
+        cells = [" / ".join(fmt(singles[(s, split, seed)]) for seed in seeds) for s in variants]
         out.append(f"| {split} ({base}), seeds {seed_list} | " + " | ".join(cells) + " |")
     for name, key in (
         ("mean ratio of the fits", "ratio"),
@@ -146,8 +156,8 @@ def report(fits, singles, pools, seconds) -> str:
         ("calibrated band width, mean", "width"),
     ):
         cells = []
-        for s in sizes:
-            rs = [r for (size, _, _), r in singles.items() if size == s]
+        for s in variants:
+            rs = [r for (v, _, _), r in singles.items() if v == s]
             ratio = [r["forecast"] / r["last value"] for r in rs]
             cells.append(
                 {
@@ -169,24 +179,26 @@ def report(fits, singles, pools, seconds) -> str:
         "",
         "| split, pooled seeds | "
         + " | ".join(
-            f"{s}: forecast (ratio) / interpolation / calibrated coverage, width" for s in sizes
+            f"{s}: forecast (ratio) / interpolation / calibrated coverage, width" for s in variants
         )
         + " |",
-        "|---" * (len(sizes) + 1) + "|",
+        "|---" * (len(variants) + 1) + "|",
     ]
-    for (split, seeds), by_size in pools.items():
+    for (split, seeds), by_variant in pools.items():
         cells = [
             f"{fmt(r)} / {r['interpolation']:.3f} / {r['coverage']:.2f}, {r['width']:.2f}"
-            for r in (by_size[s] for s in sizes)
+            for r in (by_variant[s] for s in variants)
         ]
         out.append(f"| {split}, seeds {' + '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     pairs = [(k, v) for k, v in pools.items() if len(k[1]) == 2]
     cells = [
-        f"{np.mean([v[s]['forecast'] / v[s]['last value'] for _, v in pairs]):.2f}" for s in sizes
+        f"{np.mean([v[s]['forecast'] / v[s]['last value'] for _, v in pairs]):.2f}"
+        for s in variants
     ]
     out.append("| mean ratio of the pooled pairs | " + " | ".join(cells) + " |")
     cells = [
-        f"{sum(v[s]['forecast'] < v[s]['trend'] for _, v in pairs)} of {len(pairs)}" for s in sizes
+        f"{sum(v[s]['forecast'] < v[s]['trend'] for _, v in pairs)} of {len(pairs)}"
+        for s in variants
     ]
     out.append("| pooled pairs better than the linear trend | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
@@ -202,7 +214,7 @@ def main() -> None:
     args = p.parse_args()
     start = time.perf_counter()
     fits, runs = parse_fits(args.fits), Path(args.runs)
-    jobs = [(s, split, seed) for split, seeds in fits.items() for seed in seeds for s in SIZES]
+    jobs = [(s, split, seed) for split, seeds in fits.items() for seed in seeds for s in VARIANTS]
     with ThreadPoolExecutor(2) as pool:
         took = list(pool.map(lambda j: fit(args.data, run_dir(runs, *j), *j), jobs))
     for j, t in zip(jobs, took, strict=True):
@@ -215,7 +227,7 @@ def main() -> None:
                 continue
             pools[(split, chosen)] = {
                 s: score([best(run_dir(runs, s, split, seed)) for seed in chosen], args.data)
-                for s in SIZES
+                for s in VARIANTS
             }
     pools = dict(sorted(pools.items(), key=lambda kv: (kv[0][0], len(kv[0][1]))))
     text = report(fits, singles, pools, time.perf_counter() - start)
@@ -224,7 +236,7 @@ def main() -> None:
         out = Path(args.output)
         out.write_text(text + notes(out))
         pd.DataFrame(
-            [{"size": k[0], "split": k[1], "seed": k[2], **v} for k, v in singles.items()]
+            [{"variant": k[0], "split": k[1], "seed": k[2], **v} for k, v in singles.items()]
         ).to_csv(out.with_suffix(".csv"), index=False)
 
 

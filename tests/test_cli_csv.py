@@ -325,17 +325,20 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
     assert "Calibrated bands not scored" in stdout
 
 
-def test_fit_and_predict_a_model_anchored_at_the_last_observation(tmp_path: Path) -> None:
-    """``anchor: last`` from the command line: the checkpoint keeps it, and predict writes
-    finite, ordered forecasts on the 5-day grid after each series' last observation."""
+def test_fit_and_predict_a_model_anchored_at_the_first_observation(tmp_path: Path) -> None:
+    """``anchor: first`` and ``center: mean`` (configs/csv.yaml's are last / last) from the
+    command line: the checkpoint keeps them, and predict writes finite, ordered forecasts on
+    the 5-day grid after each series' last observation."""
     data = tmp_path / "series.csv"
     write_csv(data)
     args = csv_fit_args(data, tmp_path / "run", 3)
-    fit = run_cli(*args, "--model.init_args.config.anchor", "last")
+    first = ["--model.init_args.config.anchor", "first", "--model.init_args.config.center", "mean"]
+    fit = run_cli(*args, *first)
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert saved["hyper_parameters"]["config"]["anchor"] == "last"
+    assert saved["hyper_parameters"]["config"]["anchor"] == "first"
+    assert saved["hyper_parameters"]["config"]["center"] == "mean"
     out = tmp_path / "forecast.csv"
     res = run_cli(*csv_predict_args(ckpt, data), "--output", str(out), "--n_samples", "20")
     assert res.returncode == 0, res.stderr[-3000:]
