@@ -14,8 +14,8 @@ Usage (from the repository root; checkpoints fitted as ``reports/calibration_not
 says, with ``configs/csv.yaml``)::
 
     .venv/bin/python experiments/calibration.py \\
-        --ckpt runs/fertility_cal/checkpoints/best-*.ckpt \\
-        runs/fertility_cal_s1/checkpoints/best-*.ckpt \\
+        --ckpt runs/csv_seeds/last16_d0_s0/checkpoints/best-*.ckpt \\
+        runs/csv_seeds/last16_d0_s1/checkpoints/best-*.ckpt \\
         --data data/fertility_worldbank.csv --n_samples 200 --splits 1000 \\
         --output reports/calibration.md
 """
