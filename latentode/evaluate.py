@@ -119,8 +119,13 @@ def estimate_period(t: np.ndarray, y: np.ndarray) -> float | None:
     return float(1 / freqs[valid][np.argmax(power[valid])])
 
 
-def _per_channel(t: np.ndarray, x: np.ndarray, query: np.ndarray, how: str) -> np.ndarray:
-    """Each channel's own observations, carried forward (``"last"``) or interpolated."""
+def _per_channel(
+    t: np.ndarray, x: np.ndarray, query: np.ndarray, how: str, span: float = 0.0
+) -> np.ndarray:
+    """``[m, D]`` each channel's own observations carried forward (``"last"``), interpolated
+    (``"linear"``), or its last value continued along the least-squares slope of its
+    observations in the last ``span`` time units before it (``"trend"``: at least its last
+    three; slope 0 for a channel seen once). NaN for a channel never seen."""
     cols = []
     for d in range(x.shape[1]):
         ok = ~np.isnan(x[:, d])
@@ -129,26 +134,13 @@ def _per_channel(t: np.ndarray, x: np.ndarray, query: np.ndarray, how: str) -> n
             cols.append(np.full(len(query), np.nan))
         elif how == "last":
             cols.append(xd[np.clip(np.searchsorted(td, query, side="right") - 1, 0, None)])
+        elif how == "trend":
+            keep = td >= td[-1] - span
+            keep[-3:] = True
+            slope = np.polyfit(td[keep], xd[keep], 1)[0] if keep.sum() >= 2 else 0.0
+            cols.append(xd[-1] + slope * (query - td[-1]))
         else:
             cols.append(np.interp(query, td, xd))
-    return np.stack(cols, axis=1)  # (m, D)
-
-
-def _trend(t: np.ndarray, x: np.ndarray, query: np.ndarray, span: float) -> np.ndarray:
-    """``[m, D]`` each channel's last observed value continued along the least-squares slope
-    of its observations in the last ``span`` time units before it (at least its last three;
-    slope 0 for a channel seen once, NaN for one never seen)."""
-    cols = []
-    for d in range(x.shape[1]):
-        ok = ~np.isnan(x[:, d])
-        td, xd = t[ok], x[ok, d]
-        if len(td) == 0:
-            cols.append(np.full(len(query), np.nan))
-            continue
-        keep = td >= td[-1] - span
-        keep[-3:] = True
-        slope = np.polyfit(td[keep], xd[keep], 1)[0] if keep.sum() >= 2 else 0.0
-        cols.append(xd[-1] + slope * (query - td[-1]))
     return np.stack(cols, axis=1)
 
 
@@ -174,7 +166,7 @@ def _baselines(case: Case, task: str, period: float | None) -> dict[str, np.ndar
     t, x, q = case.hist.times, case.hist.values, case.t_target
     out = {"last value": _per_channel(t, x, q, "last")}
     if task == "extrapolation":
-        out["linear trend"] = _trend(t, x, q, span=float(q.max() - t[-1]))
+        out["linear trend"] = _per_channel(t, x, q, "trend", span=float(q.max() - t[-1]))
     if task == "extrapolation" and period is not None:
         back = q - np.ceil((q - t[-1]) / period) * period  # (m,) whole periods back
         seasonal = _per_channel(t, x, back, "linear")
