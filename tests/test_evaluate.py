@@ -54,6 +54,16 @@ def test_trend_baselines_continue_the_recent_slope_and_the_seasonal_drift() -> N
     assert np.allclose(ext["seasonal naive (period 2)"][:, 2], np.sin(np.pi * q) + 0.5 * (q - 2))
 
 
+def test_linear_trend_of_a_short_horizon_uses_the_last_three_points() -> None:
+    """A forecast 0.25 ahead of yearly points has one point in its stretch; the slope then
+    comes from the last three (3, 5, 6: slope 1.5), and a channel seen once stays flat."""
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    x = np.array([[0.0, np.nan], [3.0, np.nan], [5.0, np.nan], [6.0, 4.0]])
+    case = Case(0, Segment(0, 0.0, t, x), np.array([3.25]), np.zeros((1, 2)))
+    trend = _baselines(case, "extrapolation", None)["linear trend"]
+    assert np.allclose(trend, [[6.0 + 1.5 * 0.25, 4.0]])
+
+
 def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series() -> None:
     """`predictive_summary` puts each series' time origin at its last observation for a model
     with ``anchor="last"``: a short series forecast beside longer ones gets the forecast it
