@@ -1,14 +1,16 @@
 """How well the conformal band calibration of ``latentode predict`` holds on held-out series.
 
 For each CSV checkpoint: forecast the held-out end of every series the fit did not train on
-(its validation and test series), once, with the same draws as ``latentode test``. Then
+(its validation and test series), once, with the same draws as ``latentode test``. Then, for
+three rules (one factor with the values as units; one with the series as units; one per
+lead-time bin with the series as units, `latentode predict`'s default):
 
-- the fit's own split: factor from the validation series, coverage and width on the test
+- the fit's own split: factors from the validation series, coverage and width on the test
   series (what ``latentode test`` reports as ``latent ODE, calibrated bands``);
-- ``--splits`` random halvings of the same pooled series: factor from one half, coverage on
+- ``--splits`` random halvings of the same pooled series: factors from one half, coverage on
   the other. Conformal prediction promises at least 90% on average over such splits when
   series are exchangeable; the spread shows what one split of this size can give;
-- coverage by lead time (pooled over the random splits): one factor for every lead time.
+- coverage by lead time (pooled over the random splits).
 
 Usage (from the repository root; checkpoints fitted as ``reports/calibration_notes.md``
 says, with ``configs/csv.yaml``)::
@@ -16,6 +18,8 @@ says, with ``configs/csv.yaml``)::
     .venv/bin/python experiments/calibration.py \\
         --ckpt runs/csv_seeds/last16_d0_s0/checkpoints/best-*.ckpt \\
         runs/csv_seeds/last16_d0_s1/checkpoints/best-*.ckpt \\
+        runs/csv_seeds/last16_d1_s0/checkpoints/best-*.ckpt \\
+        runs/csv_seeds/last16_d2_s0/checkpoints/best-*.ckpt \\
         --data data/fertility_worldbank.csv --n_samples 200 --splits 1000 \\
         --output reports/calibration.md
 """
@@ -35,10 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 from report_notes import notes  # noqa: E402
 
-from latentode.calibration import band_scores, conformal_scale  # noqa: E402
+from latentode.calibration import band_scores, conformal_scale, lead_scales  # noqa: E402
 from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.evaluate import held_out_cases  # noqa: E402
 from latentode.forecast import predictive_summary, scale_bands  # noqa: E402
+
+KEYS = ("stats", "target", "lead")
 
 
 def held_out(ckpt: str, data: str, n_samples: int, seed: int) -> dict:
@@ -63,9 +69,34 @@ def held_out(ckpt: str, data: str, n_samples: int, seed: int) -> dict:
     }
 
 
-def cover_width(stats: list, target: list, lam: float) -> tuple[float, float]:
-    """Coverage and mean width of the bands scaled by ``lam`` over the given series."""
-    s = scale_bands(np.concatenate(stats), np.array([lam]))
+METHODS = {
+    "values": "values as units",
+    "series": "series as units, one factor",
+    "lead": "series as units, by lead time",
+}
+
+
+def factor(stats: list, target: list, lead: list, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Lead-time bin edges and ``[B, 1]`` factors from the given series: the values as units
+    (one factor), the series as units (one factor) or per lead-time bin (`lead_scales`)."""
+    scores = band_scores(np.concatenate(stats), np.concatenate(target))  # (M, 1)
+    groups = np.concatenate([np.full(len(y), i) for i, y in enumerate(target)])
+    if method == "values":
+        return np.zeros(0), np.array([[conformal_scale(scores.ravel())]])
+    found = lead_scales(scores, groups, np.concatenate(lead), by_lead=method == "lead")
+    assert found is not None, "too few series to calibrate"
+    return found
+
+
+def scaled(stats: np.ndarray, lead: np.ndarray, fac: tuple) -> np.ndarray:
+    """One series' predictive scaled by the factors of its values' lead-time bins."""
+    edges, scale = fac
+    return scale_bands(stats, scale[np.searchsorted(edges, lead, side="right")])
+
+
+def cover_width(stats: list, target: list, lead: list, fac: tuple) -> tuple[float, float]:
+    """Coverage and mean width of the scaled bands over the given series."""
+    s = np.concatenate([scaled(x, t, fac) for x, t in zip(stats, lead, strict=True)])
     y = np.concatenate(target)
     ok = ~np.isnan(y)
     inside = (s[..., 2] <= y) & (y <= s[..., 4])
@@ -73,52 +104,47 @@ def cover_width(stats: list, target: list, lam: float) -> tuple[float, float]:
 
 
 def hits_by_lead(
-    stats: np.ndarray, target: np.ndarray, lead: np.ndarray, lam: float, into: dict
+    stats: np.ndarray, target: np.ndarray, lead: np.ndarray, fac: tuple, into: dict
 ) -> None:
-    """Append to ``into[lead rounded]`` whether each of one series' values is inside its band
-    scaled by ``lam``."""
-    s = scale_bands(stats, np.array([lam]))
+    """Append to ``into[lead rounded]`` whether each of one series' values is inside its
+    scaled band."""
+    s = scaled(stats, lead, fac)
     inside = (s[..., 2] <= target) & (target <= s[..., 4])
     for t, hit in zip(np.round(lead), inside[:, 0], strict=True):
         into.setdefault(int(t), []).append(bool(hit))
 
 
-def factor(stats: list, target: list, method: str) -> float:
-    """The conformal factor from the given series, the values or the series as units."""
-    scores = band_scores(np.concatenate(stats), np.concatenate(target)).ravel()
-    groups = np.concatenate([np.full(len(y), i) for i, y in enumerate(target)])
-    return conformal_scale(scores, groups=groups if method == "series" else None)
-
-
 def study(h: dict, splits: int, seed: int, method: str) -> dict:
     """Fit split, random halvings and coverage by lead time for one checkpoint and method."""
-    pick = lambda key, m: [h[key][i] for i in np.flatnonzero(m)]  # noqa: E731
+    pick = lambda m: [[h[k][i] for i in np.flatnonzero(m)] for k in KEYS]  # noqa: E731
     val, test = h["role"] == "val", h["role"] == "test"
-    lam = factor(pick("stats", val), pick("target", val), method)
+    fac = factor(*pick(val), method)
+    one = (np.zeros(0), np.ones((1, 1)))
     out = {
         "n_val": int(val.sum()),
         "n_test": int(test.sum()),
-        "lam": lam,
-        "val_raw": cover_width(pick("stats", val), pick("target", val), 1.0),
-        "test_raw": cover_width(pick("stats", test), pick("target", test), 1.0),
-        "test_cal": cover_width(pick("stats", test), pick("target", test), lam),
+        "factors": fac[1][:, 0],
+        "val_raw": cover_width(*pick(val), one),
+        "test_raw": cover_width(*pick(test), one),
+        "test_cal": cover_width(*pick(test), fac),
     }
     rng = np.random.default_rng(seed)
     n = len(h["role"])
-    covers, lams, by_lead = [], [], {}
+    covers, widths, by_lead = [], [], {}
     for _ in range(splits):
         a = np.zeros(n, dtype=bool)
         a[rng.permutation(n)[: n // 2]] = True
-        lam_r = factor(pick("stats", a), pick("target", a), method)
-        lams.append(lam_r)
-        covers.append(cover_width(pick("stats", ~a), pick("target", ~a), lam_r)[0])
+        fac_r = factor(*pick(a), method)
+        c, w = cover_width(*pick(~a), fac_r)
+        covers.append(c)
+        widths.append(w)
         for i in np.flatnonzero(~a):
-            hits_by_lead(h["stats"][i], h["target"][i], h["lead"][i], lam_r, by_lead)
-    out["splits"] = (np.array(covers), np.array(lams))
+            hits_by_lead(h["stats"][i], h["target"][i], h["lead"][i], fac_r, by_lead)
+    out["splits"] = (np.array(covers), np.array(widths))
     out["by_lead"] = {k: (float(np.mean(v)), len(v)) for k, v in sorted(by_lead.items())}
     raw_lead: dict[int, list[bool]] = {}
     for s, y, lead in zip(h["stats"], h["target"], h["lead"], strict=True):
-        hits_by_lead(s, y, lead, 1.0, raw_lead)
+        hits_by_lead(s, y, lead, one, raw_lead)
     out["raw_by_lead"] = {k: float(np.mean(v)) for k, v in raw_lead.items()}
     return out
 
@@ -132,23 +158,28 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"Command: {cmd} ({wall:.0f} s on this 2-core machine, {args.n_samples} paths per series).",
         "",
         "The 5-95% band of `latentode predict` is the model's posterior predictive scaled "
-        "about its median by one factor, the split-conformal quantile of how many half-bands "
+        "about its median by a factor, the split-conformal quantile of how many half-bands "
         "the validation series' held-out values lie from the median (module docstring of "
-        "`latentode/calibration.py`). *Values as units*: the plain split-conformal rule over "
-        "the held-out values. *Series as units* (what `latentode predict` does): each series "
-        "weighs one, shared by its values, and the level's finite-sample correction counts "
-        "series. Coverage: share of held-out values inside the band (0.90 is calibrated); "
-        "width: its mean width, in the data's units.",
+        "`latentode/calibration.py`). *Values as units*: one factor, the plain split-conformal "
+        "rule over the held-out values. *Series as units, one factor* (`latentode predict "
+        "--no-calibrate_by_lead`, the default until session 25): each series weighs one, "
+        "shared by its values, and the level's finite-sample correction counts series. "
+        "*Series as units, by lead time* (what `latentode predict` does): the same rule in "
+        "each lead-time bin (`lead_bins`: here one bin per year ahead where the values fill "
+        "it), each value scaled by its bin's factor. Coverage: share of held-out values "
+        "inside the band (0.90 is calibrated); width: its mean width, in the data's units.",
         "",
         "## The fit's own split: factor from the validation series, scored on the test series",
         "",
-        "| checkpoint | val series | test series | factor | val coverage, model | "
+        "| checkpoint | val series | test series | factor(s), by lead bin | "
+        "val coverage, model | "
         "test coverage, model | test coverage, calibrated | test width, model / calibrated |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['n_val']} | {r['n_test']} | {r['lam']:.3f} | "
+            f"| {name} | {r['n_val']} | {r['n_test']} | "
+            f"{' / '.join(f'{v:.3f}' for v in r['factors'])} | "
             f"{r['val_raw'][0]:.3f} | {r['test_raw'][0]:.3f} | {r['test_cal'][0]:.3f} | "
             f"{r['test_raw'][1]:.3f} / {r['test_cal'][1]:.3f} |"
         )
@@ -157,16 +188,17 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"## {args.splits} random halvings of the same held-out series",
         "",
         "| checkpoint | mean coverage | coverage 10% / 50% / 90% of splits | "
-        "share of splits below 0.80 | factor 10% / 50% / 90% |",
-        "|---|---|---|---|---|",
+        "share of splits below 0.80 | mean width | width 10% / 50% / 90% of splits |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        c, lam = r["splits"]
+        c, w = r["splits"]
         q = np.quantile(c, [0.1, 0.5, 0.9])
-        ql = np.quantile(lam, [0.1, 0.5, 0.9])
+        qw = np.quantile(w, [0.1, 0.5, 0.9])
         lines.append(
             f"| {name} | {c.mean():.3f} | {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f} | "
-            f"{(c < 0.8).mean():.2f} | {ql[0]:.3f} / {ql[1]:.3f} / {ql[2]:.3f} |"
+            f"{(c < 0.8).mean():.3f} | {w.mean():.3f} | "
+            f"{qw[0]:.3f} / {qw[1]:.3f} / {qw[2]:.3f} |"
         )
     lines += [
         "",
@@ -203,8 +235,8 @@ def main() -> None:
     results = {}
     for ck in args.ckpt:
         h = held_out(ck, args.data, args.n_samples, args.seed)
-        for method in ("values", "series"):
-            results[f"`{ck}`, {method} as units"] = study(h, args.splits, args.seed, method)
+        for method, label in METHODS.items():
+            results[f"`{ck}`, {label}"] = study(h, args.splits, args.seed, method)
     text = report(args, results, time.perf_counter() - start)
     print(text)
     if args.output:

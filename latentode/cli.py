@@ -240,6 +240,13 @@ CALIBRATE_HELP = (
 )
 
 
+BY_LEAD_HELP = (
+    "one band factor per lead-time bin, so that the bands cover 90%% at every lead time "
+    "(default; one bin when the validation forecasts cannot fill two); "
+    "--no-calibrate_by_lead: one factor for every lead time"
+)
+
+
 CKPT_HELP = (
     "checkpoint written by latentode fit; several (e.g. fits of one config with different "
     "--seed_everything): their forecasts are pooled with equal weights, --n_samples paths "
@@ -271,7 +278,9 @@ def _calibration(
     cal, failure = None, None
     if rank == 0:
         try:
-            cal = calibrate(model, table, state, chunk=chunk, **_draws(args))
+            cal = calibrate(
+                model, table, state, chunk=chunk, by_lead=args.calibrate_by_lead, **_draws(args)
+            )
         except USER_ERRORS as e:
             if world == 1:
                 raise
@@ -311,6 +320,12 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", type=int, default=0, metavar="STEPS", help=REFINE_HELP)
     p.add_argument(
         "--calibrate", action=argparse.BooleanOptionalAction, default=True, help=CALIBRATE_HELP
+    )
+    p.add_argument(
+        "--calibrate_by_lead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=BY_LEAD_HELP,
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -378,7 +393,7 @@ def run_predict(args: argparse.Namespace) -> str:
             times,
             chunk=args.chunk,
             shard=(rank, world),
-            scale=None if cal is None else cal.scale,
+            calibration=None if cal is None or cal.scale is None else cal,
             **_draws(args),
         )
         failure = None
@@ -424,7 +439,7 @@ def run_predict(args: argparse.Namespace) -> str:
         if cal.scale is not None and furthest > cal.max_lead * (1 + 1e-9):
             lines.append(
                 f"latentode predict: note: forecasts reach {furthest:.4g} ahead, past the "
-                f"calibrated lead times ({cal.max_lead:.4g}); the factor is carried on there "
+                f"calibrated lead times ({cal.max_lead:.4g}); the last factor is carried on there "
                 "untested (refit with a larger holdout to calibrate further ahead)."
             )
     return "\n".join(lines)
@@ -525,15 +540,23 @@ def test_main(argv: list[str]) -> int:
         help="also score the forecast with the bands `latentode predict` would write (scaled "
         "on the validation series, scored on the test series)",
     )
+    p.add_argument(
+        "--calibrate_by_lead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=BY_LEAD_HELP,
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="also write the table as CSV")
     args = p.parse_args(argv)
     try:
         model, state, table = _load_forecaster(args.ckpt_path, args.data_path)
         cal = _calibration(args, model, state, table) if args.calibrate else None
-        scale = None if cal is None else cal.scale
-        overlap = scale is not None and _overlap(table, state)  # scored where calibrated
-        frame = evaluate(model, table, state, scale=None if overlap else scale, **_draws(args))
+        cal_used = cal if cal is not None and cal.scale is not None else None
+        overlap = cal_used is not None and _overlap(table, state)  # scored where calibrated
+        frame = evaluate(
+            model, table, state, calibration=None if overlap else cal_used, **_draws(args)
+        )
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .forecast import check_channels, predictive_summary, scale_bands
 from .nn.latent_ode import LatentODE
+
+if TYPE_CHECKING:  # calibration imports this module
+    from .calibration import Calibration
 
 __all__ = ["Case", "case_stats", "estimate_period", "evaluate", "held_out_cases", "scored_series"]
 
@@ -217,7 +220,7 @@ def evaluate(
     n_samples: int = 100,
     seed: int = 0,
     importance: bool = False,
-    scale: np.ndarray | None = None,
+    calibration: Calibration | None = None,
     refine: int = 0,
 ) -> pd.DataFrame:
     """Model and baseline errors on the held-out parts of ``table``.
@@ -229,9 +232,9 @@ def evaluate(
         n_samples: posterior paths per series.
         seed: seeds the draws.
         importance: the model's predictions weight its posterior paths (`LatentODE.predict`).
-        scale: ``[D]`` band factors from the validation series; adds the forecast row with
-            the scaled bands (the caller makes sure the scored series are not the ones it was
-            calibrated on).
+        calibration: band factors from the validation series (`latentode.calibration`);
+            adds the forecast row with the bands scaled by each value's lead-time factors
+            (the caller makes sure the scored series are not the ones it was calibrated on).
         refine: Adam steps refining each series' ``q(z0)`` on its history's ELBO
             (`LatentODE.refine`).
 
@@ -264,8 +267,9 @@ def evaluate(
         target = np.concatenate([c.target for c in cases])  # (M, D)
         ok = ~np.isnan(target)
         rows.append(_model_row(task, "latent ODE", stats, target))
-        if task == "extrapolation" and scale is not None:
-            scaled = scale_bands(stats, scale)
+        if task == "extrapolation" and calibration is not None:
+            lead = np.concatenate([c.t_target - c.hist.times[-1] for c in cases])  # (M,)
+            scaled = scale_bands(stats, calibration.factors(lead))
             rows.append(_model_row(task, "latent ODE, calibrated bands", scaled, target))
         names: dict[str, list[np.ndarray]] = {}
         for c in cases:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from .data.prep import Segment, collate_segments, denormalise, denormalise_std, 
 from .data.table import TIME_UNITS, SeriesTable
 from .ensemble import Ensemble
 from .nn.latent_ode import LatentODE
+
+if TYPE_CHECKING:  # calibration imports this module
+    from .calibration import Calibration
 
 __all__ = [
     "QUANTILES",
@@ -201,15 +204,16 @@ def scale_bands(stats: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
     Args:
         stats: ``[..., D, 5]`` (mean, std, q05, q50, q95).
-        scale: ``[D]`` factors.
+        scale: ``[D]`` factors, or ``[..., D]`` one per value (e.g. by lead time,
+            `latentode.calibration.Calibration.factors`).
 
     Returns:
         ``[..., D, 5]``: ``q50 + scale * (x - q50)`` for the mean and quantiles, ``scale * std``.
     """
     q50 = stats[..., 3:4]  # (..., D, 1)
-    lam = scale[:, None]  # (D, 1)
+    lam = np.asarray(scale)[..., None]  # (..., D, 1)
     out = q50 + lam * (stats - q50)
-    out[..., 1] = scale * stats[..., 1]
+    out[..., 1] = lam[..., 0] * stats[..., 1]
     return out
 
 
@@ -225,7 +229,7 @@ def forecast(
     chunk: int = 128,
     shard: tuple[int, int] = (0, 1),
     importance: bool = False,
-    scale: np.ndarray | None = None,
+    calibration: Calibration | None = None,
     refine: int = 0,
 ) -> ForecastResult:
     """Forecast every series of ``table`` after its last observation.
@@ -247,8 +251,9 @@ def forecast(
             (the other series get ``None`` summaries and no rows); see `merge_shards`.
         importance: weight the posterior paths by the model's own posterior given each
             history (`LatentODE.predict`'s ``importance``).
-        scale: ``[D]`` band factors per channel (`latentode.calibration.calibrate`): the
-            predictive is scaled about its median (`scale_bands`); None: as the model gives it.
+        calibration: band factors (`latentode.calibration.calibrate`): each forecast value's
+            predictive is scaled about its median (`scale_bands`) by the factors of its lead
+            time past the series' last observation; None: as the model gives it.
         refine: Adam steps refining each series' ``q(z0)`` on its history's ELBO
             (`LatentODE.refine`; 0: the encoder's ``q``).
 
@@ -294,7 +299,12 @@ def forecast(
             importance,
             refine,
         )
-        summary[lo:hi] = stats if scale is None else [scale_bands(s, scale) for s in stats]
+        if calibration is not None:
+            stats = [
+                scale_bands(s, calibration.factors(f - g.times[-1]))
+                for s, f, g in zip(stats, future[lo:hi], segs[lo:hi], strict=True)
+            ]
+        summary[lo:hi] = stats
     return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)
 
 

@@ -270,56 +270,94 @@ def test_lightning_test_on_a_csv_points_to_the_evaluation_in_user_units(
     assert f"latentode test --ckpt_path {ckpt} --data.path {data}" in res.stderr
 
 
-def _printed_factors(stdout: str) -> dict[str, float]:
-    """The per-channel band factors of a calibration line (``scaled a x0.72, b x1.3``)."""
+def _printed_bins(stdout: str) -> list[tuple[float, float, dict[str, float]]]:
+    """The band factors of a calibration line: ``(lead from, lead to, {channel: factor})``
+    per lead-time bin (``scaled a x0.72, b x1.3`` is one bin for every lead;
+    ``scaled by lead time, a x0.7, b x1 (lead < 11.5); ...; a x2, b x3 (lead >= 26.5)``)."""
     number = r"\d+(?:\.\d+)?(?:e[+-]?\d+)?"
-    found = re.findall(rf"(\w) x({number})", stdout.split("scaled", 1)[1])
-    return {ch: float(v) for ch, v in found}
+    text = stdout.split("scaled", 1)[1].split("\n", 1)[0].removeprefix(" by lead time,")
+    bins = []
+    for part in text.split(";"):
+        factors = {ch: float(v) for ch, v in re.findall(rf"(\w) x({number})", part)}
+        span = re.search(rf"\(lead (?:< ({number})|({number})-({number})|>= ({number}))\)", part)
+        lo, hi = -np.inf, np.inf
+        if span:
+            below, a, b, above = span.groups()
+            lo = float(a or above) if (a or above) else -np.inf
+            hi = float(below or b) if (below or b) else np.inf
+        bins.append((lo, hi, factors))
+    return bins
 
 
 def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path: Path) -> None:
     """Ten of 20 series validate, a quarter of each held out (about 10 values a series):
-    ``predict`` scales each forecast's band about its median by the factor it prints, the
-    median unchanged (against ``--no-calibrate``); ``test`` adds the calibrated row, whose
-    mean band width is the model's times that factor."""
+    ``predict`` scales each forecast value's band about its median by the factor it prints
+    for the value's lead-time bin and channel, the median unchanged (against
+    ``--no-calibrate``); with ``--no-calibrate_by_lead``, one factor per channel for every
+    lead; ``test`` adds the calibrated row, whose mean band width is the model's times
+    factors between the printed ones."""
     data = tmp_path / "series.csv"
-    write_csv(data, seed=2, n_series=20)
+    frame = write_csv(data, seed=2, n_series=20)
     args = csv_fit_args(data, tmp_path / "run", 2)
     args += ["--data.init_args.val_fraction", "0.5", "--data.init_args.holdout", "0.25"]
     fit = run_cli(*args)
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     common = [*csv_predict_args(ckpt, data), "--n_samples", "30"]
-    cal = run_cli(*common, "--output", str(tmp_path / "cal.csv"))
-    raw = run_cli(*common, "--output", str(tmp_path / "raw.csv"), "--no-calibrate")
-    assert cal.returncode == 0 and raw.returncode == 0, cal.stderr[-3000:] + raw.stderr[-3000:]
-    assert "calibrated on" in cal.stdout and "of 10 validation series" in cal.stdout
-    assert "calibrated" not in raw.stdout
-    factors = _printed_factors(cal.stdout)
-    assert set(factors) == {"a", "b"}
-    a, b = pd.read_csv(tmp_path / "cal.csv"), pd.read_csv(tmp_path / "raw.csv")
-    pd.testing.assert_series_equal(a.q50, b.q50)
-    for ch, lam in factors.items():
-        rows = a.channel == ch
-        for q in ("q05", "q95"):
-            ratio = (a[q] - a.q50)[rows] / (b[q] - b.q50)[rows]
-            np.testing.assert_allclose(ratio, lam, rtol=5e-3)  # printed to 3 digits
-        np.testing.assert_allclose(a["std"][rows] / b["std"][rows], lam, rtol=5e-3)
+    runs = {
+        "lead": run_cli(*common, "--output", str(tmp_path / "lead.csv")),
+        "one": run_cli(*common, "--output", str(tmp_path / "one.csv"), "--no-calibrate_by_lead"),
+        "raw": run_cli(*common, "--output", str(tmp_path / "raw.csv"), "--no-calibrate"),
+    }
+    for res in runs.values():
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert (
+        "calibrated on" in runs["lead"].stdout and "of 10 validation series" in runs["lead"].stdout
+    )
+    assert "calibrated" not in runs["raw"].stdout
+    raw = pd.read_csv(tmp_path / "raw.csv")
+    last = pd.to_datetime(frame.groupby("series_id").time.max())  # each history's end
+    lead = (pd.to_datetime(raw.time) - raw.series_id.map(last)).dt.days.to_numpy()
+    assert set(lead) == {5, 10, 15, 20}
+    for name in ("lead", "one"):
+        bins = _printed_bins(runs[name].stdout)
+        assert (len(bins) > 1) == (name == "lead")
+        out = pd.read_csv(tmp_path / f"{name}.csv")
+        pd.testing.assert_series_equal(out.q50, raw.q50)
+        seen = set()
+        for lo, hi, factors in bins:
+            assert set(factors) == {"a", "b"}
+            for ch, lam in factors.items():
+                rows = (raw.channel == ch).to_numpy() & (lo <= lead) & (lead < hi)
+                seen |= set(np.flatnonzero(rows))
+                for q in ("q05", "q95"):
+                    ratio = (out[q] - out.q50)[rows] / (raw[q] - raw.q50)[rows]
+                    np.testing.assert_allclose(ratio, lam, rtol=5e-3)  # printed to 3 digits
+                np.testing.assert_allclose(out["std"][rows] / raw["std"][rows], lam, rtol=5e-3)
+        assert seen == set(range(len(raw)))  # every row has been checked against its bin
+    used = {
+        lam
+        for lo, hi, f in _printed_bins(runs["lead"].stdout)
+        for lam in f.values()
+        if ((lo <= lead) & (lead < hi)).any()
+    }
+    assert len(used) > 2  # the forecast's leads fall in bins with different factors
     scores, stdout = _test_scores(ckpt, data, tmp_path / "scores.csv")
     ext = scores[scores.task == "extrapolation"].set_index("method")
     model, calibrated = ext.loc["latent ODE"], ext.loc["latent ODE, calibrated bands"]
     assert "Calibration: 5-95% bands calibrated on" in stdout
     assert calibrated.n_values == model.n_values and 0 <= calibrated.coverage90 <= 1
-    # each width is scaled by its channel's factor: the mean width by a weighted mean of them
-    lam = sorted(_printed_factors(stdout).values())
+    # each width is scaled by its bin's and channel's factor: the mean width by a weighted
+    # mean of them
+    lam = sorted(v for _, _, f in _printed_bins(stdout) for v in f.values())
     ratio = calibrated.width90 / model.width90
-    assert lam[0] * (1 - 5e-3) <= ratio <= lam[1] * (1 + 5e-3)
+    assert lam[0] * (1 - 5e-3) <= ratio <= lam[-1] * (1 + 5e-3)
     # A file without the test series: every series is scored, the validation ones too, so
     # the calibrated bands are not scored there (they would be judged where they were fitted).
     state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
-    frame = pd.read_csv(data)
     no_test = tmp_path / "no_test.csv"
-    frame[~frame.series_id.isin(state["test_series"])].to_csv(no_test, index=False)
+    csv = pd.read_csv(data)
+    csv[~csv.series_id.isin(state["test_series"])].to_csv(no_test, index=False)
     scores, stdout = _test_scores(ckpt, no_test, tmp_path / "scores_no_test.csv")
     assert "latent ODE, calibrated bands" not in set(scores.method)
     assert "Calibrated bands not scored" in stdout
