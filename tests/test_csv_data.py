@@ -293,3 +293,33 @@ def test_data_module_aligns_batches_at_the_last_conditioning_time_for_anchor_las
     dm = CSVDataModule(str(DATA / "fertility_worldbank.csv"))
     with pytest.raises(DataError, match="anchor must be 'first' or 'last'"):
         dm.align_to("middle")  # type: ignore[arg-type]
+
+
+def test_train_keep_thins_the_conditioned_times_and_scores_the_dropped_ones() -> None:
+    """``train_keep=0.4``: the same segments and cuts as ``train_keep=1``; each row keeps a
+    subset of its conditioned times (on average 0.7 of them: rates uniform on [0.4, 1]),
+    always its last one (the anchor at 0), and the dropped times join the held-out mask
+    while the target keeps everything. Validation batches are not thinned."""
+
+    def first_batches(keep: float) -> tuple:
+        dm = CSVDataModule(
+            str(DATA / "fertility_worldbank.csv"), holdout=10.0, batch_size=64, train_keep=keep
+        )
+        dm.setup()
+        dm.align_to("last")
+        return next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
+
+    (full, val_full), (thin, val_thin) = first_batches(1.0), first_batches(0.4)
+    torch.testing.assert_close(thin.target.values, full.target.values)
+    torch.testing.assert_close(thin.target.mask, full.target.mask)
+    assert bool((thin.observed.mask <= full.observed.mask).all())
+    seen_full, seen_thin = full.observed.point_mask, thin.observed.point_mask  # (B, T)
+    at_zero = thin.observed.times == 0.0
+    assert bool((seen_thin[:, at_zero] & seen_full[:, at_zero]).all())  # the last is kept
+    share = seen_thin.sum(1).double() / seen_full.sum(1).double()  # (64,)
+    assert 0.6 < float(share.mean()) < 0.8 and float(share.min()) >= 0.3
+    dropped = full.observed.mask * (1.0 - thin.observed.mask)
+    torch.testing.assert_close(thin.heldout_mask, full.heldout_mask + dropped)
+    torch.testing.assert_close(val_thin.observed.mask, val_full.observed.mask)
+    with pytest.raises(DataError, match="0 < train_keep <= 1"):
+        CSVDataModule(str(DATA / "fertility_worldbank.csv"), train_keep=0.0)

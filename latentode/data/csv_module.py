@@ -76,6 +76,11 @@ class CSVDataModule(pl.LightningDataModule):
             holdout`` for windows when positive, else everything before the forecast).
         val_fraction, test_fraction: shares of the series held out (many series only).
         train_condition: range of the conditioned fraction of each training segment.
+        train_keep: thin the training histories: each segment keeps a share of its
+            conditioned times drawn uniformly from ``[train_keep, 1]`` per segment and batch
+            (its last one always), and the dropped ones are scored as reconstruction. The
+            encoder then sees sparser and more uneven histories than the file's, and the
+            model learns to fill gaps (1: every conditioned time is kept).
         time_scale: time units per model time unit (None: chosen so that the median training
             segment spans 10 model time units, whatever the file's time unit).
         normalise: fit per-channel mean / std on the training part (else values as they are).
@@ -99,6 +104,7 @@ class CSVDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         train_condition: tuple[float, float] = (0.5, 0.8),
+        train_keep: float = 1.0,
         time_scale: float | None = None,
         normalise: bool = True,
         batch_size: int = 32,
@@ -114,6 +120,8 @@ class CSVDataModule(pl.LightningDataModule):
                 f"time_scale > 0 and holdout > 0; got {train_condition}, {batch_size}, "
                 f"{time_scale}, {holdout}."
             )
+        if not 0 < train_keep <= 1:
+            raise DataError(f"need 0 < train_keep <= 1 (a share of times kept); got {train_keep}.")
         self.save_hyperparameters()
         self.path, self.time_unit, self.duplicates = path, time_unit, duplicates
         self.time_column, self.series_column = time_column, series_column
@@ -121,6 +129,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.window, self.stride, self.holdout, self.history = window, stride, holdout, history
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.train_condition = (float(lo), float(hi))
+        self.train_keep = float(train_keep)
         self.time_scale = None if time_scale is None else float(time_scale)
         self.use_normalisation, self.batch_size = normalise, batch_size
         self.seed, self.num_workers = seed, num_workers
@@ -263,7 +272,21 @@ class CSVDataModule(pl.LightningDataModule):
         segs = [self.train_segments[i] for i in index]
         lo, hi = self.train_condition
         frac = lo + (hi - lo) * torch.rand(len(segs), generator=self._train_gen)  # (B,)
-        return self._collate(segs, frac.double() * segment_spans(segs), "all")
+        split = self._collate(segs, frac.double() * segment_spans(segs), "all")
+        return split if self.train_keep == 1 else self._thin(split)
+
+    def _thin(self, split: Split) -> Split:
+        """Drop conditioned times at a per-segment rate (``train_keep``); the last stays."""
+        obs = split.observed
+        point = obs.point_mask  # (B, T)
+        B, T = point.shape
+        gen = self._train_gen
+        rate = self.train_keep + (1 - self.train_keep) * torch.rand(B, 1, generator=gen)
+        keep = torch.rand(B, T, generator=gen) < rate  # (B, T)
+        last = (point * torch.arange(1, T + 1)).argmax(dim=1)  # (B,) last conditioned time
+        keep[torch.arange(B), last] = True
+        observed = obs.with_mask(obs.mask * keep.unsqueeze(-1).to(obs.mask.dtype))
+        return Split(observed, split.target, split.target.mask * (1.0 - observed.mask))
 
     def _collate_eval(self, all_segs: list[Segment], index: list[int]) -> Split:
         segs = [all_segs[i] for i in index]
