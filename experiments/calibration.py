@@ -39,7 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 from report_notes import notes  # noqa: E402
 
-from latentode.calibration import band_scores, conformal_scale, lead_scales  # noqa: E402
+from latentode.calibration import (  # noqa: E402
+    band_scores,
+    bin_index,
+    conformal_scale,
+    lead_scales,
+)
 from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.evaluate import held_out_cases  # noqa: E402
 from latentode.forecast import predictive_summary, scale_bands  # noqa: E402
@@ -64,7 +69,7 @@ def held_out(ckpt: str, data: str, n_samples: int, seed: int) -> dict:
     return {
         "stats": stats,
         "target": [c.target for c in cases],
-        "lead": [c.t_target - c.hist.times[-1] for c in cases],
+        "lead": [c.lead for c in cases],
         "role": np.array([roles[table.series_ids[c.series]] for c in cases]),
     }
 
@@ -91,7 +96,7 @@ def factor(stats: list, target: list, lead: list, method: str) -> tuple[np.ndarr
 def scaled(stats: np.ndarray, lead: np.ndarray, fac: tuple) -> np.ndarray:
     """One series' predictive scaled by the factors of its values' lead-time bins."""
     edges, scale = fac
-    return scale_bands(stats, scale[np.searchsorted(edges, lead, side="right")])
+    return scale_bands(stats, scale[bin_index(edges, lead)])
 
 
 def cover_width(stats: list, target: list, lead: list, fac: tuple) -> tuple[float, float]:

@@ -88,8 +88,7 @@ def score(ckpts: list[Path], data: str) -> dict[str, float]:
     """``latentode test``'s numbers for one checkpoint or a pool of several."""
     model, state, table = _load_forecaster([str(c) for c in ckpts], data)
     cal = calibrate(model, table, state, n_samples=100, seed=0)
-    used = None if cal.scale is None else cal
-    frame = evaluate(model, table, state, n_samples=100, seed=0, calibration=used)
+    frame = evaluate(model, table, state, n_samples=100, seed=0, calibration=cal)
     row = frame.set_index(["task", "method"])
     ext, cal_row = row.loc[("extrapolation", "latent ODE")], None
     if cal.scale is not None:

@@ -74,6 +74,7 @@ __all__ = [
     "MIN_VALUES",
     "Calibration",
     "band_scores",
+    "bin_index",
     "calibrate",
     "conformal_scale",
     "lead_bins",
@@ -118,7 +119,7 @@ class Calibration:
         observation: their bins' (the last bin's past the calibrated leads)."""
         if self.scale is None:
             raise ValueError(f"not calibrated: {self.reason}")
-        return self.scale[np.searchsorted(self.edges, np.asarray(lead), side="right")]
+        return self.scale[bin_index(self.edges, lead)]
 
     def describe(self, channels: list[str]) -> str:
         """One line for the user: what was calibrated on and the factor(s)."""
@@ -202,6 +203,11 @@ def conformal_scale(
     return float(max(value, _TINY)) if np.isfinite(value) else None
 
 
+def bin_index(edges: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """The lead-time bin of each lead: ``b`` where ``edges[b - 1] <= lead < edges[b]``."""
+    return np.searchsorted(edges, np.asarray(lead), side="right")
+
+
 def lead_bins(
     lead: np.ndarray, groups: np.ndarray, n_obs: np.ndarray, max_bins: int = LEAD_BINS
 ) -> np.ndarray:
@@ -270,7 +276,7 @@ def _bin_scales(
     """``[B, D]`` factors: per bin, per channel where the channel alone gives one, else the
     bin's pooled over channels; None when some bin's pooled factor cannot be had."""
     D = scores.shape[1]
-    index = np.searchsorted(edges, lead, side="right")  # (M,)
+    index = bin_index(edges, lead)  # (M,)
     rows = []
     for b in range(len(edges) + 1):
         r, g = scores[index == b], groups[index == b]
@@ -353,7 +359,7 @@ def calibrate(
     scores = band_scores(stats, target)  # (M, D)
     n_values = (~np.isnan(target)).sum(axis=0)  # (D,)
     raw = float((scores[~np.isnan(scores)] <= 1.0).mean()) if n_values.sum() else math.nan
-    lead = np.concatenate([c.t_target - c.hist.times[-1] for c in cases])  # (M,)
+    lead = np.concatenate([c.lead for c in cases])  # (M,)
     max_lead = float(lead.max())
     if data_state.get("val_window") is not None:
         why = (

@@ -393,7 +393,7 @@ def run_predict(args: argparse.Namespace) -> str:
             times,
             chunk=args.chunk,
             shard=(rank, world),
-            calibration=None if cal is None or cal.scale is None else cal,
+            calibration=cal,
             **_draws(args),
         )
         failure = None
@@ -552,11 +552,9 @@ def test_main(argv: list[str]) -> int:
     try:
         model, state, table = _load_forecaster(args.ckpt_path, args.data_path)
         cal = _calibration(args, model, state, table) if args.calibrate else None
-        cal_used = cal if cal is not None and cal.scale is not None else None
-        overlap = cal_used is not None and _overlap(table, state)  # scored where calibrated
-        frame = evaluate(
-            model, table, state, calibration=None if overlap else cal_used, **_draws(args)
-        )
+        # scored where calibrated: the calibrated row would be judged on its own series
+        overlap = cal is not None and cal.scale is not None and _overlap(table, state)
+        frame = evaluate(model, table, state, calibration=None if overlap else cal, **_draws(args))
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
         return 2

@@ -51,6 +51,11 @@ class Case:
     t_target: np.ndarray  # (m,)
     target: np.ndarray  # (m, D), NaN where missing
 
+    @property
+    def lead(self) -> np.ndarray:
+        """``[m]`` how far past the history's last observation each target lies."""
+        return self.t_target - self.hist.times[-1]
+
 
 def _observed(table: SeriesTable, s: int) -> tuple[np.ndarray, np.ndarray]:
     t, x = table.series(s)
@@ -234,7 +239,8 @@ def evaluate(
         importance: the model's predictions weight its posterior paths (`LatentODE.predict`).
         calibration: band factors from the validation series (`latentode.calibration`);
             adds the forecast row with the bands scaled by each value's lead-time factors
-            (the caller makes sure the scored series are not the ones it was calibrated on).
+            (the caller makes sure the scored series are not the ones it was calibrated on;
+            none without factors).
         refine: Adam steps refining each series' ``q(z0)`` on its history's ELBO
             (`LatentODE.refine`).
 
@@ -267,8 +273,8 @@ def evaluate(
         target = np.concatenate([c.target for c in cases])  # (M, D)
         ok = ~np.isnan(target)
         rows.append(_model_row(task, "latent ODE", stats, target))
-        if task == "extrapolation" and calibration is not None:
-            lead = np.concatenate([c.t_target - c.hist.times[-1] for c in cases])  # (M,)
+        if task == "extrapolation" and calibration is not None and calibration.scale is not None:
+            lead = np.concatenate([c.lead for c in cases])  # (M,)
             scaled = scale_bands(stats, calibration.factors(lead))
             rows.append(_model_row(task, "latent ODE, calibrated bands", scaled, target))
         names: dict[str, list[np.ndarray]] = {}

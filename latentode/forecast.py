@@ -253,7 +253,8 @@ def forecast(
             history (`LatentODE.predict`'s ``importance``).
         calibration: band factors (`latentode.calibration.calibrate`): each forecast value's
             predictive is scaled about its median (`scale_bands`) by the factors of its lead
-            time past the series' last observation; None: as the model gives it.
+            time past the series' last observation; None (or one without factors): as the
+            model gives it.
         refine: Adam steps refining each series' ``q(z0)`` on its history's ELBO
             (`LatentODE.refine`; 0: the encoder's ``q``).
 
@@ -299,7 +300,7 @@ def forecast(
             importance,
             refine,
         )
-        if calibration is not None:
+        if calibration is not None and calibration.scale is not None:
             stats = [
                 scale_bands(s, calibration.factors(f - g.times[-1]))
                 for s, f, g in zip(stats, future[lo:hi], segs[lo:hi], strict=True)

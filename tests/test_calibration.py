@@ -151,7 +151,7 @@ def test_calibrated_bands_cover_ninety_percent_of_the_validation_values(by_lead:
     gen = torch.Generator().manual_seed(0)
     stats = case_stats(model, cases, state, 30, gen, chunk=16)  # calibrate's draws
     target = np.concatenate([c.target for c in cases])  # (M, 1)
-    lead = np.concatenate([c.t_target - c.hist.times[-1] for c in cases])  # (M,)
+    lead = np.concatenate([c.lead for c in cases])  # (M,)
     group = np.concatenate([np.full(len(c.t_target), i) for i, c in enumerate(cases)])
     raw, scaled = stats, scale_bands(stats, cal.factors(lead))
 
