@@ -24,12 +24,14 @@ and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
@@ -345,13 +347,45 @@ def _predict_parser() -> argparse.ArgumentParser:
 
 
 def _explicit_times(path: str, table, series_column: str | None, time_column: str) -> dict:
-    frame = pd.read_csv(path, dtype=str)
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a CSV of series and times ({e}).") from None
     missing = [c for c in (series_column, time_column) if c and c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}.")
     ids = frame[series_column] if series_column else pd.Series([table.series_ids[0]] * len(frame))
-    encoded = table.encoding.encode(frame[time_column])
+    unknown = sorted(set(ids.dropna()) - set(table.series_ids))
+    if unknown or ids.isna().any():
+        named = unknown[:5] if unknown else ["(empty)"]
+        raise DataError(
+            f"{path}: series {named} are not in the history file {table.source}; every "
+            f"--times row needs a series of --data.path."
+        )
+    empty = np.flatnonzero(frame[time_column].isna().to_numpy())
+    if len(empty):
+        raise DataError(
+            f"{path}: line {int(empty[0]) + 2} has no {time_column!r}; give a time on every row."
+        )
+    values = frame[time_column].to_numpy()
+    try:
+        encoded = table.encoding.encode(values)
+    except DataError:  # find the row to name
+        encoded = np.array([_encoded_or_nan(table, v) for v in values])
+    bad = np.flatnonzero(~np.isfinite(encoded))
+    if len(bad):
+        raise DataError(
+            f"{path}: line {int(bad[0]) + 2}: {values[bad[0]]!r} is not a time in the history "
+            f"file's format (e.g. {table.encoding.format(table.times[:1])[0]})."
+        )
     return {sid: encoded[(ids == sid).to_numpy()] for sid in ids.unique()}
+
+
+def _encoded_or_nan(table, value: str) -> float:
+    try:
+        return float(table.encoding.encode([value])[0])
+    except DataError:
+        return math.nan
 
 
 def run_predict(args: argparse.Namespace) -> str:
@@ -585,9 +619,19 @@ def predict_main(argv: list[str]) -> int:
         if line:
             print(line)
     except USER_ERRORS as e:
-        print(f"latentode predict: error: {e}", file=sys.stderr)
+        if _first_process():  # every process of a multi-process predict stops with it
+            print(f"latentode predict: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _first_process() -> bool:
+    """Whether this is the process that reports (the only one, or rank 0 of several). The
+    errors of a multi-process predict reach every process (`gather_shards`, or the same
+    input read by each), so the first one says it once."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
 
 
 def main(args: list[str] | None = None) -> None:

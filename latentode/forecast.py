@@ -116,6 +116,35 @@ def _future_grid(seg: Segment, horizon: float, step: float | None) -> np.ndarray
     return seg.times[-1] + step * np.arange(1, n + 1)  # (n,)
 
 
+def _explicit_future(
+    sid: str, given: np.ndarray | None, seg: Segment, table: SeriesTable
+) -> np.ndarray:
+    """A series' ``--times``, checked: distinct and after its last observation.
+
+    Times inside the history are refused rather than answered: the model and its calibrated
+    bands are for forecasts. Reconstructions deep in a fertility history missed by an MSE of
+    0.4-1.3 with 35-57% of the held-out values inside the model's 5-95% band (default fit,
+    every other value hidden; `reports/csv_fertility.md`, session 26), and the calibration
+    factors were derived for leads after the history, not before it.
+    """
+    f = np.sort(np.asarray([] if given is None else given, dtype=np.float64))
+    fmt = table.encoding.format
+    if len(f) == 0:
+        raise DataError(
+            f"series {sid!r} has no row in --times: give each series of --data.path at least "
+            "one time after its last observation."
+        )
+    if (np.diff(f) <= 0).any():
+        raise DataError(f"series {sid!r}: --times repeats a time; give each time once.")
+    if f[0] <= seg.times[-1]:
+        raise DataError(
+            f"series {sid!r}: --times has {fmt(f[:1])[0]}, not after its last observation "
+            f"{fmt(seg.times[-1:])[0]}. predict forecasts past each series' history; give "
+            "later times (`latentode test` scores the model's reconstructions instead)."
+        )
+    return f
+
+
 @torch.no_grad()
 def predictive_summary(
     model: LatentODE | Ensemble,
@@ -274,13 +303,7 @@ def forecast(
         if times is None:
             future.append(_future_grid(seg, horizon, step))
             continue
-        f = np.sort(np.asarray(times.get(sid, []), dtype=np.float64))
-        if len(f) == 0 or f[0] <= seg.t0 or (np.diff(f) <= 0).any():
-            raise DataError(
-                f"series {sid!r}: give strictly increasing future times after its "
-                f"first observation (got {len(f)} times)."
-            )
-        future.append(f)
+        future.append(_explicit_future(sid, times.get(sid), seg, table))
     rank, world = shard
     summary: list[np.ndarray | None] = [None] * len(segs)
     for c, lo in enumerate(range(0, len(segs), chunk)):

@@ -125,6 +125,57 @@ def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
     assert sorted(p.name for p in plots.glob("*.png")) == [f"s{i}.png" for i in range(6)]
 
 
+def test_predict_at_explicit_times_and_refusals(fitted, tmp_path: Path, capsys) -> None:
+    """``--times``: rows at exactly the given times (unsorted in the file), formatted as the
+    history's; a time inside a history, a series not in the history file, a row without a
+    time or an unreadable one stop with the file, line or series named and nothing written."""
+    from latentode.cli import predict_main
+
+    ckpt, data = fitted
+    last = pd.to_datetime(pd.read_csv(data).groupby("series_id")["time"].max())
+    rows = [
+        (sid, (t + pd.Timedelta(days=d)).strftime("%Y-%m-%d"))
+        for d in (9, 2)
+        for sid, t in last.items()
+    ]
+    times, out = tmp_path / "times.csv", tmp_path / "f.csv"
+    pd.DataFrame(rows, columns=["series_id", "time"]).to_csv(times, index=False)
+    args = [
+        "--ckpt_path",
+        str(ckpt),
+        "--data.path",
+        str(data),
+        "--horizon",
+        "1",
+        "--n_samples",
+        "8",
+    ]
+    assert predict_main([*args, "--times", str(times), "--output", str(out)]) == 0
+    f = pd.read_csv(out)
+    assert len(f) == 6 * 2 * 2  # series x times x channels
+    for sid, group in f.groupby("series_id"):
+        expected = [(last[sid] + pd.Timedelta(days=d)).strftime("%Y-%m-%d") for d in (2, 9)]
+        assert list(group["time"].unique()) == expected
+    s5 = last["s5"].strftime("%Y-%m-%d")
+    cases = {
+        "inside": (
+            [*rows[:-1], ("s5", s5)],
+            f"series 's5': --times has {s5}, not after its last observation {s5}",
+        ),
+        "unknown": ([*rows, ("zz", "2020-06-01")], "['zz'] are not in the history file"),
+        "no time": ([*rows, ("s0", "")], "line 14 has no 'time'"),
+        "unreadable": ([*rows, ("s0", "soon")], "'soon' is not a time"),
+    }
+    for name, (bad_rows, needle) in cases.items():
+        bad, target = tmp_path / f"{name}.csv", tmp_path / f"{name}_out.csv"
+        pd.DataFrame(bad_rows, columns=["series_id", "time"]).to_csv(bad, index=False)
+        capsys.readouterr()
+        assert predict_main([*args, "--times", str(bad), "--output", str(target)]) == 2, name
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, (name, err)
+        assert not target.exists()
+
+
 def test_predict_refuses_to_overwrite_and_foreign_channels(fitted, tmp_path: Path) -> None:
     ckpt, data = fitted
     out = tmp_path / "f.csv"
@@ -162,6 +213,22 @@ def test_predict_with_two_processes_writes_one_output_in_order(fitted, tmp_path:
     assert list(b["series_id"].unique()) == first_seen
     assert sorted(p.name for p in plots.glob("*.png")) == [f"s{i}.png" for i in range(6)]
     assert not list(tmp_path.glob("*.partial"))
+    # An input error reaches both processes; the first one reports it, once.
+    bad = tmp_path / "times.csv"
+    bad.write_text("series_id,time\nzz,2021-01-01\n")
+    res = run_cli(
+        "predict",
+        *common,
+        "--output",
+        str(tmp_path / "x.csv"),
+        "--devices",
+        "2",
+        "--times",
+        str(bad),
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.count("latentode predict: error:") == 1, res.stderr[-2000:]
+    assert "['zz'] are not in the history file" in res.stderr
 
 
 @pytest.mark.parametrize(
