@@ -223,8 +223,8 @@ class LatentODECLI(LightningCLI):
 IMPORTANCE_HELP = (
     "weight the posterior paths by the model's own posterior given each history (importance "
     "sampling with the encoder as proposal) instead of taking the encoder's q(z0) as it is; "
-    "compare both with `latentode test` on your data (on the shipped fertility data it did "
-    "worse), and raise --n_samples with it"
+    "compare both with `latentode test` on your data (on the shipped fertility data it "
+    "forecast worse on every fit), and raise --n_samples with it"
 )
 
 

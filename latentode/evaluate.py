@@ -34,7 +34,7 @@ from .data.prep import Segment
 from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .forecast import check_channels, predictive_summary, scale_bands
-from .nn.latent_ode import LatentODE
+from .nn.latent_ode import AggregatePosterior, LatentODE
 
 if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
@@ -96,6 +96,7 @@ def case_stats(
     importance: bool = False,
     chunk: int = 128,
     refine: int = 0,
+    prior: AggregatePosterior | None = None,
 ) -> np.ndarray:
     """``[M, D, 5]`` predictive summaries (`predictive_summary`) at every case's targets, in
     order, ``chunk`` cases per model call."""
@@ -104,7 +105,7 @@ def case_stats(
         part = cases[lo : lo + chunk]
         hist, times = [c.hist for c in part], [c.t_target for c in part]
         stats += predictive_summary(
-            model, hist, times, data_state, n_samples, generator, importance, refine
+            model, hist, times, data_state, n_samples, generator, importance, refine, prior
         )
     return np.concatenate(stats)
 

@@ -4,12 +4,15 @@ time origins of a forecast."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from latentode.data.prep import Segment, collate_segments
+from latentode.ensemble import Ensemble
 from latentode.evaluate import Case, _baselines, estimate_period
 from latentode.forecast import _future_grid, predictive_summary
-from latentode.nn import LatentODE, LatentODEConfig, SolverSettings
+from latentode.nn import LatentODE, LatentODEConfig, ModelInputError, SolverSettings
+from latentode.nn.latent_ode import AggregatePosterior
 
 
 def test_estimate_period_finds_the_season_of_an_irregular_trended_series() -> None:
@@ -156,3 +159,42 @@ def test_default_future_grid_stays_within_the_horizon() -> None:
     yearly = Segment(1, 2000.0, np.arange(2000.0, 2010.0), np.zeros((10, 1)))
     np.testing.assert_allclose(_future_grid(yearly, 3.0, None), [2010.0, 2011.0, 2012.0])
     np.testing.assert_allclose(_future_grid(yearly, 3.0, 1.5), [2010.5, 2012.0])
+
+
+def test_predictive_summary_under_a_prior_draws_the_paths_from_it() -> None:
+    """With ``prior`` (and ``importance``) the paths come from the mixture, not the encoder: a
+    one-component prior of std ~0 gives every series the path of that component's state,
+    solved from the aligned anchor (0, each series' last observation) to its own future,
+    whatever its history. An `Ensemble` is refused (each member has its own encoder)."""
+    torch.manual_seed(0)
+    cfg = LatentODEConfig(
+        input_dim=1,
+        latent_dim=3,
+        anchor="last",
+        solver=SolverSettings("dopri5", rtol=1e-10, atol=1e-12),
+    )
+    model = LatentODE(cfg).double()
+    with torch.no_grad():
+        model.decoder.log_std.fill_(-40.0)
+    t = np.arange(0.0, 12.0)
+    segs = [
+        Segment(0, 0.0, t, np.sin(t)[:, None]),
+        Segment(1, 3.0, t[3:8], 5.0 + t[3:8, None]),
+    ]
+    lead = np.array([1.0, 2.0, 5.0])
+    future = [g.times[-1] + lead for g in segs]
+    state = {"normalisation": None, "time_scale": 5.0}
+    z = torch.tensor([[0.3, -0.2, 0.5]], dtype=torch.float64)
+    prior = AggregatePosterior(z, torch.full_like(z, 1e-9), 0.0)
+    gen = torch.Generator().manual_seed(0)
+    stats = predictive_summary(model, segs, future, state, 8, gen, True, prior=prior)
+    with torch.no_grad():
+        zt = model.integrate(z[None], torch.tensor(0.0).double(), torch.tensor(lead / 5.0))
+        path = model.decoder(zt).mean[0, 0].numpy()  # (3, 1)
+    for s in stats:
+        np.testing.assert_allclose(s[..., 0], path, rtol=0, atol=1e-6)  # mean
+        np.testing.assert_allclose(s[..., 3], path, rtol=0, atol=1e-6)  # median
+    other = LatentODE(cfg).double()
+    pair = Ensemble([model, other], [state, state])
+    with pytest.raises(ModelInputError, match="not with an Ensemble"):
+        predictive_summary(pair, segs, future, state, 8, gen, True, prior=prior)
