@@ -6,12 +6,14 @@ Fits each variant of ``VARIANTS`` on the shipped fertility data for each (split,
 checkpoint as ``latentode test`` does (100 paths, calibrated on the split's validation series,
 scored on its test series, beside the last-value and linear-trend baselines): alone, the
 first two seeds of a split pooled, and all of a split's seeds pooled (`latentode.ensemble`).
-Fits already on disk under ``--runs`` are reused. The variants: the default (latent state
-inferred at each series' last observation, level = its last value; session 24), the
-session-23 default (latent state at the first observation, level = the mean), and the
-earlier half-size model.
+Fits already on disk under ``--runs`` are reused. The variants: the default (training
+histories thinned, ``train_keep: 0.5``; session 26), the session-24 default (the same without
+thinning: latent state inferred at each series' last observation, level = its last value), the
+session-23 default (latent state at the first observation, level = the mean), and the earlier
+half-size model. Each single fit is also scored on two harder tasks (`robustness`): the
+forecast from histories observed half as often, and gap filling over whole histories.
 
-Usage (reports/csv_seeds.md, session 24; about 30 minutes for the 21 fits on 2 cores)::
+Usage (reports/csv_seeds.md, session 26; about 40 minutes for the 28 fits on 2 cores)::
 
     .venv/bin/python experiments/csv_seeds.py --output reports/csv_seeds.md
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,15 +39,26 @@ from report_notes import notes  # noqa: E402
 
 from latentode.calibration import calibrate  # noqa: E402
 from latentode.cli import _load_forecaster  # noqa: E402
-from latentode.evaluate import evaluate  # noqa: E402
+from latentode.data.prep import Segment  # noqa: E402
+from latentode.evaluate import (  # noqa: E402
+    Case,
+    _per_channel,
+    case_stats,
+    evaluate,
+    held_out_cases,
+    scored_series,
+)
 
 LATENTODE = str(Path(sys.executable).with_name("latentode"))
+KEEP_ALL = ["--data.init_args.train_keep", "1.0"]  # the defaults before session 26
 FIRST_MEAN = [
     *("--model.init_args.config.anchor", "first"),
     *("--model.init_args.config.center", "mean"),
+    *KEEP_ALL,
 ]
 VARIANTS = {  # name in the report: (name of its run directories, overrides of configs/csv.yaml)
-    "anchor last, center last (default)": ("last16", []),
+    "train_keep 0.5, anchor last, center last (default)": ("keep5", []),
+    "train_keep 1, anchor last, center last (session 24)": ("last16", KEEP_ALL),
     "anchor first, center mean (session 23)": ("latent16", FIRST_MEAN),
     "latent 8, anchor first, center mean (earlier)": (
         "latent8",
@@ -84,8 +98,58 @@ def fit(data: str, root: Path, variant: str, split: int, seed: int) -> float:
     return time.perf_counter() - start
 
 
-def score(ckpts: list[Path], data: str) -> dict[str, float]:
-    """``latentode test``'s numbers for one checkpoint or a pool of several."""
+def _thinned(case: Case) -> Case:
+    """The case with every other history observation dropped, counting back from the last
+    (which is kept): a test series observed half as often."""
+    h = case.hist
+    keep = np.arange(len(h.times))[::-1][::2][::-1]
+    hist = Segment(h.series, float(h.times[keep][0]), h.times[keep], h.values[keep])
+    return Case(case.series, hist, case.t_target, case.target)
+
+
+def gap_cases(table, series: list[int]) -> list[Case]:
+    """Gap filling over a whole history: every other interior observation of each series
+    hidden, the model conditioned on the rest (the last observation kept)."""
+    cases = []
+    for s in series:
+        t, x = table.series(s)
+        keep = ~np.isnan(x).all(axis=1)
+        t, x = t[keep], x[keep]
+        hidden = np.zeros(len(t), dtype=bool)
+        hidden[1:-1:2] = True
+        if (~hidden).sum() >= 2 and hidden.any():
+            hist = Segment(s, float(t[0]), t[~hidden], x[~hidden])
+            cases.append(Case(s, hist, t[hidden], x[hidden]))
+    return cases
+
+
+def robustness(model, state, table) -> dict[str, float]:
+    """Forecast MSE from histories observed half as often, and gap filling over the whole
+    history (MSE, the model's own 5-95% coverage; linear interpolation's MSE)."""
+    series = scored_series(table, state)
+    holdout, history = float(state.get("holdout") or 0.1), state.get("history")
+    thin = [_thinned(c) for c in held_out_cases(table, series, holdout, history, "extrapolation")]
+    gaps = gap_cases(table, series)
+    out = {}
+    for name, cases in (("thinned forecast", thin), ("gaps", gaps)):
+        torch.manual_seed(0)
+        stats = case_stats(model, cases, state, 100, torch.Generator().manual_seed(0))
+        target = np.concatenate([c.target for c in cases])  # (M, D)
+        ok = ~np.isnan(target)
+        out[name] = float(((stats[..., 0] - target)[ok] ** 2).mean())
+        if name == "gaps":
+            inside = (stats[..., 2] <= target) & (target <= stats[..., 4])
+            out["gaps coverage"] = float(inside[ok].mean())
+            lin = np.concatenate(
+                [_per_channel(c.hist.times, c.hist.values, c.t_target, "linear") for c in cases]
+            )
+            out["gaps linear"] = float(((lin - target)[ok] ** 2).mean())
+    return out
+
+
+def score(ckpts: list[Path], data: str, more: bool = False) -> dict[str, float]:
+    """``latentode test``'s numbers for one checkpoint or a pool of several (``more``: and
+    `robustness`'s)."""
     model, state, table = _load_forecaster([str(c) for c in ckpts], data)
     cal = calibrate(model, table, state, n_samples=100, seed=0)
     frame = evaluate(model, table, state, n_samples=100, seed=0, calibration=cal)
@@ -93,7 +157,9 @@ def score(ckpts: list[Path], data: str) -> dict[str, float]:
     ext, cal_row = row.loc[("extrapolation", "latent ODE")], None
     if cal.scale is not None:
         cal_row = row.loc[("extrapolation", "latent ODE, calibrated bands")]
+    extra = robustness(model, state, table) if more else {}
     return {
+        **extra,
         "forecast": float(ext.mse),
         "last value": float(row.loc[("extrapolation", "last value")].mse),
         "trend": float(row.loc[("extrapolation", "linear trend")].mse),
@@ -154,6 +220,10 @@ def report(fits, singles, pools, seconds) -> str:
         ("linear interpolation, mean over the splits", "linear"),
         ("calibrated coverage, mean (lowest)", "coverage"),
         ("calibrated band width, mean", "width"),
+        ("forecast MSE from half-observed histories, mean of the fits", "thinned"),
+        ("gap filling over whole histories: MSE, mean (highest)", "gaps"),
+        ("gap filling: the model's own 5-95% coverage, mean (lowest)", "gaps coverage"),
+        ("gap filling: linear interpolation's MSE, mean over the splits", "gaps linear"),
     ):
         cells = []
         for s in variants:
@@ -170,6 +240,12 @@ def report(fits, singles, pools, seconds) -> str:
                     "coverage": f"{np.nanmean([r['coverage'] for r in rs]):.2f} "
                     f"({np.nanmin([r['coverage'] for r in rs]):.2f})",
                     "width": f"{np.nanmean([r['width'] for r in rs]):.2f}",
+                    "thinned": f"{np.mean([r['thinned forecast'] for r in rs]):.4f}",
+                    "gaps": f"{np.mean([r['gaps'] for r in rs]):.3f} "
+                    f"({np.max([r['gaps'] for r in rs]):.3f})",
+                    "gaps coverage": f"{np.mean([r['gaps coverage'] for r in rs]):.2f} "
+                    f"({np.min([r['gaps coverage'] for r in rs]):.2f})",
+                    "gaps linear": f"{np.mean([r['gaps linear'] for r in rs]):.5f}",
                 }[key]
             )
         out.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -219,7 +295,7 @@ def main() -> None:
         took = list(pool.map(lambda j: fit(args.data, run_dir(runs, *j), *j), jobs))
     for j, t in zip(jobs, took, strict=True):
         print(f"fit {j}: {'reused' if np.isnan(t) else f'{t:.0f} s'}", flush=True)
-    singles = {j: score([best(run_dir(runs, *j))], args.data) for j in jobs}
+    singles = {j: score([best(run_dir(runs, *j))], args.data, more=True) for j in jobs}
     pools = {}
     for split, seeds in fits.items():
         for chosen in {tuple(seeds[:2]), tuple(seeds)}:

@@ -463,7 +463,7 @@ def test_predict_and_test_pool_several_checkpoints(fitted, tmp_path: Path) -> No
     fit = run_cli(*csv_fit_args(data, tmp_path / "run1", 3), "--seed_everything", "1")
     assert fit.returncode == 0, fit.stderr[-3000:]
     other = tmp_path / "run1" / "checkpoints" / "last.ckpt"
-    k = 400
+    k = 1600
     frames = {}
     for name, ckpts in {"a": [ckpt], "b": [other], "ab": [ckpt, other]}.items():
         args = ["predict", "--ckpt_path", *map(str, ckpts), "--data.path", str(data)]
