@@ -16,10 +16,10 @@ Usage (from the repository root; checkpoints fitted as ``reports/calibration_not
 says, with ``configs/csv.yaml``)::
 
     .venv/bin/python experiments/calibration.py \\
-        --ckpt runs/csv_seeds/last16_d0_s0/checkpoints/best-*.ckpt \\
-        runs/csv_seeds/last16_d0_s1/checkpoints/best-*.ckpt \\
-        runs/csv_seeds/last16_d1_s0/checkpoints/best-*.ckpt \\
-        runs/csv_seeds/last16_d2_s0/checkpoints/best-*.ckpt \\
+        --ckpt runs/csv_seeds/keep5_d0_s0/checkpoints/best-*.ckpt \\
+        runs/csv_seeds/keep5_d0_s1/checkpoints/best-*.ckpt \\
+        runs/csv_seeds/keep5_d1_s0/checkpoints/best-*.ckpt \\
+        runs/csv_seeds/keep5_d2_s0/checkpoints/best-*.ckpt \\
         --data data/fertility_worldbank.csv --n_samples 200 --splits 1000 \\
         --output reports/calibration.md
 """
@@ -205,19 +205,20 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
             f"{(c < 0.8).mean():.3f} | {w.mean():.3f} | "
             f"{qw[0]:.3f} / {qw[1]:.3f} / {qw[2]:.3f} |"
         )
+    leads = sorted({k for r in results.values() for k in r["by_lead"]})  # every fit's
     lines += [
         "",
         "## Coverage by lead time (rounded to whole time units), pooled over the halvings",
         "",
-        "| checkpoint | "
-        + " | ".join(f"lead {k}" for k in next(iter(results.values()))["by_lead"])
-        + " |",
-        "|---|" + "---|" * len(next(iter(results.values()))["by_lead"]),
+        "| checkpoint | " + " | ".join(f"lead {k}" for k in leads) + " |",
+        "|---|" + "---|" * len(leads),
     ]
     for name, r in results.items():
         cells = [
-            f"{c:.2f} (model {r['raw_by_lead'].get(k, float('nan')):.2f})"
-            for k, (c, _) in r["by_lead"].items()
+            f"{r['by_lead'][k][0]:.2f} (model {r['raw_by_lead'].get(k, float('nan')):.2f})"
+            if k in r["by_lead"]
+            else ""
+            for k in leads
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -41,9 +41,9 @@ bin rather than only on average over leads, and where every series has one value
 common yearly grid) it is the plain split-conformal rule over exchangeable series, proved
 rather than checked. On the shipped fertility data, over random halvings of four fits' 42
 held-out series (``reports/calibration.md``), the bins cover 0.90-0.93 at every lead from 1
-to 6 years. Their bands are 0.68-0.91 times as wide as one factor's, which covers 0.93-1.00
-at 1-3 years ahead. The price is more variation between splits (3.5-9.5% of them below 0.80,
-against 0.7-2.1%), since each bin's factor rests on about one value a series.
+to 6 years. Their bands are 0.68-0.92 times as wide as one factor's, which covers 0.95-1.00
+at 1-3 years ahead. The price is more variation between splits (4.4-8.8% of them below 0.80,
+against 0.4-3.9%), since each bin's factor rests on about one value a series.
 
 One ``lam`` per channel when the channel alone can give one, else the one pooled over
 channels. The guarantee holds for the lead times the validation forecasts covered (the fit's
