@@ -45,6 +45,7 @@ from latentode.evaluate import (  # noqa: E402
     _per_channel,
     case_stats,
     evaluate,
+    half_observed,
     held_out_cases,
     scored_series,
 )
@@ -98,15 +99,6 @@ def fit(data: str, root: Path, variant: str, split: int, seed: int) -> float:
     return time.perf_counter() - start
 
 
-def _thinned(case: Case) -> Case:
-    """The case with every other history observation dropped, counting back from the last
-    (which is kept): a test series observed half as often."""
-    h = case.hist
-    keep = np.arange(len(h.times))[::-1][::2][::-1]
-    hist = Segment(h.series, float(h.times[keep][0]), h.times[keep], h.values[keep])
-    return Case(case.series, hist, case.t_target, case.target)
-
-
 def gap_cases(table, series: list[int]) -> list[Case]:
     """Gap filling over a whole history: every other interior observation of each series
     hidden, the model conditioned on the rest (the last observation kept)."""
@@ -128,7 +120,9 @@ def robustness(model, state, table) -> dict[str, float]:
     history (MSE, the model's own 5-95% coverage; linear interpolation's MSE)."""
     series = scored_series(table, state)
     holdout, history = float(state.get("holdout") or 0.1), state.get("history")
-    thin = [_thinned(c) for c in held_out_cases(table, series, holdout, history, "extrapolation")]
+    thin = [
+        half_observed(c) for c in held_out_cases(table, series, holdout, history, "extrapolation")
+    ]
     gaps = gap_cases(table, series)
     out = {}
     for name, cases in (("thinned forecast", thin), ("gaps", gaps)):

@@ -16,7 +16,10 @@ Errors are in the user's units, pooled over series, channels and held-out values
 90% interval coverage says whether its uncertainty is honest (0.90 is calibrated), and
 ``width90`` what the band costs (its mean width). Given band factors calibrated on the
 validation series (`latentode.calibration`), the forecast is scored a second time with the
-scaled bands: the row ``latent ODE, calibrated bands``.
+scaled bands: the row ``latent ODE, calibrated bands``. The row ``latent ODE, half-observed
+history`` forecasts the same values from every other observation of each history (the last
+kept): how much the forecast leans on dense histories (on the fertility data, 1.8x the MSE
+for a model trained on complete histories, none for one trained with ``train_keep: 0.5``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,18 @@ from .nn.latent_ode import AggregatePosterior, LatentODE
 if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
 
-__all__ = ["Case", "case_stats", "estimate_period", "evaluate", "held_out_cases", "scored_series"]
+__all__ = [
+    "HALF_OBSERVED",
+    "Case",
+    "case_stats",
+    "estimate_period",
+    "evaluate",
+    "half_observed",
+    "held_out_cases",
+    "scored_series",
+]
+
+HALF_OBSERVED = "latent ODE, half-observed history"
 
 
 @dataclass
@@ -85,6 +99,15 @@ def held_out_cases(
         hist = Segment(s, float(t[past][0]), t[past], x[past])
         cases.append(Case(s, hist, t[future], x[future]))
     return cases
+
+
+def half_observed(case: Case) -> Case:
+    """The case with every other history observation dropped, counting back from the last
+    (which is kept): the same series observed half as often, the same targets."""
+    h = case.hist
+    keep = np.arange(len(h.times) - 1, -1, -2)[::-1]  # the last, the third last, ...
+    hist = Segment(h.series, float(h.times[keep[0]]), h.times[keep], h.values[keep])
+    return Case(case.series, hist, case.t_target, case.target)
 
 
 def case_stats(
@@ -278,6 +301,8 @@ def evaluate(
             lead = np.concatenate([c.lead for c in cases])  # (M,)
             scaled = scale_bands(stats, calibration.factors(lead))
             rows.append(_model_row(task, "latent ODE, calibrated bands", scaled, target))
+        if task == "extrapolation":
+            forecast_cases, forecast_target = cases, target
         names: dict[str, list[np.ndarray]] = {}
         for c in cases:
             for name, pred in _baselines(c, task, period).items():
@@ -285,5 +310,10 @@ def evaluate(
         for name, preds in names.items():
             pred = np.concatenate(preds)
             rows.append((task, name, *_scores(pred, target), math.nan, math.nan, int(ok.sum())))
+    # Drawn last, so that the rows above get the draws they got before this row existed.
+    thin = [half_observed(c) for c in forecast_cases]
+    stats = case_stats(model, thin, data_state, n_samples, gen, importance, refine=refine)
+    at = 1 + sum(r[1] == "latent ODE, calibrated bands" for r in rows)
+    rows.insert(at, _model_row("extrapolation", HALF_OBSERVED, stats, forecast_target))
     columns = ["task", "method", "mse", "mae", "coverage90", "width90", "n_values"]
     return pd.DataFrame(rows, columns=columns)

@@ -9,7 +9,7 @@ import torch
 
 from latentode.data.prep import Segment, collate_segments
 from latentode.ensemble import Ensemble
-from latentode.evaluate import Case, _baselines, estimate_period
+from latentode.evaluate import Case, _baselines, estimate_period, half_observed
 from latentode.forecast import _future_grid, predictive_summary
 from latentode.nn import LatentODE, LatentODEConfig, ModelInputError, SolverSettings
 from latentode.nn.latent_ode import AggregatePosterior
@@ -198,3 +198,18 @@ def test_predictive_summary_under_a_prior_draws_the_paths_from_it() -> None:
     pair = Ensemble([model, other], [state, state])
     with pytest.raises(ModelInputError, match="not with an Ensemble"):
         predictive_summary(pair, segs, future, state, 8, gen, True, prior=prior)
+
+
+def test_half_observed_keeps_every_other_history_value_back_from_the_last() -> None:
+    """`half_observed`: the last observation, the third last, ...; the targets unchanged."""
+    for n, kept in ((5, [0.0, 2.0, 4.0]), (4, [1.0, 3.0]), (2, [1.0])):
+        t = np.arange(float(n))
+        x = np.stack([10 + t, -t], axis=1)
+        case = Case(3, Segment(3, 0.0, t, x), np.array([7.0]), np.array([[1.0, 2.0]]))
+        half = half_observed(case)
+        np.testing.assert_array_equal(half.hist.times, kept)
+        np.testing.assert_array_equal(
+            half.hist.values, np.stack([10 + half.hist.times, -half.hist.times], axis=1)
+        )
+        assert half.hist.t0 == kept[0] and half.series == 3 and half.hist.series == 3
+        assert half.t_target is case.t_target and half.target is case.target

@@ -80,7 +80,10 @@ class CSVDataModule(pl.LightningDataModule):
             conditioned times drawn uniformly from ``[train_keep, 1]`` per segment and batch
             (its last one always), and the dropped ones are scored as reconstruction. The
             encoder then sees sparser and more uneven histories than the file's, and the
-            model learns to fill gaps (1: every conditioned time is kept).
+            model learns to fill gaps (1: every conditioned time is kept). `configs/csv.yaml`
+            sets 0.5: on the fertility data it forecast from half-observed histories 1.9x
+            better and filled gaps 8.5x better, the ordinary forecast unchanged or better
+            (`reports/csv_fertility.md`, session 26).
         time_scale: time units per model time unit (None: chosen so that the median training
             segment spans 10 model time units, whatever the file's time unit).
         normalise: fit per-channel mean / std on the training part (else values as they are).
