@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report_notes import notes  # noqa: E402
+from report_notes import publish  # noqa: E402
 
 from latentode.calibration import (  # noqa: E402
     band_scores,
@@ -244,10 +244,7 @@ def main() -> None:
         for method, label in METHODS.items():
             results[f"`{ck}`, {label}"] = study(h, args.splits, args.seed, method)
     text = report(args, results, time.perf_counter() - start)
-    print(text)
-    if args.output:
-        out = Path(args.output)
-        out.write_text(text + notes(out))
+    publish(text, args.output)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report_notes import notes  # noqa: E402
+from report_notes import publish  # noqa: E402
 
 from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.data.prep import whole_series  # noqa: E402
@@ -160,10 +160,7 @@ def main() -> None:
         results[run.name] = score(ckpt, args.data)
         print(run.name, results[run.name], flush=True)
     text = report(results, time.perf_counter() - start)
-    print(text)
-    if args.output:
-        out = Path(args.output)
-        out.write_text(text + notes(out))
+    publish(text, args.output)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report_notes import notes  # noqa: E402
+from report_notes import publish  # noqa: E402
 
 from latentode.calibration import calibrate  # noqa: E402
 from latentode.cli import _load_forecaster  # noqa: E402
@@ -301,10 +301,8 @@ def main() -> None:
             }
     pools = dict(sorted(pools.items(), key=lambda kv: (kv[0][0], len(kv[0][1]))))
     text = report(fits, singles, pools, time.perf_counter() - start)
-    print(text)
-    if args.output:
-        out = Path(args.output)
-        out.write_text(text + notes(out))
+    out = publish(text, args.output)
+    if out is not None:
         pd.DataFrame(
             [{"variant": k[0], "split": k[1], "seed": k[2], **v} for k, v in singles.items()]
         ).to_csv(out.with_suffix(".csv"), index=False)

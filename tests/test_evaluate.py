@@ -67,19 +67,24 @@ def test_linear_trend_of_a_short_horizon_uses_the_last_three_points() -> None:
     assert np.allclose(trend, [[6.0 + 1.5 * 0.25, 4.0]])
 
 
-def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series() -> None:
-    """`predictive_summary` puts each series' time origin at its last observation for a model
-    with ``anchor="last"``: a short series forecast beside longer ones gets the forecast it
-    gets alone (with the first time as origin, its latent state would be inferred at the
-    longest series' end instead). A near-deterministic model (posterior and noise stds ~0)."""
-    torch.manual_seed(0)
+def _exact_anchor_last_model(seed: int = 0) -> LatentODE:
+    """A float64 latent ODE anchored at the last observation, solved to 1e-10."""
+    torch.manual_seed(seed)
     cfg = LatentODEConfig(
         input_dim=1,
         latent_dim=3,
         anchor="last",
         solver=SolverSettings("dopri5", rtol=1e-10, atol=1e-12),
     )
-    model = LatentODE(cfg).double()
+    return LatentODE(cfg).double()
+
+
+def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series() -> None:
+    """`predictive_summary` puts each series' time origin at its last observation for a model
+    with ``anchor="last"``: a short series forecast beside longer ones gets the forecast it
+    gets alone (with the first time as origin, its latent state would be inferred at the
+    longest series' end instead). A near-deterministic model (posterior and noise stds ~0)."""
+    model = _exact_anchor_last_model()
     with torch.no_grad():
         model.encoder.head.weight[3:].zero_()
         model.encoder.head.bias[3:].fill_(-40.0)  # posterior std: the floor 1e-4
@@ -166,14 +171,7 @@ def test_predictive_summary_under_a_prior_draws_the_paths_from_it() -> None:
     one-component prior of std ~0 gives every series the path of that component's state,
     solved from the aligned anchor (0, each series' last observation) to its own future,
     whatever its history. An `Ensemble` is refused (each member has its own encoder)."""
-    torch.manual_seed(0)
-    cfg = LatentODEConfig(
-        input_dim=1,
-        latent_dim=3,
-        anchor="last",
-        solver=SolverSettings("dopri5", rtol=1e-10, atol=1e-12),
-    )
-    model = LatentODE(cfg).double()
+    model = _exact_anchor_last_model()
     with torch.no_grad():
         model.decoder.log_std.fill_(-40.0)
     t = np.arange(0.0, 12.0)
@@ -194,7 +192,7 @@ def test_predictive_summary_under_a_prior_draws_the_paths_from_it() -> None:
     for s in stats:
         np.testing.assert_allclose(s[..., 0], path, rtol=0, atol=1e-6)  # mean
         np.testing.assert_allclose(s[..., 3], path, rtol=0, atol=1e-6)  # median
-    other = LatentODE(cfg).double()
+    other = _exact_anchor_last_model(seed=1)
     pair = Ensemble([model, other], [state, state])
     with pytest.raises(ModelInputError, match="not with an Ensemble"):
         predictive_summary(pair, segs, future, state, 8, gen, True, prior=prior)
