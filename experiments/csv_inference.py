@@ -37,7 +37,12 @@ from report_notes import publish  # noqa: E402
 
 from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.data.prep import whole_series  # noqa: E402
-from latentode.evaluate import case_stats, held_out_cases, scored_series  # noqa: E402
+from latentode.evaluate import (  # noqa: E402
+    _model_row,
+    case_stats,
+    held_out_cases,
+    scored_series,
+)
 from latentode.forecast import _recent, conditioned_batch  # noqa: E402
 
 WAYS = {  # name: (paths, importance, refine, aggregate prior)
@@ -57,7 +62,7 @@ def training_prior(model, state, table):
         if table.series_ids[g.series] not in held
     ]
     observed, _ = conditioned_batch(model, segs, state)
-    return model.aggregate_posterior(observed), len(segs)
+    return model.aggregate_posterior(observed)
 
 
 def score(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
@@ -75,7 +80,7 @@ def score(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
         prior = None
         if aggregate:
             with torch.no_grad():
-                prior, _ = training_prior(model, state, table)
+                prior = training_prior(model, state, table)
         torch.manual_seed(0)  # as `evaluate` seeds
         gen = torch.Generator().manual_seed(0)
         start = time.perf_counter()
@@ -85,10 +90,7 @@ def score(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
                 model, cases, state, paths, gen, importance, refine=refine, prior=prior
             )
             target = np.concatenate([c.target for c in cases])
-            ok = ~np.isnan(target)
-            inside = (stats[..., 2] <= target) & (target <= stats[..., 4])
-            row[task] = float(((stats[..., 0] - target)[ok] ** 2).mean())
-            row[f"{task} coverage"] = float(inside[ok].mean())
+            _, _, row[task], _, row[f"{task} coverage"], _, _ = _model_row("", "", stats, target)
         row["seconds"] = time.perf_counter() - start
         out[way] = row
     return out

@@ -21,6 +21,7 @@ Usage (reports/csv_seeds.md, session 26; about 40 minutes for the 28 fits on 2 c
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -39,10 +40,10 @@ from report_notes import publish  # noqa: E402
 
 from latentode.calibration import calibrate  # noqa: E402
 from latentode.cli import _load_forecaster  # noqa: E402
-from latentode.data.prep import Segment  # noqa: E402
 from latentode.evaluate import (  # noqa: E402
-    Case,
-    _per_channel,
+    _baselines,
+    _model_row,
+    _scores,
     case_stats,
     evaluate,
     half_observed,
@@ -99,22 +100,6 @@ def fit(data: str, root: Path, variant: str, split: int, seed: int) -> float:
     return time.perf_counter() - start
 
 
-def gap_cases(table, series: list[int]) -> list[Case]:
-    """Gap filling over a whole history: every other interior observation of each series
-    hidden, the model conditioned on the rest (the last observation kept)."""
-    cases = []
-    for s in series:
-        t, x = table.series(s)
-        keep = ~np.isnan(x).all(axis=1)
-        t, x = t[keep], x[keep]
-        hidden = np.zeros(len(t), dtype=bool)
-        hidden[1:-1:2] = True
-        if (~hidden).sum() >= 2 and hidden.any():
-            hist = Segment(s, float(t[0]), t[~hidden], x[~hidden])
-            cases.append(Case(s, hist, t[hidden], x[hidden]))
-    return cases
-
-
 def robustness(model, state, table) -> dict[str, float]:
     """Forecast MSE from histories observed half as often, and gap filling over the whole
     history (MSE, the model's own 5-95% coverage; linear interpolation's MSE)."""
@@ -123,21 +108,19 @@ def robustness(model, state, table) -> dict[str, float]:
     thin = [
         half_observed(c) for c in held_out_cases(table, series, holdout, history, "extrapolation")
     ]
-    gaps = gap_cases(table, series)
+    # Gap filling over whole histories: `latentode test`'s interpolation cases with the
+    # held-out window reaching back to the first observation (an infinite holdout).
+    gaps = held_out_cases(table, series, math.inf, None, "interpolation")
     out = {}
     for name, cases in (("thinned forecast", thin), ("gaps", gaps)):
         torch.manual_seed(0)
         stats = case_stats(model, cases, state, 100, torch.Generator().manual_seed(0))
         target = np.concatenate([c.target for c in cases])  # (M, D)
-        ok = ~np.isnan(target)
-        out[name] = float(((stats[..., 0] - target)[ok] ** 2).mean())
+        _, _, out[name], _, coverage, _, _ = _model_row("", "", stats, target)
         if name == "gaps":
-            inside = (stats[..., 2] <= target) & (target <= stats[..., 4])
-            out["gaps coverage"] = float(inside[ok].mean())
-            lin = np.concatenate(
-                [_per_channel(c.hist.times, c.hist.values, c.t_target, "linear") for c in cases]
-            )
-            out["gaps linear"] = float(((lin - target)[ok] ** 2).mean())
+            out["gaps coverage"] = coverage
+            lin = [_baselines(c, "interpolation", None)["linear interpolation"] for c in cases]
+            out["gaps linear"] = _scores(np.concatenate(lin), target)[0]
     return out
 
 
