@@ -20,6 +20,10 @@ scaled bands: the row ``latent ODE, calibrated bands``. The row ``latent ODE, ha
 history`` forecasts the same values from every other observation of each history (the last
 kept): how much the forecast leans on dense histories (on the fertility data, 1.8x the MSE
 for a model trained on complete histories, none for one trained with ``train_keep: 0.5``).
+The task ``history gaps`` reconstructs the observations that row drops (the first kept too)
+from the rest, beside last value and linear interpolation: how well the model fills gaps
+inside a history it has seen, which `latentode predict` does not offer (it forecasts only
+past each history's end).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
 
 __all__ = [
+    "GAPS",
     "HALF_OBSERVED",
     "Case",
     "case_stats",
@@ -50,10 +55,12 @@ __all__ = [
     "evaluate",
     "half_observed",
     "held_out_cases",
+    "history_gaps",
     "scored_series",
 ]
 
 HALF_OBSERVED = "latent ODE, half-observed history"
+GAPS = "history gaps"
 
 
 @dataclass
@@ -101,13 +108,33 @@ def held_out_cases(
     return cases
 
 
+def _kept(n: int) -> np.ndarray:
+    """The indices of ``n`` observations `half_observed` keeps: the last, the third last, ..."""
+    return np.arange(n - 1, -1, -2)[::-1]
+
+
 def half_observed(case: Case) -> Case:
     """The case with every other history observation dropped, counting back from the last
     (which is kept): the same series observed half as often, the same targets."""
     h = case.hist
-    keep = np.arange(len(h.times) - 1, -1, -2)[::-1]  # the last, the third last, ...
+    keep = _kept(len(h.times))
     hist = Segment(h.series, float(h.times[keep[0]]), h.times[keep], h.values[keep])
     return Case(case.series, hist, case.t_target, case.target)
+
+
+def history_gaps(case: Case) -> Case | None:
+    """The gap-filling problem inside ``case``'s history: condition on the observations
+    `half_observed` keeps and the first, score the others (all interior, so every one lies
+    between two conditioned observations). None for a history of fewer than 3 observations."""
+    h = case.hist
+    n = len(h.times)
+    keep = np.zeros(n, dtype=bool)
+    keep[_kept(n)] = True
+    keep[0] = True
+    if keep.all():
+        return None
+    hist = Segment(h.series, float(h.times[0]), h.times[keep], h.values[keep])
+    return Case(case.series, hist, h.times[~keep], h.values[~keep])
 
 
 def case_stats(
@@ -242,6 +269,22 @@ def _model_row(task: str, method: str, stats: np.ndarray, target: np.ndarray) ->
     )
 
 
+def _baseline_rows(
+    task: str, cases: list[Case], period: float | None, target: np.ndarray
+) -> list[tuple]:
+    """The baselines' rows of ``task`` over ``cases`` (`_baselines`; the gaps are scored as
+    interpolation), ``target [M, D]`` their concatenated targets."""
+    names: dict[str, list[np.ndarray]] = {}
+    for c in cases:
+        for name, pred in _baselines(c, "interpolation" if task == GAPS else task, period).items():
+            names.setdefault(name, []).append(pred)
+    n_ok = int((~np.isnan(target)).sum())
+    return [
+        (task, name, *_scores(np.concatenate(p), target), math.nan, math.nan, n_ok)
+        for name, p in names.items()
+    ]
+
+
 def evaluate(
     model: LatentODE | Ensemble,
     table: SeriesTable,
@@ -270,7 +313,8 @@ def evaluate(
 
     Returns:
         Rows ``task, method, mse, mae, coverage90, width90, n_values`` (the last three but
-        ``n_values`` are NaN for the baselines, which have no band).
+        ``n_values`` are NaN for the baselines, which have no band), for the tasks
+        ``extrapolation``, ``interpolation`` and ``history gaps`` (`history_gaps`).
 
     Raises:
         DataError: channels differ from the model's, or no series has a held-out part.
@@ -295,7 +339,6 @@ def evaluate(
             period = estimate_period(cases[0].hist.times, cases[0].hist.values[:, 0])
         stats = case_stats(model, cases, data_state, n_samples, gen, importance, refine=refine)
         target = np.concatenate([c.target for c in cases])  # (M, D)
-        ok = ~np.isnan(target)
         rows.append(_model_row(task, "latent ODE", stats, target))
         if task == "extrapolation" and calibration is not None and calibration.scale is not None:
             lead = np.concatenate([c.lead for c in cases])  # (M,)
@@ -303,17 +346,18 @@ def evaluate(
             rows.append(_model_row(task, "latent ODE, calibrated bands", scaled, target))
         if task == "extrapolation":
             forecast_cases, forecast_target = cases, target
-        names: dict[str, list[np.ndarray]] = {}
-        for c in cases:
-            for name, pred in _baselines(c, task, period).items():
-                names.setdefault(name, []).append(pred)
-        for name, preds in names.items():
-            pred = np.concatenate(preds)
-            rows.append((task, name, *_scores(pred, target), math.nan, math.nan, int(ok.sum())))
+        rows += _baseline_rows(task, cases, period, target)
     # Drawn last, so that the rows above get the draws they got before this row existed.
     thin = [half_observed(c) for c in forecast_cases]
     stats = case_stats(model, thin, data_state, n_samples, gen, importance, refine=refine)
     at = 1 + sum(r[1] == "latent ODE, calibrated bands" for r in rows)
     rows.insert(at, _model_row("extrapolation", HALF_OBSERVED, stats, forecast_target))
+    # Then the gaps inside the same histories (the rows above keep their draws).
+    gaps = [g for g in map(history_gaps, forecast_cases) if g is not None]
+    if gaps:
+        stats = case_stats(model, gaps, data_state, n_samples, gen, importance, refine=refine)
+        target = np.concatenate([g.target for g in gaps])
+        rows.append(_model_row(GAPS, "latent ODE", stats, target))
+        rows += _baseline_rows(GAPS, gaps, None, target)
     columns = ["task", "method", "mse", "mae", "coverage90", "width90", "n_values"]
     return pd.DataFrame(rows, columns=columns)

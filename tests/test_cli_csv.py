@@ -298,6 +298,8 @@ def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None
         ("extrapolation", "linear trend"),
         ("interpolation", "latent ODE"),
         ("interpolation", "linear interpolation"),
+        ("history gaps", "latent ODE"),
+        ("history gaps", "linear interpolation"),
     } <= methods
     assert np.isfinite(scores[["mse", "mae"]].to_numpy()).all()
     model = scores[scores.method == "latent ODE"]

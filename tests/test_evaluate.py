@@ -1,15 +1,26 @@
 """Naive baselines and the period estimate of ``latentode test``, against known answers; the
-time origins of a forecast."""
+time origins of a forecast; the held-out problems it scores."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from latentode.data.csv import read_series_csv
 from latentode.data.prep import Segment, collate_segments
 from latentode.ensemble import Ensemble
-from latentode.evaluate import Case, _baselines, estimate_period, half_observed
+from latentode.evaluate import (
+    GAPS,
+    Case,
+    _baselines,
+    estimate_period,
+    evaluate,
+    half_observed,
+    history_gaps,
+)
 from latentode.forecast import _future_grid, predictive_summary
 from latentode.nn import LatentODE, LatentODEConfig, ModelInputError, SolverSettings
 from latentode.nn.latent_ode import AggregatePosterior
@@ -211,3 +222,65 @@ def test_half_observed_keeps_every_other_history_value_back_from_the_last() -> N
         )
         assert half.hist.t0 == kept[0] and half.series == 3 and half.hist.series == 3
         assert half.t_target is case.t_target and half.target is case.target
+
+
+def test_history_gaps_hide_what_half_observed_drops_but_the_first() -> None:
+    """`history_gaps` conditions on `half_observed`'s history plus the first observation and
+    scores every other one, so each target lies between two conditioned observations."""
+    for n, kept, hidden in (
+        (5, [0, 2, 4], [1, 3]),
+        (4, [0, 1, 3], [2]),
+        (3, [0, 2], [1]),
+        (6, [0, 1, 3, 5], [2, 4]),
+    ):
+        t = np.arange(float(n)) + 10.0
+        x = np.stack([t**2, -t], axis=1)
+        case = Case(2, Segment(2, 10.0, t, x), np.array([99.0]), np.array([[1.0, 2.0]]))
+        gaps = history_gaps(case)
+        np.testing.assert_array_equal(gaps.hist.times, t[kept])
+        np.testing.assert_array_equal(gaps.hist.values, x[kept])
+        np.testing.assert_array_equal(gaps.t_target, t[hidden])
+        np.testing.assert_array_equal(gaps.target, x[hidden])
+        assert gaps.hist.t0 == 10.0 and gaps.series == 2
+        half = set(half_observed(case).hist.times)
+        assert half | {10.0} == set(gaps.hist.times)  # the same history, with the first
+    for n in (1, 2):  # nothing interior to hide
+        t = np.arange(float(n))
+        assert history_gaps(Case(0, Segment(0, 0.0, t, t[:, None]), t, t[:, None])) is None
+
+
+def test_evaluate_scores_the_history_gaps_beside_linear_interpolation(tmp_path: Path) -> None:
+    """The ``history gaps`` rows of `evaluate` score exactly the observations `history_gaps`
+    hides in each forecast history. On a parabola 0.5 t^2 observed yearly, each hidden year
+    lies midway between two kept ones, where linear interpolation is off by exactly 0.5 (the
+    chord's excess) and last value by 0.5 (2t - 1)."""
+    rows = ["series_id,time,y"]
+    spans = {"a": range(0, 20), "b": range(3, 20)}
+    for sid, years in spans.items():
+        rows += [f"{sid},{t},{0.5 * t * t + (sid == 'b')}" for t in years]
+    path = tmp_path / "parabola.csv"
+    path.write_text("\n".join(rows) + "\n")
+    table = read_series_csv(path)
+    state = {
+        "channels": ["y"],
+        "normalisation": None,
+        "time_scale": 5.0,
+        "holdout": 0.2,
+        "history": None,
+    }
+    frame = evaluate(_exact_anchor_last_model(), table, state, n_samples=4)
+    gaps = frame[frame.task == GAPS].set_index("method")
+    assert list(gaps.index) == ["latent ODE", "last value", "linear interpolation"]
+    # Histories: a 0..15 (t_split 15.2), hidden 2, 4, ..., 14; b 3..15 (t_split 15.8), hidden
+    # 4, 6, ..., 14 (each counted back from the last, the first kept).
+    hidden = np.r_[2:15:2, 4:15:2].astype(float)
+    assert (gaps.n_values == len(hidden)).all()
+    lin = gaps.loc["linear interpolation"]
+    np.testing.assert_allclose([lin.mse, lin.mae], [0.25, 0.5], rtol=1e-12)
+    last = 0.5 * (2 * hidden - 1)
+    np.testing.assert_allclose(gaps.loc["last value"].mse, np.mean(last**2), rtol=1e-12)
+    model = gaps.loc["latent ODE"]
+    assert np.isfinite([model.mse, model.mae, model.width90]).all()
+    assert 0 <= model.coverage90 <= 1 and model.width90 > 0
+    # the other tasks are all still there, the gap rows last
+    assert list(frame.task.unique()) == ["extrapolation", "interpolation", GAPS]
