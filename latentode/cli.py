@@ -41,7 +41,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
 from .calibration import Calibration, calibrate
-from .data.csv import read_series_csv
+from .data.csv import csv_columns, read_series_csv
 from .data.errors import DataError
 from .ensemble import Ensemble
 from .evaluate import scored_series
@@ -249,6 +249,13 @@ BY_LEAD_HELP = (
 )
 
 
+DUPLICATES_ARG: dict[str, Any] = {
+    "choices": ("error", "mean"),
+    "default": None,
+    "help": "repeated (series, time) rows: refuse them (error) or average them (mean); "
+    "default: as the fit read its training file",
+}
+
 CKPT_HELP = (
     "checkpoint written by latentode fit; several (e.g. fits of one config with different "
     "--seed_everything): their forecasts are pooled with equal weights, --n_samples paths "
@@ -303,6 +310,7 @@ def _predict_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ckpt_path", required=True, nargs="+", help=CKPT_HELP)
     p.add_argument("--data.path", dest="data_path", required=True, help="history CSV")
+    p.add_argument("--data.duplicates", dest="duplicates", **DUPLICATES_ARG)
     p.add_argument(
         "--horizon",
         required=True,
@@ -405,7 +413,7 @@ def run_predict(args: argparse.Namespace) -> str:
     if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
         raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
     rank, world, device = _launch(args)
-    model, state, table = _load_forecaster(args.ckpt_path, args.data_path)
+    model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
     model.to(device)
     horizon = parse_horizon(args.horizon, table)
     step = None if args.step is None else parse_horizon(args.step, table)
@@ -522,13 +530,29 @@ def _load_system(ckpt_path: str):
     return system, state
 
 
-def _read_table(data_path: str, state: dict[str, Any]):
-    """The CSV file read as the fit read its training file."""
+def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = None):
+    """The CSV file read as the fit read its training file: its columns, time unit and
+    handling of repeated rows (``duplicates`` overrides that), and the model's channels by
+    name (other value columns are ignored).
+
+    Raises:
+        DataError: the file lacks one of the model's channels, or breaks a rule of
+            `read_series_csv`.
+    """
+    channels = list(state["channels"])
+    missing = [c for c in channels if c not in csv_columns(data_path)]
+    if missing:
+        raise DataError(
+            f"{data_path}: no column {', '.join(map(repr, missing))}: the checkpoint was fitted "
+            f"on the channels {channels}. Give a file with these columns (others are ignored)."
+        )
     return read_series_csv(
         data_path,
         time_column=state.get("time_column", "time"),
         series_column=state.get("series_column", "series_id"),
+        channels=channels,
         time_unit=state["time_encoding"].get("unit") or "D",
+        duplicates=duplicates or state.get("duplicates", "error"),
     )
 
 
@@ -539,9 +563,10 @@ def _pooled(model: Ensemble, n_samples: int) -> str:
     )
 
 
-def _load_forecaster(ckpt_paths: list[str], data_path: str):
+def _load_forecaster(ckpt_paths: list[str], data_path: str, duplicates: str | None = None):
     """``(model, data_state, table)``: one checkpoint's latent ODE, or several pooled into an
-    `Ensemble` (they must share their data settings, `latentode.ensemble.shared_state`)."""
+    `Ensemble` (they must share their data settings, `latentode.ensemble.shared_state`), and
+    the file read as they read theirs (`_read_table`)."""
     if len(set(ckpt_paths)) != len(ckpt_paths):
         raise DataError(f"--ckpt_path names a checkpoint twice: {ckpt_paths}.")
     loaded = [_load_system(c) for c in ckpt_paths]
@@ -550,7 +575,7 @@ def _load_forecaster(ckpt_paths: list[str], data_path: str):
     else:
         model = Ensemble([s.model for s, _ in loaded], [st for _, st in loaded], ckpt_paths)
         state = model.state
-    return model, state, _read_table(data_path, state)
+    return model, state, _read_table(data_path, state, duplicates)
 
 
 def test_main(argv: list[str]) -> int:
@@ -564,6 +589,7 @@ def test_main(argv: list[str]) -> int:
     )
     p.add_argument("--ckpt_path", required=True, nargs="+", help=CKPT_HELP)
     p.add_argument("--data.path", dest="data_path", required=True)
+    p.add_argument("--data.duplicates", dest="duplicates", **DUPLICATES_ARG)
     p.add_argument("--n_samples", type=int, default=100)
     p.add_argument("--importance", action="store_true", help=IMPORTANCE_HELP)
     p.add_argument("--refine", type=int, default=0, metavar="STEPS", help=REFINE_HELP)
@@ -584,7 +610,7 @@ def test_main(argv: list[str]) -> int:
     p.add_argument("--output", default=None, help="also write the table as CSV")
     args = p.parse_args(argv)
     try:
-        model, state, table = _load_forecaster(args.ckpt_path, args.data_path)
+        model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
         cal = _calibration(args, model, state, table) if args.calibrate else None
         # scored where calibrated: the calibrated row would be judged on its own series
         overlap = cal is not None and cal.scale is not None and _overlap(table, state)

@@ -188,10 +188,49 @@ def test_predict_refuses_to_overwrite_and_foreign_channels(fitted, tmp_path: Pat
     pd.read_csv(data).rename(columns={"b": "c"}).to_csv(other, index=False)
     res = run_cli("predict", "--data.path", str(other), *args, "--overwrite")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "['a', 'c']" in res.stderr and "['a', 'b']" in res.stderr
+    assert "no column 'b'" in res.stderr and "['a', 'b']" in res.stderr
     res = run_cli("predict", "--data.path", str(data), *args, "--overwrite")
     assert res.returncode == 0, res.stderr[-2000:]
     assert out.read_text() != "precious\n"
+
+
+def test_predict_and_test_read_the_file_as_the_fit_did(tmp_path: Path) -> None:
+    """A fit that averaged repeated rows and took one channel of two: `predict` and `test`
+    read the same file the same way (the checkpoint keeps both settings), so they accept it
+    as it is; ``--data.duplicates error`` overrides, and the refusal names the option."""
+    data = tmp_path / "series.csv"
+    frame = write_csv(data, seed=2)
+    twice = frame.iloc[[5]].assign(a=frame.a.iloc[5] + 1.0)  # the same series and day again
+    pd.concat([frame, twice]).to_csv(data, index=False)
+    fit = run_cli(
+        *csv_fit_args(data, tmp_path / "run", 2),
+        "--data.init_args.duplicates",
+        "mean",
+        "--data.init_args.channels",
+        "[a]",
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
+    assert state["duplicates"] == "mean" and state["channels"] == ["a"]
+    out = tmp_path / "f.csv"
+    res = run_cli(*csv_predict_args(ckpt, data), "--output", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert set(pd.read_csv(out).channel) == {"a"} and len(pd.read_csv(out)) == 6 * 4
+    scores, _ = _test_scores(ckpt, data, tmp_path / "scores.csv")
+    assert np.isfinite(scores[["mse", "mae"]].to_numpy()).all()
+    res = run_cli(
+        *csv_predict_args(ckpt, data), "--output", str(tmp_path / "g.csv"),
+        "--data.duplicates", "error",
+    )  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "duplicate" in res.stderr and "--data.duplicates mean" in res.stderr
+    no_a = tmp_path / "no_a.csv"
+    frame.drop(columns="a").to_csv(no_a, index=False)
+    res = run_cli(*csv_predict_args(ckpt, no_a), "--output", str(tmp_path / "h.csv"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "no column 'a'" in res.stderr and "['a']" in res.stderr and "no_a.csv" in res.stderr
+    assert not (tmp_path / "g.csv").exists() and not (tmp_path / "h.csv").exists()
 
 
 def test_predict_with_two_processes_writes_one_output_in_order(fitted, tmp_path: Path) -> None:

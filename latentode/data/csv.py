@@ -28,7 +28,7 @@ import pandas as pd
 from .errors import DataError
 from .table import _RESOLUTIONS, TIME_UNITS, SeriesTable, TimeEncoding
 
-__all__ = ["CSVDataError", "read_series_csv"]
+__all__ = ["CSVDataError", "csv_columns", "read_series_csv"]
 
 _SHOW = 5  # line numbers / names listed in a message
 
@@ -68,6 +68,15 @@ def _read_frame(
         raise _fail(path, "the file is empty", "Write a header line and data rows.") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise _fail(path, f"not a readable CSV ({e})", "Save it as UTF-8 CSV.") from None
+
+
+def csv_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV file's header.
+
+    Raises:
+        CSVDataError: a missing, empty or unreadable file.
+    """
+    return [str(c) for c in _read_frame(Path(path), nrows=0).columns]
 
 
 def _columns(
@@ -209,7 +218,7 @@ def read_series_csv(
     path = Path(path)
     if duplicates not in ("error", "mean"):
         raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
-    header = [str(c) for c in _read_frame(path, nrows=0).columns]
+    header = csv_columns(path)
     if series_column == "series_id" and "series_id" not in header:
         series_column = None  # the default name is optional: one series
     usecols = _columns(path, header, time_column, series_column, channels)
@@ -246,7 +255,8 @@ def read_series_csv(
                 path,
                 f"duplicate (series, time) rows, e.g. series {ids[codes[dup[0]]]!r} at time "
                 f"{frame[time_column].iloc[order[dup[0]]]!r}",
-                "Remove them, or pass duplicates='mean' to average them.",
+                "Remove them, or average them: --data.duplicates mean on the command line "
+                "(duplicates='mean' in the library).",
                 np.sort(lines[dup]),
             )
         group = np.concatenate([[0], np.cumsum(~same)])  # (N,) group index of each row

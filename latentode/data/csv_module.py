@@ -244,6 +244,7 @@ class CSVDataModule(pl.LightningDataModule):
             "time_scale": self.time_scale,
             "time_column": self.time_column,
             "series_column": self.series_column,
+            "duplicates": self.duplicates,
             "history": self.eval_history,
             "holdout": self.holdout,
             "test_series": self.test_series,
