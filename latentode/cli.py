@@ -27,6 +27,7 @@ import argparse
 import math
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from pytorch_lightning.utilities import rank_zero_info
 from .calibration import Calibration, calibrate
 from .data.csv import csv_columns, read_series_csv
 from .data.errors import DataError
+from .data.prep import Segment
+from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .evaluate import scored_series
 from .forecast import forecast, merge_shards, parse_horizon
@@ -59,6 +62,8 @@ __all__ = [
     "predict_main",
     "resolve_last",
 ]
+
+_SHOW = 5  # series named in a note
 
 
 class ForecastStoppedError(RuntimeError):
@@ -473,6 +478,9 @@ def run_predict(args: argparse.Namespace) -> str:
     lines = [f"latentode predict: wrote {len(merged.frame)} rows for {n} series to {out}{procs}"]
     if isinstance(model, Ensemble):
         lines.append(f"latentode predict: {_pooled(model, args.n_samples)}.")
+    blind = _unobserved(merged.history, table)
+    if blind:
+        lines.append(f"latentode predict: note: {blind}")
     if cal is not None:
         lines.append(f"latentode predict: {cal.describe(list(table.channels))}.")
         furthest = max(
@@ -485,6 +493,27 @@ def run_predict(args: argparse.Namespace) -> str:
                 "untested (refit with a larger holdout to calibrate further ahead)."
             )
     return "\n".join(lines)
+
+
+def _unobserved(history: list[Segment], table: SeriesTable) -> str:
+    """A note on the series whose conditioned history never observes some channel (empty when
+    none does): their forecasts of it come from the other channels and what the model
+    learned in training, not from the series."""
+    blind = [
+        (table.series_ids[g.series], c)
+        for g in history
+        for c, seen in zip(table.channels, (~np.isnan(g.values)).any(0), strict=True)
+        if not seen
+    ]
+    if not blind:
+        return ""
+    shown = ", ".join(f"{sid!r} ({c})" for sid, c in blind[:_SHOW])
+    more = f" and {len(blind) - _SHOW} more" if len(blind) > _SHOW else ""
+    return (
+        f"{len(blind)} forecast(s) of a channel the series' history never observes: {shown}"
+        f"{more}. They come from the series' other channels and the fitted model, not from "
+        "the series' own values of that channel; trust their bands less."
+    )
 
 
 def _launch(args: argparse.Namespace) -> tuple[int, int, torch.device]:
@@ -553,6 +582,7 @@ def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = 
         channels=channels,
         time_unit=state["time_encoding"].get("unit") or "D",
         duplicates=duplicates or state.get("duplicates", "error"),
+        allow_unobserved=True,  # the model forecasts a channel from the others
     )
 
 
@@ -623,6 +653,12 @@ def test_main(argv: list[str]) -> int:
         "values inside the model's 5-95% band, width90: its mean width):"
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    for task, why in (
+        ("interpolation", "no held-out part holds three observations"),
+        ("history gaps", "no history holds three observations"),
+    ):
+        if task not in set(frame.task):
+            print(f"Not scored: {task} ({why}; one is hidden between two).")
     if isinstance(model, Ensemble):
         print(f"The latent ODE rows: {_pooled(model, args.n_samples)}.")
     if cal is not None:
@@ -660,9 +696,26 @@ def _first_process() -> bool:
     return not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
 
 
+def _show_own_warnings() -> None:
+    """Print the warnings latentode itself raises about the user's input (a dropped series,
+    ...) as ``latentode: warning: <message>``, without Python's source line; other warnings
+    are shown as before."""
+    default = warnings.showwarning
+    package = Path(__file__).resolve().parent
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, UserWarning) and Path(filename).resolve().is_relative_to(package):
+            print(f"latentode: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``latentode`` console script."""
     argv = sys.argv[1:] if args is None else list(args)
+    _show_own_warnings()
     if argv and argv[0] == "predict":
         sys.exit(predict_main(argv[1:]))
     own_test = not ({"-c", "--config"} & set(argv)) and any(

@@ -314,10 +314,13 @@ def evaluate(
     Returns:
         Rows ``task, method, mse, mae, coverage90, width90, n_values`` (the last three but
         ``n_values`` are NaN for the baselines, which have no band), for the tasks
-        ``extrapolation``, ``interpolation`` and ``history gaps`` (`history_gaps`).
+        ``extrapolation``, ``interpolation`` and ``history gaps`` (`history_gaps`); none for
+        interpolation when no held-out part holds three observations (one to hide between
+        two), none for the gaps when no history does.
 
     Raises:
-        DataError: channels differ from the model's, or no series has a held-out part.
+        DataError: channels differ from the model's, or no series has a held-out part with
+            two observations before it.
     """
     check_channels(table, data_state["channels"])
     model.eval()
@@ -329,6 +332,8 @@ def evaluate(
         cases = held_out_cases(
             table, series, float(data_state.get("holdout") or 0.1), data_state.get("history"), task
         )
+        if not cases and task == "interpolation":
+            continue  # no held-out part holds 3 observations; the caller says so
         if not cases:
             raise DataError(
                 f"{table.source}: no series has enough points around its held-out "

@@ -125,6 +125,35 @@ def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
     assert sorted(p.name for p in plots.glob("*.png")) == [f"s{i}.png" for i in range(6)]
 
 
+def test_histories_that_miss_a_channel_or_are_too_short(fitted, tmp_path: Path) -> None:
+    """A history file where channel b is never observed: `predict` forecasts b from a and
+    says which series it did that for; a series with one row is dropped with a one-line
+    warning (no Python source line); `test` on series too short to hide a point in their
+    held-out part scores the forecast and says interpolation was not scored."""
+    ckpt, data = fitted
+    frame = pd.read_csv(data)
+    frame = frame[frame.series_id.isin(["s0", "s1"])].assign(b=np.nan)
+    lone = frame.iloc[[0]].assign(series_id="lone")
+    path = tmp_path / "no_b.csv"
+    pd.concat([frame, lone]).to_csv(path, index=False)
+    out = tmp_path / "f.csv"
+    res = run_cli(*csv_predict_args(ckpt, path), "--output", str(out), "--n_samples", "8")
+    assert res.returncode == 0, res.stderr[-3000:]
+    f = pd.read_csv(out)
+    assert set(f.series_id) == {"s0", "s1"} and len(f) == 2 * 4 * 2
+    assert np.isfinite(f.loc[f.channel == "b", ["mean", "q05", "q95"]].to_numpy()).all()
+    assert "2 forecast(s) of a channel the series' history never observes" in res.stdout
+    assert "'s0' (b)" in res.stdout and "'s1' (b)" in res.stdout
+    assert "latentode: warning: " in res.stderr and "'lone'" in res.stderr
+    assert "UserWarning" not in res.stderr and "read_series_csv(" not in res.stderr
+    # eight observations a series: the held-out tenth holds one, nothing to interpolate
+    short = tmp_path / "short.csv"
+    pd.read_csv(data).groupby("series_id").head(8).to_csv(short, index=False)
+    scores, stdout = _test_scores(ckpt, short, tmp_path / "scores.csv")
+    assert set(scores.task) == {"extrapolation", "history gaps"}
+    assert "Not scored: interpolation (no held-out part holds three observations" in stdout
+
+
 def test_predict_at_explicit_times_and_refusals(fitted, tmp_path: Path, capsys) -> None:
     """``--times``: rows at exactly the given times (unsorted in the file), formatted as the
     history's; a time inside a history, a series not in the history file, a row without a

@@ -73,6 +73,17 @@ def test_missing_file_and_given_channels(tmp_path: Path) -> None:
         read_series_csv(path, channels=["y"])
 
 
+def test_an_unobserved_channel_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """For fitting a channel without values is an error; a history read for a fitted model
+    (`allow_unobserved`) keeps it, all NaN."""
+    path = _write(tmp_path, "series_id,time,x,y\na,1,1,\na,2,2,\n")
+    with pytest.raises(CSVDataError, match="channel 'y' has no observed value"):
+        read_series_csv(path, channels=["x", "y"])
+    table = read_series_csv(path, channels=["x", "y"], allow_unobserved=True)
+    assert table.channels == ["x", "y"] and np.isnan(table.values[:, 1]).all()
+    np.testing.assert_array_equal(table.values[:, 0], [1.0, 2.0])
+
+
 def test_many_bad_rows_are_listed_briefly(tmp_path: Path) -> None:
     rows = "".join(f"a,{i},{'bad' if i % 2 else i}\n" for i in range(20))
     path = _write(tmp_path, "series_id,time,x\n" + rows)

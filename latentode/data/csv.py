@@ -193,6 +193,7 @@ def read_series_csv(
     channels: Sequence[str] | None = None,
     time_unit: str = "D",
     duplicates: Literal["error", "mean"] = "error",
+    allow_unobserved: bool = False,
 ) -> SeriesTable:
     """Read and validate a long-format CSV of irregular series.
 
@@ -206,14 +207,16 @@ def read_series_csv(
             numbers, a label kept in the encoding.
         duplicates: ``"error"`` on repeated (series, time) rows, or ``"mean"`` to average them
             (per channel, over the observed values).
+        allow_unobserved: keep a channel with no observed value (a history file read for a
+            fitted model, whose channels are given) instead of refusing it.
 
     Returns:
         The `SeriesTable`, sorted by time within each series, series in order of appearance.
 
     Raises:
         CSVDataError: a missing or empty file, missing columns, non-numeric or infinite values,
-            unreadable or mixed times, duplicate rows, a channel with no observation, or no
-            series with two observed times. Dropped short series only warn.
+            unreadable or mixed times, duplicate rows, a channel with no observation (unless
+            allowed), or no series with two observed times. Dropped short series only warn.
     """
     path = Path(path)
     if duplicates not in ("error", "mean"):
@@ -266,7 +269,7 @@ def read_series_csv(
 
     observed = ~np.isnan(x)  # (N, D)
     empty = ~observed.any(axis=0)
-    if empty.any():
+    if empty.any() and not allow_unobserved:
         raise _fail(
             path,
             f"channel {_names([names[d] for d in np.flatnonzero(empty)])} has no observed value",
