@@ -421,7 +421,7 @@ def run_predict(args: argparse.Namespace) -> str:
     model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
     model.to(device)
     horizon = parse_horizon(args.horizon, table)
-    step = None if args.step is None else parse_horizon(args.step, table)
+    step = None if args.step is None else parse_horizon(args.step, table, "--step")
     times = None
     if args.times:
         times = _explicit_times(

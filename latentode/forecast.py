@@ -78,25 +78,31 @@ def check_channels(table: SeriesTable, expected: Sequence[str]) -> None:
         )
 
 
-def parse_horizon(horizon: str | float, table: SeriesTable) -> float:
-    """A horizon in the table's time units, from a number or (date-times) a span like ``104W``.
+def parse_horizon(horizon: str | float, table: SeriesTable, option: str = "--horizon") -> float:
+    """A span in the table's time units, from a number or (date-times) a span like ``104W``.
+
+    Args:
+        horizon: the span as given.
+        table: the data, for its time encoding.
+        option: the command-line option that gave it, for messages (``--horizon``,
+            ``--step``).
 
     Raises:
-        DataError: for a non-positive or unreadable horizon.
+        DataError: for a non-positive or unreadable span, naming ``option``.
     """
     try:
         value = float(horizon)
     except ValueError:
         if table.encoding.kind != "datetime":
             raise DataError(
-                f"--horizon {horizon!r}: this data has numeric times; give a number."
+                f"{option} {horizon!r}: this data has numeric times; give a number."
             ) from None
         try:
             value = pd.Timedelta(str(horizon)).value / TIME_UNITS[table.encoding.unit]
         except ValueError as e:
-            raise DataError(f"--horizon {horizon!r} is not a number or a span like 730D.") from e
+            raise DataError(f"{option} {horizon!r} is not a number or a span like 730D.") from e
     if not (value > 0 and math.isfinite(value)):
-        raise DataError(f"--horizon must be positive, got {horizon!r}.")
+        raise DataError(f"{option} must be positive, got {horizon!r}.")
     return value
 
 

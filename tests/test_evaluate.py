@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from latentode.data.csv import read_series_csv
+from latentode.data.errors import DataError
 from latentode.data.prep import Segment, collate_segments
 from latentode.ensemble import Ensemble
 from latentode.evaluate import (
@@ -21,7 +22,7 @@ from latentode.evaluate import (
     half_observed,
     history_gaps,
 )
-from latentode.forecast import _future_grid, predictive_summary
+from latentode.forecast import _future_grid, parse_horizon, predictive_summary
 from latentode.nn import LatentODE, LatentODEConfig, ModelInputError, SolverSettings
 from latentode.nn.latent_ode import AggregatePosterior
 
@@ -284,3 +285,26 @@ def test_evaluate_scores_the_history_gaps_beside_linear_interpolation(tmp_path: 
     assert 0 <= model.coverage90 <= 1 and model.width90 > 0
     # the other tasks are all still there, the gap rows last
     assert list(frame.task.unique()) == ["extrapolation", "interpolation", GAPS]
+
+
+def test_parse_horizon_reads_spans_and_names_the_option(tmp_path: Path) -> None:
+    """Spans in the data's time unit (days here, hours for an hourly axis); a bad one is
+    refused naming the option that gave it."""
+    dates = tmp_path / "dates.csv"
+    dates.write_text("series_id,time,x\na,2020-01-01,1\na,2020-01-03,2\n")
+    daily = read_series_csv(dates)
+    assert parse_horizon("104W", daily) == 728.0
+    assert parse_horizon("36h", daily) == 1.5 and parse_horizon("2.5", daily) == 2.5
+    hourly = read_series_csv(dates, time_unit="h")
+    assert parse_horizon("2D", hourly) == 48.0
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("series_id,time,x\na,1,1\na,2,2\n")
+    for given, table, option, needle in (
+        ("0", daily, "--step", "--step must be positive, got '0'"),
+        ("-3D", daily, "--horizon", "--horizon must be positive"),
+        ("inf", daily, "--horizon", "--horizon must be positive"),
+        ("soon", daily, "--step", "--step 'soon' is not a number or a span"),
+        ("5D", read_series_csv(numbers), "--horizon", "this data has numeric times"),
+    ):
+        with pytest.raises(DataError, match=needle):
+            parse_horizon(given, table, option)
