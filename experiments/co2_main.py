@@ -227,6 +227,9 @@ def write_report(
         "",
         "Extrapolation: condition on the history before the test block, forecast its 2 years.",
         "Interpolation: hide every other week of the test block, reconstruct it from the rest.",
+        f"History gaps: hide every other week of the {config['data']['init_args']['history']:g} "
+        "years the forecast conditions on (the first and last kept), reconstruct them from the "
+        "rest.",
         "",
     ]
     for name in [n for n in ext.index if not n.startswith("latent ODE")]:  # the baselines
