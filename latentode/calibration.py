@@ -288,13 +288,21 @@ def _bin_scales(
     return np.array(rows)
 
 
+def _block_case(seg: Segment, t_val: float) -> Case:
+    """A validation block's forecast: condition on ``seg`` before ``t_val``, score the rest."""
+    before = seg.times < t_val
+    hist = Segment(seg.series, float(seg.times[before][0]), seg.times[before], seg.values[before])
+    return Case(seg.series, hist, seg.times[~before], seg.values[~before])
+
+
 def validation_cases(table: SeriesTable, data_state: dict[str, Any]) -> tuple[list[Case], str]:
     """The fit's validation forecasts found in ``table``: ``(cases, "")`` or ``([], why not)``.
 
     Many series: each validation series (``data_state["val_series"]``) conditioned on its
     history and scored on its last ``holdout``, as the fit validated. One series: the
     validation block ``data_state["val_window"]``, conditioned on the history before it
-    (`calibrate` reports its coverage but does not calibrate on one block).
+    (`calibrate` reports its coverage but does not calibrate on one block). Several series
+    held out in time: each series' own block (``data_state["val_windows"]``).
     """
     history = data_state.get("history")
     window = data_state.get("val_window")
@@ -305,9 +313,16 @@ def validation_cases(table: SeriesTable, data_state: dict[str, Any]) -> tuple[li
             seg = forecast_segment(table, 0, t_val, history, t_test)
         if seg is None:
             return [], "the file does not hold the fit's validation block of its one series"
-        before = seg.times < t_val
-        hist = Segment(0, float(seg.times[before][0]), seg.times[before], seg.values[before])
-        return [Case(0, hist, seg.times[~before], seg.values[~before])], ""
+        return [_block_case(seg, t_val)], ""
+    windows = data_state.get("val_windows")
+    if windows is not None:  # held out in time: every series' own validation block
+        cases = []
+        for sid in (i for i in table.series_ids if i in windows):
+            t_val, t_test = windows[sid]
+            seg = forecast_segment(table, table.index_of(sid), t_val, history, t_test)
+            if seg is not None:
+                cases.append(_block_case(seg, t_val))
+        return cases, "" if cases else "the file holds none of the fit's validation blocks"
     ids = data_state.get("val_series")
     if ids is None:
         return [], "the checkpoint stores no validation series (fitted before calibration)"
@@ -371,10 +386,12 @@ def calibrate(
     groups = np.concatenate([np.full(len(c.t_target), i) for i, c in enumerate(cases)])  # (M,)
     found = lead_scales(scores, groups, lead, by_lead)
     if found is None:
+        fix = "raise the fit's val_fraction or holdout"
+        if data_state.get("val_windows") is not None:  # every series already validates
+            fix = "every series validates already (held out in time): more series are needed"
         why = (
             f"the validation forecasts hold {int(n_values.sum())} values of {len(cases)} "
-            f"series, fewer than {MIN_VALUES} values of {MIN_SERIES} series; raise the fit's "
-            "val_fraction or holdout"
+            f"series, fewer than {MIN_VALUES} values of {MIN_SERIES} series; {fix}"
         )
         return Calibration(None, n_values, len(cases), raw, max_lead, why)
     edges, scale = found

@@ -43,6 +43,7 @@ SHARED_KEYS = {
     "val_series": "validation series (data.seed, data.val_fraction or the file)",
     "test_series": "test series (data.seed, data.test_fraction or the file)",
     "val_window": "validation block (data.holdout or the file)",
+    "val_windows": "validation blocks (data.split, data.holdout or the file)",
 }
 
 

@@ -125,6 +125,17 @@ def test_validation_cases_are_the_fits_validation_forecasts() -> None:
     np.testing.assert_array_equal(case.t_target, val.times[val.times >= t_val])
     assert case.t_target[-1] <= t_test and case.hist.times[-1] < t_val
     assert case.hist.times[0] >= t_val - one.eval_history
+    # several series held out in time: each series' own validation block, history before it
+    few = CSVDataModule(str(DATA / "fertility_worldbank.csv"), holdout=0.1, split="time")
+    few.setup()
+    state = few.data_state()
+    cases, why = validation_cases(few.table, state)
+    assert why == "" and len(cases) == len(few.val_segments) > 200
+    for c, g in zip(cases, few.val_segments, strict=True):
+        t_val, t_test = state["val_windows"][few.table.series_ids[c.series]]
+        assert c.series == g.series and c.hist.times[-1] < t_val <= c.t_target[0]
+        assert c.t_target[-1] <= t_test
+        np.testing.assert_array_equal(c.t_target, g.times[g.times >= t_val])
 
 
 @pytest.mark.parametrize("by_lead", [False, True])

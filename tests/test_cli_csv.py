@@ -262,6 +262,30 @@ def test_predict_and_test_read_the_file_as_the_fit_did(tmp_path: Path) -> None:
     assert not (tmp_path / "g.csv").exists() and not (tmp_path / "h.csv").exists()
 
 
+def test_a_file_of_three_series_fits_held_out_in_time(tmp_path: Path) -> None:
+    """Three series: a tenth of them is none, so the fit holds out each series' last two
+    blocks (it used to stop with 'no val series'); `test` scores every series' test block and
+    says why its bands stay uncalibrated; `predict` forecasts all three."""
+    data = tmp_path / "three.csv"
+    write_csv(data, seed=3, n_series=3)
+    args = csv_fit_args(data, tmp_path / "run", 2)
+    for option in ("--data.init_args.val_fraction", "--data.init_args.test_fraction"):
+        del args[args.index(option) : args.index(option) + 2]  # the defaults, 0.1 each
+    fit = run_cli(*args)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
+    assert sorted(state["val_windows"]) == sorted(state["test_series"]) == ["s0", "s1", "s2"]
+    scores, stdout = _test_scores(ckpt, data, tmp_path / "scores.csv")
+    model = scores[(scores.task == "extrapolation") & (scores.method == "latent ODE")]
+    assert np.isfinite(model[["mse", "mae"]].to_numpy()).all()
+    assert "every series validates already (held out in time)" in stdout
+    out = tmp_path / "f.csv"
+    res = run_cli(*csv_predict_args(ckpt, data), "--output", str(out), "--n_samples", "8")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(set(pd.read_csv(out).series_id)) == ["s0", "s1", "s2"]
+
+
 def test_predict_with_two_processes_writes_one_output_in_order(fitted, tmp_path: Path) -> None:
     """Two CPU processes (gloo) share the series out by chunks of 2; the first process writes
     one file, identical to the single-process output (chunks are seeded by their index)."""

@@ -278,6 +278,71 @@ def test_data_module_many_series() -> None:
     assert dm.data_state()["time_encoding"]["kind"] == "numeric"
 
 
+def _few_series_csv(tmp_path: Path) -> Path:
+    """Three yearly series over different spans: a 1960-2009, b 1970-2009, c 1980-1999."""
+    rows = ["series_id,time,x"]
+    for sid, (lo, hi) in {"a": (1960, 2010), "b": (1970, 2010), "c": (1980, 2000)}.items():
+        rows += [f"{sid},{t},{np.sin(t / 3) + (sid == 'b')}" for t in range(lo, hi)]
+    return _write(tmp_path, "\n".join(rows) + "\n", "few.csv")
+
+
+def test_few_series_are_held_out_in_time(tmp_path: Path) -> None:
+    """With three series a tenth of them rounds to none, so ``split="auto"`` holds out the
+    last two ``holdout`` blocks of every series instead: validation then test, each series
+    with its own blocks, training on what comes before them."""
+    path = _few_series_csv(tmp_path)
+    dm = CSVDataModule(str(path), holdout=0.1, batch_size=4)
+    assert (dm.split_mode(3), dm.split_mode(6), dm.split_mode(5)) == ("time", "series", "time")
+    dm.setup()
+    state = dm.data_state()
+    spans = {"a": (1960.0, 2009.0), "b": (1970.0, 2009.0), "c": (1980.0, 1999.0)}
+    for sid, (lo, hi) in spans.items():
+        h = 0.1 * (hi - lo)
+        np.testing.assert_allclose(state["val_windows"][sid], [hi - 2 * h, hi - h])
+    assert state["test_series"] == ["a", "b", "c"] and state["val_series"] is None
+    by_series = {g.series: g for g in dm.train_segments}
+    assert sorted(by_series) == [0, 1, 2]  # whole series, each cut before its own block
+    for s, sid in enumerate("abc"):
+        t_val, t_test = state["val_windows"][sid]
+        train, val, test = by_series[s], dm.val_segments[s], dm.test_segments[s]
+        assert train.times[-1] < t_val <= train.times[-1] + 1
+        assert val.series == test.series == s and val.t_split == t_val and test.t_split == t_test
+        np.testing.assert_array_equal(val.times[val.times >= t_val], np.arange(
+            np.ceil(t_val), np.floor(t_test) + 1))  # fmt: skip
+        assert test.times[-1] == spans[sid][1] and val.times[0] == spans[sid][0]
+    assert next(iter(dm.val_dataloader())).observed.batch_size == 3
+    # the whole-series split of the same file has no validation series to offer
+    by_series_split = CSVDataModule(str(path), holdout=0.1, split="series")
+    by_series_split.setup()
+    with pytest.raises(DataError, match="no val series"):
+        by_series_split.val_dataloader()
+    # a series too short for two blocks of an absolute holdout trains whole, and it is said
+    long = CSVDataModule(str(path), holdout=12.0)
+    with pytest.warns(UserWarning, match=r"1 series too short .* training only: 'c'"):
+        long.setup()
+    assert [g.series for g in long.val_segments] == [0, 1] == [g.series for g in long.test_segments]
+    assert sorted(long.data_state()["val_windows"]) == ["a", "b"]
+    assert long.data_state()["test_series"] == ["a", "b"]
+    (c,) = [g for g in long.train_segments if g.series == 2]
+    assert (c.times[0], c.times[-1]) == (1980.0, 1999.0)
+    with pytest.raises(DataError, match="no series spans two holdout blocks of 30 time units"):
+        CSVDataModule(str(path), holdout=30.0).setup()
+    with pytest.raises(DataError, match="split must be"):
+        CSVDataModule(str(path), split="rows")  # type: ignore[arg-type]
+
+
+def test_table_before_cuts_each_series_at_its_own_time() -> None:
+    table = _table(3)
+    cuts = np.array([5.0, -1.0, 20.0])  # series 1 is left empty and dropped
+    before = table.before(cuts)
+    assert before.series_ids == ["s0", "s2"]
+    for new, old in ((0, 0), (1, 2)):
+        t, x = table.series(old)
+        np.testing.assert_array_equal(before.series(new)[0], t[t < cuts[old]])
+        np.testing.assert_array_equal(before.series(new)[1], x[t < cuts[old]])
+    np.testing.assert_array_equal(table.before(5.0).times, table.times[table.times < 5.0])
+
+
 def test_data_module_aligns_batches_at_the_last_conditioning_time_for_anchor_last() -> None:
     """``align_to("last")``: the same rows and draws as the default alignment, each row's
     times shifted so that its last conditioning observation sits at 0."""

@@ -8,7 +8,10 @@ normalisation on the training part only, and cuts training segments:
   from the time before them;
 - many series: a seeded share of the series is held out for validation / test, where each is
   conditioned on its history and scored on its last ``holdout`` units; training series are
-  used whole, or cut into windows when ``window`` is set.
+  used whole, or cut into windows when ``window`` is set;
+- a few series (``split="time"``, which ``"auto"`` picks when the share of series held out
+  would round to none): the last two ``holdout`` blocks of every series are its validation
+  and test forecasts, and training uses each series before them.
 
 Training batches condition each segment on a random first part (a fraction drawn from
 ``train_condition`` per segment and batch) and score the whole segment: the model learns to
@@ -31,10 +34,12 @@ Usage::
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from functools import partial
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -74,7 +79,14 @@ class CSVDataModule(pl.LightningDataModule):
             of the series' time span).
         history: time units of history conditioned on at validation / test (None: ``window -
             holdout`` for windows when positive, else everything before the forecast).
-        val_fraction, test_fraction: shares of the series held out (many series only).
+        val_fraction, test_fraction: shares of the series held out (``split="series"``).
+        split: how several series are held out. ``"series"``: whole series, ``val_fraction``
+            and ``test_fraction`` of them, forecast over their last ``holdout``; ``"time"``:
+            the last two ``holdout`` blocks of every series (validation, then test; each
+            conditioned on what comes before it), training on what comes before both, as for
+            one series; ``"auto"``: ``"series"`` unless it would leave no validation or no
+            test series (fewer than 6 series with the default fractions), then ``"time"``.
+            One series is always held out in time.
         train_condition: range of the conditioned fraction of each training segment.
         train_keep: thin the training histories: each segment keeps a share of its
             conditioned times drawn uniformly from ``[train_keep, 1]`` per segment and batch
@@ -106,6 +118,7 @@ class CSVDataModule(pl.LightningDataModule):
         history: float | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
+        split: Literal["auto", "series", "time"] = "auto",
         train_condition: tuple[float, float] = (0.5, 0.8),
         train_keep: float = 1.0,
         time_scale: float | None = None,
@@ -123,6 +136,8 @@ class CSVDataModule(pl.LightningDataModule):
                 f"time_scale > 0 and holdout > 0; got {train_condition}, {batch_size}, "
                 f"{time_scale}, {holdout}."
             )
+        if split not in ("auto", "series", "time"):
+            raise DataError(f"split must be 'auto', 'series' or 'time'; got {split!r}.")
         if not 0 < train_keep <= 1:
             raise DataError(f"need 0 < train_keep <= 1 (a share of times kept); got {train_keep}.")
         self.save_hyperparameters()
@@ -131,6 +146,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.channel_names = channels
         self.window, self.stride, self.holdout, self.history = window, stride, holdout, history
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.split = split
         self.train_condition = (float(lo), float(hi))
         self.train_keep = float(train_keep)
         self.time_scale = None if time_scale is None else float(time_scale)
@@ -146,6 +162,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.test_series: list[str] | None = None  # held-out series ids (many series)
         self.val_series: list[str] | None = None  # validation series ids (many series)
         self.val_window: list[float] | None = None  # [t_val, t_test] (one series)
+        self.val_windows: dict[str, list[float]] | None = None  # the same per series (time)
         self._train_gen = torch.Generator()
         self._shuffle_gen = torch.Generator()
 
@@ -162,7 +179,12 @@ class CSVDataModule(pl.LightningDataModule):
             time_unit=self.time_unit,
             duplicates=self.duplicates,
         )
-        train = self._setup_single(table) if table.n_series == 1 else self._setup_many(table)
+        if table.n_series == 1:
+            train = self._setup_single(table)
+        elif self.split_mode(table.n_series) == "time":
+            train = self._setup_time(table)
+        else:
+            train = self._setup_many(table)
         self._norm = fit_normalisation(train) if self.use_normalisation else None
         if not self.train_segments:
             raise DataError(f"{self.path}: no training segment with two observed times.")
@@ -191,6 +213,57 @@ class CSVDataModule(pl.LightningDataModule):
         self.val_segments, self.test_segments = [[g] if g else [] for g in segs]
         self.val_window = [t_val, t_test]
         self.eval_history = history
+        return train
+
+    def split_mode(self, n_series: int) -> Literal["series", "time"]:
+        """How ``n_series`` (> 1) series are held out (``split``, with ``"auto"`` resolved)."""
+        if self.split != "auto":
+            return self.split
+        few = round(self.val_fraction * n_series) < 1 or round(self.test_fraction * n_series) < 1
+        return "time" if few else "series"
+
+    def _setup_time(self, table: SeriesTable) -> SeriesTable:
+        cuts = np.full((table.n_series, 2), np.inf)  # (S, 2) each series' [t_val, t_test]
+        short = []  # too short for two blocks: trained on whole, not held out
+        for s in range(table.n_series):
+            t, x = table.series(s)
+            t = t[~np.isnan(x).all(axis=1)]  # observed times
+            try:
+                cuts[s] = holdout_bounds(float(t[0]), float(t[-1]), self.holdout)
+            except DataError:
+                short.append(table.series_ids[s])
+        if len(short) == table.n_series:
+            raise DataError(
+                f"{self.path}: no series spans two holdout blocks of {self.holdout:g} time "
+                "units (validation and test) and some time before them; use a smaller holdout."
+            )
+        if short:
+            warnings.warn(
+                f"{self.path}: {len(short)} series too short for two holdout blocks of "
+                f"{self.holdout:g} time units are used for training only: "
+                f"{', '.join(map(repr, short[:5]))}{' ...' if len(short) > 5 else ''}.",
+                UserWarning,
+                stacklevel=2,
+            )
+        train = table.before(cuts[:, 0])
+        if self.window is None:
+            segs = whole_series(train)
+        else:
+            segs = make_windows(train, self.window, self.stride or self.window / 10)
+        index = [table.index_of(i) for i in train.series_ids]  # train's series in the file
+        self.train_segments = [replace(g, series=index[g.series]) for g in segs]
+        held = [s for s in range(table.n_series) if table.series_ids[s] not in short]
+        for s in held:
+            t_val, t_test = cuts[s]
+            for seg, out in (
+                (forecast_segment(table, s, t_val, self.history, t_test), self.val_segments),
+                (forecast_segment(table, s, t_test, self.history, None), self.test_segments),
+            ):
+                if seg is not None:
+                    out.append(seg)
+        ids = table.series_ids
+        self.val_windows = {ids[s]: [float(cuts[s, 0]), float(cuts[s, 1])] for s in held}
+        self.test_series = [ids[s] for s in held]  # scored on their test blocks
         return train
 
     def _setup_many(self, table: SeriesTable) -> SeriesTable:
@@ -250,6 +323,7 @@ class CSVDataModule(pl.LightningDataModule):
             "test_series": self.test_series,
             "val_series": self.val_series,
             "val_window": self.val_window,
+            "val_windows": self.val_windows,
         }
 
     def align_to(self, anchor: Literal["first", "last"]) -> None:

@@ -196,10 +196,13 @@ class SeriesTable:
             self.source,
         )
 
-    def before(self, t_end: float) -> SeriesTable:
-        """The rows with ``times < t_end`` (series left empty are dropped)."""
-        keep = self.times < t_end  # (N,)
-        code = np.repeat(np.arange(self.n_series), self.lengths)[keep]  # (N',)
+    def before(self, t_end: float | np.ndarray) -> SeriesTable:
+        """The rows with ``times < t_end`` (series left empty are dropped); ``t_end`` is one
+        time for every series or ``[S]``, one per series."""
+        code = np.repeat(np.arange(self.n_series), self.lengths)  # (N,)
+        bound = t_end[code] if isinstance(t_end, np.ndarray) else t_end
+        keep = self.times < bound  # (N,)
+        code = code[keep]  # (N',)
         counts = np.bincount(code, minlength=self.n_series)  # (S,)
         alive = np.flatnonzero(counts > 0)
         offsets = np.concatenate([[0], np.cumsum(counts[alive])]).astype(np.int64)
