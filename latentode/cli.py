@@ -701,6 +701,8 @@ def _show_own_warnings() -> None:
     ...) as ``latentode: warning: <message>``, without Python's source line; other warnings
     are shown as before."""
     default = warnings.showwarning
+    if getattr(default, "latentode", False):  # installed already (main called again)
+        return
     package = Path(__file__).resolve().parent
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
@@ -709,6 +711,7 @@ def _show_own_warnings() -> None:
         else:
             default(message, category, filename, lineno, file, line)
 
+    show.latentode = True  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 
