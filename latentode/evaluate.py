@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from .data.errors import DataError
-from .data.prep import Segment
+from .data.prep import Segment, _observed_rows
 from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .forecast import check_channels, predictive_summary, scale_bands
@@ -78,19 +78,13 @@ class Case:
         return self.t_target - self.hist.times[-1]
 
 
-def _observed(table: SeriesTable, s: int) -> tuple[np.ndarray, np.ndarray]:
-    t, x = table.series(s)
-    keep = ~np.isnan(x).all(axis=1)
-    return t[keep], x[keep]
-
-
 def held_out_cases(
     table: SeriesTable, series: list[int], holdout: float, history: float | None, task: str
 ) -> list[Case]:
     """The evaluation problems of ``task`` (``"extrapolation"`` / ``"interpolation"``)."""
     cases = []
     for s in series:
-        t, x = _observed(table, s)
+        t, x = _observed_rows(table, s)
         h = holdout * (t[-1] - t[0]) if holdout < 1 else holdout
         t_split = t[-1] - h
         lo = -np.inf if history is None else t_split - history

@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import warnings
+from contextlib import suppress
 from dataclasses import replace
 from functools import partial
 from typing import Any, Literal
@@ -50,6 +51,7 @@ from .csv import read_series_csv
 from .errors import DataError
 from .prep import (
     Segment,
+    _observed_rows,
     collate_segments,
     fit_normalisation,
     forecast_segment,
@@ -224,15 +226,14 @@ class CSVDataModule(pl.LightningDataModule):
 
     def _setup_time(self, table: SeriesTable) -> SeriesTable:
         cuts = np.full((table.n_series, 2), np.inf)  # (S, 2) each series' [t_val, t_test]
-        short = []  # too short for two blocks: trained on whole, not held out
         for s in range(table.n_series):
-            t, x = table.series(s)
-            t = t[~np.isnan(x).all(axis=1)]  # observed times
-            try:
+            t, _ = _observed_rows(table, s)
+            with suppress(DataError):  # too short for two blocks: trained whole, not held out
                 cuts[s] = holdout_bounds(float(t[0]), float(t[-1]), self.holdout)
-            except DataError:
-                short.append(table.series_ids[s])
-        if len(short) == table.n_series:
+        ids = table.series_ids
+        held = np.flatnonzero(np.isfinite(cuts[:, 0])).tolist()
+        short = [ids[s] for s in np.flatnonzero(~np.isfinite(cuts[:, 0]))]
+        if not held:
             raise DataError(
                 f"{self.path}: no series spans two holdout blocks of {self.holdout:g} time "
                 "units (validation and test) and some time before them; use a smaller holdout."
@@ -246,13 +247,9 @@ class CSVDataModule(pl.LightningDataModule):
                 stacklevel=2,
             )
         train = table.before(cuts[:, 0])
-        if self.window is None:
-            segs = whole_series(train)
-        else:
-            segs = make_windows(train, self.window, self.stride or self.window / 10)
-        index = [table.index_of(i) for i in train.series_ids]  # train's series in the file
-        self.train_segments = [replace(g, series=index[g.series]) for g in segs]
-        held = [s for s in range(table.n_series) if table.series_ids[s] not in short]
+        self.train_segments = self._train_segments(
+            train, [table.index_of(i) for i in train.series_ids]
+        )
         for s in held:
             t_val, t_test = cuts[s]
             for seg, out in (
@@ -261,19 +258,23 @@ class CSVDataModule(pl.LightningDataModule):
             ):
                 if seg is not None:
                     out.append(seg)
-        ids = table.series_ids
         self.val_windows = {ids[s]: [float(cuts[s, 0]), float(cuts[s, 1])] for s in held}
         self.test_series = [ids[s] for s in held]  # scored on their test blocks
         return train
 
-    def _setup_many(self, table: SeriesTable) -> SeriesTable:
-        tr, va, te = split_series(table.n_series, self.val_fraction, self.test_fraction, self.seed)
-        train = table.select(tr)
+    def _train_segments(self, train: SeriesTable, index: list[int]) -> list[Segment]:
+        """``train``'s series whole, or cut into windows when ``window`` is set, each named by
+        its index in the file (``index[s]`` for ``train``'s series ``s``)."""
         if self.window is None:
             segs = whole_series(train)
         else:
             segs = make_windows(train, self.window, self.stride or self.window / 10)
-        self.train_segments = [replace(g, series=tr[g.series]) for g in segs]  # file's index
+        return [replace(g, series=index[g.series]) for g in segs]
+
+    def _setup_many(self, table: SeriesTable) -> SeriesTable:
+        tr, va, te = split_series(table.n_series, self.val_fraction, self.test_fraction, self.seed)
+        train = table.select(tr)
+        self.train_segments = self._train_segments(train, tr)
         self.test_series = [table.series_ids[s] for s in te]
         self.val_series = [table.series_ids[s] for s in va]
         for index, out in ((va, self.val_segments), (te, self.test_segments)):
