@@ -28,6 +28,7 @@ import math
 import re
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -343,7 +344,9 @@ def _predict_parser() -> argparse.ArgumentParser:
         help=BY_LEAD_HELP,
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output and --plot PNGs"
+    )
     p.add_argument(
         "--accelerator", default="cpu", help="cpu, gpu or auto (Lightning's accelerator names)"
     )
@@ -420,6 +423,7 @@ def run_predict(args: argparse.Namespace) -> str:
     rank, world, device = _launch(args)
     model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
     model.to(device)
+    pngs = _plot_files(args, table.series_ids) if args.plot else []
     horizon = parse_horizon(args.horizon, table)
     step = None if args.step is None else parse_horizon(args.step, table, "--step")
     times = None
@@ -455,8 +459,7 @@ def run_predict(args: argparse.Namespace) -> str:
         merged.frame.to_csv(tmp, index=False)
         tmp.replace(out)
     if args.plot:  # each process draws its own series
-        folder = Path(args.plot)
-        folder.mkdir(parents=True, exist_ok=True)
+        Path(args.plot).mkdir(parents=True, exist_ok=True)
         to_orig = table.encoding.to_original
         for seg, fut, summary in zip(result.history, result.future, result.summary, strict=True):
             if summary is None:
@@ -465,7 +468,7 @@ def run_predict(args: argparse.Namespace) -> str:
             fig = plot_forecast(
                 to_orig(seg.times), seg.values, to_orig(fut), summary, table.channels, f"{sid}"
             )
-            fig.savefig(folder / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', sid)}.png", dpi=110)
+            fig.savefig(pngs[seg.series], dpi=110)
             plt.close(fig)
     n = len(merged.history)
     if world > 1:
@@ -493,6 +496,47 @@ def run_predict(args: argparse.Namespace) -> str:
                 "untested (refit with a larger holdout to calibrate further ahead)."
             )
     return "\n".join(lines)
+
+
+def plot_names(series_ids: list[str]) -> list[str]:
+    """The PNG file name of each series' ``--plot``: its id with every run of characters other
+    than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``. Ids that come out the same,
+    also when case is ignored (as macOS and Windows file systems do), get ``__`` and their
+    1-based position in ``series_ids`` appended, so no series' plot replaces another's."""
+    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", sid) for sid in series_ids]
+    shared = {k for k, n in Counter(s.casefold() for s in stems).items() if n > 1}
+    taken: set[str] = set()
+    names = []
+    for i, stem in enumerate(stems):
+        name = f"{stem}__{i + 1}" if stem.casefold() in shared else stem
+        while name.casefold() in taken:  # an id that already reads like a renamed one
+            name += "_"
+        taken.add(name.casefold())
+        names.append(f"{name}.png")
+    return names
+
+
+def _plot_files(args: argparse.Namespace, series_ids: list[str]) -> list[Path]:
+    """The ``--plot`` PNG of each series, checked before anything is computed or written.
+
+    Raises:
+        DataError: ``--plot`` names a file, or some of the PNGs exist and ``--overwrite`` is
+            not given.
+    """
+    folder = Path(args.plot)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"--plot {folder} is a file; name a directory for the PNGs.")
+    files = [folder / name for name in plot_names(series_ids)]
+    there = [p.name for p in files if p.exists()]
+    if there and not args.overwrite:
+        shown = ", ".join(there[:_SHOW]) + (
+            f" and {len(there) - _SHOW} more" if len(there) > _SHOW else ""
+        )
+        raise DataError(
+            f"--plot {folder}: {len(there)} of the {len(files)} PNGs exist already ({shown}); "
+            "pass --overwrite to replace them, or name another directory (nothing was written)."
+        )
+    return files
 
 
 def _unobserved(history: list[Segment], table: SeriesTable) -> str:

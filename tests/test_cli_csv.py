@@ -125,6 +125,45 @@ def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
     assert sorted(p.name for p in plots.glob("*.png")) == [f"s{i}.png" for i in range(6)]
 
 
+def test_predict_never_replaces_a_png_without_overwrite(fitted, tmp_path: Path) -> None:
+    """A file of the user's in the --plot directory with a series' plot name is kept, and
+    nothing is written, unless --overwrite is given; --plot naming a file is refused."""
+    ckpt, data = fitted
+    out, plots = tmp_path / "forecast.csv", tmp_path / "plots"
+    plots.mkdir()
+    (plots / "s3.png").write_bytes(b"the user's own")
+    args = [*csv_predict_args(ckpt, data), "--output", str(out), "--n_samples", "5"]
+    res = run_cli(*args, "--plot", str(plots))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "1 of the 6 PNGs exist already (s3.png); pass --overwrite" in res.stderr
+    assert not out.exists() and sorted(p.name for p in plots.iterdir()) == ["s3.png"]
+    assert (plots / "s3.png").read_bytes() == b"the user's own"
+    (tmp_path / "file.txt").write_text("mine")
+    res = run_cli(*args, "--plot", str(tmp_path / "file.txt"), "--overwrite")
+    assert res.returncode == 2 and "file.txt is a file; name a directory" in res.stderr
+    res = run_cli(*args, "--plot", str(plots), "--overwrite")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (plots / "s3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list(plots.glob("*.png"))) == 6
+
+
+def test_plot_names_never_collide() -> None:
+    """Ids that sanitise to the same name, also ignoring case, get their position appended;
+    an id that already reads like a renamed one does not take another's name."""
+    from latentode.cli import plot_names
+
+    ids = ["a b", "a_b", "A/B", "c", "a_b__2", "x.y", "é"]
+    assert plot_names(ids) == [
+        "a_b__1.png",
+        "a_b__2.png",
+        "A_B__3.png",
+        "c.png",
+        "a_b__2_.png",
+        "x.y.png",
+        "_.png",
+    ]
+
+
 def test_histories_that_miss_a_channel_or_are_too_short(fitted, tmp_path: Path) -> None:
     """A history file where channel b is never observed: `predict` forecasts b from a and
     says which series it did that for; a series with one row is dropped with a one-line
