@@ -175,7 +175,7 @@ def main() -> None:
     table_text = run(
         [
             *(LATENTODE, "test", "--ckpt_path", str(ckpt), "--data.path", str(data)),
-            *("--output", str(scores_csv)),
+            *("--output", str(scores_csv), "--overwrite"),
         ],
         log,
     )

@@ -67,6 +67,12 @@ __all__ = [
 _SHOW = 5  # series named in a note
 
 
+def _listed(items: list[str]) -> str:
+    """The first `_SHOW` of ``items`` joined by commas, and how many more there are."""
+    more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+    return ", ".join(items[:_SHOW]) + more
+
+
 class ForecastStoppedError(RuntimeError):
     """A process of a multi-process ``latentode predict`` could not forecast its series (the
     message names the process and its error); every process stops with it."""
@@ -194,10 +200,18 @@ class LatentODECLI(LightningCLI):
         parser.add_lightning_class_args(RunSummary, "run_summary")
 
     def before_fit(self) -> None:
-        """``--ckpt_path last``: the newest of ``last.ckpt`` and a SLURM requeue checkpoint."""
+        """``--ckpt_path last``: the newest of ``last.ckpt`` and a SLURM requeue checkpoint.
+        A new fit (no ``--ckpt_path``) into a checkpoint folder holding an earlier fit's
+        checkpoints is refused, since it would replace that fit's ``last.ckpt``.
+
+        Raises:
+            DataError: a new fit would write over an earlier fit's checkpoints.
+        """
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             config["ckpt_path"] = resolve_last(self.trainer)
+        if config.get("ckpt_path") is None:
+            _refuse_earlier_fit(self.trainer)
 
     def after_test(self) -> None:
         """On a CSV, point to the held-out evaluation in the user's units (Lightning's test
@@ -224,6 +238,24 @@ class LatentODECLI(LightningCLI):
                 "class_path": "pytorch_lightning.loggers.CSVLogger",
                 "init_args": {"save_dir": trainer.default_root_dir or ".", "name": "logs"},
             }
+
+
+def _refuse_earlier_fit(trainer: pl.Trainer) -> None:
+    """Raise `DataError` when a checkpoint folder of ``trainer`` already holds checkpoints.
+
+    Raises:
+        DataError: naming the folder, its checkpoints and the three ways on.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        folder = getattr(callback, "dirpath", None)
+        found = sorted(p.name for p in Path(folder).glob("*.ckpt")) if folder else []
+        if found:
+            raise DataError(
+                f"{folder} holds the checkpoints of an earlier fit ({_listed(found)}); a new "
+                "fit there would replace its last.ckpt. Resume that fit with --ckpt_path last, "
+                "give this one another --trainer.default_root_dir, or move those files away "
+                "(nothing was written)."
+            )
 
 
 IMPORTANCE_HELP = (
@@ -481,9 +513,13 @@ def run_predict(args: argparse.Namespace) -> str:
     lines = [f"latentode predict: wrote {len(merged.frame)} rows for {n} series to {out}{procs}"]
     if isinstance(model, Ensemble):
         lines.append(f"latentode predict: {_pooled(model, args.n_samples)}.")
-    blind = _unobserved(merged.history, table)
-    if blind:
-        lines.append(f"latentode predict: note: {blind}")
+    for note in (
+        _unobserved(merged.history, table),
+        _outside_training(merged.history, table, state),
+        _few_paths(args.n_samples),
+    ):
+        if note:
+            lines.append(f"latentode predict: note: {note}")
     if cal is not None:
         lines.append(f"latentode predict: {cal.describe(list(table.channels))}.")
         furthest = max(
@@ -529,11 +565,9 @@ def _plot_files(args: argparse.Namespace, series_ids: list[str]) -> list[Path]:
     files = [folder / name for name in plot_names(series_ids)]
     there = [p.name for p in files if p.exists()]
     if there and not args.overwrite:
-        shown = ", ".join(there[:_SHOW]) + (
-            f" and {len(there) - _SHOW} more" if len(there) > _SHOW else ""
-        )
         raise DataError(
-            f"--plot {folder}: {len(there)} of the {len(files)} PNGs exist already ({shown}); "
+            f"--plot {folder}: {len(there)} of the {len(files)} PNGs exist already "
+            f"({_listed(there)}); "
             "pass --overwrite to replace them, or name another directory (nothing was written)."
         )
     return files
@@ -551,12 +585,49 @@ def _unobserved(history: list[Segment], table: SeriesTable) -> str:
     ]
     if not blind:
         return ""
-    shown = ", ".join(f"{sid!r} ({c})" for sid, c in blind[:_SHOW])
-    more = f" and {len(blind) - _SHOW} more" if len(blind) > _SHOW else ""
+    shown = _listed([f"{sid!r} ({c})" for sid, c in blind])
     return (
-        f"{len(blind)} forecast(s) of a channel the series' history never observes: {shown}"
-        f"{more}. They come from the series' other channels and the fitted model, not from "
-        "the series' own values of that channel; trust their bands less."
+        f"{len(blind)} forecast(s) of a channel the series' history never observes: {shown}. "
+        "They come from the series' other channels and the fitted model, not from the "
+        "series' own values of that channel; trust their bands less."
+    )
+
+
+def _few_paths(n_samples: int) -> str:
+    """A note when ``--n_samples`` is too few for the 5-95% band (empty from 20 paths on)."""
+    if n_samples >= 20:
+        return ""
+    return (
+        f"--n_samples {n_samples}: the 5% and 95% quantiles of fewer than 20 paths lie at or "
+        "next to the extreme paths (with one path they equal q50), so the bands are rough; "
+        "use 100 or more for bands to rely on."
+    )
+
+
+def _outside_training(history: list[Segment], table: SeriesTable, state: dict) -> str:
+    """A note on the histories holding values far outside the training data's (beyond its
+    range, per channel, by more than the range's width; empty when none do, or for a
+    checkpoint that does not keep the range): the model never saw such values, so their
+    forecasts and bands are extrapolations. A file in other units is the usual cause."""
+    if not state.get("value_range"):
+        return ""
+    lo, hi = (np.asarray(state["value_range"][k], dtype=np.float64) for k in ("min", "max"))
+    width = hi - lo
+    far = []
+    for g in history:
+        for d, c in enumerate(table.channels):
+            v = g.values[:, d][~np.isnan(g.values[:, d])]
+            if len(v) and (v.min() < lo[d] - width[d] or v.max() > hi[d] + width[d]):
+                far.append(
+                    f"{table.series_ids[g.series]!r} ({c}: {v.min():.4g} to {v.max():.4g}; "
+                    f"training {lo[d]:.4g} to {hi[d]:.4g})"
+                )
+    if not far:
+        return ""
+    return (
+        f"{len(far)} history channel(s) hold values far outside the training data's: "
+        f"{_listed(far)}. The model never saw such values, so these forecasts and their bands "
+        "are extrapolations; check the file's units, or refit with such series."
     )
 
 
@@ -682,8 +753,11 @@ def test_main(argv: list[str]) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="also write the table as CSV")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)
     try:
+        if args.output and Path(args.output).exists() and not args.overwrite:
+            raise DataError(f"{args.output} exists; pass --overwrite to replace it.")
         model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
         cal = _calibration(args, model, state, table) if args.calibrate else None
         # scored where calibrated: the calibrated row would be judged on its own series
@@ -713,6 +787,7 @@ def test_main(argv: list[str]) -> int:
                 "series (they were calibrated there)."
             )
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.output, index=False)
     return 0
 
@@ -777,7 +852,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            args=argv,
+            args=None if args is None else argv,  # None: Lightning reads sys.argv itself
             auto_configure_optimizers=False,
         )
     except USER_ERRORS as e:

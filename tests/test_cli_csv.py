@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,7 @@ def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
     f = pd.read_csv(out)
     assert list(f.columns) == ["series_id", "time", "channel", "mean", "std", "q05", "q50", "q95"]
     assert len(f) == 6 * 4 * 2  # series x (20 days / 5) x channels
+    assert "note:" not in res.stdout  # 50 paths, the training file: nothing to note
     numeric = f[["mean", "std", "q05", "q50", "q95"]].to_numpy()
     assert np.isfinite(numeric).all() and (f["std"] > 0).all()
     assert ((f.q05 <= f.q50) & (f.q50 <= f.q95)).all()
@@ -123,6 +125,25 @@ def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
         expected = [last[sid] + pd.Timedelta(days=5 * k) for k in range(1, 5)]
         assert sorted(set(group["t"])) == expected
     assert sorted(p.name for p in plots.glob("*.png")) == [f"s{i}.png" for i in range(6)]
+
+
+def test_a_new_fit_never_replaces_an_earlier_fits_checkpoints(fitted, tmp_path: Path) -> None:
+    """`fit` without --ckpt_path into a run folder whose checkpoints/ holds an earlier fit's
+    checkpoints stops before writing anything; --ckpt_path last resumes that fit instead."""
+    ckpt, data = fitted
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    shutil.copy(ckpt, folder / "last.ckpt")
+    before = (folder / "last.ckpt").read_bytes()
+    res = run_cli(*csv_fit_args(data, tmp_path / "run", 4))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{folder} holds the checkpoints of an earlier fit (last.ckpt)" in res.stderr
+    assert "Resume that fit with --ckpt_path last" in res.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["last.ckpt"]
+    assert (folder / "last.ckpt").read_bytes() == before
+    res = run_cli(*csv_fit_args(data, tmp_path / "run", 4), "--ckpt_path", "last")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
 def test_predict_never_replaces_a_png_without_overwrite(fitted, tmp_path: Path) -> None:
@@ -143,8 +164,31 @@ def test_predict_never_replaces_a_png_without_overwrite(fitted, tmp_path: Path) 
     assert res.returncode == 2 and "file.txt is a file; name a directory" in res.stderr
     res = run_cli(*args, "--plot", str(plots), "--overwrite")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "note: --n_samples 5: the 5% and 95% quantiles of fewer than 20 paths" in res.stdout
     assert (plots / "s3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list(plots.glob("*.png"))) == 6
+
+
+def test_predict_notes_histories_far_outside_the_training_data(fitted, tmp_path: Path) -> None:
+    """A history in other units (channel a of s2 times 100) gets a note naming the series,
+    the channel, its values and the training range; the training file itself gets none."""
+    ckpt, data = fitted
+    frame = pd.read_csv(data)
+    frame.loc[frame.series_id == "s2", "a"] *= 100
+    path, out = tmp_path / "units.csv", tmp_path / "f.csv"
+    frame.to_csv(path, index=False)
+    res = run_cli(*csv_predict_args(ckpt, path), "--output", str(out), "--n_samples", "4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    lo, hi = frame.loc[frame.series_id == "s2", "a"].agg(["min", "max"])
+    state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
+    t_lo, t_hi = state["value_range"]["min"][0], state["value_range"]["max"][0]
+    assert 980 < t_lo < t_hi < 1020
+    assert (
+        f"note: 1 history channel(s) hold values far outside the training data's: 's2' "
+        f"(a: {lo:.4g} to {hi:.4g}; training {t_lo:.4g} to {t_hi:.4g})" in res.stdout
+    )
+    res = run_cli(*csv_predict_args(ckpt, data), "--output", str(out), "--overwrite")
+    assert res.returncode == 0 and "far outside" not in res.stdout
 
 
 def test_plot_names_never_collide() -> None:
@@ -421,6 +465,17 @@ def _test_scores(ckpt: Path, data: Path, table: Path, *extra: str) -> tuple[pd.D
 def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None:
     ckpt, data = fitted
     scores, stdout = _test_scores(ckpt, data, tmp_path / "scores.csv")
+    res = run_cli(
+        "test",
+        "--ckpt_path",
+        str(ckpt),
+        "--data.path",
+        str(data),
+        "--output",
+        str(tmp_path / "scores.csv"),
+    )
+    assert res.returncode == 2 and "scores.csv exists; pass --overwrite" in res.stderr
+    assert pd.read_csv(tmp_path / "scores.csv").equals(scores)
     methods = set(zip(scores.task, scores.method, strict=True))
     assert {
         ("extrapolation", "latent ODE"),

@@ -49,6 +49,11 @@ BAD = {
     "duplicate": ("series_id,time,x\na,1,1\nb,1,5\na,1,2\na,2,3\n", ["duplicate", "2, 4", "'a'"]),
     "empty_channel": ("series_id,time,x,y\na,1,1,\na,2,2,\n", ["channel 'y'", "no observed"]),
     "no_series_left": ("series_id,time,x\na,1,1\nb,1,2\n", ["no series has two"]),
+    "semicolons": ("series_id;time;x\na;1;1,5\n", ["'time'", "looks separated by ';'", "','"]),
+    "tabs": ("series_id\ttime\tx\na\t1\t1\n", ["'time'", "looks separated by '\\t'"]),
+    "padded_time": ("series_id, time,x\na,1,1\n", ["'time'", "spaces around ' time'"]),
+    # without the check the file read as one series (' series_id' an ignored text column)
+    "padded_id": (" series_id,time,x\na,1,1\n", ["'series_id'", "spaces around ' series_id'"]),
 }
 
 
@@ -137,6 +142,27 @@ def test_utc_offsets_are_converted(tmp_path: Path) -> None:
     table = read_series_csv(_write(tmp_path, text), time_unit="h")
     assert table.encoding.tz == "UTC"
     assert table.encoding.format(table.times) == ["2019-12-31T22:00:00Z", "2020-01-01T00:00:00Z"]
+
+
+def test_times_with_and_without_offsets_are_not_mixed(tmp_path: Path) -> None:
+    """A naive time beside offset ones used to be read as UTC; now the file is refused, with
+    the line. An encoding reads later times (``predict --times``) only in its own kind."""
+    text = "time,x\n2020-01-01T01:00+01:00,1\n2020-01-01T05:00,2\n2020-01-01 06:00:00-0500,3\n"
+    with pytest.raises(CSVDataError) as info:
+        read_series_csv(_write(tmp_path, text), time_unit="h")
+    assert "mixes times with and without a UTC offset, e.g. '2020-01-01T05:00'" in str(info.value)
+    assert "(line 3)" in str(info.value)
+    aware = read_series_csv(_write(tmp_path, text.replace("T05:00", "T05:00Z")), time_unit="h")
+    assert aware.times.tolist() == [0.0, 5.0, 11.0]  # 06:00-05:00 is 11:00Z
+    assert aware.encoding.encode(["2020-01-01T02:00:00+02:00"]).tolist() == [0.0]
+    with pytest.raises(
+        DataError, match="carry UTC offsets and '2020-01-02' \\(value 1\\) has none"
+    ):
+        aware.encoding.encode(["2020-01-02"])
+    naive = read_series_csv(_write(tmp_path, "time,x\n2020-01-01,1\n2020-01-02,2\n"))
+    with pytest.raises(DataError, match="have no UTC offset and '2020-01-03T00:00Z'"):
+        naive.encoding.encode(["2020-01-03", "2020-01-03T00:00Z"])
+    assert naive.encoding.encode(["2020-01-03"]).tolist() == [2.0]
 
 
 # ---------------------------------------------------------------- normalisation, windows, splits
@@ -302,6 +328,9 @@ def test_few_series_are_held_out_in_time(tmp_path: Path) -> None:
     assert state["test_series"] == ["a", "b", "c"] and state["val_series"] is None
     by_series = {g.series: g for g in dm.train_segments}
     assert sorted(by_series) == [0, 1, 2]  # whole series, each cut before its own block
+    seen = np.concatenate([g.values for g in dm.train_segments])  # the training values only
+    assert state["value_range"] == {"min": [seen.min()], "max": [seen.max()]}
+    assert len(seen) < len(dm.table.values)
     for s, sid in enumerate("abc"):
         t_val, t_test = state["val_windows"][sid]
         train, val, test = by_series[s], dm.val_segments[s], dm.test_segments[s]

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .table import _RESOLUTIONS, TIME_UNITS, SeriesTable, TimeEncoding
+from .table import _RESOLUTIONS, TIME_UNITS, SeriesTable, TimeEncoding, has_offset
 
 __all__ = ["CSVDataError", "csv_columns", "read_series_csv"]
 
@@ -92,9 +92,25 @@ def _columns(
         raise _fail(
             path,
             f"missing column{'s' if len(missing) > 1 else ''} {_names(missing)}",
-            f"The file has columns {_names(header)}; rename them or set the column options.",
+            f"The file has columns {_names(header)}; {_header_advice(header, missing)}",
         )
     return wanted
+
+
+def _header_advice(header: list[str], missing: list[str]) -> str:
+    """What to do about a header that lacks the ``missing`` columns: the cause when it is a
+    common one (another separator than ',', spaces around the names), else the options."""
+    if len(header) == 1:
+        sep = next((c for c in (";", "\t", "|") if c in header[0]), None)
+        if sep is not None:
+            return (
+                f"the file looks separated by {sep!r}, and latentode reads comma-separated "
+                "files: save it with ',' between columns (and '.' as decimal point)."
+            )
+    padded = [h for h in header if h != h.strip() and h.strip() in missing]
+    if padded:
+        return f"remove the spaces around {_names(padded)} in the header."
+    return "rename them or set the column options."
 
 
 def _to_number(path: Path, frame: pd.DataFrame, column: str, lines: np.ndarray) -> np.ndarray:
@@ -164,6 +180,16 @@ def _parse_times(
             "Use one kind of time in the whole file.",
             lines[is_num],
         )
+    if tz is not None:  # naive times beside offset ones: their instant would be a guess
+        aware = has_offset(text)
+        if not aware.all():
+            raise _fail(
+                path,
+                f"column {column!r} mixes times with and without a UTC offset, e.g. "
+                f"{text[~aware].iloc[0]!r} and {text[aware].iloc[0]!r}",
+                "Give every time its offset (or none), so that each names one instant.",
+                lines[~aware],
+            )
     ns = dt.astype("datetime64[ns]").to_numpy().view(np.int64)
     resolution = next(r for r, n in _RESOLUTIONS.items() if (ns % n == 0).all())
     origin = pd.Timestamp(int(ns.min())).isoformat()
@@ -222,7 +248,7 @@ def read_series_csv(
     if duplicates not in ("error", "mean"):
         raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
     header = csv_columns(path)
-    if series_column == "series_id" and "series_id" not in header:
+    if series_column == "series_id" and "series_id" not in {h.strip() for h in header}:
         series_column = None  # the default name is optional: one series
     usecols = _columns(path, header, time_column, series_column, channels)
     text = [time_column, *([series_column] if series_column else [])]

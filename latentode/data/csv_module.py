@@ -60,6 +60,7 @@ from .prep import (
     segment_spans,
     split_at,
     split_series,
+    value_range,
     whole_series,
 )
 from .sharding import eval_sampler
@@ -159,6 +160,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.val_segments: list[Segment] = []
         self.test_segments: list[Segment] = []
         self._norm: dict[str, Any] | None = None
+        self._range: dict[str, list[float]] = {}
         self.anchor: Literal["first", "last"] = "first"  # the model's; see `align_to`
         self.eval_history: float | None = history  # history conditioned on when forecasting
         self.test_series: list[str] | None = None  # held-out series ids (many series)
@@ -188,6 +190,7 @@ class CSVDataModule(pl.LightningDataModule):
         else:
             train = self._setup_many(table)
         self._norm = fit_normalisation(train) if self.use_normalisation else None
+        self._range = value_range(train)
         if not self.train_segments:
             raise DataError(f"{self.path}: no training segment with two observed times.")
         if self.time_scale is None:
@@ -309,12 +312,19 @@ class CSVDataModule(pl.LightningDataModule):
         self._ready()
         return None if self._norm is None else dict(self._norm)
 
+    @property
+    def value_range(self) -> dict[str, list[float]]:
+        """The per-channel least and greatest value of the training part (`value_range`)."""
+        self._ready()
+        return dict(self._range)
+
     def data_state(self) -> dict[str, Any]:
         """Everything a checkpoint needs to map model outputs back to the user's file."""
         return {
             "channels": self.channels,
             "time_encoding": self.time_encoding,
             "normalisation": self.normalisation,
+            "value_range": self.value_range,
             "time_scale": self.time_scale,
             "time_column": self.time_column,
             "series_column": self.series_column,

@@ -46,6 +46,7 @@ __all__ = [
     "segment_spans",
     "split_at",
     "split_series",
+    "value_range",
     "whole_series",
 ]
 
@@ -70,6 +71,15 @@ def fit_normalisation(table: SeriesTable, min_std: float = 1e-8) -> dict[str, An
         "channels": list(table.channels),
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
+    }
+
+
+def value_range(table: SeriesTable) -> dict[str, list[float]]:
+    """Per-channel least and greatest observed value of ``table`` (the training series):
+    ``{"min": [D], "max": [D]}``; ``latentode predict`` notes histories far outside it."""
+    return {
+        "min": [float(v) for v in np.nanmin(table.values, axis=0)],
+        "max": [float(v) for v in np.nanmax(table.values, axis=0)],
     }
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .errors import DataError
 
-__all__ = ["TIME_UNITS", "SeriesTable", "TimeEncoding"]
+__all__ = ["TIME_UNITS", "SeriesTable", "TimeEncoding", "has_offset"]
 
 # Nanoseconds per unit of the float time axis for date-times ("Y" is a Julian year).
 TIME_UNITS: dict[str, int] = {
@@ -38,6 +38,17 @@ TIME_UNITS: dict[str, int] = {
     "W": 7 * 86400 * 10**9,
     "Y": 31_557_600 * 10**9,
 }
+# A time of day followed by a UTC offset: "...T10:00Z", "... 10:00:00.5+01:00", "...-0500".
+_OFFSET = r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
+
+
+def has_offset(values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
+    """Which date-time values carry a UTC offset (boolean ``[N]``); datetimes count by their
+    time zone, strings by a ``Z`` or ``+hh:mm`` after the time of day."""
+    text = pd.Series(values).astype(str).str.strip()
+    return text.str.contains(_OFFSET, regex=True).to_numpy(dtype=bool)
+
+
 # Resolutions a date-time column is rounded back to, coarsest first.
 _RESOLUTIONS: dict[str, int] = {"D": 86400 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
@@ -90,6 +101,16 @@ class TimeEncoding:
                 return np.asarray(values, dtype=np.float64)
             except (TypeError, ValueError) as e:
                 raise DataError(f"times must be numbers for this data: {e}") from e
+        aware = has_offset(values)
+        if aware.any() if self.tz is None else not aware.all():
+            odd = int(np.flatnonzero(aware if self.tz is None else ~aware)[0])
+            data, this = (
+                ("carry UTC offsets", "has none") if self.tz else ("have no UTC offset", "has one")
+            )
+            raise DataError(
+                f"this data's times {data} and {pd.Series(values).iloc[odd]!r} (value "
+                f"{odd + 1}) {this}, so its instant would be a guess; write it as the data does."
+            )
         try:
             ts = pd.to_datetime(pd.Series(values), format="ISO8601", utc=self.tz is not None)
         except (TypeError, ValueError) as e:
