@@ -11,6 +11,7 @@ Used by ``latentode predict``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -97,13 +98,36 @@ def parse_horizon(horizon: str | float, table: SeriesTable, option: str = "--hor
             raise DataError(
                 f"{option} {horizon!r}: this data has numeric times; give a number."
             ) from None
-        try:
-            value = pd.Timedelta(str(horizon)).value / TIME_UNITS[table.encoding.unit]
-        except ValueError as e:
-            raise DataError(f"{option} {horizon!r} is not a number or a span like 730D.") from e
+        value = _span(str(horizon), option) / TIME_UNITS[table.encoding.unit]
     if not (value > 0 and math.isfinite(value)):
         raise DataError(f"{option} must be positive, got {horizon!r}.")
     return value
+
+
+_SPAN = re.compile(r"\s*(\d*\.?\d+(?:[eE][+-]?\d+)?)\s*([A-Za-z]+)\s*")
+
+
+def _span(text: str, option: str) -> float:
+    """Nanoseconds in a span like ``730D``, ``104W`` or ``2Y`` (a Julian year), or any span
+    `pandas.Timedelta` reads, except ``m`` / ``M`` (minutes to pandas, months to many).
+
+    Raises:
+        DataError: an unreadable or ambiguous span, naming ``option``.
+    """
+    match = _SPAN.fullmatch(text)
+    if match and match.group(2) in ("m", "M"):
+        raise DataError(
+            f"{option} {text!r}: 'm' could mean minutes or months; write "
+            f"{match.group(1)}min for minutes, or the span in D, W or Y (365.25 days)."
+        )
+    if match and match.group(2) in ("Y", "y"):
+        return float(match.group(1)) * TIME_UNITS["Y"]
+    try:
+        return float(pd.Timedelta(text).value)
+    except ValueError as e:
+        raise DataError(
+            f"{option} {text!r} is not a number or a span like 730D, 104W or 2Y."
+        ) from e
 
 
 def _recent(seg: Segment, history: float | None) -> Segment:
@@ -321,11 +345,10 @@ def forecast(
         A `ForecastResult`.
 
     Raises:
-        DataError: channels differ from the model's, or a requested time is not after the
-            series' history.
+        DataError: channels differ from the model's, a requested time is not after the
+            series' history, or is past the last date-time that can be written.
     """
     check_channels(table, data_state["channels"])
-    model.eval()
     segs = [_recent(g, data_state.get("history")) for g in whole_series(table)]
     future = []
     for seg in segs:
@@ -334,6 +357,14 @@ def forecast(
             future.append(_future_grid(seg, horizon, step))
             continue
         future.append(_explicit_future(sid, times.get(sid), seg, table))
+    for seg, f in zip(segs, future, strict=True):
+        if len(f) and f.max() > table.encoding.latest():
+            raise DataError(
+                f"series {table.series_ids[seg.series]!r}: forecast times reach past "
+                f"{pd.Timestamp.max:%Y-%m-%d}, the last date-time that can be written; "
+                "shorten the horizon."
+            )
+    model.eval()
     rank, world = shard
     summary: list[np.ndarray | None] = [None] * len(segs)
     for c, lo in enumerate(range(0, len(segs), chunk)):

@@ -22,7 +22,7 @@ from latentode.evaluate import (
     half_observed,
     history_gaps,
 )
-from latentode.forecast import _future_grid, parse_horizon, predictive_summary
+from latentode.forecast import _future_grid, forecast, parse_horizon, predictive_summary
 from latentode.nn import LatentODE, LatentODEConfig, ModelInputError, SolverSettings
 from latentode.nn.latent_ode import AggregatePosterior
 
@@ -287,6 +287,22 @@ def test_evaluate_scores_the_history_gaps_beside_linear_interpolation(tmp_path: 
     assert list(frame.task.unique()) == ["extrapolation", "interpolation", GAPS]
 
 
+def test_forecast_times_past_what_a_date_time_holds_are_refused(tmp_path: Path) -> None:
+    """datetime64[ns] ends in 2262: a horizon past it used to wrap the written times around
+    to the 17th century; now the forecast is refused, naming the series, before the model
+    runs (and `to_original` refuses such a time too)."""
+    path = tmp_path / "dates.csv"
+    path.write_text("series_id,time,x\na,2020-01-01,1\na,2020-01-03,2\n")
+    table = read_series_csv(path)
+    enc = table.encoding
+    assert enc.format([enc.latest() - 0.25]) == ["2262-04-10"]
+    assert enc.format([enc.latest()])[0] in ("2262-04-10", "2262-04-11")  # rounded, not wrapped
+    with pytest.raises(DataError, match="past 2262-04-11"):
+        enc.to_original([enc.latest() + 1])
+    with pytest.raises(DataError, match="series 'a': forecast times reach past 2262-04-11"):
+        forecast(None, table, {"channels": ["x"]}, parse_horizon("300Y", table), None)
+
+
 def test_parse_horizon_reads_spans_and_names_the_option(tmp_path: Path) -> None:
     """Spans in the data's time unit (days here, hours for an hourly axis); a bad one is
     refused naming the option that gave it."""
@@ -297,6 +313,11 @@ def test_parse_horizon_reads_spans_and_names_the_option(tmp_path: Path) -> None:
     assert parse_horizon("36h", daily) == 1.5 and parse_horizon("2.5", daily) == 2.5
     hourly = read_series_csv(dates, time_unit="h")
     assert parse_horizon("2D", hourly) == 48.0
+    # a year is TIME_UNITS' Julian year (pandas refuses Y); "m" is refused, not read as minutes
+    assert parse_horizon("2Y", daily) == 730.5 and parse_horizon("0.5 y", hourly) == 4383.0
+    assert parse_horizon("90min", hourly) == 1.5
+    with pytest.raises(DataError, match="'6m': 'm' could mean minutes or months; write 6min"):
+        parse_horizon("6m", hourly)
     numbers = tmp_path / "numbers.csv"
     numbers.write_text("series_id,time,x\na,1,1\na,2,2\n")
     for given, table, option, needle in (

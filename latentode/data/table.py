@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -119,11 +120,26 @@ class TimeEncoding:
             ts = ts.dt.tz_localize(None)
         return self.encode_ns(ts.astype("datetime64[ns]").to_numpy().view(np.int64))
 
+    def latest(self) -> float:
+        """The last float time that `to_original` maps to a date-time, rounding included
+        (pandas' ``Timestamp.max`` is in 2262); infinite for numeric times."""
+        if self.kind == "numeric":
+            return math.inf
+        res = _RESOLUTIONS[self.resolution or "ns"]
+        last = (pd.Timestamp.max.value - self._origin_ns()) // res * res  # on the rounding grid
+        return (last - res / 2) / TIME_UNITS[self.unit]
+
     def to_original(self, t: np.ndarray | Sequence[float]) -> np.ndarray:
-        """The file's time values: float64 numbers, or ``datetime64[ns]`` rounded to resolution."""
+        """The file's time values: float64 numbers, or ``datetime64[ns]`` rounded to resolution.
+
+        Raises:
+            DataError: a time past `latest` (it would wrap around to the 17th century).
+        """
         t = np.asarray(t, dtype=np.float64)
         if self.kind == "numeric":
             return t
+        if t.size and t.max() > self.latest():
+            raise DataError(f"time {t.max():g} is past {pd.Timestamp.max}, the last date-time.")
         res = _RESOLUTIONS[self.resolution or "ns"]
         ns = np.rint(t * TIME_UNITS[self.unit]).astype(np.int64)  # offset from the origin
         ns = np.rint(ns / res).astype(np.int64) * res + self._origin_ns()
