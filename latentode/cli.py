@@ -680,7 +680,8 @@ def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = 
     name (other value columns are ignored).
 
     Raises:
-        DataError: the file lacks one of the model's channels, or breaks a rule of
+        DataError: the file lacks one of the model's channels, has times of another kind
+            (numbers, date-times) than the training file, or breaks a rule of
             `read_series_csv`.
     """
     channels = list(state["channels"])
@@ -690,7 +691,7 @@ def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = 
             f"{data_path}: no column {', '.join(map(repr, missing))}: the checkpoint was fitted "
             f"on the channels {channels}. Give a file with these columns (others are ignored)."
         )
-    return read_series_csv(
+    table = read_series_csv(
         data_path,
         time_column=state.get("time_column", "time"),
         series_column=state.get("series_column", "series_id"),
@@ -699,6 +700,14 @@ def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = 
         duplicates=duplicates or state.get("duplicates", "error"),
         allow_unobserved=True,  # the model forecasts a channel from the others
     )
+    fitted = state["time_encoding"].get("kind", "numeric")
+    if table.encoding.kind != fitted:  # the model's time axis would be read in another unit
+        kinds = {"numeric": "numbers", "datetime": "date-times"}
+        raise DataError(
+            f"{data_path}: its times are {kinds[table.encoding.kind]}, but the checkpoint was "
+            f"fitted on {kinds[fitted]}; give times of the kind the training file had."
+        )
+    return table
 
 
 def _pooled(model: Ensemble, n_samples: int) -> str:

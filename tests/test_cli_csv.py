@@ -192,6 +192,22 @@ def test_predict_notes_histories_far_outside_the_training_data(fitted, tmp_path:
     assert res.returncode == 0 and "far outside" not in res.stdout
 
 
+def test_a_history_with_times_of_another_kind_is_refused(fitted, tmp_path: Path) -> None:
+    """The fit read date-times in days; a history with numeric times (days since 2020 here)
+    used to be forecast on the model's axis as if the numbers were in its unit."""
+    ckpt, data = fitted
+    frame = pd.read_csv(data)
+    frame["time"] = (pd.to_datetime(frame["time"]) - pd.Timestamp("2020-01-01")).dt.days
+    path = tmp_path / "numbers.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "f.csv"
+    res = run_cli(*csv_predict_args(ckpt, path)[:-4], "--horizon", "20", "--output", str(out))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert (
+        f"{path}: its times are numbers, but the checkpoint was fitted on date-times" in res.stderr
+    )
+
+
 def test_plot_names_never_collide() -> None:
     """Ids that sanitise to the same name, also ignoring case, get their position appended;
     an id that already reads like a renamed one does not take another's name."""
