@@ -24,6 +24,7 @@ and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import re
 import sys
@@ -843,10 +844,18 @@ def _show_own_warnings() -> None:
     warnings.showwarning = show
 
 
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips (a cloud logger on every fit) from its log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``latentode`` console script."""
     argv = sys.argv[1:] if args is None else list(args)
     _show_own_warnings()
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
     if argv and argv[0] == "predict":
         sys.exit(predict_main(argv[1:]))
     own_test = not ({"-c", "--config"} & set(argv)) and any(

@@ -144,6 +144,7 @@ def test_a_new_fit_never_replaces_an_earlier_fits_checkpoints(fitted, tmp_path: 
     res = run_cli(*csv_fit_args(data, tmp_path / "run", 4), "--ckpt_path", "last")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "LightningCLI's args parameter" not in res.stderr  # printed by every fit before
+    assert "Tip" not in res.stdout + res.stderr  # nor Lightning's advertisement
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
