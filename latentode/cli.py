@@ -526,11 +526,21 @@ def run_predict(args: argparse.Namespace) -> str:
         furthest = max(
             float(f[-1] - g.times[-1]) for g, f in zip(merged.history, merged.future, strict=True)
         )
-        if cal.scale is not None and furthest > cal.max_lead * (1 + 1e-9):
+        past = furthest > cal.max_lead * (1 + 1e-9)  # max_lead NaN: nothing was validated
+        unit = table.encoding.unit if table.encoding.kind == "datetime" else ""
+        reach, lead = f"{furthest:.4g}{unit}", f"{cal.max_lead:.4g}{unit}"
+        if past and cal.scale is not None:
             lines.append(
-                f"latentode predict: note: forecasts reach {furthest:.4g} ahead, past the "
-                f"calibrated lead times ({cal.max_lead:.4g}); the last factor is carried on there "
-                "untested (refit with a larger holdout to calibrate further ahead)."
+                f"latentode predict: note: forecasts reach {reach} ahead, past the calibrated "
+                f"lead times ({lead}); the last factor is carried on there untested (refit "
+                "with a larger holdout to calibrate further ahead)."
+            )
+        elif past:
+            lines.append(
+                f"latentode predict: note: forecasts reach {reach} ahead, past the fit's "
+                f"validation forecasts (lead times up to {lead}); how good they and their "
+                "bands are there is untested (refit with a larger holdout to validate further "
+                "ahead)."
             )
     return "\n".join(lines)
 

@@ -110,7 +110,15 @@ def test_predict_writes_forecasts_in_user_units(fitted, tmp_path: Path) -> None:
     f = pd.read_csv(out)
     assert list(f.columns) == ["series_id", "time", "channel", "mean", "std", "q05", "q50", "q95"]
     assert len(f) == 6 * 4 * 2  # series x (20 days / 5) x channels
-    assert "note:" not in res.stdout  # 50 paths, the training file: nothing to note
+    # 50 paths, the training file: the one note is that 20 days is past the validated leads
+    # (the val series' last tenth: 11-12 days; the bands are not calibrated on 1 series)
+    assert res.stdout.count("note:") == 1, res.stdout
+    lead = re.search(
+        r"note: forecasts reach 20D ahead, past the fit's validation forecasts "
+        r"\(lead times up to ([0-9.]+)D\); how good they",
+        res.stdout,
+    )
+    assert lead is not None and 10 <= float(lead.group(1)) <= 12.1, res.stdout
     numeric = f[["mean", "std", "q05", "q50", "q95"]].to_numpy()
     assert np.isfinite(numeric).all() and (f["std"] > 0).all()
     assert ((f.q05 <= f.q50) & (f.q50 <= f.q95)).all()
