@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -310,6 +311,22 @@ def _few_series_csv(tmp_path: Path) -> Path:
     for sid, (lo, hi) in {"a": (1960, 2010), "b": (1970, 2010), "c": (1980, 2000)}.items():
         rows += [f"{sid},{t},{np.sin(t / 3) + (sid == 'b')}" for t in range(lo, hi)]
     return _write(tmp_path, "\n".join(rows) + "\n", "few.csv")
+
+
+def test_a_channel_constant_in_training_is_warned_about(tmp_path: Path) -> None:
+    """k is 5 wherever the training part has it (its one other value lies in a held-out
+    block), so the warning names k, and not x."""
+    frame = pd.read_csv(_few_series_csv(tmp_path)).assign(k=5.0)
+    frame.loc[frame.index[-1], "k"] = 6.0  # c's last row: in its test block
+    path = tmp_path / "with_k.csv"
+    frame.to_csv(path, index=False)
+    dm = CSVDataModule(str(path), holdout=0.1, batch_size=4)
+    with pytest.warns(UserWarning, match=r"channel\(s\) \['k'\] hold one value") as caught:
+        dm.setup()
+    assert len([w for w in caught if "hold one value" in str(w.message)]) == 1
+    span = dm.data_state()["value_range"]
+    assert (span["min"][1], span["max"][1]) == (5.0, 5.0) and span["min"][0] < span["max"][0]
+    assert frame["k"].max() == 6.0  # the file's k does vary, outside the training part
 
 
 def test_few_series_are_held_out_in_time(tmp_path: Path) -> None:

@@ -191,6 +191,17 @@ class CSVDataModule(pl.LightningDataModule):
             train = self._setup_many(table)
         self._norm = fit_normalisation(train) if self.use_normalisation else None
         self._range = value_range(train)
+        flat = [
+            c for c, lo, hi in zip(table.channels, *self._range.values(), strict=True) if lo == hi
+        ]
+        if flat:
+            warnings.warn(
+                f"{self.path}: channel(s) {flat} hold one value throughout the training part, "
+                "so the model learns nothing from them; leave them out of the channels unless "
+                "they vary elsewhere.",
+                UserWarning,
+                stacklevel=1,  # here, in the package: the CLI prints it as one line
+            )
         if not self.train_segments:
             raise DataError(f"{self.path}: no training segment with two observed times.")
         if self.time_scale is None:
