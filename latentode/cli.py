@@ -866,6 +866,8 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     _show_own_warnings()
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
+    # Lightning's own use of a torch API that torch 2.13 deprecates: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     if argv and argv[0] == "predict":
         sys.exit(predict_main(argv[1:]))
     own_test = not ({"-c", "--config"} & set(argv)) and any(

@@ -153,6 +153,7 @@ def test_a_new_fit_never_replaces_an_earlier_fits_checkpoints(fitted, tmp_path: 
     assert res.returncode == 0, res.stderr[-3000:]
     assert "LightningCLI's args parameter" not in res.stderr  # printed by every fit before
     assert "Tip" not in res.stdout + res.stderr  # nor Lightning's advertisement
+    assert "LeafSpec" not in res.stderr  # nor its deprecation warning about torch
     assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
