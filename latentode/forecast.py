@@ -357,8 +357,9 @@ def forecast(
             future.append(_future_grid(seg, horizon, step))
             continue
         future.append(_explicit_future(sid, times.get(sid), seg, table))
+    latest = table.encoding.latest()
     for seg, f in zip(segs, future, strict=True):
-        if len(f) and f.max() > table.encoding.latest():
+        if len(f) and f.max() > latest:
             raise DataError(
                 f"series {table.series_ids[seg.series]!r}: forecast times reach past "
                 f"{pd.Timestamp.max:%Y-%m-%d}, the last date-time that can be written; "

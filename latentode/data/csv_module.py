@@ -191,9 +191,8 @@ class CSVDataModule(pl.LightningDataModule):
             train = self._setup_many(table)
         self._norm = fit_normalisation(train) if self.use_normalisation else None
         self._range = value_range(train)
-        flat = [
-            c for c, lo, hi in zip(table.channels, *self._range.values(), strict=True) if lo == hi
-        ]
+        lows, highs = self._range["min"], self._range["max"]
+        flat = [c for c, lo, hi in zip(table.channels, lows, highs, strict=True) if lo == hi]
         if flat:
             warnings.warn(
                 f"{self.path}: channel(s) {flat} hold one value throughout the training part, "
