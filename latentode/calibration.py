@@ -27,9 +27,10 @@ band covered 42% of the validation block and 99% of the test block, so a factor 
 would have misled on the other).
 
 The whole predictive distribution is scaled about its median, ``q50 + lam * (x - q50)``
-(`latentode.forecast.scale_bands`): every quantile moves so, the std is multiplied by
+(`latentode.predictive.scale_bands`): every quantile moves so, the std is multiplied by
 ``lam``, the median stays and the mean moves by ``(lam - 1) * (mean - q50)`` (nothing for a
-symmetric predictive).
+symmetric predictive). A channel modelled on a log scale (`latentode.data.transforms`) is
+scored and scaled in log space: its band stays positive (`latentode.predictive.Predictive`).
 
 One ``lam`` per lead-time bin (by default, `lead_bins`): a model's own band barely widens
 with lead time while its errors grow, so one factor for every lead over-covers the near
@@ -64,8 +65,9 @@ import torch
 from .data.prep import Segment, forecast_segment
 from .data.table import SeriesTable
 from .ensemble import Ensemble
-from .evaluate import Case, case_stats, held_out_cases
+from .evaluate import Case, case_predictives, held_out_cases
 from .nn.latent_ode import LatentODE
+from .predictive import _TINY, band_scores
 
 __all__ = [
     "LEAD_BINS",
@@ -86,7 +88,6 @@ LEVEL = 0.9  # the 5-95% band
 MIN_VALUES = 20  # fewer validation values than this: no calibration (too unsteady)
 MIN_SERIES = 9  # ceil((S + 1) 0.9) <= S needs S >= 9 validation series
 LEAD_BINS = 8  # at most this many lead-time bins (each factor rests on its bin alone)
-_TINY = 1e-12
 
 
 @dataclass(frozen=True)
@@ -142,26 +143,6 @@ class Calibration:
         spans.append(f"lead >= {e[-1]}")
         bins = "; ".join(f"{f} ({span})" for f, span in zip(per_bin, spans, strict=True))
         return f"{head}: scaled by lead time, {bins}"
-
-
-def band_scores(stats: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Half-bands from the median to each target (the conformal score, module docstring).
-
-    Args:
-        stats: ``[..., 5]`` (mean, std, q05, q50, q95) as `predictive_summary` gives.
-        target: ``[...]`` observed values, NaN where missing.
-
-    Returns:
-        Scores of the same shape as ``target`` (NaN where it is missing; ``inf`` where the
-        band has zero width on the target's side and the target is off the median).
-    """
-    q05, q50, q95 = stats[..., 2], stats[..., 3], stats[..., 4]
-    above = target >= q50
-    dist = np.where(above, target - q50, q50 - target)
-    half = np.where(above, q95 - q50, q50 - q05)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(half > _TINY, dist / np.maximum(half, _TINY), np.where(dist > 0, np.inf, 0.0))
-    return np.where(np.isnan(target), np.nan, r)
 
 
 def conformal_scale(
@@ -369,9 +350,9 @@ def calibrate(
     model.eval()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    stats = case_stats(model, cases, data_state, n_samples, gen, importance, chunk, refine)
+    preds = case_predictives(model, cases, data_state, n_samples, gen, importance, chunk, refine)
     target = np.concatenate([c.target for c in cases])  # (M, D)
-    scores = band_scores(stats, target)  # (M, D)
+    scores = np.concatenate([p.scores(c.target) for p, c in zip(preds, cases, strict=True)])
     n_values = (~np.isnan(target)).sum(axis=0)  # (D,)
     raw = float((scores[~np.isnan(scores)] <= 1.0).mean()) if n_values.sum() else math.nan
     lead = np.concatenate([c.lead for c in cases])  # (M,)

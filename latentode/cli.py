@@ -48,6 +48,7 @@ from .data.csv import csv_columns, read_series_csv
 from .data.errors import DataError
 from .data.prep import Segment
 from .data.table import SeriesTable
+from .data.transforms import transform_of
 from .ensemble import Ensemble
 from .evaluate import scored_series
 from .forecast import forecast, merge_shards, parse_horizon
@@ -686,9 +687,9 @@ def _load_system(ckpt_path: str):
 
 
 def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = None):
-    """The CSV file read as the fit read its training file: its columns, time unit and
-    handling of repeated rows (``duplicates`` overrides that), and the model's channels by
-    name (other value columns are ignored).
+    """The CSV file read as the fit read its training file: its columns, time unit,
+    handling of repeated rows (``duplicates`` overrides that) and channel transforms, and the
+    model's channels by name (other value columns are ignored).
 
     Raises:
         DataError: the file lacks one of the model's channels, has times of another kind
@@ -710,6 +711,7 @@ def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = 
         time_unit=state["time_encoding"].get("unit") or "D",
         duplicates=duplicates or state.get("duplicates", "error"),
         allow_unobserved=True,  # the model forecasts a channel from the others
+        transform=transform_of(state),  # a log-scale channel's values must be positive
     )
     fitted = state["time_encoding"].get("kind", "numeric")
     if table.encoding.kind != fitted:  # the model's time axis would be read in another unit

@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from .data.errors import DataError
+from .data.transforms import transform_of
 from .nn.latent_ode import LatentODE
 
 __all__ = ["SHARED_KEYS", "Ensemble", "shared_state"]
@@ -44,6 +45,7 @@ SHARED_KEYS = {
     "test_series": "test series (data.seed, data.test_fraction or the file)",
     "val_window": "validation block (data.holdout or the file)",
     "val_windows": "validation blocks (data.split, data.holdout or the file)",
+    "transform": "channel transforms (data.transform)",
 }
 
 
@@ -66,7 +68,11 @@ def shared_state(states: Sequence[dict[str, Any]], names: Sequence[str]) -> dict
     first = states[0]
     for state, name in zip(states[1:], names[1:], strict=True):
         for key, what in SHARED_KEYS.items():
-            if state.get(key) != first.get(key):
+            if key == "transform":  # inside the normalisation, whose statistics may differ
+                differs = transform_of(state) != transform_of(first)
+            else:
+                differs = state.get(key) != first.get(key)
+            if differs:
                 raise DataError(
                     f"{name} and {names[0]} differ in their {what}: an ensemble's members "
                     "must be fitted on the same file with the same data settings (only the "

@@ -29,6 +29,7 @@ past each history's end).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +41,9 @@ from .data.errors import DataError
 from .data.prep import Segment, _observed_rows
 from .data.table import SeriesTable
 from .ensemble import Ensemble
-from .forecast import check_channels, predictive_summary, scale_bands
+from .forecast import check_channels
 from .nn.latent_ode import AggregatePosterior, LatentODE
+from .predictive import Predictive, predictives
 
 if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
@@ -50,6 +52,7 @@ __all__ = [
     "GAPS",
     "HALF_OBSERVED",
     "Case",
+    "case_predictives",
     "case_stats",
     "estimate_period",
     "evaluate",
@@ -142,16 +145,33 @@ def case_stats(
     refine: int = 0,
     prior: AggregatePosterior | None = None,
 ) -> np.ndarray:
-    """``[M, D, 5]`` predictive summaries (`predictive_summary`) at every case's targets, in
+    """``[M, D, 5]`` predictive summaries (`Predictive.summary`) at every case's targets, in
     order, ``chunk`` cases per model call."""
-    stats = []
+    preds = case_predictives(
+        model, cases, data_state, n_samples, generator, importance, chunk, refine, prior
+    )
+    return np.concatenate([p.summary() for p in preds])
+
+
+def case_predictives(
+    model: LatentODE | Ensemble,
+    cases: list[Case],
+    data_state: dict[str, Any],
+    n_samples: int,
+    generator: torch.Generator,
+    importance: bool = False,
+    chunk: int = 128,
+    refine: int = 0,
+    prior: AggregatePosterior | None = None,
+) -> Iterator[Predictive]:
+    """Every case's `Predictive` at its targets, in order, ``chunk`` cases per model call
+    (lazily: a chunk's draws are freed once its predictives are consumed)."""
     for lo in range(0, len(cases), chunk):
         part = cases[lo : lo + chunk]
         hist, times = [c.hist for c in part], [c.t_target for c in part]
-        stats += predictive_summary(
+        yield from predictives(
             model, hist, times, data_state, n_samples, generator, importance, refine, prior
         )
-    return np.concatenate(stats)
 
 
 def estimate_period(t: np.ndarray, y: np.ndarray) -> float | None:
@@ -336,13 +356,22 @@ def evaluate(
         period = None  # seasonal-naive for one series, period from its history only
         if table.n_series == 1:
             period = estimate_period(cases[0].hist.times, cases[0].hist.values[:, 0])
-        stats = case_stats(model, cases, data_state, n_samples, gen, importance, refine=refine)
+        calibrated = calibration is not None and calibration.scale is not None
+        own, scaled = [], []  # per case (m, D, 5): the model's band, the calibrated one
+        preds = case_predictives(
+            model, cases, data_state, n_samples, gen, importance, refine=refine
+        )
+        for p, c in zip(preds, cases, strict=True):
+            own.append(p.summary())
+            if task == "extrapolation" and calibrated:
+                scaled.append(p.summary(calibration.factors(c.lead)))
+        stats = np.concatenate(own)  # (M, D, 5)
         target = np.concatenate([c.target for c in cases])  # (M, D)
         rows.append(_model_row(task, "latent ODE", stats, target))
-        if task == "extrapolation" and calibration is not None and calibration.scale is not None:
-            lead = np.concatenate([c.lead for c in cases])  # (M,)
-            scaled = scale_bands(stats, calibration.factors(lead))
-            rows.append(_model_row(task, "latent ODE, calibrated bands", scaled, target))
+        if scaled:
+            rows.append(
+                _model_row(task, "latent ODE, calibrated bands", np.concatenate(scaled), target)
+            )
         if task == "extrapolation":
             forecast_cases, forecast_target = cases, target
         rows += _baseline_rows(task, cases, period, target)

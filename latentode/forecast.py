@@ -3,9 +3,10 @@
 For each series: condition on its observed history, draw posterior paths of the latent ODE,
 add the decoder's observation noise, and summarise the predictive distribution at future times
 (mean, std and the 5 / 50 / 95 % quantiles), mapped back through the stored normalisation and
-time encoding. Given band factors (`latentode.calibration`), the predictive is scaled about its
-median so that its 5-95% band covers 90% of the fit's validation forecasts (`scale_bands`).
-Used by ``latentode predict``.
+time encoding (`latentode.predictive`). Given band factors (`latentode.calibration`), the
+predictive is scaled about its median so that its 5-95% band covers 90% of the fit's
+validation forecasts (`Predictive.summary`; on a log-scale channel, in log space). Used by
+``latentode predict``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data.batch import IrregularBatch
 from .data.errors import DataError
-from .data.prep import Segment, collate_segments, denormalise, denormalise_std, whole_series
+from .data.prep import Segment, whole_series
 from .data.table import TIME_UNITS, SeriesTable
 from .ensemble import Ensemble
-from .nn.base import ModelInputError
-from .nn.latent_ode import AggregatePosterior, LatentODE
+from .nn.latent_ode import LatentODE
+from .predictive import (
+    QUANTILES,
+    Predictive,
+    conditioned_batch,
+    predictive_summary,
+    predictives,
+    scale_bands,
+)
 
 if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
@@ -34,16 +41,17 @@ if TYPE_CHECKING:  # calibration imports this module
 __all__ = [
     "QUANTILES",
     "ForecastResult",
+    "Predictive",
     "check_channels",
     "conditioned_batch",
     "forecast",
     "merge_shards",
     "parse_horizon",
     "predictive_summary",
+    "predictives",
     "scale_bands",
 ]
 
-QUANTILES = (0.05, 0.5, 0.95)
 FIELDS = ("mean", "std", "q05", "q50", "q95")
 
 
@@ -179,127 +187,6 @@ def _explicit_future(
     return f
 
 
-@torch.no_grad()
-def predictive_summary(
-    model: LatentODE | Ensemble,
-    segs: list[Segment],
-    future: list[np.ndarray],
-    data_state: dict[str, Any],
-    n_samples: int,
-    generator: torch.Generator,
-    importance: bool = False,
-    refine: int = 0,
-    prior: AggregatePosterior | None = None,
-) -> list[np.ndarray]:
-    """Per segment ``[n, D, 5]`` (mean, std, q05, q50, q95) at its times ``future`` (user units).
-
-    Each of the ``n_samples`` posterior paths gets its own draw of the observation noise, so the
-    quantiles are those of the posterior predictive. The mean and std are the predictive's
-    moments from the paths themselves (`LatentODE.predict`: the paths' average, and
-    ``sqrt(var_k(paths) + sigma^2)``), not from the noisy draws: the same expectations with
-    less Monte-Carlo error (the noise would add ``sigma^2 / K`` to the mean's variance).
-    ``importance``: the paths are the importance-resampled ones of `LatentODE.predict` (the
-    model's posterior, not the encoder's), the mean and std its weighted moments. ``refine``:
-    Adam steps refining each series' ``q(z0)`` on its own ELBO first (`LatentODE.refine`).
-    An `Ensemble`: ``n_samples`` paths from each member (read through its own ``data_state``;
-    the one given is ignored), pooled with equal weights: the quantiles are the pooled draws',
-    the mean the members' average and the variance the mixture's. ``prior``: with
-    ``importance``, the paths are drawn from this aggregate posterior instead of the encoder's
-    ``q`` (`LatentODE.aggregate_posterior`; one model only, its states at the segments'
-    aligned anchor time).
-    """
-    if prior is not None and isinstance(model, Ensemble):
-        raise ModelInputError("prior= belongs to one model's encoder; not with an Ensemble.")
-    pairs = model.pairs() if isinstance(model, Ensemble) else [(model, data_state)]
-    parts = [
-        _member_predictive(m, segs, future, s, n_samples, generator, importance, refine, prior)
-        for m, s in pairs
-    ]
-    draws = np.concatenate([p[0] for p in parts])  # (M K, B, n, D)
-    q = np.quantile(draws, QUANTILES, axis=0)  # (3, B, n, D)
-    mean = np.mean([p[1] for p in parts], axis=0)  # (B, n, D)
-    second = np.mean([p[2] ** 2 + p[1] ** 2 for p in parts], axis=0)
-    std = np.sqrt(np.maximum(second - mean**2, 0.0)) if len(parts) > 1 else parts[0][2]
-    stats = np.stack([mean, std, *q], axis=-1)  # (B, n, D, 5)
-    return [stats[b, : len(f)] for b, f in enumerate(future)]
-
-
-def conditioned_batch(
-    model: LatentODE, segs: list[Segment], data_state: dict[str, Any]
-) -> tuple[IrregularBatch, list[float]]:
-    """The segments as ``model`` conditions on them, and each one's time origin.
-
-    Normalised by the checkpoint's statistics, on the model's time axis, each aligned as in
-    training: at its first observation, or at its last for a model anchored there; in the
-    model's dtype and on its device.
-    """
-    norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
-    param = next(model.parameters())
-    last = model.config.anchor == "last"
-    origins = [float(g.times[-1]) if last else g.t0 for g in segs]
-    batch = collate_segments(segs, norm, scale, dtype=param.dtype, origins=origins)
-    return batch.to(param.device), origins
-
-
-def _member_predictive(
-    model: LatentODE,
-    segs: list[Segment],
-    future: list[np.ndarray],
-    data_state: dict[str, Any],
-    n_samples: int,
-    generator: torch.Generator,
-    importance: bool,
-    refine: int,
-    prior: AggregatePosterior | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One model's noisy predictive draws ``[K, B, n, D]`` and its mean and std ``[B, n, D]``,
-    in user units, on the padded grid of ``future``."""
-    norm, scale = data_state.get("normalisation"), float(data_state.get("time_scale", 1.0))
-    observed, origins = conditioned_batch(model, segs, data_state)
-    dtype, device = observed.values.dtype, observed.values.device
-    width = max(len(f) for f in future)
-    grid = np.stack(
-        [
-            np.pad(
-                (f - o) / scale,
-                (0, width - len(f)),
-                mode="linear_ramp",
-                end_values=((f[-1] - o) / scale + width),
-            )
-            for f, o in zip(future, origins, strict=True)
-        ]
-    )  # (B, n) strictly increasing rows
-    query = torch.as_tensor(grid, dtype=dtype, device=device)
-    pred = model.predict(observed, query, n_samples, importance, prior=prior, refine=refine)
-    paths = pred.samples  # (K, B, n, D) decoded means of the posterior paths
-    noise_std = model.decoder.log_std.to(paths).exp()  # (D,) the same for every path
-    eps = torch.randn(paths.shape, generator=generator, dtype=dtype).to(device)
-    draws = (paths + noise_std * eps).double().cpu().numpy()  # (K, B, n, D)
-    mean, std = pred.mean.double().cpu().numpy(), pred.std.double().cpu().numpy()  # (B, n, D)
-    if norm is not None:
-        draws = denormalise(draws, norm)
-        mean, std = denormalise(mean, norm), denormalise_std(std, norm)
-    return draws, mean, std
-
-
-def scale_bands(stats: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The predictive scaled about its median by ``scale`` per channel.
-
-    Args:
-        stats: ``[..., D, 5]`` (mean, std, q05, q50, q95).
-        scale: ``[D]`` factors, or ``[..., D]`` one per value (e.g. by lead time,
-            `latentode.calibration.Calibration.factors`).
-
-    Returns:
-        ``[..., D, 5]``: ``q50 + scale * (x - q50)`` for the mean and quantiles, ``scale * std``.
-    """
-    q50 = stats[..., 3:4]  # (..., D, 1)
-    lam = np.asarray(scale)[..., None]  # (..., D, 1)
-    out = q50 + lam * (stats - q50)
-    out[..., 1] = lam[..., 0] * stats[..., 1]
-    return out
-
-
 def forecast(
     model: LatentODE | Ensemble,
     table: SeriesTable,
@@ -375,7 +262,7 @@ def forecast(
         torch.manual_seed(chunk_seed)  # posterior draws
         generator = torch.Generator().manual_seed(chunk_seed)  # observation noise
         hi = min(lo + chunk, len(segs))
-        stats = predictive_summary(
+        preds = predictives(
             model,
             segs[lo:hi],
             future[lo:hi],
@@ -385,12 +272,11 @@ def forecast(
             importance,
             refine,
         )
-        if calibration is not None and calibration.scale is not None:
-            stats = [
-                scale_bands(s, calibration.factors(f - g.times[-1]))
-                for s, f, g in zip(stats, future[lo:hi], segs[lo:hi], strict=True)
-            ]
-        summary[lo:hi] = stats
+        calibrated = calibration is not None and calibration.scale is not None
+        summary[lo:hi] = [
+            p.summary(calibration.factors(f - g.times[-1]) if calibrated else None)
+            for p, f, g in zip(preds, future[lo:hi], segs[lo:hi], strict=True)
+        ]
     return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)
 
 

@@ -723,3 +723,46 @@ def test_predict_and_test_pool_several_checkpoints(fitted, tmp_path: Path) -> No
     assert f"{moved} and {ckpt} differ in their validation series" in res.stderr
     res = run_cli("test", "--ckpt_path", str(ckpt), str(ckpt), "--data.path", str(data))
     assert res.returncode == 2 and "names a checkpoint twice" in res.stderr
+
+
+def test_log_scale_channels_fit_forecast_positive_bands_and_refuse_zeros(tmp_path: Path) -> None:
+    """``--data.init_args.transform``: a concentration on a log scale and a count with zeros on
+    a log1p scale. The checkpoint keeps the transforms, the fit scores them in log units,
+    every forecast quantile stays at or above 0 although the values sit near 0 with wide
+    relative swings, and a history with a 0 concentration is refused by its line."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for s in range(6):
+        for d in np.sort(rng.choice(120, size=40, replace=False)):
+            rate = 0.3 * np.exp(np.sin(2 * np.pi * d / 30 + s) + rng.normal(0, 0.5))
+            t = pd.Timestamp("2020-01-01") + pd.Timedelta(days=int(d))
+            rows.append((f"s{s}", t.strftime("%Y-%m-%d"), rate, rng.poisson(rate)))
+    frame = pd.DataFrame(rows, columns=["series_id", "time", "a", "b"])
+    data = tmp_path / "pos.csv"
+    frame.to_csv(data, index=False)
+    assert (frame["b"] == 0).mean() > 0.3
+    args = csv_fit_args(data, tmp_path / "run", 3)
+    fit = run_cli(*args, "--data.init_args.transform", "{a: log, b: log1p}")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
+    assert state["normalisation"]["transform"] == ["log", "log1p"]
+    assert state["normalisation"]["mean"][0] == pytest.approx(-1.3, abs=0.6)  # log(0.3) ~ -1.2
+    logs = pd.read_csv(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")
+    assert {"val/rmse[log_a]", "val/rmse[log1p_b]"} <= set(logs.columns)
+    out = tmp_path / "forecast.csv"
+    res = run_cli(*csv_predict_args(ckpt, data), "--output", str(out), "--n_samples", "50")
+    assert res.returncode == 0, res.stderr[-3000:]
+    f = pd.read_csv(out)
+    a, b = f[f.channel == "a"], f[f.channel == "b"]
+    assert len(a) == len(b) == 6 * 4
+    assert (a.q05 > 0).all() and (b.q05 >= 0).all() and (b.q05 == 0).any()
+    assert ((f.q05 <= f.q50) & (f.q50 <= f.q95) & (f["std"] > 0)).all()
+    assert np.isfinite(f[["mean", "std", "q05", "q50", "q95"]].to_numpy()).all()
+    assert (a.q95 - a.q50).sum() > (a.q50 - a.q05).sum()  # longer above the median
+    bad = frame.copy()
+    bad.loc[3, "a"] = 0.0
+    bad.to_csv(tmp_path / "zero.csv", index=False)
+    res = run_cli(*csv_predict_args(ckpt, tmp_path / "zero.csv"), "--output", str(out) + "2")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "column 'a' is modelled on a log scale" in res.stderr and "(line 5)" in res.stderr

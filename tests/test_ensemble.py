@@ -9,8 +9,9 @@ import torch
 from latentode.data.errors import DataError
 from latentode.data.prep import Segment
 from latentode.ensemble import Ensemble, shared_state
-from latentode.forecast import _member_predictive, predictive_summary
 from latentode.nn import LatentODE, LatentODEConfig
+from latentode.nn.base import ModelInputError
+from latentode.predictive import _member_predictive, predictive_summary
 
 
 def _members() -> tuple[list[LatentODE], list[dict]]:
@@ -103,3 +104,14 @@ def test_members_with_different_data_settings_are_refused() -> None:
     with pytest.raises(DataError, match="channels"):
         shared_state([states[0], dict(states[1], channels=["b", "a"])], ["a", "b"])
     assert shared_state(states, ["a", "b"]) is states[0]
+    norm = states[1]["normalisation"]
+    norm = dict(norm, channels=["a", "b"])
+    logged = dict(states[1], normalisation=dict(norm, transform=["log", "none"]))
+    with pytest.raises(DataError, match=r"b and a differ in their channel transforms"):
+        shared_state([states[0], logged], ["a", "b"])
+    none = dict(states[1], normalisation=dict(norm, transform=["none"] * 2))
+    assert shared_state([states[0], none], ["a", "b"]) is states[0]  # no transform = none
+    ens = Ensemble(models, states, ["a", "b"])
+    ens.states[1] = logged  # past shared_state: the forecast refuses to pool them too
+    with pytest.raises(ModelInputError, match="model their channels on other scales"):
+        predictive_summary(ens, *_series(), {}, 2, torch.Generator())

@@ -18,7 +18,7 @@ Usage::
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,7 @@ import pandas as pd
 
 from .errors import DataError
 from .table import _RESOLUTIONS, TIME_UNITS, SeriesTable, TimeEncoding, has_offset
+from .transforms import TRANSFORMS, outside_domain, transform_kinds
 
 __all__ = ["CSVDataError", "csv_columns", "read_series_csv"]
 
@@ -211,6 +212,32 @@ def _parse_datetimes(text: pd.Series) -> tuple[pd.Series, str | None]:
     return dt.dt.tz_localize(None), "UTC"
 
 
+def _check_domain(
+    path: Path,
+    x: np.ndarray,
+    names: list[str],
+    lines: np.ndarray,
+    transform: Mapping[str, str] | None,
+) -> None:
+    """Refuse values a channel's transform cannot take (``log`` of 0, say), by line."""
+    try:
+        kinds = transform_kinds(names, transform)
+    except DataError as err:
+        raise CSVDataError(f"{path}: {err}") from None
+    bad = outside_domain(x, kinds)  # (N, D)
+    for d in np.flatnonzero(bad.any(axis=0)):
+        kind = kinds[d]
+        raise _fail(
+            path,
+            f"column {names[d]!r} is modelled on a {kind} scale, which takes values "
+            f"{TRANSFORMS[kind]}, but {int(bad[:, d].sum())} value(s) are not",
+            "Correct those rows or leave the value empty where it is missing"
+            + ("; for counts that can be zero use log1p" if kind == "log" else "")
+            + ", or fit without this transform.",
+            lines[bad[:, d]],
+        )
+
+
 def read_series_csv(
     path: str | Path,
     *,
@@ -220,6 +247,7 @@ def read_series_csv(
     time_unit: str = "D",
     duplicates: Literal["error", "mean"] = "error",
     allow_unobserved: bool = False,
+    transform: Mapping[str, str] | None = None,
 ) -> SeriesTable:
     """Read and validate a long-format CSV of irregular series.
 
@@ -235,6 +263,8 @@ def read_series_csv(
             (per channel, over the observed values).
         allow_unobserved: keep a channel with no observed value (a history file read for a
             fitted model, whose channels are given) instead of refusing it.
+        transform: channels modelled on a log scale (`latentode.data.transforms`): their
+            values must lie in the transform's domain.
 
     Returns:
         The `SeriesTable`, sorted by time within each series, series in order of appearance.
@@ -242,7 +272,9 @@ def read_series_csv(
     Raises:
         CSVDataError: a missing or empty file, missing columns, non-numeric or infinite values,
             unreadable or mixed times, duplicate rows, a channel with no observation (unless
-            allowed), or no series with two observed times. Dropped short series only warn.
+            allowed), a value a channel's transform cannot take, an unknown transform or
+            channel in ``transform``, or no series with two observed times. Dropped short
+            series only warn.
     """
     path = Path(path)
     if duplicates not in ("error", "mean"):
@@ -264,6 +296,7 @@ def read_series_csv(
 
     t, encoding = _parse_times(path, frame[time_column], time_column, lines, time_unit)
     x = np.stack([_to_number(path, frame, c, lines) for c in names], axis=1)  # (N, D)
+    _check_domain(path, x, names, lines, transform)
     if series_column is None:
         ids, codes = np.array([path.stem], dtype=object), np.zeros(len(frame), dtype=np.int64)
     else:

@@ -102,6 +102,11 @@ class CSVDataModule(pl.LightningDataModule):
         time_scale: time units per model time unit (None: chosen so that the median training
             segment spans 10 model time units, whatever the file's time unit).
         normalise: fit per-channel mean / std on the training part (else values as they are).
+        transform: channels to model on a log scale, ``{"sales": "log"}`` (values > 0) or
+            ``"log1p"`` (values >= 0, such as counts): for positive quantities, whose forecast
+            bands then stay positive and widen with the level (`latentode.data.transforms`).
+            Applied before the normalisation; kept in the checkpoint, so ``predict`` and
+            ``test`` apply it too.
         batch_size: segments per batch.
         seed: seeds the series division and the training draws.
         num_workers: DataLoader workers (keep 0: data are in memory).
@@ -126,6 +131,7 @@ class CSVDataModule(pl.LightningDataModule):
         train_keep: float = 1.0,
         time_scale: float | None = None,
         normalise: bool = True,
+        transform: dict[str, str] | None = None,
         batch_size: int = 32,
         seed: int = 0,
         num_workers: int = 0,
@@ -154,6 +160,7 @@ class CSVDataModule(pl.LightningDataModule):
         self.train_keep = float(train_keep)
         self.time_scale = None if time_scale is None else float(time_scale)
         self.use_normalisation, self.batch_size = normalise, batch_size
+        self.transform = dict(transform or {})
         self.seed, self.num_workers = seed, num_workers
         self.table: SeriesTable | None = None
         self.train_segments: list[Segment] = []
@@ -182,6 +189,7 @@ class CSVDataModule(pl.LightningDataModule):
             channels=self.channel_names,
             time_unit=self.time_unit,
             duplicates=self.duplicates,
+            transform=self.transform,
         )
         if table.n_series == 1:
             train = self._setup_single(table)
@@ -189,7 +197,11 @@ class CSVDataModule(pl.LightningDataModule):
             train = self._setup_time(table)
         else:
             train = self._setup_many(table)
-        self._norm = fit_normalisation(train) if self.use_normalisation else None
+        self._norm = None
+        if self.use_normalisation or self.transform:
+            self._norm = fit_normalisation(
+                train, transform=self.transform, centre=self.use_normalisation
+            )
         self._range = value_range(train)
         lows, highs = self._range["min"], self._range["max"]
         flat = [c for c, lo, hi in zip(table.channels, lows, highs, strict=True) if lo == hi]
@@ -318,7 +330,8 @@ class CSVDataModule(pl.LightningDataModule):
 
     @property
     def normalisation(self) -> dict[str, Any] | None:
-        """The per-channel mean / std fitted on the training part (None if disabled)."""
+        """The per-channel transform, mean and std fitted on the training part (None with
+        neither a normalisation nor a transform)."""
         self._ready()
         return None if self._norm is None else dict(self._norm)
 

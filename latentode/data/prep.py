@@ -1,8 +1,10 @@
 """From a `SeriesTable` to training data: normalisation, windows, splits, batches.
 
-- Normalisation: per-channel mean / std over the observed training values, kept as a plain dict
-  (``{"channels", "mean", "std"}``) so it sits in a checkpoint's hyperparameters and loads with
-  ``weights_only=True``; `normalise` / `denormalise` apply and invert it (numpy or torch).
+- Normalisation: per-channel mean / std over the observed training values, after a per-channel
+  log transform where one is asked for (`latentode.data.transforms`), kept as a plain dict
+  (``{"channels", "mean", "std", "transform"}``) so it sits in a checkpoint's hyperparameters
+  and loads with ``weights_only=True``; `normalise` / `denormalise` apply and invert it (numpy
+  or torch).
 - Segments: the pieces a model sees. One long series is cut into windows of ``window`` time
   units every ``stride``; short series are used whole. A segment keeps its absolute times and
   its origin ``t0`` (its first observed time): a batch shifts every segment to start at 0,
@@ -21,7 +23,7 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -32,6 +34,7 @@ from torch import Tensor
 from .batch import IrregularBatch, Split, collate_series
 from .errors import DataError
 from .table import SeriesTable
+from .transforms import forward, inverse, kinds_of, transform_kinds
 
 __all__ = [
     "Segment",
@@ -53,24 +56,37 @@ __all__ = [
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 
 
-def fit_normalisation(table: SeriesTable, min_std: float = 1e-8) -> dict[str, Any]:
-    """Per-channel mean and std (population) of the observed values of ``table``.
+def fit_normalisation(
+    table: SeriesTable,
+    min_std: float = 1e-8,
+    transform: Mapping[str, str] | None = None,
+    centre: bool = True,
+) -> dict[str, Any]:
+    """Per-channel mean and std (population) of the observed (transformed) values of ``table``.
 
     Args:
         table: the training series only.
         min_std: a channel whose std is below this (constant, or one value) gets std 1, so it
             is centred but not blown up.
+        transform: channels modelled on a log scale (`latentode.data.transforms`); their
+            statistics are those of the transformed values.
+        centre: False: mean 0 and std 1 for every channel (only the transform applies).
 
     Returns:
-        ``{"channels": [str], "mean": [float], "std": [float]}``.
+        ``{"channels": [str], "mean": [float], "std": [float], "transform": [str]}``.
     """
-    mean = np.nanmean(table.values, axis=0)  # (D,) every channel has a value: read_series_csv
-    std = np.nanstd(table.values, axis=0)  # (D,)
+    kinds = transform_kinds(table.channels, transform)
+    z = forward(table.values, kinds)  # (N, D) every value in its domain: read_series_csv
+    mean = np.nanmean(z, axis=0)  # (D,) every channel has a value: read_series_csv
+    std = np.nanstd(z, axis=0)  # (D,)
     std = np.where(np.isfinite(std) & (std >= min_std), std, 1.0)
+    if not centre:
+        mean, std = np.zeros_like(mean), np.ones_like(std)
     return {
         "channels": list(table.channels),
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
+        "transform": kinds,
     }
 
 
@@ -96,19 +112,23 @@ def _stats(x: ArrayT, norm: dict[str, Any]) -> tuple[ArrayT, ArrayT]:
 
 
 def normalise(x: ArrayT, norm: dict[str, Any]) -> ArrayT:
-    """``(x - mean) / std`` over the last (channel) dimension; NaN stays NaN."""
+    """``(T(x) - mean) / std`` over the last (channel) dimension, ``T`` the channel's
+    transform (`latentode.data.transforms`; none in a dict without one); NaN stays NaN."""
     mean, std = _stats(x, norm)
-    return (x - mean) / std
+    return (forward(x, kinds_of(norm, x.shape[-1])) - mean) / std
 
 
-def denormalise(x: ArrayT, norm: dict[str, Any]) -> ArrayT:
-    """Inverse of `normalise`: back to the user's units."""
+def denormalise(x: ArrayT, norm: dict[str, Any], transformed: bool = False) -> ArrayT:
+    """Inverse of `normalise`: back to the user's units (``transformed``: stop before
+    inverting the transform, at ``T(x)``)."""
     mean, std = _stats(x, norm)
-    return x * std + mean
+    z = x * std + mean
+    return z if transformed else inverse(z, kinds_of(norm, x.shape[-1]))
 
 
 def denormalise_std(s: ArrayT, norm: dict[str, Any]) -> ArrayT:
-    """A standard deviation (or any spread) in normalised units back to the user's units."""
+    """A standard deviation (or any spread) in normalised units back to the user's units, or
+    to the transformed units for a transformed channel (a spread does not map through a log)."""
     return s * _stats(s, norm)[1]
 
 

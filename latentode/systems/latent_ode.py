@@ -13,6 +13,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from ..data.batch import Split
+from ..data.transforms import kinds_of
 from ..nn.base import Prediction, SolverSettings
 from ..nn.latent_ode import LatentODE, LatentODEConfig
 from .base import SequenceSystem
@@ -90,10 +91,13 @@ class LatentODESystem(SequenceSystem):
         self._score_channels_of(state)
 
     def _score_channels_of(self, state: dict[str, Any]) -> None:
-        """Per-channel errors in the file's units: the normalisation's std, or 1."""
+        """Per-channel errors in the file's units: the normalisation's std, or 1. A channel
+        modelled on a log scale is scored in its units (``val/rmse[log_<channel>]``)."""
         norm = state.get("normalisation")
         channels = state["channels"]
-        self.score_channels(channels, norm["std"] if norm else [1.0] * len(channels))
+        kinds = kinds_of(norm, len(channels))
+        names = [c if k == "none" else f"{k}_{c}" for c, k in zip(channels, kinds, strict=True)]
+        self.score_channels(names, norm["std"] if norm else [1.0] * len(channels))
 
     def kl_weight(self) -> float:
         """The KL weight at the current global step."""
