@@ -85,8 +85,10 @@ class Predictive:
 
     Attributes:
         draws: ``[K, n, D]`` noisy predictive draws in the user's units.
-        mean: ``[n, D]`` the paths' mean (mixture mean over members), the user's units.
-        std: ``[n, D]`` the mixture std, the user's units (for channels as they are).
+        mean: ``[n, D]`` the paths' mean (mixture mean over members), in the user's units
+            for a channel as it is (on its log scale, and unused, for a transformed one: its
+            summaries come from ``paths`` and ``noise``).
+        std: ``[n, D]`` the mixture std, likewise.
         paths: ``[K, n, D]`` the paths' decoded means, on each channel's transformed scale
             (the user's units for a channel as it is).
         noise: ``[K, D]`` each path's observation-noise std on the same scale.
