@@ -65,20 +65,23 @@ def shared_state(states: Sequence[dict[str, Any]], names: Sequence[str]) -> dict
     """
     if len(states) != len(names) or not states:
         raise ValueError("one name per state, at least one state")
-    first = states[0]
+    first = _shared_view(states[0])
     for state, name in zip(states[1:], names[1:], strict=True):
+        view = _shared_view(state)
         for key, what in SHARED_KEYS.items():
-            if key == "transform":  # inside the normalisation, whose statistics may differ
-                differs = transform_of(state) != transform_of(first)
-            else:
-                differs = state.get(key) != first.get(key)
-            if differs:
+            if view.get(key) != first.get(key):
                 raise DataError(
                     f"{name} and {names[0]} differ in their {what}: an ensemble's members "
                     "must be fitted on the same file with the same data settings (only the "
                     "model, its seed_everything and the trainer may differ)."
                 )
-    return first
+    return states[0]
+
+
+def _shared_view(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with its channel transforms as a key of their own (they sit inside the
+    normalisation, whose statistics may differ between members)."""
+    return {**state, "transform": transform_of(state)}
 
 
 class Ensemble(nn.Module):

@@ -225,7 +225,8 @@ def _check_domain(
     except DataError as err:
         raise CSVDataError(f"{path}: {err}") from None
     bad = outside_domain(x, kinds)  # (N, D)
-    for d in np.flatnonzero(bad.any(axis=0)):
+    if bad.any():
+        d = int(np.flatnonzero(bad.any(axis=0))[0])  # the first such channel
         kind = kinds[d]
         raise _fail(
             path,

@@ -12,7 +12,8 @@ A transform is named per channel (``{"sales": "log"}``); the others stay as they
 a normalisation dict carries it (``norm["transform"]``, one name per channel; a dict without
 it, from a checkpoint written before transforms existed, means none). Quantiles map through
 the inverse exactly (the transforms are increasing); means and spreads do not, so they are
-taken from the predictive draws in the user's units (`latentode.forecast.Predictive`).
+the closed-form moments of the log-normal mixture over posterior paths
+(`latentode.predictive.Predictive`).
 
 Usage::
 
