@@ -122,6 +122,43 @@ def test_per_sample_grid_costs_no_extra_evaluations(
     assert per_sample.stats.n_accepted <= single.stats.n_accepted + 1
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_per_sample_read_outs_in_blocks_match_one_block(
+    grad: bool,
+    make_mlp: Callable[..., torch.nn.Module],
+    rng: torch.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many read-outs in one step are gathered in blocks (bounded memory): the values, the
+    gradients and the read-out times' gradients are those of one block, for a state with
+    trailing dimensions ([B, K, D]: K paths sharing their sample's grid)."""
+    from latentode.solver import rk
+
+    field = make_mlp(dim=2, hidden=8)
+    t = irregular_grid(rng, [2.0, 3.0, 1.25], n=200)  # many read-outs per step
+    y0 = torch.randn(3, 4, 2, dtype=F64, generator=rng)  # (B, K, D)
+
+    def run() -> tuple[torch.Tensor, ...]:
+        tt, y = t.clone().requires_grad_(grad), y0.clone().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            sol = solve(field, y, tt, rtol=1e-8, atol=1e-10)
+            if not grad:
+                return sol.ys, torch.tensor(sol.stats.n_accepted)
+            loss = (sol.ys**2).sum()
+            gy, gt = torch.autograd.grad(loss, [y, tt])
+            return sol.ys.detach(), gy, gt
+
+    whole = run()
+    monkeypatch.setattr(rk, "READ_BLOCK", 7 * 8 * 3)  # dopri5: 3 read-outs of [7, 8] per block
+    blocks = run()
+    assert whole[0].shape == (200, 3, 4, 2)
+    assert int(whole[0].shape[0]) > 3 * 20  # far more read-outs than blocks of 3 per step
+    for a, b in zip(whole, blocks, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+    alone = odeint(field, y0[1, 2], t[1], rtol=1e-8, atol=1e-10)  # (T, D): sample 1, path 2
+    assert (blocks[0][:, 1, 2] - alone).abs().max().item() < 1e-6
+
+
 # --- Solution and SolveStats --------------------------------------------------------------------
 def test_solution_fields() -> None:
     y0 = torch.tensor([1.0, -0.5], dtype=F64)

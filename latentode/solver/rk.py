@@ -146,6 +146,9 @@ def error_ratio(ay: Tensor, ay1: Tensor, K: Tensor, coef: Coefficients, ctl: Con
 
 
 # ----------------------------------------------------------------------------- read-outs
+READ_BLOCK = 2**22  # elements of gathered stages per block of per-sample read-outs
+
+
 def read_out(
     grid: OutputGrid,
     coef: Coefficients,
@@ -189,15 +192,29 @@ def read_out(
         return values, (torch.cat(dparts) if derivs else None)
     B = grid.batch
     S, N = K.shape
+    D = N // B
     theta = (grid.t_dev[lo:hi] - t) / dt  # (m,)
-    rows = grid.rows[lo:hi]  # (m,)
-    Kb = K.view(S, B, N // B)[:, rows]  # (S, m, D)
-    values = y.view(B, -1)[rows] + dt * torch.einsum("ms,smd->md", coef.weights(theta), Kb)
-    d = torch.einsum("ms,smd->md", coef.weights_deriv(theta), Kb) if derivs else None
-    if dest is not None:
-        dest.index_put_((rows, grid.cols[lo:hi]), values)
-        values = None
-    return values, d
+    w = coef.weights(theta).unsqueeze(1)  # (m, 1, S)
+    wd = coef.weights_deriv(theta).unsqueeze(1) if derivs else None
+    Ks = K.view(S, B, D).transpose(0, 1)  # (B, S, D) each sample's stages
+    yb = y.view(B, D)
+    # Each read-out gathers its sample's stages, [S, D]; in blocks of READ_BLOCK elements, so
+    # that many read-outs in one step (a long grid) do not gather S copies of the output.
+    size = max(1, READ_BLOCK // (S * D))
+    parts, dparts = [], []
+    for a in range(0, hi - lo, size):
+        end = min(hi, lo + a + size)
+        rows = grid.rows[lo + a : end]  # (b,)
+        Kb = Ks[rows]  # (b, S, D)
+        v = torch.baddbmm(yb[rows].unsqueeze(1), w[a : a + size], Kb, alpha=dt)[:, 0]  # (b, D)
+        if derivs:
+            dparts.append(torch.bmm(wd[a : a + size], Kb)[:, 0])
+        if dest is None:
+            parts.append(v)
+        else:
+            dest.index_put_((rows, grid.cols[lo + a : end]), v)
+    cat = lambda xs: xs[0] if len(xs) == 1 else torch.cat(xs)  # noqa: E731
+    return (cat(parts) if dest is None else None), (cat(dparts) if derivs else None)
 
 
 # ----------------------------------------------------------------------------- loops

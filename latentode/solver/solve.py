@@ -188,7 +188,7 @@ def solve(
     if want_t_grad:
         t0 = t[0] if grid.batch is None else t[:, 0]
         y_start = _StartTimeGrad.apply(y0_row, t0, problem)
-    if gradient == "backprop" and not torch.is_grad_enabled():
+    if not torch.is_grad_enabled():  # nothing to differentiate, whatever the gradient mode
         rows = _solve_into_buffer(problem, y0_row)
         return Solution(packer.unpack_series(rows), t, stats, method)
     if gradient == "backprop":
