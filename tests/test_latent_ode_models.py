@@ -333,6 +333,24 @@ def test_adjoint_gradients_match_backprop(gradient: str, anchor: str) -> None:
     torch.testing.assert_close(grads[gradient], grads["backprop"], rtol=1e-6, atol=1e-6)
 
 
+def test_decoder_decodes_long_inputs_in_blocks_without_autograd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without autograd (forecasts), the decoder runs blocks of `DECODE_ROWS` states at a time,
+    so a long forecast's hidden activations are not all held at once: the same means."""
+    from latentode.nn import decoders
+
+    torch.manual_seed(0)
+    dec = decoders.GaussianDecoder(L, 3, hidden=16, depth=2).double()
+    z = torch.randn(5, 4, 7, L, dtype=F64)  # 140 rows
+    whole = dec(z).mean.detach()
+    monkeypatch.setattr(decoders, "DECODE_ROWS", 9)  # 16 blocks, the last one short
+    with torch.no_grad():
+        blocks = dec(z)
+    assert blocks.mean.shape == (5, 4, 7, 3) and blocks.stddev.shape == (5, 4, 7, 3)
+    torch.testing.assert_close(blocks.mean, whole, rtol=1e-14, atol=1e-14)
+
+
 # ---- integration grids and predictions ----------------------------------------------------
 
 
@@ -352,6 +370,9 @@ def test_integrate_per_series_grids_agree_with_the_shared_grid() -> None:
     )
     later = model.integrate(z0, t0, grid[cols[:, 1:]])  # rows start after t0: t0 is prepended
     torch.testing.assert_close(later, rows[:, :, 1:], rtol=1e-8, atol=1e-8)
+    # Rows that are all one grid (a forecast at one step for every series) take the shared
+    # grid's solve: the same numbers exactly.
+    assert torch.equal(model.integrate(z0, t0, grid.expand(3, -1)), shared)
     torch.testing.assert_close(model.integrate(z0, t0, grid[2:]), shared[:, :, 2:])
     with pytest.raises(ModelInputError, match="all start at t0 or all after"):
         model.integrate(z0, t0, torch.stack([grid[:3], grid[1:4], grid[:3]]))

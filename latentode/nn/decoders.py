@@ -17,6 +17,10 @@ from .vector_fields import make_mlp
 
 __all__ = ["GaussianDecoder", "masked_log_likelihood"]
 
+DECODE_ROWS = 2**16
+"""Without autograd, states are decoded in blocks of this many rows (the hidden activations
+of a long forecast's paths would otherwise be held all at once)."""
+
 
 class GaussianDecoder(nn.Module):
     """``p(x | z) = N(x; g(z), diag(sigma^2))`` with ``g`` an MLP and ``sigma`` fixed or learned.
@@ -65,7 +69,12 @@ class GaussianDecoder(nn.Module):
         Returns:
             ``Normal`` with ``mean`` and ``stddev`` of shape ``[..., output_dim]``.
         """
-        mean = self.net(z)  # (..., D)
+        rows = z.reshape(-1, z.shape[-1])  # (N, latent_dim)
+        if torch.is_grad_enabled() or len(rows) <= DECODE_ROWS:
+            mean = self.net(z)  # (..., D)
+        else:  # a long forecast: the hidden activations one block of rows at a time
+            parts = [self.net(r) for r in rows.split(DECODE_ROWS)]
+            mean = torch.cat(parts).view(*z.shape[:-1], -1)  # (..., D)
         std = self.log_std.to(mean).exp().expand_as(mean)  # (..., D)
         return Normal(mean, std, validate_args=False)  # no host sync per call
 

@@ -400,6 +400,8 @@ class LatentODE(nn.Module):
         host, start = check_query_times(times, t0, B, before_t0=self.config.anchor == "last")
         if times.dim() == 1:
             return self._integrate_grid(z0, t0, times, host, start)
+        if not times.requires_grad and bool((host == host[:1]).all()):  # one grid for all
+            return self._integrate_grid(z0, t0, times[0], host[0], start)
         if bool((host[:, 0] < start).any()):  # per-series times before the anchor: their union
             union, where = torch.unique(host, sorted=True, return_inverse=True)  # (G,), (B, T)
             zt = self._integrate_grid(z0, t0, union.to(z0), union, start)  # (K, B, G, L)
@@ -414,11 +416,11 @@ class LatentODE(nn.Module):
             )
         skip = int(not bool(at_t0.all()))
         t = torch.cat([t0.expand(B, 1), times], 1) if skip else times  # (B, T + skip)
-        t = t.repeat(K, 1)  # (K * B, T + skip)
-        sol = solve(self.dynamics, z0.reshape(K * B, L), t, **kw)  # ys (T + skip, K * B, L)
-        T = times.shape[1]
+        # One grid per series, shared by its K paths (its samples are [K, L] each): the
+        # solver reads out B * T times, not K * B * T.
+        sol = solve(self.dynamics, z0.transpose(0, 1), t, **kw)  # ys (T + skip, B, K, L)
         self.last_stats = sol.stats
-        return sol.ys[skip:].reshape(T, K, B, L).permute(1, 2, 0, 3)  # (K, B, T, L)
+        return sol.ys[skip:].permute(2, 1, 0, 3)  # (K, B, T, L)
 
     def _integrate_grid(
         self, z0: Tensor, t0: Tensor, times: Tensor, host: Tensor, start: float
