@@ -51,7 +51,7 @@ from .data.table import SeriesTable
 from .data.transforms import transform_of
 from .ensemble import Ensemble
 from .evaluate import scored_series
-from .forecast import forecast, merge_shards, parse_horizon
+from .forecast import forecast, future_times, merge_shards, parse_horizon
 from .nn.base import ModelInputError
 from .solver import SolverError, SolverInputError
 from .systems.guard import TrainingStoppedError, newest_file
@@ -465,6 +465,9 @@ def run_predict(args: argparse.Namespace) -> str:
         times = _explicit_times(
             args.times, table, state.get("series_column"), state.get("time_column", "time")
         )
+    # The requested times are refused, if at all, before the calibration's forecasts run.
+    on_history = args.importance or args.refine > 0
+    future_times(model, table, state, horizon, step, times, args.n_samples, on_history)
     cal = None
     if args.calibrate:
         cal = _calibration(args, model, state, table, rank, world, args.chunk)

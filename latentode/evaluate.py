@@ -43,7 +43,7 @@ from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .forecast import check_channels
 from .nn.latent_ode import AggregatePosterior, LatentODE
-from .predictive import Predictive, predictives
+from .predictive import Predictive, iter_predictives
 
 if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
@@ -169,7 +169,7 @@ def case_predictives(
     for lo in range(0, len(cases), chunk):
         part = cases[lo : lo + chunk]
         hist, times = [c.hist for c in part], [c.t_target for c in part]
-        yield from predictives(
+        yield from iter_predictives(
             model, hist, times, data_state, n_samples, generator, importance, refine, prior
         )
 

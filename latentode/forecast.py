@@ -27,9 +27,12 @@ from .data.table import TIME_UNITS, SeriesTable
 from .ensemble import Ensemble
 from .nn.latent_ode import LatentODE
 from .predictive import (
+    DRAWS_PER_CALL,
     QUANTILES,
     Predictive,
     conditioned_batch,
+    draws_held,
+    iter_predictives,
     predictive_summary,
     predictives,
     scale_bands,
@@ -45,6 +48,7 @@ __all__ = [
     "check_channels",
     "conditioned_batch",
     "forecast",
+    "future_times",
     "merge_shards",
     "parse_horizon",
     "predictive_summary",
@@ -148,13 +152,18 @@ def _recent(seg: Segment, history: float | None) -> Segment:
 
 
 def _future_grid(seg: Segment, horizon: float, step: float | None) -> np.ndarray:
-    """``(0, horizon]`` past the segment's last time every ``step`` (default: its median
-    spacing, at most ``horizon``, so that a sparse series is not forecast past the horizon)."""
+    """``(0, horizon]`` past the segment's last time every ``step`` (`_grid_size`)."""
+    every, n = _grid_size(seg, horizon, step)
+    return seg.times[-1] + every * np.arange(1, n + 1)  # (n,)
+
+
+def _grid_size(seg: Segment, horizon: float, step: float | None) -> tuple[float, int]:
+    """The step and the number of times of `_future_grid`: ``step``, by default the segment's
+    median spacing, at most ``horizon`` (so that a sparse series is not forecast past it)."""
     if step is None:
         spacing = float(np.median(np.diff(seg.times))) if len(seg.times) > 1 else horizon
         step = min(spacing, horizon)
-    n = max(1, math.floor(horizon / step + 1e-9))
-    return seg.times[-1] + step * np.arange(1, n + 1)  # (n,)
+    return step, max(1, math.floor(horizon / step + 1e-9))
 
 
 def _explicit_future(
@@ -185,6 +194,68 @@ def _explicit_future(
             "later times (`latentode test` scores the model's reconstructions instead)."
         )
     return f
+
+
+def future_times(
+    model: LatentODE | Ensemble,
+    table: SeriesTable,
+    data_state: dict[str, Any],
+    horizon: float,
+    step: float | None = None,
+    times: dict[str, np.ndarray] | None = None,
+    n_samples: int = 200,
+    on_history: bool = False,
+) -> tuple[list[Segment], list[np.ndarray]]:
+    """Each series' conditioning segment and future times, checked before anything is drawn.
+
+    Args:
+        model: the forecaster (for the size of its calls, `draws_held`).
+        table, data_state, horizon, step, times, n_samples: as `forecast`'s.
+        on_history: the paths are decoded at the history's times too (``importance`` or
+            ``refine``), which counts towards a call's size.
+
+    Raises:
+        DataError: channels differ from the model's; a requested time is not after the
+            series' history or is past the last date-time that can be written; or one
+            series' paths at its times are more than one model call holds
+            (`DRAWS_PER_CALL`), which would exhaust the memory.
+    """
+    check_channels(table, data_state["channels"])
+    segs = [_recent(g, data_state.get("history")) for g in whole_series(table)]
+    future, latest = [], table.encoding.latest()
+    given = "--times" if times is not None else "--horizon and --step"
+    if on_history:
+        given += ", and the history for --importance / --refine"
+    for seg in segs:
+        sid = table.series_ids[seg.series]
+        if times is None:  # checked before the grid is built
+            every, n = _grid_size(seg, horizon, step)
+            end = seg.times[-1] + every * n
+        else:
+            f = _explicit_future(sid, times.get(sid), seg, table)
+            n, end = len(f), f[-1]
+        if end > latest:
+            raise DataError(
+                f"series {sid!r}: forecast times reach past {pd.Timestamp.max:%Y-%m-%d}, the "
+                "last date-time that can be written; shorten the horizon."
+            )
+        _check_size(sid, n, n * n_samples, n_samples, given)
+        future.append(_future_grid(seg, horizon, step) if times is None else f)
+        if on_history:
+            held = draws_held(model, [seg], future[-1:], n_samples, on_history)
+            _check_size(sid, n, held, n_samples, given)
+    return segs, future
+
+
+def _check_size(sid: str, n: int, held: int, n_samples: int, given: str) -> None:
+    """Refuse a series whose ``held`` path-times (`draws_held`) exceed `DRAWS_PER_CALL`."""
+    if held > DRAWS_PER_CALL:
+        raise DataError(
+            f"series {sid!r}: {n:,} forecast times ({given}) x {n_samples} paths need "
+            f"{held:,} path-times, more than one model call holds ({DRAWS_PER_CALL:,}, about "
+            "1 GB); nothing was computed. Ask for fewer times (a coarser --step or a shorter "
+            "--horizon) or fewer --n_samples."
+        )
 
 
 def forecast(
@@ -232,26 +303,11 @@ def forecast(
         A `ForecastResult`.
 
     Raises:
-        DataError: channels differ from the model's, a requested time is not after the
-            series' history, or is past the last date-time that can be written.
+        DataError: as `future_times`.
     """
-    check_channels(table, data_state["channels"])
-    segs = [_recent(g, data_state.get("history")) for g in whole_series(table)]
-    future = []
-    for seg in segs:
-        sid = table.series_ids[seg.series]
-        if times is None:
-            future.append(_future_grid(seg, horizon, step))
-            continue
-        future.append(_explicit_future(sid, times.get(sid), seg, table))
-    latest = table.encoding.latest()
-    for seg, f in zip(segs, future, strict=True):
-        if len(f) and f.max() > latest:
-            raise DataError(
-                f"series {table.series_ids[seg.series]!r}: forecast times reach past "
-                f"{pd.Timestamp.max:%Y-%m-%d}, the last date-time that can be written; "
-                "shorten the horizon."
-            )
+    segs, future = future_times(
+        model, table, data_state, horizon, step, times, n_samples, importance or refine > 0
+    )
     model.eval()
     rank, world = shard
     summary: list[np.ndarray | None] = [None] * len(segs)
@@ -262,21 +318,13 @@ def forecast(
         torch.manual_seed(chunk_seed)  # posterior draws
         generator = torch.Generator().manual_seed(chunk_seed)  # observation noise
         hi = min(lo + chunk, len(segs))
-        preds = predictives(
-            model,
-            segs[lo:hi],
-            future[lo:hi],
-            data_state,
-            n_samples,
-            generator,
-            importance,
-            refine,
-        )
+        preds = iter_predictives(
+            model, segs[lo:hi], future[lo:hi], data_state, n_samples, generator, importance, refine
+        )  # lazily: one model call's draws held at a time
         calibrated = calibration is not None and calibration.scale is not None
-        summary[lo:hi] = [
-            p.summary(calibration.factors(f - g.times[-1]) if calibrated else None)
-            for p, f, g in zip(preds, future[lo:hi], segs[lo:hi], strict=True)
-        ]
+        for i, p in enumerate(preds, start=lo):
+            lead = future[i] - segs[i].times[-1]
+            summary[i] = p.summary(calibration.factors(lead) if calibrated else None)
     return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)
 
 

@@ -315,6 +315,30 @@ def test_predict_at_explicit_times_and_refusals(fitted, tmp_path: Path, capsys) 
         assert not target.exists()
 
 
+def test_predict_refuses_a_grid_too_fine_for_memory_before_anything_runs(
+    fitted, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--step 1s`` over 20 days asks 200 paths at 1.7 million times per series: that used
+    to be killed by the kernel after filling the memory, without a word. It is refused with
+    the series, the count and what to change, before the calibration's forecasts run and with
+    nothing written."""
+    from latentode import cli
+
+    ckpt, data = fitted
+    out = tmp_path / "f.csv"
+    ran = []
+    monkeypatch.setattr(cli, "_calibration", lambda *a, **k: ran.append(1))
+    args = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--output", str(out)]
+    capsys.readouterr()
+    assert cli.predict_main([*args, "--horizon", "20D", "--step", "1s"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"series 's\d': 1,728,000 forecast times \(--horizon and --step\) x 200 ", err)
+    assert "coarser --step" in err and "Traceback" not in err
+    assert not out.exists() and not ran
+    assert cli.predict_main([*args, "--horizon", "20D", "--step", "1D", "--n_samples", "8"]) == 0
+    assert ran and len(pd.read_csv(out)) == 6 * 20 * 2  # series x days x channels
+
+
 def test_predict_refuses_to_overwrite_and_foreign_channels(fitted, tmp_path: Path) -> None:
     ckpt, data = fitted
     out = tmp_path / "f.csv"

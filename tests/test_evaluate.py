@@ -168,6 +168,80 @@ def test_predictive_mean_and_std_come_from_the_paths_not_the_noise_draws() -> No
         np.testing.assert_allclose(s[..., 1], want_std[b_], rtol=1e-12, atol=1e-12)
 
 
+def test_predictives_past_the_budget_are_drawn_in_halves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments whose paths at their times exceed `DRAWS_PER_CALL` are taken in halves, one
+    model call each, and give exactly what separate calls on the halves give (the same draws
+    in the same order); each call holds at most the budget."""
+    from latentode import predictive
+
+    torch.manual_seed(0)
+    model = LatentODE(LatentODEConfig(input_dim=2, latent_dim=3, anchor="last")).double()
+    t = np.arange(0.0, 12.0)
+    segs = [
+        Segment(b, float(b), t[b:], np.stack([np.sin(t[b:] + b), np.cos(t[b:])], 1))
+        for b in range(5)
+    ]
+    future = [g.times[-1] + np.linspace(0.5, 3.0, 4 + b) for b, g in enumerate(segs)]  # 4..8
+    state = {"normalisation": None, "time_scale": 4.0}
+    calls = []
+    predict = model.predict
+
+    def counted(observed, times, n_samples, *args, **kw):
+        calls.append(n_samples * times.shape[0] * times.shape[-1])
+        return predict(observed, times, n_samples, *args, **kw)
+
+    monkeypatch.setattr(model, "predict", counted)
+
+    def draws(groups: list[list[int]], budget: int) -> list[np.ndarray]:
+        monkeypatch.setattr(predictive, "DRAWS_PER_CALL", budget)
+        torch.manual_seed(3)
+        gen = torch.Generator().manual_seed(4)
+        out = []
+        for rows in groups:
+            part = [segs[i] for i in rows], [future[i] for i in rows]
+            out += [p.draws for p in predictive.predictives(model, *part, state, 6, gen)]
+        return out
+
+    split = draws([[0, 1, 2, 3, 4]], budget=6 * 2 * 8)  # two segments of 8 times at most
+    assert calls == [6 * 2 * 5, 6 * 1 * 6, 6 * 2 * 8]  # [0, 1], then [2, 3, 4] halved again
+    assert max(calls) <= 6 * 2 * 8
+    apart = draws([[0, 1], [2], [3, 4]], budget=10**9)
+    for a, b in zip(split, apart, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [a.shape for a in split] == [(6, 4 + b, 2) for b in range(5)]
+    calls.clear()
+    draws([[0, 1, 2, 3, 4]], budget=10**9)
+    assert calls == [6 * 5 * 8]  # within the budget: one call, as before
+
+
+def test_forecast_refuses_a_series_whose_paths_exceed_the_budget(tmp_path: Path) -> None:
+    """A grid too fine for memory (``--step 1s`` over 30 days is 2.6 million times) is refused
+    before anything is drawn or built, naming the series, the count and what to change;
+    ``importance`` counts the history's times too."""
+    from latentode.forecast import future_times
+    from latentode.predictive import DRAWS_PER_CALL
+
+    torch.manual_seed(0)
+    model = LatentODE(LatentODEConfig(input_dim=1, latent_dim=2)).double()
+    path = tmp_path / "daily.csv"
+    rows = "".join(f"x,2024-01-{d:02d},{d}\n" for d in range(1, 11))
+    path.write_text("series_id,time,v\n" + rows)
+    table = read_series_csv(path)
+    state = {"channels": ["v"], "normalisation": None, "time_scale": 1.0}
+    second = 1 / (24 * 3600)  # the table's unit is the day
+    with pytest.raises(DataError, match=r"series 'x': 2,592,000 forecast times .* 200 paths"):
+        future_times(model, table, state, 30.0, second)
+    fits = DRAWS_PER_CALL // 200  # times that 200 paths may take
+    future = future_times(model, table, state, fits * second, second)[1]
+    assert len(future[0]) == fits
+    with pytest.raises(DataError, match="fewer --n_samples"):
+        future_times(model, table, state, (fits + 1) * second, second)
+    with pytest.raises(DataError, match="and the history for --importance"):
+        future_times(model, table, state, fits * second, second, on_history=True)
+    twice = future_times(model, table, state, 2 * fits * second, second, n_samples=100)[1]
+    assert len(twice[0]) == 2 * fits  # half the paths, twice the times
+
+
 def test_default_future_grid_stays_within_the_horizon() -> None:
     """The default step is the series' median spacing, but never past the horizon: a series
     observed every 20 years, forecast 5 ahead, gets one point at 5, not at 20."""
