@@ -48,7 +48,7 @@ from .data.csv import csv_columns, read_series_csv
 from .data.errors import DataError
 from .data.prep import Segment
 from .data.table import SeriesTable
-from .data.transforms import transform_of
+from .data.transforms import forward, kinds_of, transform_of
 from .ensemble import Ensemble
 from .evaluate import scored_series
 from .forecast import forecast, future_times, merge_shards, parse_horizon
@@ -623,19 +623,25 @@ def _outside_training(history: list[Segment], table: SeriesTable, state: dict) -
     """A note on the histories holding values far outside the training data's (beyond its
     range, per channel, by more than the range's width; empty when none do, or for a
     checkpoint that does not keep the range): the model never saw such values, so their
-    forecasts and bands are extrapolations. A file in other units is the usual cause."""
+    forecasts and bands are extrapolations. A file in other units is the usual cause. A
+    channel on a log scale is compared there, as the model sees it: a history in kilograms
+    for a fit in grams (0.05-0.2 against 50-200) is far outside on the log scale, while in
+    grams no positive value lies a range's width below 50."""
     if not state.get("value_range"):
         return ""
-    lo, hi = (np.asarray(state["value_range"][k], dtype=np.float64) for k in ("min", "max"))
+    kinds, rng = kinds_of(state.get("normalisation"), len(table.channels)), state["value_range"]
+    lo, hi = (forward(np.asarray(rng[k], dtype=np.float64), kinds) for k in ("min", "max"))
     width = hi - lo
     far = []
     for g in history:
+        z = forward(g.values, kinds)  # (n, D) as the model sees them, before normalising
         for d, c in enumerate(table.channels):
-            v = g.values[:, d][~np.isnan(g.values[:, d])]
-            if len(v) and (v.min() < lo[d] - width[d] or v.max() > hi[d] + width[d]):
+            ok = ~np.isnan(z[:, d])
+            v, zd = g.values[ok, d], z[ok, d]
+            if len(v) and (zd.min() < lo[d] - width[d] or zd.max() > hi[d] + width[d]):
                 far.append(
                     f"{table.series_ids[g.series]!r} ({c}: {v.min():.4g} to {v.max():.4g}; "
-                    f"training {lo[d]:.4g} to {hi[d]:.4g})"
+                    f"training {rng['min'][d]:.4g} to {rng['max'][d]:.4g})"
                 )
     if not far:
         return ""

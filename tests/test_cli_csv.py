@@ -202,6 +202,29 @@ def test_predict_notes_histories_far_outside_the_training_data(fitted, tmp_path:
     assert res.returncode == 0 and "far outside" not in res.stdout
 
 
+def test_far_outside_is_judged_on_a_log_channels_own_scale() -> None:
+    """On a channel modelled on a log scale, a history in kilograms for a fit in grams
+    (0.05-0.2 against 50-200) is far outside where the model works, and noted; in user
+    units no positive value lies a range's width below 50, so the same channel as it is
+    gets no note. A history in grams gets none on either scale."""
+    from types import SimpleNamespace
+
+    from latentode.cli import _outside_training
+    from latentode.data.prep import Segment
+
+    t = np.arange(4.0)
+    kilos = Segment(0, 0.0, t, np.array([[0.05], [0.1], [0.2], [np.nan]]))
+    grams = Segment(1, 0.0, t, np.array([[60.0], [190.0], [120.0], [80.0]]))
+    table = SimpleNamespace(channels=("w",), series_ids=["kg", "g"])
+    rng = {"min": [50.0], "max": [200.0]}
+    as_is = {"value_range": rng, "normalisation": {"channels": ["w"], "mean": [0], "std": [1]}}
+    logged = {**as_is, "normalisation": {**as_is["normalisation"], "transform": ["log"]}}
+    note = _outside_training([kilos, grams], table, logged)
+    assert "1 history channel(s)" in note and "'kg' (w: 0.05 to 0.2; training 50 to 200)" in note
+    assert _outside_training([kilos, grams], table, as_is) == ""
+    assert _outside_training([grams], table, logged) == ""
+
+
 def test_a_history_with_times_of_another_kind_is_refused(fitted, tmp_path: Path) -> None:
     """The fit read date-times in days; a history with numeric times (days since 2020 here)
     used to be forecast on the model's axis as if the numbers were in its unit."""
