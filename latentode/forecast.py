@@ -253,7 +253,7 @@ def _check_size(sid: str, n: int, held: int, n_samples: int, given: str) -> None
         raise DataError(
             f"series {sid!r}: {n:,} forecast times ({given}) x {n_samples} paths need "
             f"{held:,} path-times, more than one model call holds ({DRAWS_PER_CALL:,}, about "
-            "1 GB); nothing was computed. Ask for fewer times (a coarser --step or a shorter "
+            "1.6 GB); nothing was computed. Ask for fewer times (a coarser --step or a shorter "
             "--horizon) or fewer --n_samples."
         )
 

@@ -63,8 +63,9 @@ __all__ = [
 DRAWS_PER_CALL = 2**22
 """The most path-times (paths x segments x times) one model call holds (`draws_held`):
 `predictives` takes a larger list of segments in halves. Measured with the CSV default model
-and two channels, `latentode predict` of one series at 20,000 times with 200 paths peaks at
-about 1 GB above the loaded process (about 240 bytes per path-time); more channels hold more."""
+and two channels (`reports/predict_memory.md`), a call at this budget (200 paths at 20,000
+times) peaks about 1.6 GB above the loaded process, about 370 bytes per path-time; more
+channels hold more."""
 
 QUANTILES = (0.05, 0.5, 0.95)
 _TINY = 1e-12  # a half-band narrower than this has zero width
