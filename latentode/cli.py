@@ -54,7 +54,7 @@ from .evaluate import scored_series
 from .forecast import forecast, future_times, merge_shards, parse_horizon
 from .nn.base import ModelInputError
 from .solver import SolverError, SolverInputError
-from .systems.guard import TrainingStoppedError, newest_file
+from .systems.guard import TrainingStoppedError, leave_process_group, newest_file
 
 __all__ = [
     "ForecastStoppedError",
@@ -898,7 +898,10 @@ def main(args: list[str] | None = None) -> None:
         )
     except USER_ERRORS as e:
         print(f"latentode: error: {e}", file=sys.stderr)
+        if isinstance(e, TrainingStoppedError):  # every process stops here (the guard)
+            leave_process_group()
         sys.exit(2)
+    leave_process_group()  # a multi-process run: every process ends here
 
 
 if __name__ == "__main__":  # pragma: no cover

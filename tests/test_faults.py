@@ -261,6 +261,7 @@ import pytorch_lightning as pl
 from test_faults import _PoisonEval, _tiny_system
 from latentode.data.datamodules import SpiralsDataModule
 from latentode.systems import TrainingStoppedError
+from latentode.systems.guard import leave_process_group
 
 root, n, batch_size, rank, batch = sys.argv[1], *map(int, sys.argv[2:])
 trainer = pl.Trainer(
@@ -273,8 +274,10 @@ try:
     trainer.fit(_tiny_system(), datamodule=data)
 except TrainingStoppedError as e:
     print(f"rank {trainer.global_rank} stopped: {e}", flush=True)
+    leave_process_group()
     sys.exit(3)
 print(f"rank {trainer.global_rank} finished", flush=True)
+leave_process_group()
 """
 
 
