@@ -45,8 +45,10 @@ CASES = [
     ("2,592,000 times (--step 1s, 30D)", ["--horizon", "30D", "--step", "1s"]),
 ]
 
-_CHILD = """
+_CHILD = f"""
 import json, sys, time
+sys.path.insert(0, {str(ROOT / "benchmarks")!r})
+from procmem import status_kib
 from latentode.cli import main
 t = time.perf_counter()
 try:
@@ -54,8 +56,7 @@ try:
 except SystemExit as e:
     rc = e.code
 wall = time.perf_counter() - t
-peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
-print("RESULT " + json.dumps({"rc": rc, "peak_kib": peak, "wall_s": wall}))
+print("RESULT " + json.dumps({{"rc": rc, "peak_kib": status_kib("VmHWM"), "wall_s": wall}}))
 """
 
 

@@ -69,10 +69,10 @@ class GaussianDecoder(nn.Module):
         Returns:
             ``Normal`` with ``mean`` and ``stddev`` of shape ``[..., output_dim]``.
         """
-        rows = z.reshape(-1, z.shape[-1])  # (N, latent_dim)
-        if torch.is_grad_enabled() or len(rows) <= DECODE_ROWS:
+        if torch.is_grad_enabled() or z[..., 0].numel() <= DECODE_ROWS:
             mean = self.net(z)  # (..., D)
         else:  # a long forecast: the hidden activations one block of rows at a time
+            rows = z.reshape(-1, z.shape[-1])  # (N, latent_dim)
             parts = [self.net(r) for r in rows.split(DECODE_ROWS)]
             mean = torch.cat(parts).view(*z.shape[:-1], -1)  # (..., D)
         std = self.log_std.to(mean).exp().expand_as(mean)  # (..., D)
