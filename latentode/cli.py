@@ -823,9 +823,22 @@ def test_main(argv: list[str]) -> int:
     return 0
 
 
+def _signed_spans(argv: list[str], options: tuple[str, ...] = ("--horizon", "--step")) -> list[str]:
+    """``argv`` with ``--horizon -5D`` joined into ``--horizon=-5D``, so that a negative span
+    reaches `parse_horizon` and is refused as not positive; argparse would take ``-5D`` for an
+    option and say only that ``--horizon`` expected an argument."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in options and arg.startswith("-") and not arg.startswith("--"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def predict_main(argv: list[str]) -> int:
     """``latentode predict``: returns the exit status (2 for user errors)."""
-    args = _predict_parser().parse_args(argv)
+    args = _predict_parser().parse_args(_signed_spans(argv))
     try:
         line = run_predict(args)
         if line:

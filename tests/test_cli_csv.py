@@ -336,6 +336,16 @@ def test_predict_at_explicit_times_and_refusals(fitted, tmp_path: Path, capsys) 
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, (name, err)
         assert not target.exists()
+    # A negative span written as a separate word (argparse alone takes it for an option)
+    for option, value in (("--horizon", "-5D"), ("--step", "-1D")):
+        target = tmp_path / "negative.csv"
+        capsys.readouterr()
+        spans = {"--horizon": "10D", option: value}
+        words = [w for o, v in spans.items() for w in (o, v)]
+        assert predict_main([*args[:4], *words, "--output", str(target)]) == 2, option
+        err = capsys.readouterr().err
+        assert f"{option} must be positive, got '{value}'" in err, err
+        assert not target.exists()
 
 
 def test_predict_refuses_a_grid_too_fine_for_memory_before_anything_runs(
