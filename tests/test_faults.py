@@ -150,11 +150,24 @@ def test_slurm_requeue_signal_saves_and_resumes(tmp_path: Path) -> None:
     assert calls.read_text().split() == ["requeue", "4242"]
     saved = torch.load(hpc, weights_only=True)
     assert STEPS_PER_EPOCH < saved["global_step"] < 2 * STEPS_PER_EPOCH  # mid-epoch 1
+    # The training loader's position: the batches of epoch 1 Lightning will not repeat (the
+    # signal can land inside a step, which Lightning then repeats, and so does the loader).
+    fit_loop = saved["loops"]["fit_loop"]
+    position = fit_loop["state_dict"]["combined_loader"][0]
+    progress = fit_loop["epoch_loop.batch_progress"]["current"]
+    assert not position["complete"] and position["pass_start"] is not None
+    assert position["finished"] >= saved["global_step"] - STEPS_PER_EPOCH - 1
+    assert position["finished"] - progress["completed"] in (0, 1)
+    assert (
+        position["finished"] == progress["completed"]
+        or progress["processed"] > progress["completed"]
+    )  # one more only when the signal came between the step's end and Lightning's count
 
     resumed = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True)
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert f"resuming from {hpc}" in log
+    assert "not resumable" not in log  # Lightning's warning for a plain DataLoader
     _check_restored_state(last)
 
 

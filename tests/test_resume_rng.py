@@ -6,7 +6,11 @@ numpy, Python, and the data module's own shuffle and subset generators), per pro
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,27 +23,48 @@ import torch.multiprocessing as mp
 from lightning_helpers import quiet_trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from latentode.data.csv_module import CSVDataModule
 from latentode.data.datamodules import SpiralsDataModule
+from latentode.data.resumable import ResumableLoader
+from latentode.data.toy_modules import Toy2DDataModule
 from latentode.nn.latent_ode import LatentODEConfig
 from latentode.systems import LatentODESystem, RNGCheckpoint
 from latentode.systems.rng import gather_rng_states, rng_state, set_rng_state
 
+DATA = Path(__file__).resolve().parents[1] / "data"
 
-def _fit(root: Path, ckpt: Path | None = None, keep_rng: bool = True) -> LatentODESystem:
+
+def _fit(
+    root: Path, ckpt: Path | None = None, keep_rng: bool = True, val_batches: int = 1
+) -> LatentODESystem:
     """Two epochs of a tiny Latent ODE on 60 spirals (4 batches each), a checkpoint per epoch
-    under ``root``; resumed from ``ckpt`` if given. ``keep_rng=False`` drops `RNGCheckpoint`."""
+    under ``root`` and one per step under ``root / "steps"``; resumed from ``ckpt`` if given.
+    ``keep_rng=False`` drops `RNGCheckpoint`; ``val_batches``: validation batches per epoch."""
     pl.seed_everything(0)
     cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
     system = LatentODESystem(cfg, eval_samples=2)
     if not keep_rng:
         system.configure_callbacks = list  # type: ignore[method-assign]  # no callbacks
     every = ModelCheckpoint(dirpath=root, filename="{epoch}", monitor=None, save_top_k=-1)
+    steps = ModelCheckpoint(
+        dirpath=root / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1
+    )
     trainer = quiet_trainer(
-        root, enable_checkpointing=True, max_epochs=2, limit_val_batches=1, callbacks=[every]
+        root,
+        enable_checkpointing=True,
+        max_epochs=2,
+        limit_val_batches=val_batches,
+        callbacks=[every, steps],
     )
     data = SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0)
     trainer.fit(system, datamodule=data, ckpt_path=ckpt)
     return system
+
+
+def _loader_state(ckpt: Path) -> dict:
+    """The training loader's saved position (Lightning keeps it with the fit loop's state)."""
+    loops = torch.load(ckpt, weights_only=True)["loops"]
+    return loops["fit_loop"]["state_dict"]["combined_loader"][0]
 
 
 def _max_difference(a: pl.LightningModule, b: pl.LightningModule) -> float:
@@ -58,6 +83,109 @@ def test_resumed_fit_repeats_the_uninterrupted_one(tmp_path: Path) -> None:
     # the control: without the states the same resume lands elsewhere (measured 0.03)
     loose = _fit(tmp_path / "loose", ckpt=epoch0, keep_rng=False)
     assert _max_difference(whole, loose) > 1e-3
+
+
+def test_a_fit_resumed_mid_epoch_repeats_the_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints after the second batch of each epoch (mid-epoch) and after the epoch's last
+    batch: every resume ends on the uninterrupted fit's weights exactly. The training loader
+    (`ResumableLoader`) rewinds the epoch's shuffle and skips the batches already trained on."""
+    whole = _fit(tmp_path / "whole")
+    steps = tmp_path / "whole" / "steps"
+    assert sorted(p.name for p in steps.glob("*.ckpt")) == [f"step={i}.ckpt" for i in range(1, 9)]
+    for step, finished, complete in ((2, 2, False), (4, 4, True), (6, 2, False)):
+        ckpt = steps / f"step={step}.ckpt"
+        loader = _loader_state(ckpt)
+        assert (loader["finished"], loader["complete"]) == (finished, complete), step
+        resumed = _fit(tmp_path / f"resumed{step}", ckpt=ckpt)
+        assert _max_difference(whole, resumed) == 0.0, step
+        # resumed again: its own step checkpoints match the whole fit's
+        again = _loader_state(tmp_path / f"resumed{step}" / "steps" / "step=8.ckpt")
+        assert (again["finished"], again["complete"]) == (4, True)
+    # the control: a loader that ignores its saved state starts a fresh shuffle (measured 0.03)
+    monkeypatch.setattr(ResumableLoader, "load_state_dict", lambda self, state: None)
+    loose = _fit(tmp_path / "loose", ckpt=steps / "step=2.ckpt")
+    assert _max_difference(whole, loose) > 1e-3
+
+
+def test_training_does_not_depend_on_validation(tmp_path: Path) -> None:
+    """Validation draws its posterior samples from a stream of its own: a fit that never
+    validates ends on the same weights, and the same weights score the same twice."""
+    whole = _fit(tmp_path / "whole", val_batches=1)
+    blind = _fit(tmp_path / "blind", val_batches=0)
+    assert _max_difference(whole, blind) == 0.0
+    data = SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0)
+    scores = [
+        quiet_trainer(tmp_path, limit_val_batches=1).validate(whole, datamodule=data, verbose=False)
+        for _ in range(2)
+    ]
+    torch.rand(5)  # the global stream moves between the two validations; the scores do not
+    assert scores[0] == scores[1] and scores[0][0]["val/mse"] > 0
+    # the control: without `RNGCheckpoint` validation's draws shift training's (measured 0.02)
+    loose = _fit(tmp_path / "loose", keep_rng=False)
+    assert _max_difference(whole, loose) > 1e-3
+
+
+def _tensors(obj: object) -> list[torch.Tensor]:
+    """Every tensor in a batch (tensors, tuples, lists and dataclasses such as `Split`)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for x in obj for t in _tensors(x)]
+    if dataclasses.is_dataclass(obj):
+        return [t for f in dataclasses.fields(obj) for t in _tensors(getattr(obj, f.name))]
+    return []
+
+
+DATA_MODULES = {
+    "spirals": lambda: SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0),
+    "csv, train_keep 0.5": lambda: CSVDataModule(
+        str(DATA / "fertility_worldbank.csv"), holdout=10.0, seed=2, batch_size=16, train_keep=0.5
+    ),
+    "toy, fixed sample": lambda: Toy2DDataModule("moons", batch_size=10, train_size=60, seed=0),
+}
+
+
+@pytest.mark.parametrize("name", list(DATA_MODULES))
+def test_every_training_loader_resumes_inside_a_pass(name: str) -> None:
+    """Another process (a fresh data module) given the generators' states and the loader's
+    position after 2 batches serves exactly the batches the pass had left, collation draws
+    included; after a complete pass it starts the next pass as the first process does."""
+    dm = DATA_MODULES[name]()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader, ResumableLoader) and len(loader) >= 4
+    batches = iter(loader)
+    head = [next(batches), next(batches)]
+    loader.finished(2)
+    state, generators = loader.state_dict(), {k: g.get_state() for k, g in dm.generators().items()}
+    rest = list(batches)
+    loader.finished(len(loader), last=True)
+    end_state = loader.state_dict()
+    end_generators = {k: g.get_state() for k, g in dm.generators().items()}
+    next_pass = list(loader)
+
+    def resumed(position: dict, states: dict) -> list:
+        other = DATA_MODULES[name]()
+        other.setup("fit")
+        for k, g in other.generators().items():
+            g.set_state(states[k])
+        loader = other.train_dataloader()
+        loader.load_state_dict(position)
+        return list(loader)
+
+    for got, want in (
+        (resumed(state, generators), rest),
+        (resumed(end_state, end_generators), next_pass),
+    ):
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            pairs = zip(_tensors(a), _tensors(b), strict=True)
+            assert all(torch.equal(x, y) for x, y in pairs)
+    # the control: the head's batches are not the rest's (a skip that did nothing would fail)
+    pairs = zip(_tensors(head[0]), _tensors(rest[0]), strict=True)
+    assert not all(torch.equal(x, y) for x, y in pairs)
 
 
 def test_rng_state_round_trips() -> None:
@@ -104,3 +232,58 @@ def test_every_process_gets_its_own_state_back(tmp_path: Path) -> None:
         assert torch.equal(got[rank]["own"], got[rank]["again"])
         assert torch.equal(got[rank]["other"], got[1 - rank]["own"])
     assert not torch.equal(got[0]["own"], got[1]["own"])
+
+
+_DDP_SCRIPT = """
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from latentode.data.datamodules import SpiralsDataModule
+from latentode.nn.latent_ode import LatentODEConfig
+from latentode.systems import LatentODESystem
+from latentode.systems.guard import leave_process_group
+
+root, ckpt = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else None)
+pl.seed_everything(0)
+cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
+system = LatentODESystem(cfg, eval_samples=2)
+steps = ModelCheckpoint(
+    dirpath=root / "steps", filename="{step}", every_n_train_steps=1, save_top_k=-1
+)
+trainer = pl.Trainer(
+    default_root_dir=root, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+    enable_progress_bar=False, enable_model_summary=False, max_epochs=2, limit_val_batches=1,
+    callbacks=[steps],
+)
+data = SpiralsDataModule(n=120, n_observed=30, batch_size=12, seed=0)
+trainer.fit(system, datamodule=data, ckpt_path=ckpt)
+if trainer.global_rank == 0:
+    torch.save(system.state_dict(), root / "final.pt")
+leave_process_group()
+"""
+
+
+def test_a_two_process_fit_resumed_mid_epoch_repeats_the_uninterrupted_one(tmp_path: Path) -> None:
+    """Two gloo processes (Lightning's `DistributedSampler`, 4 batches per process and epoch):
+    resumed after the second batch of epoch 0 and of epoch 1, the fit ends on the uninterrupted
+    fit's weights exactly."""
+    script = tmp_path / "fit.py"
+    script.write_text(_DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+    def fit(root: Path, *ckpt: Path) -> dict[str, torch.Tensor]:
+        run = [sys.executable, str(script), str(root), *map(str, ckpt)]
+        res = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        return torch.load(root / "final.pt", weights_only=True)
+
+    whole = fit(tmp_path / "whole")
+    steps = tmp_path / "whole" / "steps"
+    assert len(list(steps.glob("*.ckpt"))) == 8  # 4 steps per epoch: 96 spirals, 2 x 12 a step
+    for step in (2, 6):
+        resumed = fit(tmp_path / f"resumed{step}", steps / f"step={step}.ckpt")
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), step

@@ -63,7 +63,8 @@ from .prep import (
     value_range,
     whole_series,
 )
-from .sharding import eval_sampler
+from .resumable import ResumableLoader
+from .sharding import eval_loader
 from .table import SeriesTable
 
 __all__ = ["CSVDataModule"]
@@ -408,7 +409,7 @@ class CSVDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled training segments; a new conditioned fraction for every batch."""
         self._ready()
-        return DataLoader(
+        return ResumableLoader(
             range(len(self.train_segments)),
             batch_size=self.batch_size,
             shuffle=True,
@@ -421,10 +422,11 @@ class CSVDataModule(pl.LightningDataModule):
         self._ready()
         if not segs:
             raise DataError(f"{self.path}: no {stage} series; raise {stage}_fraction or holdout.")
-        return DataLoader(
+        return eval_loader(
             range(len(segs)),
-            batch_size=self.batch_size,
-            sampler=eval_sampler(len(segs), f"{self.path}: the {stage} split", "series"),
+            self.batch_size,
+            f"{self.path}: the {stage} split",
+            "series",
             collate_fn=partial(self._collate_eval, segs),
             num_workers=self.num_workers,
         )

@@ -33,7 +33,8 @@ from .batch import (
     subsample_observations,
 )
 from .errors import DataError
-from .sharding import eval_sampler
+from .resumable import ResumableLoader
+from .sharding import eval_loader
 from .synthetic import make_periodic, make_spirals
 
 __all__ = ["PeriodicDataModule", "SpiralsDataModule", "SyntheticDataModule"]
@@ -118,17 +119,18 @@ class SyntheticDataModule(pl.LightningDataModule):
     def _loader(self, split: Split | None, stage: str) -> DataLoader:
         if split is None:
             raise DataError(f"no {stage} series: set {stage}_fraction > 0.")
-        return DataLoader(
+        return eval_loader(
             range(split.observed.batch_size),
-            batch_size=self.batch_size,
-            sampler=eval_sampler(split.observed.batch_size, f"the {stage} split", "series"),
+            self.batch_size,
+            f"the {stage} split",
+            "series",
             collate_fn=split.select,
             num_workers=self.num_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled series; a new observed subset for every batch."""
-        return DataLoader(
+        return ResumableLoader(
             range(self._train().batch_size),
             batch_size=self.batch_size,
             shuffle=True,

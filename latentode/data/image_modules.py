@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .images import ImageDataError, ImageSplit, ImageSplits, MNISTFolder, load_digits_tensors
-from .sharding import eval_sampler
+from .resumable import ResumableLoader
+from .sharding import eval_loader
 
 __all__ = ["DigitsDataModule", "ImageDataModule", "MNISTDataModule"]
 
@@ -67,7 +68,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (seeded)."""
-        return DataLoader(
+        return ResumableLoader(
             self._split("train").dataset(),
             batch_size=self.batch_size,
             shuffle=True,
@@ -77,10 +78,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, name: str) -> DataLoader:
         dataset = self._split(name).dataset()
-        return DataLoader(
+        return eval_loader(
             dataset,
-            batch_size=self.eval_batch_size,
-            sampler=eval_sampler(len(dataset), f"the {name} split", "image"),
+            self.eval_batch_size,
+            f"the {name} split",
+            "image",
             num_workers=self.num_workers,
         )
 

@@ -7,21 +7,27 @@ a sampler that shards without padding (process ``r`` of ``W`` takes samples ``r,
 Lightning keeps it because it is a `DistributedSampler`. With one process it returns ``None``
 (the loader's default sequential order).
 
+`eval_loader` builds the evaluation DataLoader with that sampler and a generator of its own:
+a DataLoader without one draws its workers' base seed from torch's global generator each time
+an evaluation begins, which would shift the training run's random numbers by every validation.
+
 Usage::
 
-    DataLoader(dataset, batch_size=64, sampler=eval_sampler(len(dataset)))
+    eval_loader(dataset, batch_size=64, what="the val split", unit="series")
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
+import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .errors import DataError
 
-__all__ = ["ShardSampler", "eval_sampler", "process_rank"]
+__all__ = ["ShardSampler", "eval_loader", "eval_sampler", "process_rank"]
 
 
 class ShardSampler(DistributedSampler):
@@ -76,3 +82,32 @@ def eval_sampler(
             "data for it."
         )
     return ShardSampler(range(n), world, rank)
+
+
+def eval_loader(
+    dataset: Dataset | Sized,
+    batch_size: int,
+    what: str = "the evaluation set",
+    unit: str = "sample",
+    **kwargs: Any,
+) -> DataLoader:
+    """An evaluation DataLoader: this process's `eval_sampler` shard, in order, with a generator
+    of its own (its draws leave torch's global generator, which training draws from, alone).
+
+    Args:
+        dataset: the evaluation set (anything with a length that a DataLoader takes).
+        batch_size: samples per batch.
+        what, unit: as `eval_sampler`.
+        **kwargs: other DataLoader arguments (``collate_fn``, ``num_workers``).
+
+    Raises:
+        DataError: as `eval_sampler`.
+    """
+    sampler = eval_sampler(len(dataset), what, unit)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        sampler=sampler,
+        generator=torch.Generator(),
+        **kwargs,
+    )

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from .sharding import eval_sampler, process_rank
+from .resumable import ResumableLoader
+from .sharding import eval_loader, process_rank
 from .toy2d import ToyDataError, sample_toy
 
 __all__ = ["FreshToyBatches", "Toy2DDataModule"]
@@ -117,7 +118,7 @@ class Toy2DDataModule(pl.LightningDataModule):
         self.setup()
         if self.train_x is None:
             return DataLoader(self.fresh, batch_size=None)
-        return DataLoader(
+        return ResumableLoader(
             self.train_x,
             batch_size=self.batch_size,
             shuffle=True,
@@ -135,11 +136,7 @@ class Toy2DDataModule(pl.LightningDataModule):
         x = self.val_x if stage == "val" else self.test_x
         if x is None:  # pragma: no cover - setup has drawn both samples
             raise ToyDataError(f"the {stage} sample was not drawn; call setup() first.")
-        return DataLoader(
-            TensorDataset(x),
-            batch_size=self.eval_batch_size,
-            sampler=eval_sampler(len(x), f"the {stage} sample", "point"),
-        )
+        return eval_loader(TensorDataset(x), self.eval_batch_size, f"the {stage} sample", "point")
 
     def val_dataloader(self) -> DataLoader:
         """The fixed validation sample, as ``(x,)`` batches."""

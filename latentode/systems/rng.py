@@ -10,13 +10,21 @@ training generators, which it lists in a ``generators()`` method) with each chec
 restores them on resume. Every system returns it from ``configure_callbacks``, so any Trainer
 that fits them gets it.
 
-A resume from a mid-epoch checkpoint (the SLURM requeue's ``hpc_ckpt_*.ckpt``) restores the
-generators as they were at the signal, but the data loader then starts a fresh pass over the
-epoch's remaining steps, so that continuation is not exact.
+Validation draws (posterior samples) come from a stream of their own, seeded the same at every
+validation and set aside from training's: the fit's path does not depend on how often, or
+whether, it validates, a checkpoint saved before an epoch's validation resumes exactly, and one
+set of weights gets the same validation score whenever it is evaluated.
+
+A resume from a mid-epoch checkpoint (the SLURM requeue's ``hpc_ckpt_*.ckpt``, or one saved every
+N steps) is exact too when the training loader is a `ResumableLoader` (every data module's is):
+`RNGCheckpoint` tells it after each batch how far the epoch's pass has got, and the loader
+resumes there. With another loader the fit starts a fresh pass over the epoch's remaining
+steps, and that continuation is not exact.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -26,9 +34,12 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_warn
 
+from ..data.resumable import ResumableLoader
+
 __all__ = ["ExactResume", "RNGCheckpoint", "gather_rng_states", "rng_state", "set_rng_state"]
 
 KEY = "latentode_rng"
+EVAL_SEED = 20_181_019  # validation's own stream: `RNGCheckpoint.on_validation_start`
 
 
 def rng_state() -> dict[str, Any]:
@@ -89,13 +100,57 @@ def _data_generators(trainer: pl.Trainer) -> dict[str, torch.Generator]:
     return listed() if callable(listed) else {}
 
 
+def _resumable_loaders(trainer: pl.Trainer) -> list[ResumableLoader]:
+    """The fit's training loaders that can resume mid-epoch."""
+    loaders = trainer.train_dataloader
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    elif not isinstance(loaders, (list, tuple)):
+        loaders = [loaders]
+    return [dl for dl in loaders if isinstance(dl, ResumableLoader)]
+
+
 class RNGCheckpoint(pl.Callback):
     """Saves every process's generator states with each checkpoint and restores them on resume.
 
     The states go under ``checkpoint["latentode_rng"]`` as ``{"world_size": N, "states": [...]}``,
     one entry per process. A resume with another number of processes (or from a checkpoint
-    without states) warns and leaves the generators as seeded.
+    without states) warns and leaves the generators as seeded. After every training batch it
+    tells the `ResumableLoader` how much of the epoch is done (Lightning runs checkpoint
+    callbacks after the others, so a checkpoint saved at this batch's end counts it).
     """
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Record that the pass's first ``batch_idx + 1`` batches are trained on."""
+        last = batch_idx + 1 >= trainer.num_training_batches
+        for loader in _resumable_loaders(trainer):
+            loader.finished(batch_idx + 1, last=last)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The epoch is over (also when it ended early): a resume starts a fresh pass."""
+        for loader in _resumable_loaders(trainer):
+            loader.finished(0, last=True)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Validation draws from a stream of its own, the same at every validation: set the
+        generators aside and seed them with `EVAL_SEED` (plus the fit's seed and the rank)."""
+        self._training_state = rng_state()
+        base = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(EVAL_SEED + base + 7919 * trainer.global_rank)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Give training its generators back as validation found them (before a checkpoint
+        saved at this validation's end stores them)."""
+        held, self._training_state = getattr(self, "_training_state", None), None
+        if held is not None:
+            set_rng_state(held)
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
