@@ -1,7 +1,7 @@
 # Two commands on a fresh machine:
 #   make test    create .venv if missing, install torch (pinned) then the project, run the tests
-#   make main    the main job: fit the Mauna Loa CO2 record, score and forecast its last two
-#                years (experiments/co2_main.py; writes reports/co2*, runs/co2/)
+#   make main    the main job: fit the Mauna Loa CO2 record (three seeds, pooled), score and
+#                forecast its last two years (experiments/co2_main.py; writes reports/co2*, runs/co2/)
 #   make bench   the solver benchmark against torchdiffeq / torchode (reports/)
 #   make bench-gpu  the solver and latent ODE training benchmarks on CUDA against torchdiffeq
 #                (reports/solver_benchmark_cuda.md, reports/latent_ode_step_cuda.md)

@@ -6,14 +6,17 @@ Run by ``make main`` (after the environment is set up)::
 
 Steps, each through the real ``latentode`` command line:
 
-1. ``latentode fit --config configs/co2.yaml`` into ``runs/co2`` (the run directory is
-   removed first, so a stale checkpoint is never picked up). Training uses the weeks before
-   the last two 2-year blocks; the first block (validation) selects the checkpoint.
-2. ``latentode test`` on the chosen checkpoint: the last 2-year block (the test block), errors
-   beside last-value and seasonal-naive baselines, written to ``reports/co2_scores.csv``.
-3. ``latentode predict`` from a copy of the file truncated at the test block's start
-   (``runs/co2/history.csv``): 104 weekly steps, ``reports/co2_forecast.csv`` and the
-   command's own plot under ``reports/co2/``.
+1. ``latentode fit --config configs/co2.yaml --seed_everything S`` into ``runs/co2/seedS``
+   for each seed of ``--seeds`` (0 1 2; the run directory is removed first, so a stale
+   checkpoint is never picked up). Training uses the weeks before the last two 2-year blocks;
+   the first block (validation) selects each fit's checkpoint.
+2. ``latentode test`` on the chosen checkpoints pooled (``--ckpt_path A B C``, an equal-weight
+   mixture of their predictives): the last 2-year block (the test block), errors beside naive
+   baselines, written to ``reports/co2_scores.csv``; then each fit alone
+   (``reports/co2_members.csv``), to show the spread over seeds.
+3. ``latentode predict`` with the pooled checkpoints from a copy of the file truncated at the
+   test block's start (``runs/co2/history.csv``): 104 weekly steps,
+   ``reports/co2_forecast.csv`` and the command's own plot under ``reports/co2/``.
 4. ``reports/co2_forecast.png`` (the forecast with the held-out weeks drawn over it) and
    ``reports/co2.md`` (commands, times, scores, coverage, figures).
 
@@ -145,6 +148,13 @@ def main() -> None:
     p.add_argument("--config", default="configs/co2.yaml")
     p.add_argument("--run_dir", default="runs/co2")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="one fit per seed, pooled (one seed: a single fit)",
+    )
     p.add_argument("--reports", default="reports")
     p.add_argument("--skip_fit", action="store_true", help="reuse the run directory's fit")
     args = p.parse_args()
@@ -162,29 +172,47 @@ def main() -> None:
 
     if not args.skip_fit:
         shutil.rmtree(ROOT / run_dir, ignore_errors=True)
-        run(
-            [
-                *(LATENTODE, "fit", "--config", args.config),
-                *("--trainer.default_root_dir", str(run_dir)),
-                *("--trainer.enable_progress_bar", "false"),
-            ],
-            log,
-        )
-    ckpt = pick_checkpoint(ROOT / run_dir, args.checkpoint)
+        for seed in args.seeds:
+            run(
+                [
+                    *(LATENTODE, "fit", "--config", args.config),
+                    *("--seed_everything", str(seed)),
+                    *("--trainer.default_root_dir", str(run_dir / f"seed{seed}")),
+                    *("--trainer.enable_progress_bar", "false"),
+                ],
+                log,
+            )
+    ckpts = [pick_checkpoint(ROOT / run_dir / f"seed{s}", args.checkpoint) for s in args.seeds]
+    pooled = [str(c.relative_to(ROOT)) for c in ckpts]
     scores_csv = reports / "co2_scores.csv"
     table_text = run(
         [
-            *(LATENTODE, "test", "--ckpt_path", str(ckpt), "--data.path", str(data)),
+            *(LATENTODE, "test", "--ckpt_path", *pooled, "--data.path", str(data)),
             *("--output", str(scores_csv), "--overwrite"),
         ],
         log,
     )
+    members = []
+    for seed, ckpt in zip(args.seeds, pooled, strict=True):
+        out = run_dir / f"seed{seed}" / "scores.csv"
+        run(
+            [
+                *(LATENTODE, "test", "--ckpt_path", ckpt, "--data.path", str(data)),
+                *("--output", str(out), "--overwrite"),
+            ],
+            log,
+        )
+        members.append(pd.read_csv(ROOT / out).assign(seed=seed, checkpoint=ckpt))
+    if len(members) > 1:
+        member_rows = pd.concat(members)
+        member_rows = member_rows[member_rows.method.str.startswith("latent ODE")]
+        member_rows.to_csv(ROOT / reports / "co2_members.csv", index=False)
     history = run_dir / "history.csv"
     _, t_test_date = write_history(ROOT / data, holdout, ROOT / history)
     forecast_csv = reports / "co2_forecast.csv"
     run(
         [
-            *(LATENTODE, "predict", "--ckpt_path", str(ckpt), "--data.path", str(history)),
+            *(LATENTODE, "predict", "--ckpt_path", *pooled, "--data.path", str(history)),
             *("--horizon", "104W", "--step", "1W", "--output", str(forecast_csv)),
             *("--plot", str(reports / "co2"), "--overwrite"),
         ],
@@ -195,14 +223,43 @@ def main() -> None:
     )
     total = time.perf_counter() - start
     scores = pd.read_csv(ROOT / scores_csv)
-    write_report(args, config, ckpt, scores, table_text, own, t_test_date, log, total)
+    member_table = pd.concat(members) if len(members) > 1 else None
+    write_report(
+        args, config, pooled, scores, member_table, table_text, own, t_test_date, log, total
+    )
+
+
+def members_table(members: pd.DataFrame, pooled: pd.DataFrame) -> str:
+    """Each fit's latent ODE errors (MSE, ppmv²) beside the pooled ones."""
+    tasks = [
+        ("extrapolation", "latent ODE", "forecast"),
+        ("extrapolation", "latent ODE, half-observed history", "half-observed history"),
+        ("interpolation", "latent ODE", "interpolation"),
+        ("history gaps", "latent ODE", "history gaps"),
+    ]
+    head = "| fit | " + " | ".join(label for *_, label in tasks) + " | forecast coverage |"
+    lines = [head, "|---|" + "---:|" * (len(tasks) + 1)]
+
+    def row(name: str, frame: pd.DataFrame) -> str:
+        cells = []
+        for task, method, _ in tasks:
+            hit = frame[(frame.task == task) & (frame.method == method)]
+            cells.append(f"{hit.mse.iloc[0]:.3f}" if len(hit) else "")
+        cover = frame[(frame.task == "extrapolation") & (frame.method == "latent ODE")]
+        return f"| {name} | " + " | ".join(cells) + f" | {cover.coverage90.iloc[0]:.2f} |"
+
+    for seed, frame in members.groupby("seed", sort=True):
+        lines.append(row(f"seed {seed} alone", frame))
+    lines.append(row(f"**pooled ({members.seed.nunique()} fits)**", pooled))
+    return "\n".join(lines)
 
 
 def write_report(
     args: argparse.Namespace,
     config: dict,
-    ckpt: Path,
+    ckpts: list[str],
     scores: pd.DataFrame,
+    members: pd.DataFrame | None,
     table_text: str,
     own: dict,
     t_test_date: str,
@@ -219,7 +276,16 @@ def write_report(
         "environment exists). Data: `data/co2_mauna_loa_weekly.csv`, weekly, 1958-03-29 to",
         f"2001-12-29. Test block: the last two years, from {t_test_date}; validation block: the",
         "two years before it (selects the checkpoint); training windows: everything before that.",
-        f"Config: `{args.config}`; checkpoint: `{ckpt.name}` ({args.checkpoint} by val/mse).",
+        f"Config: `{args.config}`, one fit per seed ({', '.join(map(str, args.seeds))}); "
+        f"checkpoints ({args.checkpoint} by val/mse): "
+        + ", ".join(f"`{c}`" for c in ckpts)
+        + "."
+        + (
+            " The latent ODE rows pool them: an equal-weight mixture of their posterior "
+            "predictives (`--ckpt_path A B C`, `latentode/ensemble.py`)."
+            if len(ckpts) > 1
+            else ""
+        ),
         "",
         "## Held-out errors (`latentode test`, ppmv)",
         "",
@@ -243,12 +309,25 @@ def write_report(
         f"- 90% interval coverage of the forecast: {model.coverage90:.2f} "
         f"({int(model.n_values)} held-out weeks; 0.90 is calibrated).",
         "",
+    ]
+    if members is not None:
+        lines += [
+            "## Each fit alone (`latentode test` on one checkpoint; MSE, ppmv²)",
+            "",
+            members_table(members, scores),
+            "",
+            "One series gives one validation block to choose each fit's checkpoint on, and the",
+            "test block's errors rise and fall together, so one fit's score depends on its seed;",
+            "the pooled forecast is the job's result. `reports/co2_members.csv` has every row.",
+            "",
+        ]
+    lines += [
         "## Forecast (`latentode predict`, 104 weekly steps)",
         "",
         f"`reports/co2_forecast.csv` (conditioned on `{args.run_dir}/history.csv`, the file cut",
         f"at {t_test_date}). Against the held-out weeks: MSE {own['mse']:.3f}, "
         f"MAE {own['mae']:.3f}, 90% coverage {own['coverage90']:.2f} ({own['n']} weeks; "
-        "200 posterior paths, so a little different from the test table's 100).",
+        "200 posterior paths per fit, so a little different from the test table's 100).",
         "",
         "![forecast with the held-out weeks](co2_forecast.png)",
         "",
