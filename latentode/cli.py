@@ -41,7 +41,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from .calibration import Calibration, calibrate
 from .data.csv import csv_columns, read_series_csv
@@ -89,6 +89,9 @@ USER_ERRORS = (
     ForecastStoppedError,
     FileNotFoundError,
 )
+# Set on a user error that every process of a multi-process run raises alike (reading the
+# same file): only the first process prints it.
+SAME_ON_EVERY_PROCESS = "latentode_same_on_every_process"
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,15 @@ class LatentODECLI(LightningCLI):
             config["ckpt_path"] = resolve_last(self.trainer)
         if config.get("ckpt_path") is None:
             _refuse_earlier_fit(self.trainer)
+        _read_data_first(self.datamodule)
+
+    def before_validate(self) -> None:
+        """Read the data before any other process starts (`_read_data_first`)."""
+        _read_data_first(self.datamodule)
+
+    def before_test(self) -> None:
+        """Read the data before any other process starts (`_read_data_first`)."""
+        _read_data_first(self.datamodule)
 
     def after_test(self) -> None:
         """On a CSV, point to the held-out evaluation in the user's units (Lightning's test
@@ -240,6 +252,25 @@ class LatentODECLI(LightningCLI):
                 "class_path": "pytorch_lightning.loggers.CSVLogger",
                 "init_args": {"save_dir": trainer.default_root_dir or ".", "name": "logs"},
             }
+
+
+def _read_data_first(datamodule: pl.LightningDataModule | None) -> None:
+    """Read and check the data in this process before Lightning starts the others (DDP): a
+    bad file then stops the run with one message, instead of one per process. The data
+    modules' ``setup`` reads once and is a no-op when Lightning calls it again.
+
+    Raises:
+        The data module's user errors, marked `SAME_ON_EVERY_PROCESS`: processes that SLURM or
+        torchrun started together read the same file and fail alike, and only the first
+        reports it (`main`).
+    """
+    if datamodule is None:
+        return
+    try:
+        datamodule.setup("fit")
+    except USER_ERRORS as e:
+        setattr(e, SAME_ON_EVERY_PROCESS, True)
+        raise
 
 
 def _refuse_earlier_fit(trainer: pl.Trainer) -> None:
@@ -910,7 +941,8 @@ def main(args: list[str] | None = None) -> None:
             auto_configure_optimizers=False,
         )
     except USER_ERRORS as e:
-        print(f"latentode: error: {e}", file=sys.stderr)
+        if not (getattr(e, SAME_ON_EVERY_PROCESS, False) and rank_zero_only.rank > 0):
+            print(f"latentode: error: {e}", file=sys.stderr)
         if isinstance(e, TrainingStoppedError):  # every process stops here (the guard)
             leave_process_group()
         sys.exit(2)

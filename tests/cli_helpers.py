@@ -20,9 +20,12 @@ QUIET_FIT = [
 ]
 
 
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m latentode.cli ARGS`` from the repository root, single-threaded."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def run_cli(
+    *args: str, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m latentode.cli ARGS`` from the repository root, single-threaded (``env``:
+    more environment variables)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "latentode.cli", *args],
         cwd=ROOT,

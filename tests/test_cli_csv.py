@@ -520,6 +520,26 @@ def test_fit_bad_csv_exits_with_a_message(tmp_path: Path, content: str | None, n
     assert "Traceback" not in res.stderr
 
 
+def test_a_bad_csv_stops_a_multi_process_fit_with_one_message(tmp_path: Path) -> None:
+    """The file is read before Lightning starts the other processes: one message and no
+    process group. Processes that SLURM or torchrun started together fail alike; only the
+    first (by its RANK) prints."""
+    path = tmp_path / "bad.csv"
+    path.write_text("series_id,time,a\ns0,2020-01-01,1\ns0,2020-01-02,oops\ns0,2020-01-03,2\n")
+    args = ["fit", "--config", "configs/csv.yaml", "--data.init_args.path", str(path)]
+    args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "1"]
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    res = run_cli(*args, *ddp)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out[-2000:]
+    assert out.count("latentode: error:") == 1 and "'oops' (line 3)" in out
+    assert "Initializing distributed" not in out and "Traceback" not in out
+    for rank, shown in (("0", 1), ("1", 0)):
+        res = run_cli(*args, env={"RANK": rank})
+        assert res.returncode == 2, rank
+        assert (res.stdout + res.stderr).count("latentode: error:") == shown, rank
+
+
 def test_csv_fit_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     data = tmp_path / "series.csv"
     write_csv(data, seed=1)
