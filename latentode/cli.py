@@ -204,6 +204,29 @@ class LatentODECLI(LightningCLI):
         )
         parser.add_lightning_class_args(RunSummary, "run_summary")
 
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """Lightning's trainer; a callback that duplicates another's checkpoint key is refused
+        with the options that configure ours.
+
+        Raises:
+            DataError: two stateful callbacks of one type with the same settings (a
+                checkpoint could not restore both).
+        """
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except RuntimeError as e:
+            found = re.search(r"more than one stateful callback of type `(\w+)`", str(e))
+            if not found:
+                raise
+            raise DataError(
+                f"--trainer.callbacks: two {found.group(1)} callbacks with the same settings "
+                "(for a ModelCheckpoint: monitor, mode, every_n_epochs, every_n_train_steps); "
+                "a checkpoint could not restore both. latentode already adds two "
+                "ModelCheckpoints: the best by val/mse (--checkpoint.*) and last.ckpt after "
+                "every epoch, with no monitor (--last_checkpoint.*). Configure those, or give "
+                "yours another monitor, mode or frequency."
+            ) from None
+
     def before_fit(self) -> None:
         """``--ckpt_path last``: the newest of ``last.ckpt`` and a SLURM requeue checkpoint.
         A new fit (no ``--ckpt_path``) into a checkpoint folder holding an earlier fit's

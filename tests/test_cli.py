@@ -64,3 +64,23 @@ def test_periodic_config_builds_rubanovas_encoder_and_trains(tmp_path: Path) -> 
     assert tuple(state["model.encoder.ode_func.net.0.weight"].shape) == (100, 40)
     assert tuple(state["model.encoder.head.0.weight"].shape) == (100, 40)
     assert tuple(state["model.encoder.head.2.weight"].shape) == (20, 100)
+
+
+def test_a_checkpoint_callback_that_duplicates_ours_is_refused(tmp_path: Path) -> None:
+    """A ModelCheckpoint with last.ckpt's settings (no monitor, every epoch) could not be
+    restored beside it; Lightning raised a RuntimeError with a traceback."""
+    root = tmp_path / "run"
+    res = run_cli(
+        "fit",
+        "--config",
+        "configs/spirals.yaml",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath",
+        str(root / "every"),
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "two ModelCheckpoint callbacks with the same settings" in res.stderr
+    assert "--last_checkpoint.*" in res.stderr and "Traceback" not in res.stderr
+    assert not root.exists()  # refused before anything was written
