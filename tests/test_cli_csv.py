@@ -558,6 +558,29 @@ def test_csv_fit_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     assert state["channels"] == ["a", "b"] and state["normalisation"]["mean"][0] > 900
 
 
+def test_csv_fit_resumed_mid_epoch_ends_as_the_uninterrupted_one(tmp_path: Path) -> None:
+    """Batches of one segment (several steps per epoch) and last.ckpt after every step: a fit
+    stopped after step 2 (inside epoch 0) and resumed to step 9 ends on the weights of a fit
+    run straight to step 9, the training loader's place in the epoch included."""
+    data = tmp_path / "series.csv"
+    write_csv(data, seed=1)
+    often = ["--data.init_args.batch_size", "1", "--last_checkpoint.every_n_train_steps", "1"]
+
+    def fit(root: Path, steps: int, *extra: str) -> dict:
+        res = run_cli(*csv_fit_args(data, root, steps), *often, *extra)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+
+    whole = fit(tmp_path / "whole", 9)
+    stopped = fit(tmp_path / "run", 2)
+    position = stopped["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert stopped["epoch"] == 0 and (position["finished"], position["complete"]) == (2, False)
+    resumed = fit(tmp_path / "run", 9, "--ckpt_path", "last")
+    assert resumed["global_step"] == whole["global_step"] == 9 and whole["epoch"] >= 1
+    for name, value in whole["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][name]), name
+
+
 def _test_scores(ckpt: Path, data: Path, table: Path, *extra: str) -> tuple[pd.DataFrame, str]:
     """``latentode test`` with 20 paths (and ``extra`` options): the table it wrote, stdout."""
     args = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--n_samples", "20"]
