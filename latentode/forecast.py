@@ -243,18 +243,22 @@ def future_times(
         future.append(_future_grid(seg, horizon, step) if times is None else f)
         if on_history:
             held = draws_held(model, [seg], future[-1:], n_samples, on_history)
-            _check_size(sid, n, held, n_samples, given)
+            _check_size(sid, n, held, n_samples, given, on_history=True)
     return segs, future
 
 
-def _check_size(sid: str, n: int, held: int, n_samples: int, given: str) -> None:
-    """Refuse a series whose ``held`` path-times (`draws_held`) exceed `DRAWS_PER_CALL`."""
+def _check_size(
+    sid: str, n: int, held: int, n_samples: int, given: str, on_history: bool = False
+) -> None:
+    """Refuse a series whose ``held`` path-times (`draws_held`) exceed `DRAWS_PER_CALL`;
+    ``on_history``: the count includes the history's times (--importance / --refine)."""
     if held > DRAWS_PER_CALL:
+        options = ", or leave out --importance / --refine" if on_history else ""
         raise DataError(
             f"series {sid!r}: {n:,} forecast times ({given}) x {n_samples} paths need "
             f"{held:,} path-times, more than one model call holds ({DRAWS_PER_CALL:,}, about "
             "1.6 GB); nothing was computed. Ask for fewer times (a coarser --step or a shorter "
-            "--horizon) or fewer --n_samples."
+            f"--horizon) or fewer --n_samples{options}."
         )
 
 
