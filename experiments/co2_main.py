@@ -203,6 +203,7 @@ def main() -> None:
             log,
         )
         members.append(pd.read_csv(ROOT / out).assign(seed=seed, checkpoint=ckpt))
+    member_rows = None  # each fit's latent ODE rows, when there are several fits
     if len(members) > 1:
         member_rows = pd.concat(members)
         member_rows = member_rows[member_rows.method.str.startswith("latent ODE")]
@@ -223,9 +224,8 @@ def main() -> None:
     )
     total = time.perf_counter() - start
     scores = pd.read_csv(ROOT / scores_csv)
-    member_table = pd.concat(members) if len(members) > 1 else None
     write_report(
-        args, config, pooled, scores, member_table, table_text, own, t_test_date, log, total
+        args, config, pooled, scores, member_rows, table_text, own, t_test_date, log, total
     )
 
 

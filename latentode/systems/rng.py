@@ -120,6 +120,8 @@ class RNGCheckpoint(pl.Callback):
     callbacks after the others, so a checkpoint saved at this batch's end counts it).
     """
 
+    _training_state: dict[str, Any] | None = None  # training's generators during validation
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -148,7 +150,7 @@ class RNGCheckpoint(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Give training its generators back as validation found them (before a checkpoint
         saved at this validation's end stores them)."""
-        held, self._training_state = getattr(self, "_training_state", None), None
+        held, self._training_state = self._training_state, None
         if held is not None:
             set_rng_state(held)
 
