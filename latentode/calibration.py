@@ -29,8 +29,9 @@ would have misled on the other).
 The whole predictive distribution is scaled about its median, ``q50 + lam * (x - q50)``
 (`latentode.predictive.scale_bands`): every quantile moves so, the std is multiplied by
 ``lam``, the median stays and the mean moves by ``(lam - 1) * (mean - q50)`` (nothing for a
-symmetric predictive). A channel modelled on a log scale (`latentode.data.transforms`) is
-scored and scaled in log space: its band stays positive (`latentode.predictive.Predictive`).
+symmetric predictive). A channel modelled on a log or logit scale
+(`latentode.data.transforms`) is scored and scaled there: its band stays positive, or between
+its bounds (`latentode.predictive.Predictive`).
 
 One ``lam`` per lead-time bin (by default, `lead_bins`): a model's own band barely widens
 with lead time while its errors grow, so one factor for every lead over-covers the near

@@ -678,9 +678,9 @@ def _outside_training(history: list[Segment], table: SeriesTable, state: dict) -
     range, per channel, by more than the range's width; empty when none do, or for a
     checkpoint that does not keep the range): the model never saw such values, so their
     forecasts and bands are extrapolations. A file in other units is the usual cause. A
-    channel on a log scale is compared there, as the model sees it: a history in kilograms
-    for a fit in grams (0.05-0.2 against 50-200) is far outside on the log scale, while in
-    grams no positive value lies a range's width below 50."""
+    transformed channel (log or logit) is compared on its scale, as the model sees it: a
+    history in kilograms for a fit in grams (0.05-0.2 against 50-200) is far outside on the
+    log scale, while in grams no positive value lies a range's width below 50."""
     if not state.get("value_range"):
         return ""
     kinds, rng = kinds_of(state.get("normalisation"), len(table.channels)), state["value_range"]
@@ -774,7 +774,7 @@ def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = 
         time_unit=state["time_encoding"].get("unit") or "D",
         duplicates=duplicates or state.get("duplicates", "error"),
         allow_unobserved=True,  # the model forecasts a channel from the others
-        transform=transform_of(state),  # a log-scale channel's values must be positive
+        transform=transform_of(state),  # a transformed channel's values must be in its domain
     )
     fitted = state["time_encoding"].get("kind", "numeric")
     if table.encoding.kind != fitted:  # the model's time axis would be read in another unit

@@ -5,8 +5,8 @@ add the decoder's observation noise, and summarise the predictive distribution a
 (mean, std and the 5 / 50 / 95 % quantiles), mapped back through the stored normalisation and
 time encoding (`latentode.predictive`). Given band factors (`latentode.calibration`), the
 predictive is scaled about its median so that its 5-95% band covers 90% of the fit's
-validation forecasts (`Predictive.summary`; on a log-scale channel, in log space). Used by
-``latentode predict``.
+validation forecasts (`Predictive.summary`; a transformed channel on its log or logit
+scale). Used by ``latentode predict``.
 """
 
 from __future__ import annotations

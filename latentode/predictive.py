@@ -24,6 +24,12 @@ factors are fitted to the 90% band, while a log-normal's mean rests on its far u
 which the same factor would stretch exponentially (on 100 positive series, a fit whose band
 needed factors of 2.5-4 had its forecast MSE go from 5.0 to 16.8 with the scaled mean).
 
+On a channel modelled on a logit scale between bounds ``LO`` and ``HI``, path ``k`` is
+Gaussian in ``z = logit((x - LO) / (HI - LO))``, so ``x`` is logit-normal per path. The
+quantiles and the band factors work as on a log scale, so every quantile of a widened band
+stays strictly between the bounds; the mean and std are the mixture's, each path's moments
+by Gauss-Hermite quadrature (`_logit_normal_moments`; the logit-normal has no closed form).
+
 Usage::
 
     preds = predictives(model, segs, future, data_state, 200, torch.Generator())
@@ -33,6 +39,7 @@ Usage::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +49,7 @@ import torch
 
 from .data.batch import IrregularBatch
 from .data.prep import Segment, collate_segments, denormalise, denormalise_std
-from .data.transforms import forward, inverse, kinds_of
+from .data.transforms import base_of, bounds_of, forward, inverse, kinds_of
 from .ensemble import Ensemble
 from .nn.base import ModelInputError
 from .nn.latent_ode import AggregatePosterior, LatentODE
@@ -68,6 +75,11 @@ times) peaks about 1.6 GB above the loaded process, about 370 bytes per path-tim
 channels hold more."""
 
 QUANTILES = (0.05, 0.5, 0.95)
+HERMITE_NODES = 64
+"""Gauss-Hermite nodes per path for a ``logit`` channel's mean and std
+(`_logit_normal_moments`): within 1e-12 of the range for a path's noise std up to 1 on the
+logit scale, 1e-6 up to 3 and 1e-4 up to 4 (`tests/test_transforms.py`; a std of 4 puts the
+5-95% band of one path's noise across a factor of 500 in odds)."""
 _TINY = 1e-12  # a half-band narrower than this has zero width
 
 
@@ -81,7 +93,7 @@ def scale_bands(stats: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
     Returns:
         ``[..., D, 5]``: ``q50 + scale * (x - q50)`` for the mean and quantiles, ``scale * std``.
-        For channels as they are; `Predictive.summary` scales a log-scale channel.
+        For channels as they are; `Predictive.summary` scales a transformed channel.
     """
     q50 = stats[..., 3:4]  # (..., D, 1)
     lam = np.asarray(scale)[..., None]  # (..., D, 1)
@@ -97,7 +109,7 @@ class Predictive:
     Attributes:
         draws: ``[K, n, D]`` noisy predictive draws in the user's units.
         mean: ``[n, D]`` the paths' mean (mixture mean over members), in the user's units
-            for a channel as it is (on its log scale, and unused, for a transformed one: its
+            for a channel as it is (on its transformed scale, and unused, for a transformed one: its
             summaries come from ``paths`` and ``noise``).
         std: ``[n, D]`` the mixture std, likewise.
         paths: ``[K, n, D]`` the paths' decoded means, on each channel's transformed scale
@@ -124,13 +136,13 @@ class Predictive:
             stats = scale_bands(stats, lam)
         for d, kind in enumerate(self.kinds):
             if kind != "none":
-                stats[:, d] = self._log_scale(d, kind, lam[:, d])
+                stats[:, d] = self._transformed(d, kind, lam[:, d])
         return stats
 
     def scores(self, target: np.ndarray) -> np.ndarray:
-        """``[n, D]`` the conformal scores of ``target [n, D]`` (`band_scores`), a log-scale
-        channel's in log space, where its band is scaled: the scaled band of `summary` holds a
-        value exactly when its score is at most the factor."""
+        """``[n, D]`` the conformal scores of ``target [n, D]`` (`band_scores`), a transformed
+        channel's on its transformed scale, where its band is scaled: the scaled band of
+        `summary` holds a value exactly when its score is at most the factor."""
         q = np.quantile(self.draws, QUANTILES, axis=0)  # (3, n, D) the quantiles alone
         stats = np.concatenate([np.full((2, *q.shape[1:]), np.nan), q]).transpose(1, 2, 0)
         z = forward(target, self.kinds)  # (n, D)
@@ -144,25 +156,30 @@ class Predictive:
         return band_scores(stats, z)
 
     def _z_quantiles(self, d: int, kind: str) -> np.ndarray:
-        """``[3, n]`` the quantiles of channel ``d``'s draws on its log scale."""
+        """``[3, n]`` the quantiles of channel ``d``'s draws on its transformed scale."""
         z = forward(self.draws[..., d : d + 1], [kind])[..., 0]  # (K, n)
         return np.quantile(z, QUANTILES, axis=0)
 
-    def _log_scale(self, d: int, kind: str, lam: np.ndarray) -> np.ndarray:
-        """``[n, 5]`` the summaries of log-scale channel ``d``, its quantiles scaled by
-        ``lam`` ``[n]`` in log space (module docstring)."""
+    def _transformed(self, d: int, kind: str, lam: np.ndarray) -> np.ndarray:
+        """``[n, 5]`` the summaries of transformed channel ``d``, its quantiles scaled by
+        ``lam`` ``[n]`` on the transformed scale (module docstring)."""
         zq = self._z_quantiles(d, kind)  # (3, n)
         m = zq[1]  # (n,) the median of z
         q = inverse((m + lam * (zq - m))[..., None], [kind])[..., 0]  # (3, n)
         mu, s = self.paths[..., d], self.noise[:, d : d + 1]  # (K, n), (K, 1) z per path
-        if kind == "log":
+        base = base_of(kind)
+        if base == "log":
             with np.errstate(over="ignore"):
                 e = np.exp(mu + s**2 / 2)  # (K, n) each path's mean of x
                 var = e**2 * np.expm1(s**2)  # (K, n) and its variance
             mean, std = e.mean(axis=0), np.sqrt(var.mean(axis=0) + e.var(axis=0))
-        else:
+        elif base == "log1p":
             mean, std = _censored_moments(mu, np.broadcast_to(s, mu.shape))
             q = np.maximum(q, 0.0)
+        else:
+            lo, hi = bounds_of(kind)
+            mean, std = _logit_normal_moments(mu, s)
+            mean, std = lo + (hi - lo) * mean, (hi - lo) * std
         return np.stack([mean, std, *q], axis=-1)
 
 
@@ -188,6 +205,33 @@ def _censored_moments(mu: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.nda
     first, second = e1 - p0, e2 - 2 * e1 + p0  # (K, n)
     mean = first.mean(axis=0)
     return mean, np.sqrt(np.maximum(second.mean(axis=0) - mean**2, 0.0))
+
+
+_HERMITE = np.polynomial.hermite.hermgauss(HERMITE_NODES)
+
+
+def _logit_normal_moments(mu: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std ``[n]`` of the mixture over paths ``[K, n]`` of ``u = sigmoid(z)``,
+    ``z ~ N(mu, s^2)`` (``s`` ``[K, n]`` or ``[K, 1]``): a ``logit`` channel's predictive on
+    ``(0, 1)``. The logit-normal has no closed-form moments; each path's are Gauss-Hermite
+    sums over `HERMITE_NODES` nodes,
+    ``E g(z) = sum_i w_i g(mu + sqrt(2) s x_i) / sqrt(pi)``, its variance about its own
+    mean (a second pass, so no cancellation for a narrow path near a bound)."""
+    x, w = _HERMITE
+    mu_t, s_t = (torch.tensor(np.asarray(a), dtype=torch.float64) for a in (mu, s))
+    nodes = [
+        (math.sqrt(2.0) * float(xi), float(wi) / math.sqrt(math.pi))
+        for xi, wi in zip(x, w, strict=True)
+    ]
+    first = torch.zeros_like(mu_t)  # (K, n) each path's mean
+    for xi, wi in nodes:
+        first += wi * torch.sigmoid(mu_t + xi * s_t)
+    second = torch.zeros_like(mu_t)  # (K, n) and its variance
+    for xi, wi in nodes:
+        second += wi * (torch.sigmoid(mu_t + xi * s_t) - first).square()
+    mean = first.mean(dim=0)
+    var = second.mean(dim=0) + first.var(dim=0, correction=0)
+    return mean.numpy(), var.sqrt().numpy()
 
 
 def band_scores(stats: np.ndarray, target: np.ndarray) -> np.ndarray:

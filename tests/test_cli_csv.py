@@ -825,38 +825,44 @@ def test_predict_and_test_pool_several_checkpoints(fitted, tmp_path: Path) -> No
     assert res.returncode == 2 and "names a checkpoint twice" in res.stderr
 
 
-def test_log_scale_channels_fit_forecast_positive_bands_and_refuse_zeros(tmp_path: Path) -> None:
-    """``--data.init_args.transform``: a concentration on a log scale and a count with zeros on
-    a log1p scale. The checkpoint keeps the transforms, the fit scores them in log units,
-    every forecast quantile stays at or above 0 although the values sit near 0 with wide
-    relative swings, and a history with a 0 concentration is refused by its line."""
-    rng = np.random.default_rng(5)
+def test_transformed_channels_fit_forecast_bands_inside_their_domains(tmp_path: Path) -> None:
+    """``--data.init_args.transform``: a concentration on a log scale, a count with zeros on
+    a log1p scale and a percentage near 0 and 100 on a logit(0, 100) scale. The checkpoint
+    keeps the transforms, the fit scores them on their scales, every forecast quantile stays
+    in its channel's domain although the values sit near its edges with wide swings, and a
+    history with a 0 concentration, or a share of 100, is refused by its line."""
+    rng, shares = np.random.default_rng(5), np.random.default_rng(6)
     rows = []
     for s in range(6):
         for d in np.sort(rng.choice(120, size=40, replace=False)):
             rate = 0.3 * np.exp(np.sin(2 * np.pi * d / 30 + s) + rng.normal(0, 0.5))
             t = pd.Timestamp("2020-01-01") + pd.Timedelta(days=int(d))
-            rows.append((f"s{s}", t.strftime("%Y-%m-%d"), rate, rng.poisson(rate)))
-    frame = pd.DataFrame(rows, columns=["series_id", "time", "a", "b"])
+            logit = (-1) ** s * 3.5 + np.sin(2 * np.pi * d / 30) + shares.normal(0, 0.5)
+            share = 100 / (1 + np.exp(-logit))
+            rows.append((f"s{s}", t.strftime("%Y-%m-%d"), rate, rng.poisson(rate), share))
+    frame = pd.DataFrame(rows, columns=["series_id", "time", "a", "b", "c"])
     data = tmp_path / "pos.csv"
     frame.to_csv(data, index=False)
     assert (frame["b"] == 0).mean() > 0.3
+    assert (frame["c"] < 3).mean() > 0.15 and (frame["c"] > 97).mean() > 0.15
     args = csv_fit_args(data, tmp_path / "run", 3)
-    fit = run_cli(*args, "--data.init_args.transform", "{a: log, b: log1p}")
+    transform = "{a: log, b: log1p, c: 'logit(0, 100.0)'}"
+    fit = run_cli(*args, "--data.init_args.transform", transform)
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
-    assert state["normalisation"]["transform"] == ["log", "log1p"]
+    assert state["normalisation"]["transform"] == ["log", "log1p", "logit(0, 100)"]
     assert state["normalisation"]["mean"][0] == pytest.approx(-1.3, abs=0.6)  # log(0.3) ~ -1.2
     logs = pd.read_csv(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")
-    assert {"val/rmse[log_a]", "val/rmse[log1p_b]"} <= set(logs.columns)
+    assert {"val/rmse[log_a]", "val/rmse[log1p_b]", "val/rmse[logit_c]"} <= set(logs.columns)
     out = tmp_path / "forecast.csv"
     res = run_cli(*csv_predict_args(ckpt, data), "--output", str(out), "--n_samples", "50")
     assert res.returncode == 0, res.stderr[-3000:]
     f = pd.read_csv(out)
-    a, b = f[f.channel == "a"], f[f.channel == "b"]
-    assert len(a) == len(b) == 6 * 4
+    a, b, c = (f[f.channel == k] for k in "abc")
+    assert len(a) == len(b) == len(c) == 6 * 4
     assert (a.q05 > 0).all() and (b.q05 >= 0).all() and (b.q05 == 0).any()
+    assert (c.q05 > 0).all() and (c.q95 < 100).all() and (c["mean"].between(0, 100)).all()
     assert ((f.q05 <= f.q50) & (f.q50 <= f.q95) & (f["std"] > 0)).all()
     assert np.isfinite(f[["mean", "std", "q05", "q50", "q95"]].to_numpy()).all()
     assert (a.q95 - a.q50).sum() > (a.q50 - a.q05).sum()  # longer above the median
@@ -866,3 +872,9 @@ def test_log_scale_channels_fit_forecast_positive_bands_and_refuse_zeros(tmp_pat
     res = run_cli(*csv_predict_args(ckpt, tmp_path / "zero.csv"), "--output", str(out) + "2")
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "column 'a' is modelled on a log scale" in res.stderr and "(line 5)" in res.stderr
+    bad = frame.copy()
+    bad.loc[7, "c"] = 100.0
+    bad.to_csv(tmp_path / "full.csv", index=False)
+    res = run_cli(*csv_predict_args(ckpt, tmp_path / "full.csv"), "--output", str(out) + "3")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "'c' is modelled on a logit(0, 100) scale" in res.stderr and "(line 9)" in res.stderr

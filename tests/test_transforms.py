@@ -1,19 +1,30 @@
-"""Log-scale channels: the transforms, their domain checks, and the log-normal predictive."""
+"""Log- and logit-scale channels: the transforms, their domain checks, and the log-normal and
+logit-normal predictives."""
 
 from __future__ import annotations
 
 import math
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from latentode.data.csv import CSVDataError, read_series_csv
 from latentode.data.errors import DataError
 from latentode.data.prep import denormalise, fit_normalisation, normalise
-from latentode.data.transforms import forward, inverse, transform_kinds, transform_of
-from latentode.predictive import Predictive, band_scores, scale_bands
+from latentode.data.transforms import (
+    bounds_of,
+    forward,
+    inverse,
+    outside_domain,
+    transform_kinds,
+    transform_of,
+)
+from latentode.predictive import Predictive, _logit_normal_moments, band_scores, scale_bands
 
 
 def test_kinds_name_every_channel_and_refuse_unknown_ones() -> None:
@@ -131,7 +142,7 @@ def test_a_log1p_channel_is_censored_at_zero() -> None:
     assert (stats[:, 0, 2] == 0).all()  # q05 is 0 where more than 5% sits at 0
 
 
-@pytest.mark.parametrize("kind", ["log", "log1p"])
+@pytest.mark.parametrize("kind", ["log", "log1p", "logit(0, 100)"])
 def test_a_scaled_band_is_the_draws_scaled_in_log_space(kind: str) -> None:
     """`summary(lam)`'s quantiles are those of the draws scaled by lam about the log-space
     median, its mean and std the model's own; on a channel as it is, `scale_bands`."""
@@ -147,6 +158,8 @@ def test_a_scaled_band_is_the_draws_scaled_in_log_space(kind: str) -> None:
     assert (got[:, 0, 2] >= 0).all()  # a 4x wider band stays positive ...
     if kind == "log":  # ... scaled on the raw values, it would not
         assert (scale_bands(own, lam)[:, 0, 2] < 0).all()
+    if kind.startswith("logit"):  # ... and below 100, where the raw values' would not
+        assert (got[:, 0, 4] < 100).all() and (scale_bands(own, lam)[:, 0, 4] > 100).any()
     per_time = np.array([[0.5, 1.0], [1.0, 1.0], [4.0, 1.0]])  # (n, D) factors by lead
     got = p.summary(per_time)
     np.testing.assert_allclose(got[2, 0], p.summary(lam)[2, 0], rtol=1e-12)
@@ -157,7 +170,7 @@ def test_log_space_scores_say_exactly_which_values_a_scaled_band_holds() -> None
     """The calibration's rule: a value is inside the band scaled by lam iff its score <= lam;
     on a log1p channel also a count of 0, inside whenever the band's lower end is 0."""
     rng = np.random.default_rng(1)
-    for kinds in (["log", "none"], ["log1p", "log"]):
+    for kinds in (["log", "none"], ["logit", "logit(-5, 20)"], ["log1p", "log"]):
         p = _predictive(kinds, K=500, n=40)
         z = rng.normal(0.0, 1.5, (40, 2))
         z[:, 0] = np.maximum(z[:, 0], 0.0) if kinds[0] == "log1p" else z[:, 0]
@@ -170,3 +183,92 @@ def test_log_space_scores_say_exactly_which_values_a_scaled_band_holds() -> None
     assert (target[:, 0] == 0).sum() > 10
     r = band_scores(np.array([0.0, 0.0, -1.0, 0.0, 2.0]), np.array(1.0))
     assert float(r) == 0.5 and math.isfinite(float(r))
+
+
+def test_logit_names_are_canonical_and_bad_bounds_are_refused() -> None:
+    kinds = transform_kinds(
+        ["a", "b", "c", "d"],
+        {"a": " logit(0.0,1) ", "b": "logit( 0 , 1e2 )", "c": "logit(-0.5, 100.5)", "d": "logit"},
+    )
+    assert kinds == ["logit", "logit(0, 100)", "logit(-0.5, 100.5)", "logit"]
+    assert [bounds_of(k) for k in kinds[:3]] == [(0.0, 1.0), (0.0, 100.0), (-0.5, 100.5)]
+    for bad in ("logit(1, 0)", "logit(0, inf)", "logit(a, 1)", "logit(2, 2)"):
+        with pytest.raises(DataError, match=rf"'{re.escape(bad)}' of channel 'a'.*LO below HI"):
+            transform_kinds(["a"], {"a": bad})
+    with pytest.raises(DataError, match=r"unknown transform .*'logit\(LO, HI\)'.*quote it"):
+        transform_kinds(["a"], {"a": "logit(0 100)"})
+    cut = yaml.safe_load("{a: logit(0, 100)}")  # what an unquoted name on the command line gives
+    assert cut == {"a": "logit(0", "100)": None}
+    with pytest.raises(DataError, match=r"channel 'a' was cut at its comma.*'logit\(0, 100\)'"):
+        transform_kinds(["a"], cut)
+
+
+def test_logit_round_trips_to_the_bounds_in_numpy_and_torch() -> None:
+    x = np.array([[1e-9, 0.5], [99.999999, 1 - 1e-12], [50.0, np.nan]])  # (3, 2)
+    kinds = ["logit(0, 100)", "logit"]
+    z = forward(x, kinds)
+    u = x[:, 0] / 100
+    np.testing.assert_allclose(z[:, 0], np.log(u / (1 - u)), rtol=1e-9)
+    assert z[2, 0] == 0.0 and np.isnan(z[2, 1])
+    back = inverse(z, kinds)
+    np.testing.assert_allclose(back, x, rtol=1e-12, atol=0)  # relative, even at 1e-9 of 100
+    near = np.array([[100 - 1e-11, 1e-11]]).T  # (2, 1) next to either bound
+    exact = [float((Decimal(v) / (100 - Decimal(v))).ln()) for v in near[:, 0]]  # 28 digits
+    zn = forward(near, ["logit(0, 100)"])
+    np.testing.assert_allclose(zn[:, 0], exact, rtol=1e-14)  # u = x / 100 first: 1e-4 off
+    back = inverse(zn, ["logit(0, 100)"])[:, 0]
+    np.testing.assert_allclose([100 - back[0], back[1]], [100 - near[0, 0], near[1, 0]], rtol=1e-9)
+    zt = forward(torch.from_numpy(x), kinds)
+    np.testing.assert_allclose(zt.numpy(), z, rtol=1e-14)
+    np.testing.assert_allclose(inverse(zt, kinds).numpy(), x, rtol=1e-12)
+    far = inverse(np.array([[-800.0, 800.0]]).T, ["logit(2, 3)"])  # no overflow, at the bounds
+    np.testing.assert_array_equal(far[:, 0], [2.0, 3.0])
+    inside = np.array([[0.0, 100.0, 100.5, -0.5, 3.0, np.nan]]).T
+    np.testing.assert_array_equal(
+        outside_domain(inside, ["logit(0, 100)"])[:, 0], [True, True, True, True, False, False]
+    )
+
+
+def test_values_outside_logit_bounds_are_refused_with_a_hint(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "share.csv", ["s,1,0.5,3", "s,2,100,3", "s,3,0,3", "s,4,,3"])
+    with pytest.raises(CSVDataError) as err:
+        read_series_csv(path, time_unit="", transform={"conc": "logit(0, 100)"})
+    msg = str(err.value)
+    assert "'conc' is modelled on a logit(0, 100) scale" in msg and "(lines 3, 4)" in msg
+    assert "strictly between 0 and 100" in msg and "'logit(-0.5, 100.5)'" in msg
+    table = read_series_csv(path, time_unit="", transform={"conc": "logit(-0.5, 100.5)"})
+    assert table.n_series == 1
+
+
+def _logit_normal_reference(mu: float, s: float) -> tuple[float, float]:
+    """Mean and std of ``sigmoid(z)``, ``z ~ N(mu, s^2)``, by a dense trapezoid sum."""
+    z = np.linspace(mu - 14 * s, mu + 14 * s, 400_001)
+    density = np.exp(-0.5 * ((z - mu) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+    u = 1 / (1 + np.exp(-z))
+    mean = np.trapezoid(u * density, z)
+    return mean, math.sqrt(np.trapezoid((u - mean) ** 2 * density, z))
+
+
+@pytest.mark.parametrize(("s", "tol"), [(0.05, 1e-12), (1.0, 1e-12), (3.0, 1e-6), (4.0, 1e-4)])
+def test_logit_normal_moments_match_quadrature_of_the_density(s: float, tol: float) -> None:
+    """One path: the Gauss-Hermite moments against a dense trapezoid sum, from deep in one
+    tail to the other (the tolerances the `HERMITE_NODES` docstring states)."""
+    for mu in (-20.0, -3.0, 0.0, 0.7, 6.0):
+        mean, std = _logit_normal_moments(np.array([[mu]]), np.array([[s]]))
+        ref = _logit_normal_reference(mu, s)
+        assert abs(mean[0] - ref[0]) < tol and abs(std[0] - ref[1]) < tol, (mu, s)
+
+
+def test_a_logit_channel_has_the_mixture_moments_and_stays_between_its_bounds() -> None:
+    big = _predictive(["logit(0, 100)", "none"], K=200_000)
+    stats = big.summary()
+    draws = big.draws[..., 0]  # (K, n)
+    np.testing.assert_allclose(stats[:, 0, 0], draws.mean(axis=0), rtol=3e-3)
+    np.testing.assert_allclose(stats[:, 0, 1], draws.std(axis=0), rtol=5e-3)
+    np.testing.assert_allclose(
+        stats[:, 0, 2:], np.quantile(draws, [0.05, 0.5, 0.95], axis=0).T, rtol=1e-3
+    )
+    assert (stats[:, 0, 2] > 0).all() and (stats[:, 0, 4] < 100).all()
+    one = _predictive(["logit(10, 20)"], K=1, n=2)  # one path: its own moments, mapped
+    ref = np.array([_logit_normal_reference(m, 0.6) for m in one.paths[0, :, 0]])  # (n, 2)
+    np.testing.assert_allclose(one.summary()[:, 0, :2], [[10, 0]] + 10 * ref, rtol=1e-10)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .errors import DataError
 from .table import _RESOLUTIONS, TIME_UNITS, SeriesTable, TimeEncoding, has_offset
-from .transforms import TRANSFORMS, outside_domain, transform_kinds
+from .transforms import base_of, domain_of, outside_domain, transform_kinds
 
 __all__ = ["CSVDataError", "csv_columns", "read_series_csv"]
 
@@ -212,12 +212,19 @@ def _parse_datetimes(text: pd.Series) -> tuple[pd.Series, str | None]:
     return dt.dt.tz_localize(None), "UTC"
 
 
+_DOMAIN_HINT = {
+    "log": "; for counts that can be zero use log1p",
+    "logit": "; for data that reach a bound (a share of exactly 0 or 100%), give bounds a "
+    "little outside the values' range, such as 'logit(-0.5, 100.5)' for whole percentages",
+}
+
+
 def _check_domain(
     path: Path,
     x: np.ndarray,
     names: list[str],
     lines: np.ndarray,
-    transform: Mapping[str, str] | None,
+    transform: Mapping[str, str | None] | None,
 ) -> None:
     """Refuse values a channel's transform cannot take (``log`` of 0, say), by line."""
     try:
@@ -231,9 +238,9 @@ def _check_domain(
         raise _fail(
             path,
             f"column {names[d]!r} is modelled on a {kind} scale, which takes values "
-            f"{TRANSFORMS[kind]}, but {int(bad[:, d].sum())} value(s) are not",
+            f"{domain_of(kind)}, but {int(bad[:, d].sum())} value(s) are not",
             "Correct those rows or leave the value empty where it is missing"
-            + ("; for counts that can be zero use log1p" if kind == "log" else "")
+            + _DOMAIN_HINT.get(base_of(kind), "")
             + ", or fit without this transform.",
             lines[bad[:, d]],
         )
@@ -248,7 +255,7 @@ def read_series_csv(
     time_unit: str = "D",
     duplicates: Literal["error", "mean"] = "error",
     allow_unobserved: bool = False,
-    transform: Mapping[str, str] | None = None,
+    transform: Mapping[str, str | None] | None = None,
 ) -> SeriesTable:
     """Read and validate a long-format CSV of irregular series.
 
@@ -264,7 +271,7 @@ def read_series_csv(
             (per channel, over the observed values).
         allow_unobserved: keep a channel with no observed value (a history file read for a
             fitted model, whose channels are given) instead of refusing it.
-        transform: channels modelled on a log scale (`latentode.data.transforms`): their
+        transform: channels modelled on a log or logit scale (`latentode.data.transforms`): their
             values must lie in the transform's domain.
 
     Returns:

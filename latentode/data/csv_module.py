@@ -105,7 +105,10 @@ class CSVDataModule(pl.LightningDataModule):
         normalise: fit per-channel mean / std on the training part (else values as they are).
         transform: channels to model on a log scale, ``{"sales": "log"}`` (values > 0) or
             ``"log1p"`` (values >= 0, such as counts): for positive quantities, whose forecast
-            bands then stay positive and widen with the level (`latentode.data.transforms`).
+            bands then stay positive and widen with the level; or on a logit scale,
+            ``"logit"`` (values strictly between 0 and 1) or ``"logit(0, 100)"`` (strictly
+            between the bounds given): for shares and percentages, whose bands then stay
+            between the bounds (`latentode.data.transforms`).
             Applied before the normalisation; kept in the checkpoint, so ``predict`` and
             ``test`` apply it too.
         batch_size: segments per batch.
@@ -132,7 +135,7 @@ class CSVDataModule(pl.LightningDataModule):
         train_keep: float = 1.0,
         time_scale: float | None = None,
         normalise: bool = True,
-        transform: dict[str, str] | None = None,
+        transform: dict[str, str | None] | None = None,
         batch_size: int = 32,
         seed: int = 0,
         num_workers: int = 0,

@@ -59,7 +59,7 @@ ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 def fit_normalisation(
     table: SeriesTable,
     min_std: float = 1e-8,
-    transform: Mapping[str, str] | None = None,
+    transform: Mapping[str, str | None] | None = None,
     centre: bool = True,
 ) -> dict[str, Any]:
     """Per-channel mean and std (population) of the observed (transformed) values of ``table``.
@@ -68,7 +68,7 @@ def fit_normalisation(
         table: the training series only.
         min_std: a channel whose std is below this (constant, or one value) gets std 1, so it
             is centred but not blown up.
-        transform: channels modelled on a log scale (`latentode.data.transforms`); their
+        transform: channels modelled on a log or logit scale (`latentode.data.transforms`); their
             statistics are those of the transformed values.
         centre: False: mean 0 and std 1 for every channel (only the transform applies).
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from ..data.batch import Split
-from ..data.transforms import kinds_of
+from ..data.transforms import base_of, kinds_of
 from ..nn.base import Prediction, SolverSettings
 from ..nn.latent_ode import LatentODE, LatentODEConfig
 from .base import SequenceSystem
@@ -92,11 +92,14 @@ class LatentODESystem(SequenceSystem):
 
     def _score_channels_of(self, state: dict[str, Any]) -> None:
         """Per-channel errors in the file's units: the normalisation's std, or 1. A channel
-        modelled on a log scale is scored in its units (``val/rmse[log_<channel>]``)."""
+        modelled on a log or logit scale is scored there (``val/rmse[log_<channel>]``,
+        ``val/rmse[logit_<channel>]``)."""
         norm = state.get("normalisation")
         channels = state["channels"]
         kinds = kinds_of(norm, len(channels))
-        names = [c if k == "none" else f"{k}_{c}" for c, k in zip(channels, kinds, strict=True)]
+        names = [
+            c if k == "none" else f"{base_of(k)}_{c}" for c, k in zip(channels, kinds, strict=True)
+        ]
         self.score_channels(names, norm["std"] if norm else [1.0] * len(channels))
 
     def kl_weight(self) -> float:
