@@ -57,8 +57,11 @@ def _run(args: list[str], log: Path) -> None:
         raise SystemExit(f"latentode {args[0]} failed; see {log}")
 
 
-def variant(name: str, extra: list[str], data: Path, runs: Path, steps: int) -> dict:
-    """Fit, test and forecast one variant; its scores and forecast rows."""
+def variant(
+    name: str, extra: list[str], data: Path, runs: Path, steps: int, horizon: str = "5D"
+) -> dict:
+    """Fit, test and forecast (``horizon`` past every history) one variant; its scores and
+    forecast rows."""
     run = runs / name.replace(" ", "_")
     log = runs / f"{run.name}.log"
     start = time.perf_counter()
@@ -70,21 +73,14 @@ def variant(name: str, extra: list[str], data: Path, runs: Path, steps: int) -> 
     scores, forecast = run / "scores.csv", run / "forecast.csv"
     base = ["--ckpt_path", ckpt, "--data.path", str(data)]
     _run(["test", *base, "--output", str(scores), "--overwrite"], log)
-    _run(["predict", *base, "--horizon", "5D", "--output", str(forecast), "--overwrite"], log)
+    _run(["predict", *base, "--horizon", horizon, "--output", str(forecast), "--overwrite"], log)
     wall = time.perf_counter() - start
     return {"scores": pd.read_csv(scores), "forecast": pd.read_csv(forecast), "wall": wall}
 
 
-def report(results: dict[str, dict], steps: int) -> str:
-    """The markdown of reports/positive.md."""
+def test_table(results: dict[str, dict]) -> list[str]:
+    """The markdown lines of the variants' held-out forecast errors (``latentode test``)."""
     lines = [
-        "# Positive quantities: as they are and on a log scale",
-        "",
-        "Regenerate (about 4 minutes on 2 cores): "
-        f"`.venv/bin/python experiments/positive_channels.py --steps {steps} "
-        "--output reports/positive.md`. Simulated data, one seed per variant: the "
-        "generator and the protocol are in `experiments/positive_channels.py`.",
-        "",
         "## Held-out forecasts (`latentode test`, the 10 test series' last tenth)",
         "",
         "| channels | method | MSE | MAE | coverage90 | width90 |",
@@ -97,7 +93,20 @@ def report(results: dict[str, dict], steps: int) -> str:
                 f"| {name} | {row.method} | {row.mse:.3f} | {row.mae:.3f} | "
                 f"{row.coverage90:.2f} | {row.width90:.2f} |"
             )
-    lines += [
+    return lines
+
+
+def report(results: dict[str, dict], steps: int) -> str:
+    """The markdown of reports/positive.md."""
+    lines = [
+        "# Positive quantities: as they are and on a log scale",
+        "",
+        "Regenerate (about 4 minutes on 2 cores): "
+        f"`.venv/bin/python experiments/positive_channels.py --steps {steps} "
+        "--output reports/positive.md`. Simulated data, one seed per variant: the "
+        "generator and the protocol are in `experiments/positive_channels.py`.",
+        "",
+        *test_table(results),
         "",
         "## Forecasts 5 days past every history (`latentode predict`, calibrated bands)",
         "",
