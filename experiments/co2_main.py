@@ -51,6 +51,13 @@ ROOT = Path(__file__).resolve().parents[1]
 LATENTODE = str(Path(sys.executable).with_name("latentode"))
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (as the report names it),
+    else as it is (``--run_dir`` / ``--reports`` elsewhere)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def run(cmd: list[str], log: list[dict]) -> str:
     """Run one command (echoed), record its wall and CPU time, return its stdout."""
     print("$ " + " ".join(cmd), flush=True)
@@ -183,7 +190,7 @@ def main() -> None:
                 log,
             )
     ckpts = [pick_checkpoint(ROOT / run_dir / f"seed{s}", args.checkpoint) for s in args.seeds]
-    pooled = [str(c.relative_to(ROOT)) for c in ckpts]
+    pooled = [shown(c) for c in ckpts]
     scores_csv = reports / "co2_scores.csv"
     table_text = run(
         [
@@ -353,7 +360,7 @@ def write_report(
     ]
     out = ROOT / args.reports / "co2.md"
     out.write_text("\n".join(lines) + notes(out))
-    print(f"co2_main: wrote {out.relative_to(ROOT)} ({total:.1f} s)")
+    print(f"co2_main: wrote {shown(out)} ({total:.1f} s)")
 
 
 if __name__ == "__main__":
