@@ -1,22 +1,24 @@
 """Peak memory and wall time of ``latentode predict`` as the forecast grows.
 
-Writes 12 irregular hourly series with two channels (seeded) to a temporary folder, fits
+Writes 12 irregular hourly series with two channels (seeded; ``--channels N``: N, the
+others further daily cycles) to a temporary folder, fits
 ``configs/csv.yaml`` on them for a few steps (memory does not depend on how well the model is
 trained), then runs ``latentode predict`` with 200 paths per series at growing numbers of
 forecast times, each in a fresh process that reports its own peak resident set size
 (``VmHWM``) and the resident set size after loading (the forecast's times, read by a first
-predict of one step). The last row is a request past `DRAWS_PER_CALL` for one series
+predict of one step). The last row is a request past `draws_per_call` for one series
 (``--step 1s`` over 30 days), which is refused.
 
 ``--baseline DIR`` measures another checkout of latentode (say ``git worktree add /tmp/old
 cc1e6cd``) on the same checkpoint and file in the same run, one process after the other;
-the refused request is not run there (before `DRAWS_PER_CALL` it filled the memory until
+the refused request is not run there (before session 30's budget it filled the memory until
 the kernel killed the process).
 
 Usage::
 
     python benchmarks/predict_memory.py --output reports/predict_memory.md
     python benchmarks/predict_memory.py --baseline /tmp/old --output reports/predict_memory.md
+    python benchmarks/predict_memory.py --channels 48 --output reports/predict_memory_48.md
 """
 
 from __future__ import annotations
@@ -60,8 +62,11 @@ print("RESULT " + json.dumps({{"rc": rc, "peak_kib": status_kib("VmHWM"), "wall_
 """
 
 
-def write_series(path: Path, n_series: int = 12, n_points: int = 300, seed: int = 0) -> None:
-    """Irregular hourly series with a daily cycle in two channels."""
+def write_series(
+    path: Path, n_series: int = 12, n_points: int = 300, seed: int = 0, n_channels: int = 2
+) -> None:
+    """Irregular hourly series with a daily cycle in ``n_channels`` channels (temperature,
+    humidity, then further cycles of other phases)."""
     rng = np.random.default_rng(seed)
     rows = []
     for s in range(n_series):
@@ -70,7 +75,11 @@ def write_series(path: Path, n_series: int = 12, n_points: int = 300, seed: int 
         phase = rng.uniform(0, 2 * np.pi)
         temp = 15 + 5 * np.sin(2 * np.pi * hours / 24 + phase) + rng.normal(0, 0.5, n_points)
         hum = 50 + 10 * np.cos(2 * np.pi * hours / 24 + phase) + rng.normal(0, 1.0, n_points)
-        rows.append(pd.DataFrame({"series_id": f"s{s:02d}", "time": t, "temp": temp, "hum": hum}))
+        frame = pd.DataFrame({"series_id": f"s{s:02d}", "time": t, "temp": temp, "hum": hum})
+        for c in range(2, n_channels):
+            cycle = np.sin(2 * np.pi * hours / 24 + phase + c)
+            frame[f"c{c}"] = cycle + rng.normal(0, 0.1, n_points)
+        rows.append(frame)
     pd.concat(rows).to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S")
 
 
@@ -104,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="reports/predict_memory.md")
     p.add_argument("--fit-steps", type=int, default=3)
     p.add_argument("--baseline", type=Path, help="another checkout to measure beside this one")
+    p.add_argument("--channels", type=int, default=2, help="value channels of the series")
     args = p.parse_args(argv)
     checkouts = [ROOT] + ([args.baseline.resolve()] if args.baseline else [])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data, run = Path(tmp) / "series.csv", Path(tmp) / "run"
-        write_series(data)
+        write_series(data, n_channels=args.channels)
         fit = run_child(
             [
                 "fit",
@@ -138,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             row = []
             for repo in checkouts:
                 if repo != ROOT and extra == CASES[-1][1]:
-                    row.append(None)  # it exhausts the memory there
+                    row.append(None)  # code before session 30 exhausts the memory on it
                     continue
                 out = Path(tmp) / "forecast.csv"
                 cmd = [*base, *extra, "--no-calibrate", "--overwrite", "--output", str(out)]
@@ -159,10 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Command: `python benchmarks/predict_memory.py"
         + (f" --baseline {args.baseline}" if args.baseline else "")
+        + (f" --channels {args.channels}" if args.channels != 2 else "")
         + f" --output {args.output}` (wall time {time.perf_counter() - started:.0f} s, "
         f"{os.cpu_count()} CPUs, one torch thread per process).",
         "",
-        "12 irregular hourly series of 300 points with two channels (generated, seeded), "
+        f"12 irregular hourly series of 300 points with {args.channels} channels (generated, "
+        "seeded), "
         f"`configs/csv.yaml` fitted for {args.fit_steps} steps (memory does not depend on the "
         "fit's quality), `predict --no-calibrate` with the default 200 paths per series, "
         "every row in a fresh process. Peak: the process's peak resident set size (`VmHWM`); "
@@ -184,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [label]
         for k, res in enumerate(row):
             if res is None:
-                cells += ["not run (exhausts the memory)", "", ""]
+                cells += ["not run on the baseline", "", ""]
                 continue
             if "killed" in res:
                 cells += [f"killed by signal {res['killed']} (out of memory)", "", ""]

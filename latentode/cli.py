@@ -53,6 +53,7 @@ from .ensemble import Ensemble
 from .evaluate import scored_series
 from .forecast import forecast, future_times, merge_shards, parse_horizon
 from .nn.base import ModelInputError
+from .predictive import call_memory
 from .solver import SolverError, SolverInputError
 from .systems.guard import TrainingStoppedError, leave_process_group, newest_file
 
@@ -397,6 +398,13 @@ def _overlap(table, state) -> bool:
     return any(table.series_ids[s] in val for s in scored_series(table, state))
 
 
+CALL_HELP = (
+    "about the memory one model call may hold, in GB (default 1.5): more series than that "
+    "are drawn a few at a time, and one series that needs more on its own is refused; raise "
+    "it on a machine with memory to spare (latentode/predictive.py, draws_per_call)"
+)
+
+
 def _predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="latentode predict",
@@ -447,6 +455,7 @@ def _predict_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--num_nodes", type=int, default=1, help="nodes (under SLURM or torchrun)")
     p.add_argument("--chunk", type=int, default=128, help="series per model call (memory)")
+    p.add_argument("--call_memory", type=float, default=None, metavar="GB", help=CALL_HELP)
     return p
 
 
@@ -837,6 +846,7 @@ def test_main(argv: list[str]) -> int:
         help=BY_LEAD_HELP,
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--call_memory", type=float, default=None, metavar="GB", help=CALL_HELP)
     p.add_argument("--output", default=None, help="also write the table as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)
@@ -844,10 +854,12 @@ def test_main(argv: list[str]) -> int:
         if args.output and Path(args.output).exists() and not args.overwrite:
             raise DataError(f"{args.output} exists; pass --overwrite to replace it.")
         model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
-        cal = _calibration(args, model, state, table) if args.calibrate else None
-        # scored where calibrated: the calibrated row would be judged on its own series
-        overlap = cal is not None and cal.scale is not None and _overlap(table, state)
-        frame = evaluate(model, table, state, calibration=None if overlap else cal, **_draws(args))
+        with call_memory(args.call_memory):
+            cal = _calibration(args, model, state, table) if args.calibrate else None
+            # scored where calibrated: the calibrated row would be judged on its own series
+            overlap = cal is not None and cal.scale is not None and _overlap(table, state)
+            calibration = None if overlap else cal
+            frame = evaluate(model, table, state, calibration=calibration, **_draws(args))
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
         return 2
@@ -894,7 +906,8 @@ def predict_main(argv: list[str]) -> int:
     """``latentode predict``: returns the exit status (2 for user errors)."""
     args = _predict_parser().parse_args(_signed_spans(argv))
     try:
-        line = run_predict(args)
+        with call_memory(args.call_memory):
+            line = run_predict(args)
         if line:
             print(line)
     except USER_ERRORS as e:

@@ -27,11 +27,12 @@ from .data.table import TIME_UNITS, SeriesTable
 from .ensemble import Ensemble
 from .nn.latent_ode import LatentODE
 from .predictive import (
-    DRAWS_PER_CALL,
     QUANTILES,
     Predictive,
+    call_gb,
     conditioned_batch,
     draws_held,
+    draws_per_call,
     iter_predictives,
     predictive_summary,
     predictives,
@@ -218,7 +219,7 @@ def future_times(
         DataError: channels differ from the model's; a requested time is not after the
             series' history or is past the last date-time that can be written; or one
             series' paths at its times are more than one model call holds
-            (`DRAWS_PER_CALL`), which would exhaust the memory.
+            (`draws_per_call`), which would exhaust the memory.
     """
     check_channels(table, data_state["channels"])
     segs = [_recent(g, data_state.get("history")) for g in whole_series(table)]
@@ -239,26 +240,35 @@ def future_times(
                 f"series {sid!r}: forecast times reach past {pd.Timestamp.max:%Y-%m-%d}, the "
                 "last date-time that can be written; shorten the horizon."
             )
-        _check_size(sid, n, n * n_samples, n_samples, given)
+        budget = draws_per_call(seg.values.shape[-1])
+        _check_size(sid, n, n * n_samples, budget, n_samples, given)
         future.append(_future_grid(seg, horizon, step) if times is None else f)
         if on_history:
             held = draws_held(model, [seg], future[-1:], n_samples, on_history)
-            _check_size(sid, n, held, n_samples, given, on_history=True)
+            _check_size(sid, n, held, budget, n_samples, given, on_history=True)
     return segs, future
 
 
 def _check_size(
-    sid: str, n: int, held: int, n_samples: int, given: str, on_history: bool = False
+    sid: str,
+    n: int,
+    held: int,
+    budget: int,
+    n_samples: int,
+    given: str,
+    on_history: bool = False,
 ) -> None:
-    """Refuse a series whose ``held`` path-times (`draws_held`) exceed `DRAWS_PER_CALL`;
-    ``on_history``: the count includes the history's times (--importance / --refine)."""
-    if held > DRAWS_PER_CALL:
+    """Refuse a series whose ``held`` path-times (`draws_held`) exceed the ``budget`` of its
+    channels (`draws_per_call`); ``on_history``: the count includes the history's times
+    (--importance / --refine)."""
+    if held > budget:
         options = ", or leave out --importance / --refine" if on_history else ""
         raise DataError(
             f"series {sid!r}: {n:,} forecast times ({given}) x {n_samples} paths need "
-            f"{held:,} path-times, more than one model call holds ({DRAWS_PER_CALL:,}, about "
-            "1.6 GB); nothing was computed. Ask for fewer times (a coarser --step or a shorter "
-            f"--horizon) or fewer --n_samples{options}."
+            f"{held:,} path-times, more than one model call holds ({budget:,} with its "
+            f"channels, about {call_gb():.3g} GB); nothing was computed. Ask for fewer times "
+            f"(a coarser --step or a shorter --horizon) or fewer --n_samples{options}, or on a "
+            "machine with the memory to spare raise --call_memory (GB per call)."
         )
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,24 +56,71 @@ from .nn.base import ModelInputError
 from .nn.latent_ode import AggregatePosterior, LatentODE
 
 __all__ = [
-    "DRAWS_PER_CALL",
+    "CALL_BYTES",
+    "PATH_TIME_BYTES",
     "QUANTILES",
     "Predictive",
     "band_scores",
+    "call_gb",
+    "call_memory",
     "conditioned_batch",
     "draws_held",
+    "draws_per_call",
     "iter_predictives",
     "predictive_summary",
     "predictives",
     "scale_bands",
 ]
 
-DRAWS_PER_CALL = 2**22
-"""The most path-times (paths x segments x times) one model call holds (`draws_held`):
-`predictives` takes a larger list of segments in halves. Measured with the CSV default model
-and two channels (`reports/predict_memory.md`), a call at this budget (200 paths at 20,000
-times) peaks about 1.6 GB above the loaded process, about 370 bytes per path-time; more
-channels hold more."""
+CALL_BYTES = 360 * 2**22
+"""About the most memory one model call of `predictives` holds above the loaded process
+(1.5 GB), counted as path-times (paths x segments x times, `draws_held`) at `PATH_TIME_BYTES`
+each: `draws_per_call`. A larger list of segments is taken in halves, and a series that
+alone needs more is refused (`latentode.forecast.future_times`)."""
+
+PATH_TIME_BYTES = (290, 35)
+"""The bytes one path-time holds in a call: a fixed part (the latent path, the solver's
+stages) and one per channel (the decoded means, the noisy draws and their copies as they
+are summarised). Fitted to the peaks of ``predict`` with the CSV default model at 2, 16 and
+48 channels: 335, 720 and 1,950 bytes per path-time (`reports/predict_memory.md`)."""
+
+
+_CALL = {"bytes": CALL_BYTES}  # what `call_memory` sets for the calls inside it
+
+
+def draws_per_call(n_channels: int) -> int:
+    """The most path-times one model call holds with ``n_channels`` channels: `CALL_BYTES`
+    (or what `call_memory` set) over `PATH_TIME_BYTES`; 4,194,304 (2^22) for one or two
+    channels, 766,471 for 48."""
+    fixed, per_channel = PATH_TIME_BYTES
+    return max(1, _CALL["bytes"] // (fixed + per_channel * max(n_channels, 2)))
+
+
+def call_gb() -> float:
+    """The memory one model call may hold now, in GB (`CALL_BYTES` or `call_memory`'s)."""
+    return _CALL["bytes"] / 1e9
+
+
+@contextmanager
+def call_memory(gb: float | None) -> Iterator[None]:
+    """Within the block, one model call holds about ``gb`` GB instead of `CALL_BYTES` (None:
+    unchanged): ``latentode predict --call_memory``, for a machine with memory to spare.
+
+    Raises:
+        ModelInputError: ``gb`` is not a positive number.
+    """
+    if gb is None:
+        yield
+        return
+    if not (math.isfinite(gb) and gb > 0):
+        raise ModelInputError(f"--call_memory {gb}: give the GB one model call may hold, > 0.")
+    before = _CALL["bytes"]
+    _CALL["bytes"] = int(gb * 1e9)
+    try:
+        yield
+    finally:
+        _CALL["bytes"] = before
+
 
 QUANTILES = (0.05, 0.5, 0.95)
 HERMITE_NODES = 64
@@ -323,7 +371,7 @@ def iter_predictives(
     members' average and the variance the mixture's. ``prior``: with ``importance``, the
     paths are drawn from this aggregate posterior instead of the encoder's ``q``
     (`LatentODE.aggregate_posterior`; one model only, its states at the segments' aligned
-    anchor time). Segments whose draws exceed `DRAWS_PER_CALL` (`draws_held`) are taken in
+    anchor time). Segments whose draws exceed `draws_per_call` (`draws_held`) are taken in
     halves, one after the other, until each part fits or is one segment.
 
     Raises:
@@ -333,7 +381,8 @@ def iter_predictives(
     if prior is not None and isinstance(model, Ensemble):
         raise ModelInputError("prior= belongs to one model's encoder; not with an Ensemble.")
     on_history = importance or refine > 0
-    if len(segs) > 1 and draws_held(model, segs, future, n_samples, on_history) > DRAWS_PER_CALL:
+    budget = draws_per_call(segs[0].values.shape[-1]) if segs else 0
+    if len(segs) > 1 and draws_held(model, segs, future, n_samples, on_history) > budget:
         half = len(segs) // 2
         args = (data_state, n_samples, generator, importance, refine, prior)
         yield from iter_predictives(model, segs[:half], future[:half], *args)

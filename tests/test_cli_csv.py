@@ -370,6 +370,35 @@ def test_predict_refuses_a_grid_too_fine_for_memory_before_anything_runs(
     assert not out.exists() and not ran
     assert cli.predict_main([*args, "--horizon", "20D", "--step", "1D", "--n_samples", "8"]) == 0
     assert ran and len(pd.read_csv(out)) == 6 * 20 * 2  # series x days x channels
+    # --call_memory sets the budget: 1e-6 GB holds 2 path-times (1000 bytes at 360 each) ...
+    small = [*args, "--horizon", "20D", "--step", "1D", "--overwrite", "--call_memory", "1e-6"]
+    capsys.readouterr()
+    assert cli.predict_main([*small, "--n_samples", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "20 forecast times (--horizon and --step) x 1 paths need 20 path-times" in err
+    assert "(2 with its channels, about 1e-06 GB)" in err and "raise --call_memory" in err
+    assert cli.predict_main([*small[:-1], "0", "--n_samples", "1"]) == 2
+    assert "--call_memory 0.0: give the GB" in capsys.readouterr().err
+    # ... only for the command it is given to
+    assert cli.predict_main([*args, "--horizon", "20D", "--overwrite", "--n_samples", "1"]) == 0
+
+
+def test_call_memory_sets_the_budget_inside_its_block_only() -> None:
+    from latentode.nn.base import ModelInputError
+    from latentode.predictive import call_gb, call_memory, draws_per_call
+
+    assert draws_per_call(48) == 766_471 and call_gb() == pytest.approx(1.51, abs=0.01)
+    with call_memory(10.0):
+        assert draws_per_call(48) == 10**10 // (290 + 35 * 48) and call_gb() == 10.0
+    assert draws_per_call(48) == 766_471
+    with pytest.raises(RuntimeError, match="inside"), call_memory(0.5):
+        raise RuntimeError("inside")
+    assert draws_per_call(2) == 2**22  # restored after an error too
+    with call_memory(None):
+        assert draws_per_call(2) == 2**22
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ModelInputError, match="--call_memory"), call_memory(bad):
+            pass
 
 
 def test_predict_refuses_to_overwrite_and_foreign_channels(fitted, tmp_path: Path) -> None:

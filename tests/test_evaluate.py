@@ -169,7 +169,7 @@ def test_predictive_mean_and_std_come_from_the_paths_not_the_noise_draws() -> No
 
 
 def test_predictives_past_the_budget_are_drawn_in_halves(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Segments whose paths at their times exceed `DRAWS_PER_CALL` are taken in halves, one
+    """Segments whose paths at their times exceed `draws_per_call` are taken in halves, one
     model call each, and give exactly what separate calls on the halves give (the same draws
     in the same order); each call holds at most the budget."""
     from latentode import predictive
@@ -193,7 +193,11 @@ def test_predictives_past_the_budget_are_drawn_in_halves(monkeypatch: pytest.Mon
     monkeypatch.setattr(model, "predict", counted)
 
     def draws(groups: list[list[int]], budget: int) -> list[np.ndarray]:
-        monkeypatch.setattr(predictive, "DRAWS_PER_CALL", budget)
+        def per_call(n_channels: int) -> int:
+            asked.append(n_channels)
+            return budget
+
+        monkeypatch.setattr(predictive, "draws_per_call", per_call)
         torch.manual_seed(3)
         gen = torch.Generator().manual_seed(4)
         out = []
@@ -202,7 +206,9 @@ def test_predictives_past_the_budget_are_drawn_in_halves(monkeypatch: pytest.Mon
             out += [p.draws for p in predictive.predictives(model, *part, state, 6, gen)]
         return out
 
+    asked: list[int] = []
     split = draws([[0, 1, 2, 3, 4]], budget=6 * 2 * 8)  # two segments of 8 times at most
+    assert set(asked) == {2}  # the budget of the segments' two channels
     assert calls == [6 * 2 * 5, 6 * 1 * 6, 6 * 2 * 8]  # [0, 1], then [2, 3, 4] halved again
     assert max(calls) <= 6 * 2 * 8
     apart = draws([[0, 1], [2], [3, 4]], budget=10**9)
@@ -219,7 +225,7 @@ def test_forecast_refuses_a_series_whose_paths_exceed_the_budget(tmp_path: Path)
     before anything is drawn or built, naming the series, the count and what to change;
     ``importance`` counts the history's times too."""
     from latentode.forecast import future_times
-    from latentode.predictive import DRAWS_PER_CALL
+    from latentode.predictive import draws_per_call
 
     torch.manual_seed(0)
     model = LatentODE(LatentODEConfig(input_dim=1, latent_dim=2)).double()
@@ -231,7 +237,7 @@ def test_forecast_refuses_a_series_whose_paths_exceed_the_budget(tmp_path: Path)
     second = 1 / (24 * 3600)  # the table's unit is the day
     with pytest.raises(DataError, match=r"series 'x': 2,592,000 forecast times .* 200 paths"):
         future_times(model, table, state, 30.0, second)
-    fits = DRAWS_PER_CALL // 200  # times that 200 paths may take
+    fits = draws_per_call(1) // 200  # times that 200 paths may take
     future = future_times(model, table, state, fits * second, second)[1]
     assert len(future[0]) == fits
     with pytest.raises(DataError, match=r"fewer --n_samples\.$"):
@@ -241,6 +247,32 @@ def test_forecast_refuses_a_series_whose_paths_exceed_the_budget(tmp_path: Path)
     assert str(refused.value).endswith("or leave out --importance / --refine.")
     twice = future_times(model, table, state, 2 * fits * second, second, n_samples=100)[1]
     assert len(twice[0]) == 2 * fits  # half the paths, twice the times
+
+
+def test_the_budget_of_a_call_shrinks_with_the_channels(tmp_path: Path) -> None:
+    """One or two channels: 2^22 path-times, as the memory was measured; each channel more
+    holds its decoded means and draws, so a file of 48 channels gets a quarter of that less a
+    little, and a request one or two channels may make is refused for it, naming the count."""
+    from latentode.forecast import future_times
+    from latentode.predictive import CALL_BYTES, PATH_TIME_BYTES, draws_per_call
+
+    assert draws_per_call(1) == draws_per_call(2) == 2**22
+    budgets = [draws_per_call(d) for d in (2, 3, 16, 48)]
+    assert budgets == sorted(budgets, reverse=True) and budgets[-1] == 766_471
+    assert budgets[-1] * (PATH_TIME_BYTES[0] + 48 * PATH_TIME_BYTES[1]) <= CALL_BYTES
+    D = 48
+    model = LatentODE(LatentODEConfig(input_dim=D, latent_dim=2)).double()
+    path = tmp_path / "wide.csv"
+    values = ",".join(["1.0"] * D)
+    rows = "".join(f"x,2024-01-{d:02d},{values}\n" for d in range(1, 11))
+    path.write_text("series_id,time," + ",".join(f"c{i}" for i in range(D)) + "\n" + rows)
+    table = read_series_csv(path)
+    state = {"channels": table.channels, "normalisation": None, "time_scale": 1.0}
+    hour = 1 / 24
+    n = draws_per_call(D) // 200 + 1  # one time more than 200 paths may take
+    with pytest.raises(DataError, match=rf"{n:,} forecast times .*\(766,471 with its channels"):
+        future_times(model, table, state, n * hour, hour)
+    assert len(future_times(model, table, state, (n - 1) * hour, hour)[1][0]) == n - 1
 
 
 def test_default_future_grid_stays_within_the_horizon() -> None:
