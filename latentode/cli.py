@@ -97,7 +97,7 @@ SAME_ON_EVERY_PROCESS = "latentode_same_on_every_process"
 
 @dataclass(frozen=True)
 class _ShardFailure:
-    """What a process that could not forecast sends in place of its `ForecastResult`."""
+    """What a process that could not forecast sends in place of its shard."""
 
     message: str
 
@@ -552,11 +552,15 @@ def run_predict(args: argparse.Namespace) -> str:
         if world == 1:
             raise
         result, failure = None, e
-    merged = merge_shards(table, gather_shards(result, failure, world)) if world > 1 else result
+    if world > 1:
+        parts = gather_shards(None if result is None else result.summary, failure, world)
+        merged = merge_shards(result, parts)
+    else:
+        merged = result
     if rank == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".partial")
-        merged.frame.to_csv(tmp, index=False)
+        merged.write_csv(tmp)
         tmp.replace(out)
     if args.plot:  # each process draws its own series
         Path(args.plot).mkdir(parents=True, exist_ok=True)
@@ -578,7 +582,7 @@ def run_predict(args: argparse.Namespace) -> str:
     if rank > 0:
         return ""
     procs = f" ({world} processes)" if world > 1 else ""
-    lines = [f"latentode predict: wrote {len(merged.frame)} rows for {n} series to {out}{procs}"]
+    lines = [f"latentode predict: wrote {merged.n_rows} rows for {n} series to {out}{procs}"]
     if isinstance(model, Ensemble):
         lines.append(f"latentode predict: {_pooled(model, args.n_samples)}.")
     for note in (

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,22 +61,75 @@ __all__ = [
 FIELDS = ("mean", "std", "q05", "q50", "q95")
 
 
+COLUMNS = ("series_id", "time", "channel", *FIELDS)
+ROWS_PER_WRITE = 2**18  # rows `ForecastResult.write_csv` formats at a time
+
+
 @dataclass
 class ForecastResult:
     """Forecasts of every series, in the user's units.
 
     Attributes:
-        frame: long table ``series_id, time, channel, mean, std, q05, q50, q95``.
         history: the conditioning segments (absolute times, original units).
         future: per series, the float future times (the table's time axis).
         summary: per series ``[n, D, 5]`` arrays of (mean, std, q05, q50, q95); ``None`` for
             the series another process forecasts (see `forecast`'s ``shard``).
+        table: the history's table (its series ids, channels and time format name the rows).
+
+    As a long table ``series_id, time, channel, mean, std, q05, q50, q95`` (`frame`,
+    `write_csv`), one row per series, time and channel. The summaries hold 40 bytes a row,
+    the whole table about 130 more (its strings), so `write_csv` formats a few series at a
+    time instead of building it: 1.5 GB less at 11.5 million rows (48 channels, 20,000
+    times, 12 series; session 32). Between processes only the summaries travel.
     """
 
-    frame: pd.DataFrame
     history: list[Segment]
     future: list[np.ndarray]
     summary: list[np.ndarray | None]
+    table: SeriesTable
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the long table (this process's series)."""
+        D = self.table.n_channels
+        return sum(
+            len(f) * D for f, s in zip(self.future, self.summary, strict=True) if s is not None
+        )
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The whole long table in memory (`write_csv` writes it without building it)."""
+        parts = list(self._frames())
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+
+    def write_csv(self, path: str | Path) -> None:
+        """Write the long table to ``path``, a few series (`ROWS_PER_WRITE` rows) at a time:
+        the same file as ``frame.to_csv(path, index=False)``."""
+        with open(path, "w", newline="") as out:
+            out.write(",".join(COLUMNS) + "\n")
+            block: list[pd.DataFrame] = []
+            for part in self._frames():
+                block.append(part)
+                if sum(len(b) for b in block) >= ROWS_PER_WRITE:
+                    pd.concat(block).to_csv(out, header=False, index=False)
+                    block = []
+            if block:
+                pd.concat(block).to_csv(out, header=False, index=False)
+
+    def _frames(self) -> Iterator[pd.DataFrame]:
+        """The long table's rows, one series at a time."""
+        table, D = self.table, self.table.n_channels
+        for seg, f, s in zip(self.history, self.future, self.summary, strict=True):
+            if s is None:  # another process's series
+                continue
+            columns = {
+                "series_id": table.series_ids[seg.series],
+                "time": np.repeat(table.encoding.format(f), D),
+                "channel": np.tile(table.channels, len(f)),
+            }
+            yield pd.DataFrame(
+                {**columns, **{name: s[..., j].reshape(-1) for j, name in enumerate(FIELDS)}}
+            )
 
 
 def check_channels(table: SeriesTable, expected: Sequence[str]) -> None:
@@ -339,48 +393,20 @@ def forecast(
         for i, p in enumerate(preds, start=lo):
             lead = future[i] - segs[i].times[-1]
             summary[i] = p.summary(calibration.factors(lead) if calibrated else None)
-    return ForecastResult(_frame(table, segs, future, summary), segs, future, summary)
+    return ForecastResult(segs, future, summary, table)
 
 
-def merge_shards(table: SeriesTable, parts: Sequence[ForecastResult]) -> ForecastResult:
-    """One result, in the table's series order, from the `forecast` shards of every process."""
-    first = parts[0]
+def merge_shards(
+    result: ForecastResult, parts: Sequence[Sequence[np.ndarray | None]]
+) -> ForecastResult:
+    """One result, in the table's series order: this process's ``result`` with every
+    process's `ForecastResult.summary` (``parts``, one list per process; the summaries alone
+    travel between processes, not the history or the long table)."""
     summary = [
-        next((p.summary[i] for p in parts if p.summary[i] is not None), None)
-        for i in range(len(first.summary))
+        next((p[i] for p in parts if p[i] is not None), None) for i in range(len(result.summary))
     ]
-    missing = [
-        table.series_ids[g.series] for g, s in zip(first.history, summary, strict=True) if s is None
-    ]
+    ids = result.table.series_ids
+    missing = [ids[g.series] for g, s in zip(result.history, summary, strict=True) if s is None]
     if missing:
         raise RuntimeError(f"no process forecast series {missing[:5]} (a bug; please report).")
-    return ForecastResult(
-        _frame(table, first.history, first.future, summary), first.history, first.future, summary
-    )
-
-
-def _frame(
-    table: SeriesTable,
-    segs: list[Segment],
-    future: list[np.ndarray],
-    summary: Sequence[np.ndarray | None],
-) -> pd.DataFrame:
-    D = table.n_channels
-    parts = []
-    for seg, f, s in zip(segs, future, summary, strict=True):
-        if s is None:  # another process's series
-            continue
-        n = len(f)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "series_id": table.series_ids[seg.series],
-                    "time": np.repeat(table.encoding.format(f), D),
-                    "channel": np.tile(table.channels, n),
-                    **{name: s[..., j].reshape(-1) for j, name in enumerate(FIELDS)},
-                }
-            )
-        )
-    if not parts:
-        return pd.DataFrame(columns=["series_id", "time", "channel", *FIELDS])
-    return pd.concat(parts, ignore_index=True)
+    return replace(result, summary=summary)

@@ -895,15 +895,13 @@ def test_transformed_channels_fit_forecast_bands_inside_their_domains(tmp_path: 
     assert ((f.q05 <= f.q50) & (f.q50 <= f.q95) & (f["std"] > 0)).all()
     assert np.isfinite(f[["mean", "std", "q05", "q50", "q95"]].to_numpy()).all()
     assert (a.q95 - a.q50).sum() > (a.q50 - a.q05).sum()  # longer above the median
-    bad = frame.copy()
-    bad.loc[3, "a"] = 0.0
-    bad.to_csv(tmp_path / "zero.csv", index=False)
-    res = run_cli(*csv_predict_args(ckpt, tmp_path / "zero.csv"), "--output", str(out) + "2")
-    assert res.returncode != 0 and "Traceback" not in res.stderr
-    assert "column 'a' is modelled on a log scale" in res.stderr and "(line 5)" in res.stderr
-    bad = frame.copy()
-    bad.loc[7, "c"] = 100.0
-    bad.to_csv(tmp_path / "full.csv", index=False)
-    res = run_cli(*csv_predict_args(ckpt, tmp_path / "full.csv"), "--output", str(out) + "3")
-    assert res.returncode != 0 and "Traceback" not in res.stderr
-    assert "'c' is modelled on a logit(0, 100) scale" in res.stderr and "(line 9)" in res.stderr
+    refusals = [(3, "a", 0.0, "column 'a' is modelled on a log scale", "(line 5)")]
+    refusals += [(7, "c", 100.0, "'c' is modelled on a logit(0, 100) scale", "(line 9)")]
+    for row, column, value, said, line in refusals:
+        bad = frame.copy()
+        bad.loc[row, column] = value
+        bad.to_csv(tmp_path / "bad.csv", index=False)
+        res = run_cli(*csv_predict_args(ckpt, tmp_path / "bad.csv"), "--output", str(out) + "2")
+        assert res.returncode != 0 and "Traceback" not in res.stderr
+        assert said in res.stderr and line in res.stderr
+        assert not Path(str(out) + "2").exists()

@@ -436,3 +436,41 @@ def test_parse_horizon_reads_spans_and_names_the_option(tmp_path: Path) -> None:
     ):
         with pytest.raises(DataError, match=needle):
             parse_horizon(given, table, option)
+
+
+def test_a_forecast_is_written_a_few_series_at_a_time_as_its_whole_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ForecastResult.write_csv` in blocks of 7 rows writes the same bytes as the whole
+    table's ``to_csv``; a shard (another process's series as None) writes only its own
+    rows, and `merge_shards` of two shards' summaries is the whole result."""
+    from latentode import forecast as fc
+
+    torch.manual_seed(0)
+    model = LatentODE(LatentODEConfig(input_dim=2, latent_dim=2)).double()
+    path = tmp_path / "two.csv"
+    rows = [
+        f"{s},2024-01-{d:02d},{d * (k + 1)},{-d}\n"
+        for k, s in enumerate("abc")
+        for d in (1, 3, 4, 6)
+    ]
+    path.write_text("series_id,time,u,v\n" + "".join(rows))
+    table = read_series_csv(path)
+    state = {"channels": ["u", "v"], "normalisation": None, "time_scale": 1.0}
+    whole = forecast(model, table, state, 3.0, 1.0, n_samples=5, chunk=1)
+    assert whole.n_rows == len(whole.frame) == 3 * 3 * 2
+    whole.frame.to_csv(tmp_path / "frame.csv", index=False)
+    monkeypatch.setattr(fc, "ROWS_PER_WRITE", 7)
+    whole.write_csv(tmp_path / "blocks.csv")
+    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "frame.csv").read_bytes()
+    shards = [
+        forecast(model, table, state, 3.0, 1.0, n_samples=5, chunk=1, shard=(r, 2)) for r in (0, 1)
+    ]
+    assert [s.n_rows for s in shards] == [12, 6] and list(shards[1].frame.series_id.unique()) == [
+        "b"
+    ]
+    merged = fc.merge_shards(shards[1], [s.summary for s in shards])
+    merged.write_csv(tmp_path / "merged.csv")
+    assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "frame.csv").read_bytes()
+    with pytest.raises(RuntimeError, match=r"no process forecast series \['b'\]"):
+        fc.merge_shards(shards[0], [shards[0].summary])
