@@ -16,13 +16,11 @@ Usage (reports/bounded.md; about 2 minutes on 2 cores)::
 
 from __future__ import annotations
 
-import argparse
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from positive_channels import ROOT, test_table, variant
+from positive_channels import arguments, publish, run_variants, test_table
 
 VARIANTS = {
     "as is": [],
@@ -79,24 +77,11 @@ def report(results: dict[str, dict], steps: int, frame: pd.DataFrame) -> str:
 
 def main() -> None:
     """Simulate, fit both variants two at a time, write the report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bounded")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args()
-    args.runs.mkdir(parents=True, exist_ok=True)
+    args = arguments(__doc__, "bounded")
     data = args.runs / "wards.csv"
     frame = simulate(data)
-    with ThreadPoolExecutor(2) as pool:
-        jobs = {
-            n: pool.submit(variant, n, e, data, args.runs, args.steps, HORIZON)
-            for n, e in VARIANTS.items()
-        }
-        results = {n: j.result() for n, j in jobs.items()}
-    text = report(results, args.steps, frame)
-    print(text)
-    if args.output is not None:
-        args.output.write_text(text)
+    results = run_variants(VARIANTS, data, args.runs, args.steps, HORIZON)
+    publish(report(results, args.steps, frame), args.output)
 
 
 if __name__ == "__main__":

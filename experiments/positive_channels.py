@@ -78,6 +78,17 @@ def variant(
     return {"scores": pd.read_csv(scores), "forecast": pd.read_csv(forecast), "wall": wall}
 
 
+def run_variants(
+    variants: dict[str, list[str]], data: Path, runs: Path, steps: int, horizon: str = "5D"
+) -> dict[str, dict]:
+    """`variant` for each of ``variants`` (name: extra fit arguments), two at a time."""
+    with ThreadPoolExecutor(2) as pool:
+        jobs = {
+            n: pool.submit(variant, n, e, data, runs, steps, horizon) for n, e in variants.items()
+        }
+        return {n: j.result() for n, j in jobs.items()}
+
+
 def test_table(results: dict[str, dict]) -> list[str]:
     """The markdown lines of the variants' held-out forecast errors (``latentode test``)."""
     lines = [
@@ -122,25 +133,30 @@ def report(results: dict[str, dict], steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    """Simulate, fit both variants two at a time, write the report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "positive")
+def arguments(doc: str, name: str) -> argparse.Namespace:
+    """``--runs`` (default ``runs/<name>``, created), ``--steps`` and ``--output``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / name)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def publish(text: str, output: Path | None) -> None:
+    """Print the report, and write it to ``output`` if given."""
+    print(text)
+    if output is not None:
+        output.write_text(text)
+
+
+def main() -> None:
+    """Simulate, fit both variants two at a time, write the report."""
+    args = arguments(__doc__, "positive")
     data = args.runs / "sites.csv"
     simulate(data)
-    with ThreadPoolExecutor(2) as pool:
-        jobs = {
-            n: pool.submit(variant, n, e, data, args.runs, args.steps) for n, e in VARIANTS.items()
-        }
-        results = {n: j.result() for n, j in jobs.items()}
-    text = report(results, args.steps)
-    print(text)
-    if args.output is not None:
-        args.output.write_text(text)
+    publish(report(run_variants(VARIANTS, data, args.runs, args.steps), args.steps), args.output)
 
 
 if __name__ == "__main__":

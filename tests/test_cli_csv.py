@@ -632,6 +632,13 @@ def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None
     )
     assert res.returncode == 2 and "scores.csv exists; pass --overwrite" in res.stderr
     assert pd.read_csv(tmp_path / "scores.csv").equals(scores)
+    # --call_memory: calls of one series each score the same baselines, the model's finite
+    small, _ = _test_scores(ckpt, data, tmp_path / "small.csv", "--call_memory", "1e-6")
+    base = ~scores.method.str.startswith("latent ODE")
+    pd.testing.assert_frame_equal(small[base], scores[base])
+    assert np.isfinite(small.loc[~base, "mse"]).all()
+    res = run_cli("test", "--ckpt_path", str(ckpt), "--data.path", str(data), "--call_memory", "0")
+    assert res.returncode == 2 and "--call_memory 0.0: give the GB" in res.stderr
     methods = set(zip(scores.task, scores.method, strict=True))
     assert {
         ("extrapolation", "latent ODE"),
