@@ -108,11 +108,13 @@ class ForecastResult:
         with open(path, "w", newline="") as out:
             out.write(",".join(COLUMNS) + "\n")
             block: list[pd.DataFrame] = []
+            held = 0
             for part in self._frames():
                 block.append(part)
-                if sum(len(b) for b in block) >= ROWS_PER_WRITE:
+                held += len(part)
+                if held >= ROWS_PER_WRITE:
                     pd.concat(block).to_csv(out, header=False, index=False)
-                    block = []
+                    block, held = [], 0
             if block:
                 pd.concat(block).to_csv(out, header=False, index=False)
 

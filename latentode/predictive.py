@@ -82,7 +82,7 @@ PATH_TIME_BYTES = (290, 35)
 """The bytes one path-time holds in a call: a fixed part (the latent path, the solver's
 stages) and one per channel (the decoded means, the noisy draws and their copies as they
 are summarised). Fitted to the peaks of ``predict`` with the CSV default model at 2, 16 and
-48 channels: 335, 720 and 1,950 bytes per path-time (`reports/predict_memory.md`)."""
+48 channels: 335, 720 and 1,950 bytes per path-time (`reports/predict_memory_48.md`)."""
 
 
 _CALL = {"bytes": CALL_BYTES}  # what `call_memory` sets for the calls inside it

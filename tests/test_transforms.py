@@ -238,6 +238,18 @@ def test_values_outside_logit_bounds_are_refused_with_a_hint(tmp_path: Path) -> 
     assert "strictly between 0 and 100" in msg and "'logit(-0.5, 100.5)'" in msg
     table = read_series_csv(path, time_unit="", transform={"conc": "logit(-0.5, 100.5)"})
     assert table.n_series == 1
+    pct = _csv(tmp_path / "pct.csv", ["s,1,0.5,3", "s,2,87,3", "s,3,12,3"])
+    with pytest.raises(
+        CSVDataError, match=r"reach 87: if they are percentages, use 'logit\(0, 100\)'"
+    ):
+        read_series_csv(pct, time_unit="", transform={"conc": "logit"})
+    with pytest.raises(CSVDataError) as err:  # no such guess for values below 0
+        read_series_csv(
+            _csv(tmp_path / "neg.csv", ["s,1,-0.5,3", "s,2,2,3"]),
+            time_unit="",
+            transform={"conc": "logit"},
+        )
+    assert "if they are percentages" not in str(err.value)
 
 
 def _logit_normal_reference(mu: float, s: float) -> tuple[float, float]:

@@ -234,13 +234,19 @@ def _check_domain(
     bad = outside_domain(x, kinds)  # (N, D)
     if bad.any():
         d = int(np.flatnonzero(bad.any(axis=0))[0])  # the first such channel
-        kind = kinds[d]
+        kind, col = kinds[d], x[:, d]
+        hint = _DOMAIN_HINT.get(base_of(kind), "")
+        if kind == "logit" and np.nanmax(col) > 1 and np.nanmin(col) >= 0:  # percentages?
+            hint = (
+                f"; the values reach {np.nanmax(col):.4g}: if they are percentages, use "
+                "'logit(0, 100)'" + hint
+            )
         raise _fail(
             path,
             f"column {names[d]!r} is modelled on a {kind} scale, which takes values "
             f"{domain_of(kind)}, but {int(bad[:, d].sum())} value(s) are not",
             "Correct those rows or leave the value empty where it is missing"
-            + _DOMAIN_HINT.get(base_of(kind), "")
+            + hint
             + ", or fit without this transform.",
             lines[bad[:, d]],
         )
