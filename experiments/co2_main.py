@@ -53,7 +53,7 @@ LATENTODE = str(Path(sys.executable).with_name("latentode"))
 
 def shown(path: Path) -> str:
     """``path`` relative to the repository when it is inside it (as the report names it),
-    else as it is (``--run_dir`` / ``--reports`` elsewhere)."""
+    else as it is (``--reports`` elsewhere; ``--run_dir`` is always under ``runs/``)."""
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
