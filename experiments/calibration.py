@@ -52,9 +52,10 @@ from latentode.forecast import predictive_summary, scale_bands  # noqa: E402
 KEYS = ("stats", "target", "lead")
 
 
-def held_out(ckpt: str, data: str, n_samples: int, seed: int) -> dict:
-    """Per held-out series: stats ``[m, 1, 5]``, target ``[m, 1]``, lead times, and its role.
-    ``ckpt``: one checkpoint, or several joined by commas (pooled as `latentode.ensemble`)."""
+def held_out(ckpt: str, data: str, n_samples: int, seed: int, levels: tuple = ()) -> dict:
+    """Per held-out series: stats ``[m, 1, 5]`` (``[m, 1, 2 + Q]`` with the bands of
+    ``levels``), target ``[m, 1]``, lead times, and its role. ``ckpt``: one checkpoint, or
+    several joined by commas (pooled as `latentode.ensemble`)."""
     model, state, table = _load_forecaster(ckpt.split(","), data)
     if table.n_channels != 1:
         raise SystemExit("this study is written for one channel")
@@ -64,7 +65,13 @@ def held_out(ckpt: str, data: str, n_samples: int, seed: int) -> dict:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     stats = predictive_summary(
-        model, [c.hist for c in cases], [c.t_target for c in cases], state, n_samples, gen
+        model,
+        [c.hist for c in cases],
+        [c.t_target for c in cases],
+        state,
+        n_samples,
+        gen,
+        levels=levels,
     )
     return {
         "stats": stats,

@@ -56,6 +56,7 @@ channels. The guarantee holds for the lead times the validation forecasts covere
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -68,13 +69,14 @@ from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .evaluate import Case, case_predictives, held_out_cases
 from .nn.latent_ode import LatentODE
-from .predictive import _TINY, band_scores
+from .predictive import _TINY, LEVEL, band_levels, band_scores, percent
 
 __all__ = [
     "LEAD_BINS",
     "LEVEL",
     "MIN_SERIES",
     "MIN_VALUES",
+    "BandFactors",
     "Calibration",
     "band_scores",
     "bin_index",
@@ -82,13 +84,40 @@ __all__ = [
     "conformal_scale",
     "lead_bins",
     "lead_scales",
+    "min_series",
     "validation_cases",
 ]
 
-LEVEL = 0.9  # the 5-95% band
 MIN_VALUES = 20  # fewer validation values than this: no calibration (too unsteady)
 MIN_SERIES = 9  # ceil((S + 1) 0.9) <= S needs S >= 9 validation series
 LEAD_BINS = 8  # at most this many lead-time bins (each factor rests on its bin alone)
+
+
+def min_series(level: float = LEVEL) -> int:
+    """The validation series a band of coverage ``level`` needs for a finite factor: the
+    fewest ``S`` with ``ceil((S + 1) level) <= S``, and at least `MIN_SERIES` (9 at 0.9, 19 at
+    0.95, 99 at 0.99)."""
+    return max(MIN_SERIES, math.ceil(level / (1.0 - level) - 1e-9))
+
+
+@dataclass(frozen=True)
+class BandFactors:
+    """The factors of a band other than the 5-95% one (``latentode predict --levels``).
+
+    Attributes:
+        level: its coverage (0.8: the 10-90% band).
+        edges, scale: as `Calibration`'s, for this band's own scores (its bins hold at least
+            `min_series` series); ``scale`` None when the validation series are too few for
+            this level, and the band then takes the 5-95% band's factors (``reason`` says so).
+        raw_coverage: share of the validation values inside the model's own band.
+        reason: why ``scale`` is None, else "".
+    """
+
+    level: float
+    edges: np.ndarray
+    scale: np.ndarray | None
+    raw_coverage: float
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,35 +144,74 @@ class Calibration:
     max_lead: float
     reason: str = ""
     edges: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    others: tuple[BandFactors, ...] = ()
 
-    def factors(self, lead: np.ndarray) -> np.ndarray:
-        """``[n, D]`` factors for values ``lead`` ``[n]`` past their history's last
-        observation: their bins' (the last bin's past the calibrated leads)."""
+    def factors(self, lead: np.ndarray, levels: Sequence[float] | None = None) -> np.ndarray:
+        """``[n, D]`` factors of the 5-95% band for values ``lead`` ``[n]`` past their
+        history's last observation: their bins' (the last bin's past the calibrated leads).
+        With ``levels``: ``[L, n, D]``, one row per band of `band_levels` (ascending), each
+        by its own factors, or the 5-95% band's where it has none (`BandFactors`).
+
+        Raises:
+            ValueError: not calibrated, or not for one of ``levels``.
+        """
         if self.scale is None:
             raise ValueError(f"not calibrated: {self.reason}")
-        return self.scale[bin_index(self.edges, lead)]
+        principal = self.scale[bin_index(self.edges, lead)]
+        if levels is None:
+            return principal
+        bands = {b.level: b for b in self.others}
+        rows = []
+        for level in band_levels(levels):
+            band = bands.get(level)
+            if level != LEVEL and band is None:
+                raise ValueError(f"not calibrated for the {level:.4g} band; pass its level")
+            own = band is not None and band.scale is not None
+            rows.append(band.scale[bin_index(band.edges, lead)] if own else principal)
+        return np.stack(rows)
 
     def describe(self, channels: list[str]) -> str:
-        """One line for the user: what was calibrated on and the factor(s)."""
+        """What was calibrated on and the factor(s) of the 5-95% band, one line for the
+        user; then a line per other band (`others`)."""
         if self.scale is None:
-            return f"5-95% bands are the model's own, not calibrated: {self.reason}"
+            line = f"5-95% bands are the model's own, not calibrated: {self.reason}"
+            if self.others:
+                line += f" (so are the {_listed(b.level for b in self.others)} bands)"
+            return line
         head = (
             f"5-95% bands calibrated on {int(self.n_values.sum())} held-out values of "
             f"{self.n_series} validation series "
             f"(lead times up to {self.max_lead:.4g}), where the model's own band covered "
             f"{self.raw_coverage:.0%}"
         )
-        per_bin = [
-            ", ".join(f"{c} x{v:.3g}" for c, v in zip(channels, row, strict=True))
-            for row in self.scale
-        ]
-        if len(per_bin) == 1:
-            return f"{head}: scaled {per_bin[0]}"
-        e = [f"{v:.4g}" for v in self.edges]
-        spans = [f"lead < {e[0]}"] + [f"lead {a}-{b}" for a, b in pairwise(e)]
-        spans.append(f"lead >= {e[-1]}")
-        bins = "; ".join(f"{f} ({span})" for f, span in zip(per_bin, spans, strict=True))
-        return f"{head}: scaled by lead time, {bins}"
+        lines = [f"{head}: {_scaled(self.edges, self.scale, channels)}"]
+        for b in self.others:
+            name = f"{percent(b.level)}% bands, where the model's own covered {b.raw_coverage:.0%}"
+            if b.scale is None:
+                lines.append(f"{name}: the 5-95% band's factors, {b.reason}")
+            else:
+                lines.append(f"{name}: {_scaled(b.edges, b.scale, channels)}")
+        return "\n".join(lines)
+
+
+def _listed(levels: Iterable[float]) -> str:
+    """Levels as ``80% and 95%``."""
+    names = [f"{percent(v)}%" for v in levels]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _scaled(edges: np.ndarray, scale: np.ndarray, channels: list[str]) -> str:
+    """A band's factors in words: ``scaled a x0.5`` or, by lead time, each bin's."""
+    per_bin = [
+        ", ".join(f"{c} x{v:.3g}" for c, v in zip(channels, row, strict=True)) for row in scale
+    ]
+    if len(per_bin) == 1:
+        return f"scaled {per_bin[0]}"
+    e = [f"{v:.4g}" for v in edges]
+    spans = [f"lead < {e[0]}"] + [f"lead {a}-{b}" for a, b in pairwise(e)]
+    spans.append(f"lead >= {e[-1]}")
+    bins = "; ".join(f"{f} ({span})" for f, span in zip(per_bin, spans, strict=True))
+    return f"scaled by lead time, {bins}"
 
 
 def conformal_scale(
@@ -191,19 +259,25 @@ def bin_index(edges: np.ndarray, lead: np.ndarray) -> np.ndarray:
 
 
 def lead_bins(
-    lead: np.ndarray, groups: np.ndarray, n_obs: np.ndarray, max_bins: int = LEAD_BINS
+    lead: np.ndarray,
+    groups: np.ndarray,
+    n_obs: np.ndarray,
+    max_bins: int = LEAD_BINS,
+    level: float = LEVEL,
 ) -> np.ndarray:
     """Edges of the lead-time bins the calibration gives a factor each.
 
     Walking up the distinct lead times, a bin closes as soon as it holds at least
-    `MIN_SERIES` series and ``max(MIN_VALUES, total / max_bins)`` values; a last bin short of
-    that joins the one before. Values at one lead time are never split.
+    `min_series` series (`MIN_SERIES` at the 0.9 ``level``) and ``max(MIN_VALUES, total /
+    max_bins)`` values; a last bin short of that joins the one before. Values at one lead time
+    are never split.
 
     Args:
         lead: ``[M]`` lead time of each validation time point (past its history's end).
         groups: ``[M]`` its series.
         n_obs: ``[M]`` observed values at it (over channels).
         max_bins: at most this many bins.
+        level: the coverage of the band the bins are for.
 
     Returns:
         ``[B - 1]`` edges, midway between the last lead of a bin and the first of the next
@@ -211,6 +285,7 @@ def lead_bins(
     """
     key = np.round(lead, 9)  # equal leads computed by different subtractions stay together
     need = max(MIN_VALUES, math.ceil(n_obs.sum() / max_bins))
+    fewest = min_series(level)
     levels = np.unique(key)
     edges: list[float] = []
     series: set[int] = set()
@@ -219,24 +294,30 @@ def lead_bins(
         at = key == level
         series |= set(groups[at & (n_obs > 0)].tolist())
         values += int(n_obs[at].sum())
-        if len(series) >= MIN_SERIES and values >= need and j + 1 < len(levels):
+        if len(series) >= fewest and values >= need and j + 1 < len(levels):
             edges.append(float(level + levels[j + 1]) / 2)
             series, values = set(), 0
-    if edges and (len(series) < MIN_SERIES or values < need):
+    if edges and (len(series) < fewest or values < need):
         edges.pop()  # the short tail joins the bin before
     return np.array(edges)
 
 
 def lead_scales(
-    scores: np.ndarray, groups: np.ndarray, lead: np.ndarray, by_lead: bool = True
+    scores: np.ndarray,
+    groups: np.ndarray,
+    lead: np.ndarray,
+    by_lead: bool = True,
+    level: float = LEVEL,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Lead-time bins and their factors from validation scores (what `calibrate` applies).
 
     Args:
-        scores: ``[M, D]`` `band_scores` of the validation time points (NaN: missing).
+        scores: ``[M, D]`` `band_scores` of the validation time points (NaN: missing), for
+            the band of coverage ``level``.
         groups: ``[M]`` series of each time point.
         lead: ``[M]`` its lead time past its history's last observation.
         by_lead: bins by `lead_bins`; False: one bin.
+        level: the band's coverage.
 
     Returns:
         ``(edges [B - 1], scale [B, D])`` (`Calibration`'s), one bin when some bin's factor
@@ -244,16 +325,16 @@ def lead_scales(
     """
     edges = np.zeros(0)
     if by_lead:
-        edges = lead_bins(lead, groups, (~np.isnan(scores)).sum(axis=1))
-    scale = _bin_scales(scores, groups, lead, edges)
+        edges = lead_bins(lead, groups, (~np.isnan(scores)).sum(axis=1), level=level)
+    scale = _bin_scales(scores, groups, lead, edges, level)
     if scale is None and len(edges):
         edges = np.zeros(0)
-        scale = _bin_scales(scores, groups, lead, edges)
+        scale = _bin_scales(scores, groups, lead, edges, level)
     return None if scale is None else (edges, scale)
 
 
 def _bin_scales(
-    scores: np.ndarray, groups: np.ndarray, lead: np.ndarray, edges: np.ndarray
+    scores: np.ndarray, groups: np.ndarray, lead: np.ndarray, edges: np.ndarray, level: float
 ) -> np.ndarray | None:
     """``[B, D]`` factors: per bin, per channel where the channel alone gives one, else the
     bin's pooled over channels; None when some bin's pooled factor cannot be had."""
@@ -262,10 +343,10 @@ def _bin_scales(
     rows = []
     for b in range(len(edges) + 1):
         r, g = scores[index == b], groups[index == b]
-        pooled = conformal_scale(r.reshape(-1), groups=np.repeat(g, D))  # row-major
+        pooled = conformal_scale(r.reshape(-1), level, np.repeat(g, D))  # row-major
         if pooled is None:
             return None
-        per_channel = [conformal_scale(r[:, d], groups=g) for d in range(D)]
+        per_channel = [conformal_scale(r[:, d], level, g) for d in range(D)]
         rows.append([pooled if v is None else v for v in per_channel])
     return np.array(rows)
 
@@ -327,6 +408,7 @@ def calibrate(
     chunk: int = 128,
     refine: int = 0,
     by_lead: bool = True,
+    levels: Sequence[float] | None = None,
 ) -> Calibration:
     """Forecast the fit's validation windows and derive the band factors.
 
@@ -339,23 +421,32 @@ def calibrate(
         chunk: series per model call.
         by_lead: one factor per lead-time bin (`lead_bins`; one bin when the validation
             values cannot fill two); False: one for every lead time.
+        levels: the bands to calibrate besides the 5-95% one (coverages, e.g. ``(0.8,
+            0.95)``): each gets factors from its own scores (`BandFactors`).
 
     Returns:
         A `Calibration`; its ``scale`` is None (with the reason) when the file lacks the
         validation series or they are too few (`MIN_SERIES`, `MIN_VALUES`).
     """
     D = table.n_channels
+    levels = band_levels(levels)
     cases, why = validation_cases(table, data_state)
     if not cases:
-        return Calibration(None, np.zeros(D, dtype=int), 0, math.nan, math.nan, why)
+        others = _uncalibrated(levels, {}, why)
+        return Calibration(None, np.zeros(D, dtype=int), 0, math.nan, math.nan, why, others=others)
     model.eval()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     preds = case_predictives(model, cases, data_state, n_samples, gen, importance, chunk, refine)
+    by_level: dict[float, list[np.ndarray]] = {v: [] for v in levels}
+    for p, c in zip(preds, cases, strict=True):
+        for v in levels:
+            by_level[v].append(p.scores(c.target, v))
+    every = {v: np.concatenate(r) for v, r in by_level.items()}  # (M, D) per band
+    scores = every[LEVEL]
     target = np.concatenate([c.target for c in cases])  # (M, D)
-    scores = np.concatenate([p.scores(c.target) for p, c in zip(preds, cases, strict=True)])
     n_values = (~np.isnan(target)).sum(axis=0)  # (D,)
-    raw = float((scores[~np.isnan(scores)] <= 1.0).mean()) if n_values.sum() else math.nan
+    raw = _inside(scores)
     lead = np.concatenate([c.lead for c in cases])  # (M,)
     max_lead = float(lead.max())
     if data_state.get("val_window") is not None:
@@ -364,7 +455,8 @@ def calibrate(
             "its values rise and fall together: one draw, too little to calibrate on (the "
             f"model's own band covered {raw:.0%} of it)"
         )
-        return Calibration(None, n_values, 1, raw, max_lead, why)
+        others = _uncalibrated(levels, every, why)
+        return Calibration(None, n_values, 1, raw, max_lead, why, others=others)
     groups = np.concatenate([np.full(len(c.t_target), i) for i, c in enumerate(cases)])  # (M,)
     found = lead_scales(scores, groups, lead, by_lead)
     if found is None:
@@ -375,6 +467,37 @@ def calibrate(
             f"the validation forecasts hold {int(n_values.sum())} values of {len(cases)} "
             f"series, fewer than {MIN_VALUES} values of {MIN_SERIES} series; {fix}"
         )
-        return Calibration(None, n_values, len(cases), raw, max_lead, why)
+        others = _uncalibrated(levels, every, why)
+        return Calibration(None, n_values, len(cases), raw, max_lead, why, others=others)
     edges, scale = found
-    return Calibration(scale, n_values, len(cases), raw, max_lead, edges=edges)
+    others = []
+    for v in (v for v in levels if v != LEVEL):
+        band = lead_scales(every[v], groups, lead, by_lead, v)
+        if band is None:
+            why = (
+                f"not calibrated on its own: a {percent(v)}% band needs {min_series(v)} "
+                f"validation series with {MIN_VALUES} values, the fit has {len(cases)}"
+            )
+            others.append(BandFactors(v, np.zeros(0), None, _inside(every[v]), why))
+        else:
+            others.append(BandFactors(v, *band, _inside(every[v])))
+    return Calibration(
+        scale, n_values, len(cases), raw, max_lead, edges=edges, others=tuple(others)
+    )
+
+
+def _inside(scores: np.ndarray) -> float:
+    """The share of the scored values inside the model's own band (score at most 1)."""
+    ok = ~np.isnan(scores)
+    return float((scores[ok] <= 1.0).mean()) if ok.any() else math.nan
+
+
+def _uncalibrated(
+    levels: tuple[float, ...], scores: dict[float, np.ndarray], why: str
+) -> tuple[BandFactors, ...]:
+    """The bands besides the 5-95% one when it could not be calibrated (for ``why``)."""
+    return tuple(
+        BandFactors(v, np.zeros(0), None, _inside(scores[v]) if v in scores else math.nan, why)
+        for v in levels
+        if v != LEVEL
+    )

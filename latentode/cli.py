@@ -53,7 +53,7 @@ from .ensemble import Ensemble
 from .evaluate import scored_series
 from .forecast import forecast, future_times, merge_shards, parse_horizon
 from .nn.base import ModelInputError
-from .predictive import call_memory
+from .predictive import call_memory, percent, quantile_probs
 from .solver import SolverError, SolverInputError
 from .systems.guard import TrainingStoppedError, leave_process_group, newest_file
 
@@ -358,6 +358,35 @@ CKPT_HELP = (
 )
 
 
+LEVELS_HELP = (
+    "central bands to write besides the 5-95%% one, as coverages in percent: --levels 50 80 95 "
+    "adds q25/q75, q10/q90 and q02.5/q97.5; each is calibrated on its own (a 95%% band needs "
+    "19 validation series, a 99%% band 99: with fewer it takes the 5-95%% band's factors)"
+)
+
+
+def _levels(values: list[str] | None) -> tuple[float, ...]:
+    """``--levels`` in percent as coverages (0.8 for 80), checked.
+
+    Raises:
+        DataError: a value that is not a number strictly between 1 and 100.
+    """
+    out = []
+    for text in values or ():
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not 1.0 <= value < 100.0:  # NaN fails too
+            share = f" ({100 * value:g} for a share of {value:g})" if 0 < value < 1 else ""
+            raise DataError(
+                f"--levels {text}: give each band's coverage in percent, a number from 1 to "
+                f"below 100, such as 80 for the 10-90% band{share}."
+            )
+        out.append(value / 100)
+    return tuple(out)
+
+
 def _draws(args: argparse.Namespace) -> dict[str, Any]:
     """How the posterior paths are drawn, as `calibrate`, `evaluate` and `forecast` take it:
     the calibration must draw them as the forecasts it calibrates do."""
@@ -383,7 +412,13 @@ def _calibration(
     if rank == 0:
         try:
             cal = calibrate(
-                model, table, state, chunk=chunk, by_lead=args.calibrate_by_lead, **_draws(args)
+                model,
+                table,
+                state,
+                chunk=chunk,
+                by_lead=args.calibrate_by_lead,
+                levels=_levels(args.levels),
+                **_draws(args),
             )
         except USER_ERRORS as e:
             if world == 1:
@@ -439,6 +474,7 @@ def _predict_parser() -> argparse.ArgumentParser:
         default=True,
         help=BY_LEAD_HELP,
     )
+    p.add_argument("--levels", nargs="+", default=None, metavar="PERCENT", help=LEVELS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output and --plot PNGs"
@@ -517,6 +553,7 @@ def run_predict(args: argparse.Namespace) -> str:
         raise DataError(f"{out} exists; pass --overwrite to replace it (nothing was written).")
     if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
         raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
+    levels = _levels(args.levels)
     rank, world, device = _launch(args)
     model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
     model.to(device)
@@ -545,6 +582,7 @@ def run_predict(args: argparse.Namespace) -> str:
             chunk=args.chunk,
             shard=(rank, world),
             calibration=cal,
+            levels=levels,
             **_draws(args),
         )
         failure = None
@@ -570,7 +608,13 @@ def run_predict(args: argparse.Namespace) -> str:
                 continue
             sid = table.series_ids[seg.series]
             fig = plot_forecast(
-                to_orig(seg.times), seg.values, to_orig(fut), summary, table.channels, f"{sid}"
+                to_orig(seg.times),
+                seg.values,
+                to_orig(fut),
+                summary,
+                table.channels,
+                f"{sid}",
+                result.levels,
             )
             fig.savefig(pngs[seg.series], dpi=110)
             plt.close(fig)
@@ -588,12 +632,12 @@ def run_predict(args: argparse.Namespace) -> str:
     for note in (
         _unobserved(merged.history, table),
         _outside_training(merged.history, table, state),
-        _few_paths(args.n_samples),
+        _few_paths(args.n_samples, levels),
     ):
         if note:
             lines.append(f"latentode predict: note: {note}")
     if cal is not None:
-        lines.append(f"latentode predict: {cal.describe(list(table.channels))}.")
+        lines += [f"latentode predict: {x}." for x in cal.describe(table.channels).splitlines()]
         furthest = max(
             float(f[-1] - g.times[-1]) for g, f in zip(merged.history, merged.future, strict=True)
         )
@@ -675,14 +719,18 @@ def _unobserved(history: list[Segment], table: SeriesTable) -> str:
     )
 
 
-def _few_paths(n_samples: int) -> str:
-    """A note when ``--n_samples`` is too few for the 5-95% band (empty from 20 paths on)."""
-    if n_samples >= 20:
+def _few_paths(n_samples: int, levels: tuple[float, ...] = ()) -> str:
+    """A note when ``--n_samples`` is too few for the widest band's ends: fewer than one
+    path beyond each (20 paths for the 5-95% band, 40 for 2.5-97.5%)."""
+    low = quantile_probs(levels)[0]
+    need = math.ceil(1 / low - 1e-9)
+    if n_samples >= need:
         return ""
+    lo, hi = percent(low), percent(1 - low)
     return (
-        f"--n_samples {n_samples}: the 5% and 95% quantiles of fewer than 20 paths lie at or "
-        "next to the extreme paths (with one path they equal q50), so the bands are rough; "
-        "use 100 or more for bands to rely on."
+        f"--n_samples {n_samples}: the {lo}% and {hi}% quantiles of fewer than {need} paths "
+        "lie at or next to the extreme paths (with one path they equal q50), so the bands are "
+        f"rough; use {max(100, 5 * need)} or more for bands to rely on."
     )
 
 
@@ -849,6 +897,14 @@ def test_main(argv: list[str]) -> int:
         default=True,
         help=BY_LEAD_HELP,
     )
+    p.add_argument(
+        "--levels",
+        nargs="+",
+        default=None,
+        metavar="PERCENT",
+        help="bands to score besides the 90%% one, coverages in percent: --levels 80 95 adds "
+        "the columns coverage80, width80, coverage95, width95",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--call_memory", type=float, default=None, metavar="GB", help=CALL_HELP)
     p.add_argument("--output", default=None, help="also write the table as CSV")
@@ -863,13 +919,21 @@ def test_main(argv: list[str]) -> int:
             # scored where calibrated: the calibrated row would be judged on its own series
             overlap = cal is not None and cal.scale is not None and _overlap(table, state)
             calibration = None if overlap else cal
-            frame = evaluate(model, table, state, calibration=calibration, **_draws(args))
+            frame = evaluate(
+                model,
+                table,
+                state,
+                calibration=calibration,
+                levels=_levels(args.levels),
+                **_draws(args),
+            )
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
         return 2
+    more = ", and likewise for the other --levels" if args.levels else ""
     print(
         f"Held-out errors on {table.source} (user units; coverage90: share of held-out "
-        "values inside the model's 5-95% band, width90: its mean width):"
+        f"values inside the model's 5-95% band, width90: its mean width{more}):"
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     for task, why in (
@@ -881,7 +945,8 @@ def test_main(argv: list[str]) -> int:
     if isinstance(model, Ensemble):
         print(f"The latent ODE rows: {_pooled(model, args.n_samples)}.")
     if cal is not None:
-        print(f"Calibration: {cal.describe(list(table.channels))}.")
+        for line in cal.describe(table.channels).splitlines():
+            print(f"Calibration: {line}.")
         if overlap:
             print(
                 "Calibrated bands not scored: the file's scored series include the validation "

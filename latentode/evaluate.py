@@ -29,7 +29,7 @@ past each history's end).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .forecast import check_channels
 from .nn.latent_ode import AggregatePosterior, LatentODE
-from .predictive import Predictive, iter_predictives
+from .predictive import LEVEL, Predictive, band_columns, band_levels, iter_predictives, percent
 
 if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
@@ -144,13 +144,14 @@ def case_stats(
     chunk: int = 128,
     refine: int = 0,
     prior: AggregatePosterior | None = None,
+    levels: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """``[M, D, 5]`` predictive summaries (`Predictive.summary`) at every case's targets, in
-    order, ``chunk`` cases per model call."""
+    """``[M, D, 5]`` predictive summaries (`Predictive.summary`; ``[M, D, 2 + Q]`` with the
+    bands of ``levels``) at every case's targets, in order, ``chunk`` cases per model call."""
     preds = case_predictives(
         model, cases, data_state, n_samples, generator, importance, chunk, refine, prior
     )
-    return np.concatenate([p.summary() for p in preds])
+    return np.concatenate([p.summary(levels=levels) for p in preds])
 
 
 def case_predictives(
@@ -268,33 +269,41 @@ def scored_series(table: SeriesTable, data_state: dict[str, Any]) -> list[int]:
     return list(range(table.n_series))
 
 
-def _model_row(task: str, method: str, stats: np.ndarray, target: np.ndarray) -> tuple:
-    """``stats [M, D, 5]`` scored against ``target [M, D]`` (NaN: missing)."""
+def _model_row(
+    task: str, method: str, stats: np.ndarray, target: np.ndarray, levels: tuple[float, ...]
+) -> tuple:
+    """``stats [M, D, 2 + Q]`` (the bands of ``levels``) scored against ``target [M, D]``
+    (NaN: missing): errors, the 90% band's coverage and width, the values, then the other
+    bands' coverage and width."""
     ok = ~np.isnan(target)
-    inside = (stats[..., 2] <= target) & (target <= stats[..., 4])
-    width = stats[..., 4] - stats[..., 2]
-    return (
-        task,
-        method,
-        *_scores(stats[..., 0], target),
-        float(inside[ok].mean()),
-        float(width[ok].mean()),
-        int(ok.sum()),
-    )
+
+    def band(level: float) -> tuple[float, float]:
+        lo, _, hi = band_columns(levels, level)
+        inside = (stats[..., lo] <= target) & (target <= stats[..., hi])
+        return float(inside[ok].mean()), float((stats[..., hi] - stats[..., lo])[ok].mean())
+
+    others = [x for v in levels if v != LEVEL for x in band(v)]
+    return (task, method, *_scores(stats[..., 0], target), *band(LEVEL), int(ok.sum()), *others)
 
 
 def _baseline_rows(
-    task: str, cases: list[Case], period: float | None, target: np.ndarray
+    task: str,
+    cases: list[Case],
+    period: float | None,
+    target: np.ndarray,
+    levels: tuple[float, ...],
 ) -> list[tuple]:
     """The baselines' rows of ``task`` over ``cases`` (`_baselines`; the gaps are scored as
-    interpolation), ``target [M, D]`` their concatenated targets."""
+    interpolation), ``target [M, D]`` their concatenated targets; no bands (``levels``: the
+    columns to leave empty)."""
     names: dict[str, list[np.ndarray]] = {}
     for c in cases:
         for name, pred in _baselines(c, "interpolation" if task == GAPS else task, period).items():
             names.setdefault(name, []).append(pred)
     n_ok = int((~np.isnan(target)).sum())
+    bands = [math.nan] * 2 * (len(levels) - 1)
     return [
-        (task, name, *_scores(np.concatenate(p), target), math.nan, math.nan, n_ok)
+        (task, name, *_scores(np.concatenate(p), target), math.nan, math.nan, n_ok, *bands)
         for name, p in names.items()
     ]
 
@@ -308,6 +317,7 @@ def evaluate(
     importance: bool = False,
     calibration: Calibration | None = None,
     refine: int = 0,
+    levels: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Model and baseline errors on the held-out parts of ``table``.
 
@@ -324,10 +334,14 @@ def evaluate(
             none without factors).
         refine: Adam steps refining each series' ``q(z0)`` on its history's ELBO
             (`LatentODE.refine`).
+        levels: bands to score besides the 90% one (coverages such as ``(0.8, 0.95)``:
+            columns ``coverage80, width80, coverage95, width95``; the calibrated row scales
+            each by its own factors, so ``calibration`` must hold them).
 
     Returns:
-        Rows ``task, method, mse, mae, coverage90, width90, n_values`` (the last three but
-        ``n_values`` are NaN for the baselines, which have no band), for the tasks
+        Rows ``task, method, mse, mae, coverage90, width90, n_values`` and those of
+        ``levels`` (coverages and widths are NaN for the baselines, which have no band), for
+        the tasks
         ``extrapolation``, ``interpolation`` and ``history gaps`` (`history_gaps`); none for
         interpolation when no held-out part holds three observations (one to hide between
         two), none for the gaps when no history does.
@@ -337,6 +351,7 @@ def evaluate(
             two observations before it.
     """
     check_channels(table, data_state["channels"])
+    levels = band_levels(levels)
     model.eval()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -362,30 +377,35 @@ def evaluate(
             model, cases, data_state, n_samples, gen, importance, refine=refine
         )
         for p, c in zip(preds, cases, strict=True):
-            own.append(p.summary())
+            own.append(p.summary(levels=levels))
             if task == "extrapolation" and calibrated:
-                scaled.append(p.summary(calibration.factors(c.lead)))
-        stats = np.concatenate(own)  # (M, D, 5)
+                scaled.append(p.summary(calibration.factors(c.lead, levels), levels))
+        stats = np.concatenate(own)  # (M, D, 2 + Q)
         target = np.concatenate([c.target for c in cases])  # (M, D)
-        rows.append(_model_row(task, "latent ODE", stats, target))
+        rows.append(_model_row(task, "latent ODE", stats, target, levels))
         if scaled:
-            rows.append(
-                _model_row(task, "latent ODE, calibrated bands", np.concatenate(scaled), target)
-            )
+            stats = np.concatenate(scaled)
+            rows.append(_model_row(task, "latent ODE, calibrated bands", stats, target, levels))
         if task == "extrapolation":
             forecast_cases, forecast_target = cases, target
-        rows += _baseline_rows(task, cases, period, target)
+        rows += _baseline_rows(task, cases, period, target, levels)
     # Drawn last, so that the rows above get the draws they got before this row existed.
     thin = [half_observed(c) for c in forecast_cases]
-    stats = case_stats(model, thin, data_state, n_samples, gen, importance, refine=refine)
+    stats = case_stats(
+        model, thin, data_state, n_samples, gen, importance, refine=refine, levels=levels
+    )
     at = 1 + sum(r[1] == "latent ODE, calibrated bands" for r in rows)
-    rows.insert(at, _model_row("extrapolation", HALF_OBSERVED, stats, forecast_target))
+    rows.insert(at, _model_row("extrapolation", HALF_OBSERVED, stats, forecast_target, levels))
     # Then the gaps inside the same histories (the rows above keep their draws).
     gaps = [g for g in map(history_gaps, forecast_cases) if g is not None]
     if gaps:
-        stats = case_stats(model, gaps, data_state, n_samples, gen, importance, refine=refine)
+        stats = case_stats(
+            model, gaps, data_state, n_samples, gen, importance, refine=refine, levels=levels
+        )
         target = np.concatenate([g.target for g in gaps])
-        rows.append(_model_row(GAPS, "latent ODE", stats, target))
-        rows += _baseline_rows(GAPS, gaps, None, target)
+        rows.append(_model_row(GAPS, "latent ODE", stats, target, levels))
+        rows += _baseline_rows(GAPS, gaps, None, target, levels)
     columns = ["task", "method", "mse", "mae", "coverage90", "width90", "n_values"]
+    for v in (v for v in levels if v != LEVEL):
+        columns += [f"coverage{percent(v)}", f"width{percent(v)}"]
     return pd.DataFrame(rows, columns=columns)

@@ -2,11 +2,12 @@
 
 For each series: condition on its observed history, draw posterior paths of the latent ODE,
 add the decoder's observation noise, and summarise the predictive distribution at future times
-(mean, std and the 5 / 50 / 95 % quantiles), mapped back through the stored normalisation and
+(mean, std and the 5 / 50 / 95 % quantiles, and the ends of any other central band asked
+for, such as 10 / 90 % for an 80% band), mapped back through the stored normalisation and
 time encoding (`latentode.predictive`). Given band factors (`latentode.calibration`), the
 predictive is scaled about its median so that its 5-95% band covers 90% of the fit's
-validation forecasts (`Predictive.summary`; a transformed channel on its log or logit
-scale). Used by ``latentode predict``.
+validation forecasts, and each other band its own coverage (`Predictive.summary`; a
+transformed channel on its log or logit scale). Used by ``latentode predict``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from .data.table import TIME_UNITS, SeriesTable
 from .ensemble import Ensemble
 from .nn.latent_ode import LatentODE
 from .predictive import (
+    LEVEL,
     QUANTILES,
     Predictive,
+    band_levels,
     call_gb,
     conditioned_batch,
     draws_held,
@@ -37,6 +40,7 @@ from .predictive import (
     iter_predictives,
     predictive_summary,
     predictives,
+    quantile_names,
     scale_bands,
 )
 
@@ -44,6 +48,7 @@ if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
 
 __all__ = [
+    "LEVEL",
     "QUANTILES",
     "ForecastResult",
     "Predictive",
@@ -56,12 +61,9 @@ __all__ = [
     "predictive_summary",
     "predictives",
     "scale_bands",
+    "summary_columns",
 ]
 
-FIELDS = ("mean", "std", "q05", "q50", "q95")
-
-
-COLUMNS = ("series_id", "time", "channel", *FIELDS)
 ROWS_PER_WRITE = 2**18  # rows `ForecastResult.write_csv` formats at a time
 
 
@@ -72,21 +74,30 @@ class ForecastResult:
     Attributes:
         history: the conditioning segments (absolute times, original units).
         future: per series, the float future times (the table's time axis).
-        summary: per series ``[n, D, 5]`` arrays of (mean, std, q05, q50, q95); ``None`` for
-            the series another process forecasts (see `forecast`'s ``shard``).
+        summary: per series ``[n, D, 5]`` arrays of (mean, std, q05, q50, q95), ``[n, D, 2 +
+            Q]`` with more bands (`summary_columns`); ``None`` for the series another process
+            forecasts (see `forecast`'s ``shard``).
         table: the history's table (its series ids, channels and time format name the rows).
+        levels: the bands the summaries hold (`band_levels`; the 5-95% one by default).
 
-    As a long table ``series_id, time, channel, mean, std, q05, q50, q95`` (`frame`,
-    `write_csv`), one row per series, time and channel. The summaries hold 40 bytes a row,
-    the whole table about 130 more (its strings), so `write_csv` formats a few series at a
-    time instead of building it: 1.5 GB less at 11.5 million rows (48 channels, 20,000
-    times, 12 series; session 32). Between processes only the summaries travel.
+    As a long table ``series_id, time, channel, mean, std, q05, q50, q95`` (more quantile
+    columns with more bands; `frame`, `write_csv`), one row per series, time and channel.
+    The summaries hold 40 bytes a row, the whole table about 130 more (its strings), so
+    `write_csv` formats a few series at a time instead of building it: 1.5 GB less at 11.5
+    million rows (48 channels, 20,000 times, 12 series; session 32). Between processes only
+    the summaries travel.
     """
 
     history: list[Segment]
     future: list[np.ndarray]
     summary: list[np.ndarray | None]
     table: SeriesTable
+    levels: tuple[float, ...] = (LEVEL,)
+
+    @property
+    def columns(self) -> list[str]:
+        """The long table's columns."""
+        return ["series_id", "time", "channel", *summary_columns(self.levels)]
 
     @property
     def n_rows(self) -> int:
@@ -100,13 +111,13 @@ class ForecastResult:
     def frame(self) -> pd.DataFrame:
         """The whole long table in memory (`write_csv` writes it without building it)."""
         parts = list(self._frames())
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=self.columns)
 
     def write_csv(self, path: str | Path) -> None:
         """Write the long table to ``path``, a few series (`ROWS_PER_WRITE` rows) at a time:
         the same file as ``frame.to_csv(path, index=False)``."""
         with open(path, "w", newline="") as out:
-            out.write(",".join(COLUMNS) + "\n")
+            out.write(",".join(self.columns) + "\n")
             block: list[pd.DataFrame] = []
             held = 0
             for part in self._frames():
@@ -121,6 +132,7 @@ class ForecastResult:
     def _frames(self) -> Iterator[pd.DataFrame]:
         """The long table's rows, one series at a time."""
         table, D = self.table, self.table.n_channels
+        fields = summary_columns(self.levels)
         for seg, f, s in zip(self.history, self.future, self.summary, strict=True):
             if s is None:  # another process's series
                 continue
@@ -130,8 +142,14 @@ class ForecastResult:
                 "channel": np.tile(table.channels, len(f)),
             }
             yield pd.DataFrame(
-                {**columns, **{name: s[..., j].reshape(-1) for j, name in enumerate(FIELDS)}}
+                {**columns, **{name: s[..., j].reshape(-1) for j, name in enumerate(fields)}}
             )
+
+
+def summary_columns(levels: Sequence[float] | None = None) -> list[str]:
+    """The names of a summary's columns: ``mean, std`` and `quantile_names` (``mean, std,
+    q05, q50, q95`` by default)."""
+    return ["mean", "std", *quantile_names(levels)]
 
 
 def check_channels(table: SeriesTable, expected: Sequence[str]) -> None:
@@ -342,6 +360,7 @@ def forecast(
     importance: bool = False,
     calibration: Calibration | None = None,
     refine: int = 0,
+    levels: Sequence[float] | None = None,
 ) -> ForecastResult:
     """Forecast every series of ``table`` after its last observation.
 
@@ -368,6 +387,9 @@ def forecast(
             model gives it.
         refine: Adam steps refining each series' ``q(z0)`` on its history's ELBO
             (`LatentODE.refine`; 0: the encoder's ``q``).
+        levels: bands to summarise besides the 5-95% one (coverages such as ``(0.8,
+            0.95)``: columns ``q10, q90, q02.5, q97.5``), each scaled by its own factors
+            (``calibration`` must hold them, `latentode.calibration.calibrate`'s ``levels``).
 
     Returns:
         A `ForecastResult`.
@@ -378,6 +400,7 @@ def forecast(
     segs, future = future_times(
         model, table, data_state, horizon, step, times, n_samples, importance or refine > 0
     )
+    levels = band_levels(levels)
     model.eval()
     rank, world = shard
     summary: list[np.ndarray | None] = [None] * len(segs)
@@ -394,8 +417,9 @@ def forecast(
         calibrated = calibration is not None and calibration.scale is not None
         for i, p in enumerate(preds, start=lo):
             lead = future[i] - segs[i].times[-1]
-            summary[i] = p.summary(calibration.factors(lead) if calibrated else None)
-    return ForecastResult(segs, future, summary, table)
+            lam = calibration.factors(lead, levels) if calibrated else None
+            summary[i] = p.summary(lam, levels)
+    return ForecastResult(segs, future, summary, table, levels)
 
 
 def merge_shards(

@@ -21,6 +21,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .predictive import band_columns, band_levels, percent, quantile_probs
+
 __all__ = ["pca_2d", "plot_forecast", "plot_latent_pca", "plot_posterior_samples", "plot_spirals"]
 
 
@@ -168,8 +170,9 @@ def plot_forecast(
     summary: np.ndarray,
     channels: Sequence[str],
     title: str,
+    levels: Sequence[float] | None = None,
 ) -> Figure:
-    """One series' forecast: observations, posterior mean and 5-95% band, per channel.
+    """One series' forecast: observations, posterior mean and its bands, per channel.
 
     The history and forecast regions are shaded differently.
 
@@ -177,22 +180,37 @@ def plot_forecast(
         t_hist: ``[n]`` observation times (numbers or datetimes).
         y_hist: ``[n, D]`` observed values (NaN where missing).
         t_future: ``[m]`` forecast times.
-        summary: ``[m, D, 5]`` (mean, std, q05, q50, q95) per time and channel.
+        summary: ``[m, D, 5]`` (mean, std, q05, q50, q95) per time and channel, or
+            ``[m, D, 2 + Q]`` with the bands of ``levels`` (`Predictive.summary`).
         channels: the D channel names.
         title: the figure title (the series id).
+        levels: the bands ``summary`` holds (None: the 5-95% one); each is shaded, the
+            narrower ones darker.
 
     Returns:
         The figure (one row per channel).
     """
+    levels = band_levels(levels)
+    probs = quantile_probs(levels)
     D = len(channels)
     fig, axes = plt.subplots(D, 1, figsize=(9, 2.6 * D), sharex=True, squeeze=False)
     for d, ax in enumerate(axes[:, 0]):
         ax.axvspan(t_hist[0], t_hist[-1], color="0.93", label="history")
         ax.axvspan(t_hist[-1], t_future[-1], color="#e8f0fb", label="forecast")
         ax.plot(t_hist, y_hist[:, d], ".", ms=3, color="0.25", label="observed")
-        ax.fill_between(
-            t_future, summary[:, d, 2], summary[:, d, 4], color="C0", alpha=0.3, lw=0, label="5-95%"
-        )
+        for v in reversed(levels):  # widest first, the narrower ones on top
+            lo, _, hi = band_columns(levels, v)
+            name = f"{percent(probs[lo - 2])}-{percent(probs[hi - 2])}%"
+            alpha = 0.3 if len(levels) == 1 else 0.15 + 0.3 * (1 - v)
+            ax.fill_between(
+                t_future,
+                summary[:, d, lo],
+                summary[:, d, hi],
+                color="C0",
+                alpha=alpha,
+                lw=0,
+                label=name,
+            )
         ax.plot(t_future, summary[:, d, 0], color="C0", lw=1.5, label="mean")
         ax.set_ylabel(channels[d])
     axes[0, 0].set_title(title)

@@ -40,7 +40,7 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +57,12 @@ from .nn.latent_ode import AggregatePosterior, LatentODE
 
 __all__ = [
     "CALL_BYTES",
+    "LEVEL",
     "PATH_TIME_BYTES",
     "QUANTILES",
     "Predictive",
+    "band_columns",
+    "band_levels",
     "band_scores",
     "call_gb",
     "call_memory",
@@ -67,8 +70,11 @@ __all__ = [
     "draws_held",
     "draws_per_call",
     "iter_predictives",
+    "percent",
     "predictive_summary",
     "predictives",
+    "quantile_names",
+    "quantile_probs",
     "scale_bands",
 ]
 
@@ -122,6 +128,9 @@ def call_memory(gb: float | None) -> Iterator[None]:
         _CALL["bytes"] = before
 
 
+LEVEL = 0.9
+"""The principal band's coverage: the 5-95% band, always summarised; its factor also scales
+the mean and std (`scale_bands`)."""
 QUANTILES = (0.05, 0.5, 0.95)
 HERMITE_NODES = 64
 """Gauss-Hermite nodes per path for a ``logit`` channel's mean and std
@@ -131,23 +140,103 @@ logit scale, 1e-6 up to 3 and 1e-4 up to 4 (`tests/test_transforms.py`; a std of
 _TINY = 1e-12  # a half-band narrower than this has zero width
 
 
-def scale_bands(stats: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The predictive scaled about its median by ``scale`` per channel.
+def band_levels(levels: Sequence[float] | None = None) -> tuple[float, ...]:
+    """The central bands a summary holds: ``levels`` (coverages in (0, 1)) and `LEVEL`,
+    ascending, each once (None: `LEVEL` alone).
+
+    Raises:
+        ValueError: a level outside (0, 1) or not a number.
+    """
+    return tuple(sorted({_level(v) for v in [*(levels or ()), LEVEL]}))
+
+
+def _level(value: float) -> float:
+    """One band's coverage, checked and rounded to 12 digits (so that 0.9 computed two ways
+    is one level)."""
+    if not 0.0 < float(value) < 1.0:  # NaN fails too
+        raise ValueError(f"a band's level is a coverage strictly between 0 and 1, got {value}")
+    return round(float(value), 12)
+
+
+def quantile_probs(levels: Sequence[float] | None = None) -> tuple[float, ...]:
+    """The quantiles a summary holds, ascending: for each of `band_levels` its lower and
+    upper ends ``(1 -+ level) / 2``, and the median; ``(0.05, 0.5, 0.95)`` by default."""
+    levels = band_levels(levels)
+    lower = [round((1.0 - v) / 2, 12) for v in reversed(levels)]  # widest band first
+    return (*lower, 0.5, *(round(1.0 - p, 12) for p in reversed(lower)))
+
+
+def quantile_names(levels: Sequence[float] | None = None) -> list[str]:
+    """Column names of `quantile_probs`, in percent: ``q05``, ``q50``, ``q95``; ``q02.5``,
+    ``q97.5`` for the 95% band; ``q00.5`` for the 0.5% quantile."""
+    return [f"q{'0' if p < 0.1 else ''}{percent(p)}" for p in quantile_probs(levels)]
+
+
+def percent(share: float) -> str:
+    """A share in percent, as short as it goes: ``90``, ``97.5``, ``2.5``."""
+    return f"{round(100 * share, 9):g}"
+
+
+def band_columns(levels: Sequence[float], level: float = LEVEL) -> tuple[int, int, int]:
+    """Where the band of coverage ``level`` lies in a summary of ``levels``
+    (``[..., 2 + Q]``: mean, std, then `quantile_probs`): its lower end, the median and its
+    upper end.
+
+    Raises:
+        ValueError: ``level`` is not among `band_levels` of ``levels``.
+    """
+    levels = band_levels(levels)
+    if _level(level) not in levels:
+        raise ValueError(f"no {level:.4g} band among the summary's levels {levels}")
+    i, mid = levels.index(_level(level)), 2 + len(levels)
+    return mid - 1 - i, mid, mid + 1 + i
+
+
+def scale_bands(
+    stats: np.ndarray, scale: np.ndarray, levels: Sequence[float] | None = None
+) -> np.ndarray:
+    """The predictive scaled about its median, each band by its own factors.
 
     Args:
-        stats: ``[..., D, 5]`` (mean, std, q05, q50, q95).
-        scale: ``[D]`` factors, or ``[..., D]`` one per value (e.g. by lead time,
+        stats: ``[..., D, 2 + Q]`` (mean, std, then the quantiles of `band_levels`
+            ``levels``; by default ``[..., D, 5]``: mean, std, q05, q50, q95).
+        scale: factors broadcastable to ``[L, ..., D]``, one per band level (ascending), e.g.
+            ``[D]`` for every level and value, or ``[..., D]`` one per value (by lead time,
             `latentode.calibration.Calibration.factors`).
+        levels: the bands ``stats`` holds (None: `LEVEL` alone).
 
     Returns:
-        ``[..., D, 5]``: ``q50 + scale * (x - q50)`` for the mean and quantiles, ``scale * std``.
-        For channels as they are; `Predictive.summary` scales a transformed channel.
+        ``[..., D, 2 + Q]``: each band's ends ``q50 + scale * (x - q50)`` with its level's
+        factor; the mean likewise and the std times the factor of `LEVEL`'s band. A wider
+        band is then widened where needed to hold the narrower ones (a band calibrated at
+        80% never reaches past the 90% one: each keeps at least its own coverage). For
+        channels as they are; `Predictive.summary` scales a transformed channel.
     """
-    q50 = stats[..., 3:4]  # (..., D, 1)
-    lam = np.asarray(scale)[..., None]  # (..., D, 1)
-    out = q50 + lam * (stats - q50)
-    out[..., 1] = lam[..., 0] * stats[..., 1]
+    levels = band_levels(levels)
+    L = len(levels)
+    lam = np.broadcast_to(np.asarray(scale, dtype=np.float64), (L, *stats.shape[:-1]))
+    q50 = stats[..., 2 + L : 3 + L]  # (..., D, 1)
+    out = stats.copy()
+    out[..., 2:] = _nested(q50 + _per_quantile(lam) * (stats[..., 2:] - q50), L)
+    principal = lam[levels.index(LEVEL)]  # (..., D)
+    out[..., 0] = q50[..., 0] + principal * (stats[..., 0] - q50[..., 0])
+    out[..., 1] = principal * stats[..., 1]
     return out
+
+
+def _per_quantile(lam: np.ndarray) -> np.ndarray:
+    """``[..., 2L + 1]`` each quantile's factor from ``lam [L, ...]`` (ascending levels): a
+    band's two ends take its level's, the median 1."""
+    lam = np.moveaxis(lam, 0, -1)  # (..., L)
+    return np.concatenate([lam[..., ::-1], np.ones_like(lam[..., :1]), lam], axis=-1)
+
+
+def _nested(q: np.ndarray, L: int) -> np.ndarray:
+    """Quantiles ``[..., 2L + 1]`` (widest band's lower end first) with each wider band
+    widened to hold the narrower ones (running extremes out from the median)."""
+    lower = np.minimum.accumulate(q[..., L - 1 :: -1], axis=-1)[..., ::-1]
+    upper = np.maximum.accumulate(q[..., L + 1 :], axis=-1)
+    return np.concatenate([lower, q[..., L : L + 1], upper], axis=-1)
 
 
 @dataclass
@@ -173,47 +262,62 @@ class Predictive:
     noise: np.ndarray
     kinds: list[str]
 
-    def summary(self, scale: np.ndarray | None = None) -> np.ndarray:
-        """``[n, D, 5]`` (mean, std, q05, q50, q95), with the band scaled about the median by
-        ``scale`` (``[D]`` or ``[n, D]`` factors; None: as the model gives it)."""
+    def summary(
+        self, scale: np.ndarray | None = None, levels: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """``[n, D, 2 + Q]``: mean, std and the quantiles of `quantile_probs` ``levels``
+        (by default ``[n, D, 5]``: mean, std, q05, q50, q95), each band scaled about the
+        median by its factors ``scale`` (broadcastable to ``[L, n, D]``, `scale_bands`; None:
+        as the model gives it)."""
+        levels = band_levels(levels)
         n, D = self.mean.shape
-        q = np.quantile(self.draws, QUANTILES, axis=0)  # (3, n, D)
-        stats = np.stack([self.mean, self.std, *q], axis=-1)  # (n, D, 5)
-        lam = np.ones((n, D)) if scale is None else np.broadcast_to(scale, (n, D))
+        q = np.quantile(self.draws, quantile_probs(levels), axis=0)  # (Q, n, D)
+        stats = np.stack([self.mean, self.std, *q], axis=-1)  # (n, D, 2 + Q)
+        shape = (len(levels), n, D)
+        lam = np.ones(shape) if scale is None else np.broadcast_to(scale, shape)
         if scale is not None:
-            stats = scale_bands(stats, lam)
+            stats = scale_bands(stats, lam, levels)
         for d, kind in enumerate(self.kinds):
             if kind != "none":
-                stats[:, d] = self._transformed(d, kind, lam[:, d])
+                stats[:, d] = self._transformed(d, kind, lam[..., d], levels)
         return stats
 
-    def scores(self, target: np.ndarray) -> np.ndarray:
-        """``[n, D]`` the conformal scores of ``target [n, D]`` (`band_scores`), a transformed
-        channel's on its transformed scale, where its band is scaled: the scaled band of
-        `summary` holds a value exactly when its score is at most the factor."""
-        q = np.quantile(self.draws, QUANTILES, axis=0)  # (3, n, D) the quantiles alone
+    def scores(self, target: np.ndarray, level: float = LEVEL) -> np.ndarray:
+        """``[n, D]`` the conformal scores of ``target [n, D]`` for the band of coverage
+        ``level`` (`band_scores`), a transformed channel's on its transformed scale, where
+        its band is scaled: the scaled band of `summary` holds a value exactly when its
+        score is at most the factor."""
+        low = round((1.0 - _level(level)) / 2, 12)
+        probs = (low, 0.5, round(1.0 - low, 12))  # (0.05, 0.5, 0.95) for LEVEL
+        q = np.quantile(self.draws, probs, axis=0)  # (3, n, D) the quantiles alone
         stats = np.concatenate([np.full((2, *q.shape[1:]), np.nan), q]).transpose(1, 2, 0)
         z = forward(target, self.kinds)  # (n, D)
         for d, kind in enumerate(self.kinds):
             if kind == "none":
                 continue
-            zq = self._z_quantiles(d, kind)  # (3, n)
+            zq = self._z_quantiles(d, kind, probs)  # (3, n)
             stats[:, d, 2:] = zq.T
             if kind == "log1p":  # a 0 is inside any band whose censored lower end is 0
                 z[:, d] = np.where((z[:, d] <= 0) & (zq[1] < 0), zq[1], z[:, d])
         return band_scores(stats, z)
 
-    def _z_quantiles(self, d: int, kind: str) -> np.ndarray:
-        """``[3, n]`` the quantiles of channel ``d``'s draws on its transformed scale."""
+    def _z_quantiles(self, d: int, kind: str, probs: Sequence[float]) -> np.ndarray:
+        """``[Q, n]`` the quantiles ``probs`` of channel ``d``'s draws on its transformed
+        scale."""
         z = forward(self.draws[..., d : d + 1], [kind])[..., 0]  # (K, n)
-        return np.quantile(z, QUANTILES, axis=0)
+        return np.quantile(z, probs, axis=0)
 
-    def _transformed(self, d: int, kind: str, lam: np.ndarray) -> np.ndarray:
-        """``[n, 5]`` the summaries of transformed channel ``d``, its quantiles scaled by
-        ``lam`` ``[n]`` on the transformed scale (module docstring)."""
-        zq = self._z_quantiles(d, kind)  # (3, n)
-        m = zq[1]  # (n,) the median of z
-        q = inverse((m + lam * (zq - m))[..., None], [kind])[..., 0]  # (3, n)
+    def _transformed(
+        self, d: int, kind: str, lam: np.ndarray, levels: tuple[float, ...]
+    ) -> np.ndarray:
+        """``[n, 2 + Q]`` the summaries of transformed channel ``d``, each band's quantiles
+        scaled by its factors ``lam`` ``[L, n]`` on the transformed scale (module
+        docstring)."""
+        L = len(levels)
+        zq = self._z_quantiles(d, kind, quantile_probs(levels)).T  # (n, Q)
+        m = zq[:, L : L + 1]  # (n, 1) the median of z
+        scaled = _nested(m + _per_quantile(lam) * (zq - m), L)  # (n, Q)
+        q = inverse(scaled.T[..., None], [kind])[..., 0]  # (Q, n)
         mu, s = self.paths[..., d], self.noise[:, d : d + 1]  # (K, n), (K, 1) z per path
         base = base_of(kind)
         if base == "log":
@@ -434,13 +538,15 @@ def predictive_summary(
     importance: bool = False,
     refine: int = 0,
     prior: AggregatePosterior | None = None,
+    levels: Sequence[float] | None = None,
 ) -> list[np.ndarray]:
     """Per segment ``[n, D, 5]`` (mean, std, q05, q50, q95) at its times ``future`` (user
-    units): `Predictive.summary` of each of `predictives`."""
+    units), ``[n, D, 2 + Q]`` with the bands of ``levels`` too: `Predictive.summary` of each
+    of `predictives`."""
     preds = predictives(
         model, segs, future, data_state, n_samples, generator, importance, refine, prior
     )
-    return [p.summary() for p in preds]
+    return [p.summary(levels=levels) for p in preds]
 
 
 def _member_predictive(

@@ -764,7 +764,13 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
         if ((lo <= lead) & (lead < hi)).any()
     }
     assert len(used) > 2  # the forecast's leads fall in bins with different factors
+    _check_levels(runs["lead"].stdout, common, tmp_path, raw, lead)
     scores, stdout = _test_scores(ckpt, data, tmp_path / "scores.csv")
+    banded, more = _test_scores(ckpt, data, tmp_path / "bands.csv", "--levels", "80")
+    assert list(banded.columns) == [*scores.columns, "coverage80", "width80"]
+    assert "Calibration: 80% bands, where the model's own covered" in more
+    model_rows = banded[banded.method.str.startswith("latent ODE")]
+    assert (model_rows.width80 < model_rows.width90).all()
     ext = scores[scores.task == "extrapolation"].set_index("method")
     model, calibrated = ext.loc["latent ODE"], ext.loc["latent ODE, calibrated bands"]
     assert "Calibration: 5-95% bands calibrated on" in stdout
@@ -783,6 +789,55 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
     scores, stdout = _test_scores(ckpt, no_test, tmp_path / "scores_no_test.csv")
     assert "latent ODE, calibrated bands" not in set(scores.method)
     assert "Calibrated bands not scored" in stdout
+
+
+def _check_levels(
+    plain: str, common: list[str], tmp_path: Path, raw: pd.DataFrame, lead: np.ndarray
+) -> None:
+    """``--levels 50 80 95`` beside the default run (printed ``plain``): the 50% band's ends
+    are scaled by the factors printed for it; ten validation series are too few for a 95%
+    band's own (19), so it takes the 5-95% band's; every band holds the narrower ones, and
+    the mean, std and median are the default run's. Bad levels exit 2 naming the value."""
+    out = tmp_path / "levels.csv"
+    res = run_cli(
+        *common, "--output", str(out), "--levels", "50", "80", "95", "--plot", str(tmp_path / "png")
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    first = next(i for i, x in enumerate(lines) if "5-95% bands calibrated on" in x)
+    assert lines[first] in plain  # the 5-95% band's factors are the default run's
+    assert lines[first + 1].startswith("latentode predict: 50% bands, where the model's own")
+    assert "95% bands" in lines[first + 3] and "the 5-95% band's factors" in lines[first + 3]
+    assert "needs 19 validation series" in lines[first + 3]
+    got = pd.read_csv(out)
+    names = ["q02.5", "q05", "q10", "q25", "q50", "q75", "q90", "q95", "q97.5"]
+    assert list(got.columns) == ["series_id", "time", "channel", "mean", "std", *names]
+    default = pd.read_csv(tmp_path / "lead.csv")
+    for column in ("mean", "std", "q50"):
+        pd.testing.assert_series_equal(got[column], default[column])
+    assert (got.q05 <= default.q05).all() and (got.q95 >= default.q95).all()
+    assert (np.diff(got[names].to_numpy(), axis=1) >= 0).all()
+    # the innermost band is never widened: its ends are its own factors' exactly
+    bare = run_cli(
+        *common, "--output", str(tmp_path / "bare.csv"), "--no-calibrate", "--levels", "50"
+    )
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    own = pd.read_csv(tmp_path / "bare.csv")
+    pd.testing.assert_frame_equal(own[raw.columns], raw)  # the model's bands: no change
+    for lo, hi, factors in _printed_bins(lines[first + 1]):
+        for ch, lam in factors.items():
+            rows = (raw.channel == ch).to_numpy() & (lo <= lead) & (lead < hi)
+            for q in ("q25", "q75"):
+                ratio = (got[q] - got.q50)[rows] / (own[q] - own.q50)[rows]
+                np.testing.assert_allclose(ratio, lam, rtol=5e-3)
+    assert len(list((tmp_path / "png").glob("*.png"))) == raw.series_id.nunique()
+    for bad, needle in (
+        ("0.8", "(80 for a share of 0.8)"),
+        ("100", "--levels 100"),
+        ("x", "--levels x"),
+    ):
+        res = run_cli(*common, "--output", str(tmp_path / "bad.csv"), "--levels", bad)
+        assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
 
 
 def test_fit_and_predict_a_model_anchored_at_the_first_observation(tmp_path: Path) -> None:
