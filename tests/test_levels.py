@@ -22,7 +22,7 @@ from latentode.calibration import (
 )
 from latentode.data.csv_module import CSVDataModule
 from latentode.data.transforms import forward, inverse
-from latentode.evaluate import case_predictives, evaluate
+from latentode.evaluate import case_predictives, evaluate, held_out_cases, scored_series
 from latentode.nn.latent_ode import LatentODE, LatentODEConfig
 from latentode.predictive import (
     QUANTILES,
@@ -134,6 +134,11 @@ def test_a_bands_scores_say_exactly_which_values_its_scaled_band_holds(kinds) ->
             assert (band[..., 2:, 0] > 0).all() and (band[..., 2:, 0] < 1).all()
             assert (band[..., 2:, 1] > -5).all() and (band[..., 2:, 1] < 20).all()
     np.testing.assert_array_equal(p.scores(target), p.scores(target, 0.9))
+    crossed = p.summary(np.array([3.0, 1.0, 0.5, 0.4])[:, None, None], LEVELS)
+    assert (np.diff(crossed[..., 2:], axis=-1) >= 0).all()  # the 50% band held by the rest
+    lo, _, hi = band_columns(LEVELS, 0.5)
+    np.testing.assert_array_equal(crossed[..., 2], crossed[..., lo])  # widened to it
+    np.testing.assert_array_equal(crossed[..., -1], crossed[..., hi])
 
 
 def test_a_conformal_factor_at_any_level_is_its_order_statistic() -> None:
@@ -236,6 +241,22 @@ def test_evaluate_scores_every_band_beside_the_ninety_percent_one() -> None:
     held = plain.loc[~same].iloc[0]
     assert calibrated.mse == held.mse and calibrated.coverage90 >= held.coverage90
     assert held.width90 <= calibrated.width90 < 1.1 * held.width90
+    # the calibrated row scales each band by its own factors: evaluate's first draws again
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    history, holdout = state.get("history"), float(state["holdout"])
+    cases = held_out_cases(
+        dm.table, scored_series(dm.table, state), holdout, history, "extrapolation"
+    )
+    preds = case_predictives(model, cases, state, 30, gen)
+    stats = np.concatenate(
+        [p.summary(cal.factors(c.lead, LEVELS), LEVELS) for p, c in zip(preds, cases, strict=True)]
+    )
+    target = np.concatenate([c.target for c in cases])
+    for v in LEVELS:
+        lo, _, hi = band_columns(LEVELS, v)
+        inside = (stats[..., lo] <= target) & (target <= stats[..., hi])
+        assert calibrated[f"coverage{round(100 * v)}"] == inside[~np.isnan(target)].mean()
     bands = frame[frame.method.str.startswith("latent ODE")]
     assert len(bands) == 5  # forecast, calibrated, half-observed, interpolation, gaps
     cover = bands[["coverage50", "coverage80", "coverage90", "coverage95"]].to_numpy()
