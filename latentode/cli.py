@@ -16,9 +16,9 @@ checkpoint by ``val/mse`` (``checkpoints/best-*.ckpt``), and CSV metric logs in 
 ``predict`` is our own subcommand (not Lightning's): for each series of the history file it
 conditions on the observed history and writes the posterior predictive at future times as a
 long CSV ``series_id, time, channel, mean, std, q05, q50, q95`` (more quantiles with
-``--levels``) in the file's units and time format, its bands calibrated on the fit's validation series (`latentode.calibration`;
-``--no-calibrate``: the model's own). User errors (bad files, bad options) print a message
-and exit with status 2.
+``--levels``) in the file's units and time format, its bands calibrated on the fit's
+validation series (`latentode.calibration`; ``--no-calibrate``: the model's own). User
+errors (bad files, bad options) print a message and exit with status 2.
 """
 
 from __future__ import annotations
