@@ -231,19 +231,25 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    """Run the study for each checkpoint and write the report."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, n_samples: int) -> argparse.Namespace:
+    """The options of a calibration study (this one's and ``calibration_levels.py``'s), with
+    one torch thread set for it."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument(
         "--ckpt", nargs="+", required=True, help="checkpoints; A,B,C: one ensemble of three"
     )
     p.add_argument("--data", required=True)
-    p.add_argument("--n_samples", type=int, default=100)
+    p.add_argument("--n_samples", type=int, default=n_samples)
     p.add_argument("--splits", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None)
-    args = p.parse_args()
     torch.set_num_threads(1)
+    return p.parse_args()
+
+
+def main() -> None:
+    """Run the study for each checkpoint and write the report."""
+    args = arguments(__doc__, 100)
     start = time.perf_counter()
     results = {}
     for ck in args.ckpt:

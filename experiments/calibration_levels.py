@@ -30,12 +30,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibration import KEYS, held_out  # noqa: E402
+from calibration import KEYS, arguments, held_out  # noqa: E402
 from report_notes import publish  # noqa: E402
 
 from latentode.calibration import band_scores, bin_index, lead_scales  # noqa: E402
@@ -135,15 +134,7 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
 
 def main() -> None:
     """Run the study for each checkpoint and write the report."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", nargs="+", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--n_samples", type=int, default=200)
-    p.add_argument("--splits", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=None)
-    args = p.parse_args()
-    torch.set_num_threads(1)
+    args = arguments(__doc__, 200)
     start = time.perf_counter()
     results = {}
     for ck in args.ckpt:
