@@ -932,8 +932,9 @@ def test_main(argv: list[str]) -> int:
         return 2
     more = ", and likewise for the other --levels" if args.levels else ""
     print(
-        f"Held-out errors on {table.source} (user units; coverage90: share of held-out "
-        f"values inside the model's 5-95% band, width90: its mean width{more}):"
+        f"Held-out errors on {table.source} (user units; wis: weighted interval score of the "
+        "median and bands, lower is better; coverage90: share of held-out values inside the "
+        f"model's 5-95% band, width90: its mean width{more}):"
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     for task, why in (

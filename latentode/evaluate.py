@@ -12,18 +12,19 @@ Two tasks on each series' last ``holdout`` part (the part a CSV fit held out):
 - interpolation: in the same window, hide every other observed time point and reconstruct
   them from the rest; baselines: last value carried forward and linear interpolation.
 
-Errors are in the user's units, pooled over series, channels and held-out values; the model's
-90% interval coverage says whether its uncertainty is honest (0.90 is calibrated), and
-``width90`` what the band costs (its mean width). Given band factors calibrated on the
-validation series (`latentode.calibration`), the forecast is scored a second time with the
-scaled bands: the row ``latent ODE, calibrated bands``. The row ``latent ODE, half-observed
-history`` forecasts the same values from every other observation of each history (the last
-kept): how much the forecast leans on dense histories (on the fertility data, 1.8x the MSE
-for a model trained on complete histories, none for one trained with ``train_keep: 0.5``).
-The task ``history gaps`` reconstructs the observations that row drops (the first kept too)
-from the rest, beside last value and linear interpolation: how well the model fills gaps
-inside a history it has seen, which `latentode predict` does not offer (it forecasts only
-past each history's end).
+Errors are in the user's units, pooled over series, channels and held-out values; the
+model's 90% interval coverage says whether its uncertainty is honest (0.90 is calibrated),
+``width90`` what the band costs (its mean width), and ``wis`` (the weighted interval score,
+`weighted_interval_score`) weighs the two against each other in one proper score. Given
+band factors calibrated on the validation series (`latentode.calibration`), the forecast is
+scored a second time with the scaled bands: the row ``latent ODE, calibrated bands``. The
+row ``latent ODE, half-observed history`` forecasts the same values from every other
+observation of each history (the last kept): how much the forecast leans on dense histories
+(on the fertility data, 1.8x the MSE for a model trained on complete histories, none for
+one trained with ``train_keep: 0.5``). The task ``history gaps`` reconstructs the
+observations that row drops (the first kept too) from the rest, beside last value and
+linear interpolation: how well the model fills gaps inside a history it has seen, which
+`latentode predict` does not offer (it forecasts only past each history's end).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "held_out_cases",
     "history_gaps",
     "scored_series",
+    "weighted_interval_score",
 ]
 
 HALF_OBSERVED = "latent ODE, half-observed history"
@@ -283,7 +285,43 @@ def _model_row(
         return float(inside[ok].mean()), float((stats[..., hi] - stats[..., lo])[ok].mean())
 
     others = [x for v in levels if v != LEVEL for x in band(v)]
-    return (task, method, *_scores(stats[..., 0], target), *band(LEVEL), int(ok.sum()), *others)
+    wis = float(weighted_interval_score(stats, target, levels)[ok].mean())
+    errors = _scores(stats[..., 0], target)
+    return (task, method, *errors, wis, *band(LEVEL), int(ok.sum()), *others)
+
+
+def weighted_interval_score(
+    stats: np.ndarray, target: np.ndarray, levels: Sequence[float] | None = None
+) -> np.ndarray:
+    """The weighted interval score of each value (Bracher et al. 2021): a proper score of a
+    forecast given as a median and central bands, lower is better, in the data's units.
+
+    With ``K`` bands of coverage ``1 - a_k`` (ends ``l, u``) and median ``m``::
+
+        IS_a = (u - l) + (2 / a) (l - y) 1{y < l} + (2 / a) (y - u) 1{y > u}
+        WIS  = (|y - m| / 2 + sum_k a_k / 2 IS_a_k) / (K + 1/2)
+
+    It rewards narrow bands and charges every value outside one by its distance, so a band
+    that is too narrow and one that is too wide both score worse than a calibrated one; with
+    many bands it approaches the CRPS, and with none it is the absolute error.
+
+    Args:
+        stats: ``[..., 2 + Q]`` summaries with the bands of ``levels`` (`Predictive.summary`).
+        target: ``[...]`` observed values (NaN: missing).
+        levels: the bands ``stats`` holds (None: the 5-95% one alone).
+
+    Returns:
+        ``[...]`` scores, NaN where ``target`` is.
+    """
+    levels = band_levels(levels)
+    _, mid, _ = band_columns(levels)
+    total = 0.5 * np.abs(target - stats[..., mid])
+    for v in levels:
+        lo, _, hi = band_columns(levels, v)
+        low, up, a = stats[..., lo], stats[..., hi], 1.0 - v
+        miss = np.maximum(low - target, 0.0) + np.maximum(target - up, 0.0)
+        total = total + a / 2 * ((up - low) + 2 / a * miss)
+    return total / (len(levels) + 0.5)
 
 
 def _baseline_rows(
@@ -303,7 +341,7 @@ def _baseline_rows(
     n_ok = int((~np.isnan(target)).sum())
     bands = [math.nan] * 2 * (len(levels) - 1)
     return [
-        (task, name, *_scores(np.concatenate(p), target), math.nan, math.nan, n_ok, *bands)
+        (task, name, *_scores(np.concatenate(p), target), *[math.nan] * 3, n_ok, *bands)
         for name, p in names.items()
     ]
 
@@ -339,9 +377,10 @@ def evaluate(
             each by its own factors, so ``calibration`` must hold them).
 
     Returns:
-        Rows ``task, method, mse, mae, coverage90, width90, n_values`` and those of
-        ``levels`` (coverages and widths are NaN for the baselines, which have no band), for
-        the tasks
+        Rows ``task, method, mse, mae, wis, coverage90, width90, n_values`` and the
+        coverage and width of each of ``levels`` (``wis``: `weighted_interval_score` over the
+        median and every band of the row; NaN with the coverages and widths for the
+        baselines, which have no band), for the tasks
         ``extrapolation``, ``interpolation`` and ``history gaps`` (`history_gaps`); none for
         interpolation when no held-out part holds three observations (one to hide between
         two), none for the gaps when no history does.
@@ -405,7 +444,7 @@ def evaluate(
         target = np.concatenate([g.target for g in gaps])
         rows.append(_model_row(GAPS, "latent ODE", stats, target, levels))
         rows += _baseline_rows(GAPS, gaps, None, target, levels)
-    columns = ["task", "method", "mse", "mae", "coverage90", "width90", "n_values"]
+    columns = ["task", "method", "mse", "mae", "wis", "coverage90", "width90", "n_values"]
     for v in (v for v in levels if v != LEVEL):
         columns += [f"coverage{percent(v)}", f"width{percent(v)}"]
     return pd.DataFrame(rows, columns=columns)

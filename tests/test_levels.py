@@ -22,7 +22,13 @@ from latentode.calibration import (
 )
 from latentode.data.csv_module import CSVDataModule
 from latentode.data.transforms import forward, inverse
-from latentode.evaluate import case_predictives, evaluate, held_out_cases, scored_series
+from latentode.evaluate import (
+    case_predictives,
+    evaluate,
+    held_out_cases,
+    scored_series,
+    weighted_interval_score,
+)
 from latentode.nn.latent_ode import LatentODE, LatentODEConfig
 from latentode.predictive import (
     QUANTILES,
@@ -227,7 +233,8 @@ def test_an_uncalibrated_fit_says_its_other_bands_are_the_models_own_too() -> No
 def test_evaluate_scores_every_band_beside_the_ninety_percent_one() -> None:
     """``latentode test --levels``: the columns of each band; the others are those of a run
     without it, value for value (the same draws), but for the calibrated 90% band, which is
-    widened where a narrower calibrated band reaches past it; wider bands cover more."""
+    widened where a narrower calibrated band reaches past it, and ``wis``, which scores every
+    band of the row; wider bands cover more."""
     model, dm = _fertility_fit()
     state = dm.data_state()
     cal = calibrate(model, dm.table, state, n_samples=30, levels=LEVELS)
@@ -236,7 +243,8 @@ def test_evaluate_scores_every_band_beside_the_ninety_percent_one() -> None:
     extra = ["coverage50", "width50", "coverage80", "width80", "coverage95", "width95"]
     assert list(frame.columns) == [*plain.columns, *extra]
     same = frame.method != "latent ODE, calibrated bands"
-    assert frame.loc[same, plain.columns].equals(plain[same])
+    kept = [c for c in plain.columns if c != "wis"]  # wis: over every band of the row
+    assert frame.loc[same, kept].equals(plain.loc[same, kept])
     calibrated = frame.loc[~same].iloc[0]
     held = plain.loc[~same].iloc[0]
     assert calibrated.mse == held.mse and calibrated.coverage90 >= held.coverage90
@@ -262,4 +270,36 @@ def test_evaluate_scores_every_band_beside_the_ninety_percent_one() -> None:
     cover = bands[["coverage50", "coverage80", "coverage90", "coverage95"]].to_numpy()
     width = bands[["width50", "width80", "width90", "width95"]].to_numpy()
     assert (np.diff(cover, axis=1) >= 0).all() and (np.diff(width, axis=1) > 0).all()
-    assert frame.loc[~frame.method.str.startswith("latent ODE"), extra].isna().all().all()
+    assert frame.loc[~frame.method.str.startswith("latent ODE"), [*extra, "wis"]].isna().all().all()
+    wis = weighted_interval_score(stats, target, LEVELS)  # the calibrated row's, all its bands
+    assert calibrated.wis == pytest.approx(float(np.nanmean(wis)), rel=1e-12)
+    assert calibrated.wis != held.wis  # (the plain run scores the 5-95% band and median alone)
+
+
+def test_the_weighted_interval_score_by_hand_and_against_the_crps() -> None:
+    """By hand: median 0, 5-95% band (-1, 2) (a = 0.1), y = 3 is 1 above it: IS = 3 + 20 * 1
+    = 23 and WIS = (3 / 2 + 0.1 / 2 * 23) / 1.5; inside the band only the width and |y - m| count.
+    With 19 and 99 bands of N(0, 1) it approaches the normal's CRPS from above; a band twice
+    too wide or half too narrow scores worse than the right one on N(0, 1) values."""
+    stats = np.array([[0.0, 1.0, -1.0, 0.0, 2.0]] * 3)
+    y = np.array([3.0, 0.5, np.nan])
+    np.testing.assert_allclose(
+        weighted_interval_score(stats, y)[:2], [(1.5 + 0.05 * 23) / 1.5, (0.25 + 0.05 * 3) / 1.5]
+    )
+    assert np.isnan(weighted_interval_score(stats, y)[2])
+    for y in (0.3, 1.5):
+        crps = y * (2 * norm.cdf(y) - 1) + 2 * norm.pdf(y) - 1 / np.sqrt(np.pi)
+        gap = []
+        for step in (0.05, 0.01):  # 19 and 99 bands
+            levels = tuple(np.round(np.arange(step, 1 - step / 2, step), 2))
+            row = np.concatenate([[0.0, 1.0], norm.ppf(quantile_probs(levels))])
+            gap.append(weighted_interval_score(row, np.array(y), levels) / crps - 1)
+        assert 0 < gap[1] < 0.006 and gap[1] < gap[0] < 0.03  # from above, closer with more
+    y = np.random.default_rng(0).normal(size=20000)
+    mean = {
+        scale: weighted_interval_score(
+            _normal_stats(LEVELS, len(y))[:, 0] * scale, y, LEVELS
+        ).mean()
+        for scale in (0.5, 1.0, 2.0)
+    }
+    assert mean[1.0] < mean[0.5] and mean[1.0] < mean[2.0]
