@@ -486,7 +486,7 @@ def calibrate(
         band = lead_scales(every[v], groups, lead, by_lead, v)
         if band is None:
             why = (
-                f"not calibrated on its own: a {percent(v)}% band needs {min_series(v)} "
+                f"not calibrated on its own: a {percent(v)}% band needs at least {min_series(v)} "
                 f"validation series with {MIN_VALUES} values, the fit has {len(cases)}"
             )
             others.append(BandFactors(v, np.zeros(0), None, _inside(every[v]), why))

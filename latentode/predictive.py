@@ -3,7 +3,8 @@
 For each segment: condition on it, draw ``K`` posterior paths (`LatentODE.predict`), give each
 its own draw of the decoder's observation noise, and map everything back through the stored
 normalisation. A `Predictive` keeps the draws and the paths, and summarises them as (mean,
-std, q05, q50, q95) per time and channel, optionally with the band scaled about its median by
+std, q05, q50, q95) per time and channel (with the ends of other central bands before and
+after q50 when asked: `quantile_probs`), optionally with each band scaled about its median by
 calibration factors (`latentode.calibration`).
 
 On a channel as it is, the quantiles are the noisy draws' and the mean and std the paths'
@@ -207,9 +208,9 @@ def scale_bands(
 
     Returns:
         ``[..., D, 2 + Q]``: each band's ends ``q50 + scale * (x - q50)`` with its level's
-        factor; the mean likewise and the std times the factor of `LEVEL`'s band. A wider
-        band is then widened where needed to hold the narrower ones (a band calibrated at
-        80% never reaches past the 90% one: each keeps at least its own coverage). For
+        factor; the mean likewise and the std times the factor of `LEVEL`'s band. Where a
+        band's end then lies inside a narrower band's (an 80% band scaled by 1.5, a 90% band
+        by 0.5), it is moved out to it, so every band keeps at least its own coverage. For
         channels as they are; `Predictive.summary` scales a transformed channel.
     """
     levels = band_levels(levels)
