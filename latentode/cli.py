@@ -876,7 +876,8 @@ def test_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="latentode test",
         description="Held-out interpolation and extrapolation errors of a CSV checkpoint, "
-        "beside naive baselines.",
+        "beside naive baselines, in the file's units. (Lightning's test of a config, in "
+        "normalised units: latentode test --config FILE ...)",
     )
     p.add_argument("--ckpt_path", required=True, nargs="+", help=CKPT_HELP)
     p.add_argument("--data.path", dest="data_path", required=True)
@@ -1031,8 +1032,9 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     if argv and argv[0] == "predict":
         sys.exit(predict_main(argv[1:]))
+    # ours: a CSV file to score, or help without a config (Lightning's needs --config)
     own_test = not ({"-c", "--config"} & set(argv)) and any(
-        a.startswith("--data.path") for a in argv
+        a.startswith("--data.path") or a in ("-h", "--help") for a in argv
     )
     if argv and argv[0] == "test" and own_test:
         sys.exit(test_main(argv[1:]))

@@ -618,6 +618,17 @@ def _test_scores(ckpt: Path, data: Path, table: Path, *extra: str) -> tuple[pd.D
     return pd.read_csv(table), res.stdout
 
 
+def test_test_help_is_the_csv_commands_unless_a_config_is_given() -> None:
+    """``latentode test --help`` lists the CSV scoring options (--levels among them) and
+    names Lightning's test; with --config it is Lightning's."""
+    ours = run_cli("test", "--help")
+    assert ours.returncode == 0 and "--levels PERCENT" in ours.stdout
+    assert "latentode test --config FILE" in " ".join(ours.stdout.split())
+    lightning = run_cli("test", "--config", "configs/csv.yaml", "--help")
+    assert lightning.returncode == 0 and "--trainer" in lightning.stdout
+    assert "--levels" not in lightning.stdout
+
+
 def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None:
     ckpt, data = fitted
     scores, stdout = _test_scores(ckpt, data, tmp_path / "scores.csv")
