@@ -46,7 +46,7 @@ from latentode.calibration import (  # noqa: E402
     lead_scales,
 )
 from latentode.cli import _load_forecaster  # noqa: E402
-from latentode.evaluate import held_out_cases  # noqa: E402
+from latentode.evaluate import case_seeds, held_out_cases  # noqa: E402
 from latentode.forecast import predictive_summary, scale_bands  # noqa: E402
 
 KEYS = ("stats", "target", "lead")
@@ -62,15 +62,13 @@ def held_out(ckpt: str, data: str, n_samples: int, seed: int, levels: tuple = ()
     roles = {i: "val" for i in state["val_series"]} | {i: "test" for i in state["test_series"]}
     index = [table.index_of(i) for i in roles]
     cases = held_out_cases(table, index, float(state["holdout"]), state["history"], "extrapolation")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     stats = predictive_summary(
         model,
         [c.hist for c in cases],
         [c.t_target for c in cases],
         state,
         n_samples,
-        gen,
+        case_seeds(seed, table, cases, "extrapolation"),  # as `latentode test` draws them
         levels=levels,
     )
     return {

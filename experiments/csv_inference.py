@@ -38,12 +38,15 @@ from report_notes import publish  # noqa: E402
 from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.data.prep import whole_series  # noqa: E402
 from latentode.evaluate import (  # noqa: E402
+    COLUMNS,
     _model_row,
+    case_seeds,
     case_stats,
     held_out_cases,
     scored_series,
 )
 from latentode.forecast import _recent, conditioned_batch  # noqa: E402
+from latentode.predictive import band_levels  # noqa: E402
 
 WAYS = {  # name: (paths, importance, refine, aggregate prior)
     "q": (100, False, 0, False),
@@ -81,16 +84,18 @@ def score(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
         if aggregate:
             with torch.no_grad():
                 prior = training_prior(model, state, table)
-        torch.manual_seed(0)  # as `evaluate` seeds
-        gen = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)  # the aggregate prior's shared draws
         start = time.perf_counter()
         row = {}
         for task, cases in tasks.items():
+            seeds = case_seeds(0, table, cases, task)  # as `evaluate` seeds
             stats = case_stats(
-                model, cases, state, paths, gen, importance, refine=refine, prior=prior
+                model, cases, state, paths, seeds, importance, refine=refine, prior=prior
             )
             target = np.concatenate([c.target for c in cases])
-            _, _, row[task], _, row[f"{task} coverage"], _, _ = _model_row("", "", stats, target)
+            scored = _model_row("", "", stats, target, band_levels(None))
+            scores = dict(zip(COLUMNS, scored, strict=True))
+            row[task], row[f"{task} coverage"] = scores["mse"], scores["coverage90"]
         row["seconds"] = time.perf_counter() - start
         out[way] = row
     return out

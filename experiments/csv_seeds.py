@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,15 +40,18 @@ from report_notes import publish  # noqa: E402
 from latentode.calibration import calibrate  # noqa: E402
 from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.evaluate import (  # noqa: E402
+    COLUMNS,
     _baselines,
     _model_row,
     _scores,
+    case_seeds,
     case_stats,
     evaluate,
     half_observed,
     held_out_cases,
     scored_series,
 )
+from latentode.predictive import band_levels  # noqa: E402
 
 LATENTODE = str(Path(sys.executable).with_name("latentode"))
 KEEP_ALL = ["--data.init_args.train_keep", "1.0"]  # the defaults before session 26
@@ -113,10 +115,11 @@ def robustness(model, state, table) -> dict[str, float]:
     gaps = held_out_cases(table, series, math.inf, None, "interpolation")
     out = {}
     for name, cases in (("thinned forecast", thin), ("gaps", gaps)):
-        torch.manual_seed(0)
-        stats = case_stats(model, cases, state, 100, torch.Generator().manual_seed(0))
+        stats = case_stats(model, cases, state, 100, case_seeds(0, table, cases, name))
         target = np.concatenate([c.target for c in cases])  # (M, D)
-        _, _, out[name], _, coverage, _, _ = _model_row("", "", stats, target)
+        scored = _model_row("", "", stats, target, band_levels(None))
+        scores = dict(zip(COLUMNS, scored, strict=True))
+        out[name], coverage = scores["mse"], scores["coverage90"]
         if name == "gaps":
             out["gaps coverage"] = coverage
             lin = [_baselines(c, "interpolation", None)["linear interpolation"] for c in cases]

@@ -78,7 +78,7 @@ import torch
 from .data.prep import Segment, forecast_segment
 from .data.table import SeriesTable
 from .ensemble import Ensemble
-from .evaluate import Case, case_predictives, held_out_cases
+from .evaluate import Case, case_predictives, case_seeds, held_out_cases
 from .nn.latent_ode import LatentODE
 from .predictive import _TINY, LEVEL, band_levels, band_scores, percent
 
@@ -87,6 +87,7 @@ __all__ = [
     "LEVEL",
     "MIN_SERIES",
     "MIN_VALUES",
+    "WIDEN",
     "BandFactors",
     "Calibration",
     "band_scores",
@@ -102,6 +103,7 @@ __all__ = [
 MIN_VALUES = 20  # fewer validation values than this: no calibration (too unsteady)
 MIN_SERIES = 9  # ceil((S + 1) 0.9) <= S needs S >= 9 validation series
 LEAD_BINS = 8  # at most this many lead-time bins (each factor rests on its bin alone)
+WIDEN = 1e-9  # `conformal_scale` widens its factor by this share: rounding at the boundary
 
 
 def min_series(level: float = LEVEL) -> int:
@@ -242,8 +244,8 @@ def conformal_scale(
             above).
 
     Returns:
-        The factor, or None with fewer than `MIN_VALUES` scores, too few series for the
-        level (``S >= 9`` at 0.9), or when it would be infinite.
+        The factor (times ``1 + WIDEN``), or None with fewer than `MIN_VALUES` scores, too
+        few series for the level (``S >= 9`` at 0.9), or when it would be infinite.
     """
     ok = ~np.isnan(scores)
     r = scores[ok]
@@ -261,7 +263,9 @@ def conformal_scale(
     if k > total:
         return None
     value = r[np.searchsorted(cum, k - 1e-9)]
-    return float(max(value, _TINY)) if np.isfinite(value) else None
+    # A hair wider than the score (1e-9 relative), so that the value whose score it is stays
+    # inside the scaled band, ``q50 + lam * (q95 - q50)``, after that sum is rounded.
+    return float(max(value, _TINY) * (1.0 + WIDEN)) if np.isfinite(value) else None
 
 
 def bin_index(edges: np.ndarray, lead: np.ndarray) -> np.ndarray:
@@ -428,7 +432,8 @@ def calibrate(
         table: a file holding the validation series (the training file).
         data_state: the checkpoint's data description.
         n_samples, importance, refine: as the forecasts to be calibrated are made.
-        seed: seeds the posterior and noise draws.
+        seed: seeds the posterior and noise draws (each series' from the seed and its id:
+            `case_seeds`, so the factors do not depend on ``chunk``).
         chunk: series per model call.
         by_lead: one factor per lead-time bin (`lead_bins`; one bin when the validation
             values cannot fill two); False: one for every lead time.
@@ -446,9 +451,8 @@ def calibrate(
         others = _uncalibrated(levels, {}, why)
         return Calibration(None, np.zeros(D, dtype=int), 0, math.nan, math.nan, why, others=others)
     model.eval()
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    preds = case_predictives(model, cases, data_state, n_samples, gen, importance, chunk, refine)
+    seeds = case_seeds(seed, table, cases, "validation")
+    preds = case_predictives(model, cases, data_state, n_samples, seeds, importance, chunk, refine)
     by_level: dict[float, list[np.ndarray]] = {v: [] for v in levels}
     for p, c in zip(preds, cases, strict=True):
         for v in levels:

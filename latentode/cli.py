@@ -358,6 +358,10 @@ CKPT_HELP = (
 )
 
 
+SEED_HELP = (
+    "seeds the posterior and noise draws, each series' from this seed and its id alone: "
+    "--chunk, --devices and the file's order leave them as they are (to the solver's tolerance)"
+)
 LEVELS_HELP = (
     "central bands to write besides the 5-95%% one, as coverages in percent: --levels 50 80 95 "
     "adds q25/q75, q10/q90 and q02.5/q97.5; each is calibrated on its own (a 95%% band needs "
@@ -475,7 +479,7 @@ def _predict_parser() -> argparse.ArgumentParser:
         help=BY_LEAD_HELP,
     )
     p.add_argument("--levels", nargs="+", default=None, metavar="PERCENT", help=LEVELS_HELP)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output and --plot PNGs"
     )
@@ -490,7 +494,12 @@ def _predict_parser() -> argparse.ArgumentParser:
         "output in the file's series order",
     )
     p.add_argument("--num_nodes", type=int, default=1, help="nodes (under SLURM or torchrun)")
-    p.add_argument("--chunk", type=int, default=128, help="series per model call (memory)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=128,
+        help="series per model call (memory; the forecast does not depend on it)",
+    )
     p.add_argument("--call_memory", type=float, default=None, metavar="GB", help=CALL_HELP)
     return p
 
@@ -906,7 +915,7 @@ def test_main(argv: list[str]) -> int:
         help="bands to score besides the 90%% one, coverages in percent: --levels 80 95 adds "
         "the columns coverage80, width80, coverage95, width95",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--call_memory", type=float, default=None, metavar="GB", help=CALL_HELP)
     p.add_argument("--output", default=None, help="also write the table as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")

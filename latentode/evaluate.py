@@ -36,24 +36,34 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .data.errors import DataError
 from .data.prep import Segment, _observed_rows
 from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .forecast import check_channels
+from .nn.base import ModelInputError
 from .nn.latent_ode import AggregatePosterior, LatentODE
-from .predictive import LEVEL, Predictive, band_columns, band_levels, iter_predictives, percent
+from .predictive import (
+    LEVEL,
+    Predictive,
+    band_columns,
+    band_levels,
+    draw_seeds,
+    iter_predictives,
+    percent,
+)
 
 if TYPE_CHECKING:  # calibration imports this module
     from .calibration import Calibration
 
 __all__ = [
+    "COLUMNS",
     "GAPS",
     "HALF_OBSERVED",
     "Case",
     "case_predictives",
+    "case_seeds",
     "case_stats",
     "estimate_period",
     "evaluate",
@@ -65,6 +75,9 @@ __all__ = [
 ]
 
 HALF_OBSERVED = "latent ODE, half-observed history"
+COLUMNS = ("task", "method", "mse", "mae", "wis", "coverage90", "width90", "n_values")
+"""`evaluate`'s first columns, as `_model_row` gives them (then each other band's coverage and
+width)."""
 GAPS = "history gaps"
 
 
@@ -141,7 +154,7 @@ def case_stats(
     cases: list[Case],
     data_state: dict[str, Any],
     n_samples: int,
-    generator: torch.Generator,
+    seeds: Sequence[int],
     importance: bool = False,
     chunk: int = 128,
     refine: int = 0,
@@ -149,9 +162,10 @@ def case_stats(
     levels: Sequence[float] | None = None,
 ) -> np.ndarray:
     """``[M, D, 5]`` predictive summaries (`Predictive.summary`; ``[M, D, 2 + Q]`` with the
-    bands of ``levels``) at every case's targets, in order, ``chunk`` cases per model call."""
+    bands of ``levels``) at every case's targets, in order, ``chunk`` cases per model call,
+    case ``i``'s draws seeded by ``seeds[i]`` (`case_seeds`)."""
     preds = case_predictives(
-        model, cases, data_state, n_samples, generator, importance, chunk, refine, prior
+        model, cases, data_state, n_samples, seeds, importance, chunk, refine, prior
     )
     return np.concatenate([p.summary(levels=levels) for p in preds])
 
@@ -161,20 +175,44 @@ def case_predictives(
     cases: list[Case],
     data_state: dict[str, Any],
     n_samples: int,
-    generator: torch.Generator,
+    seeds: Sequence[int],
     importance: bool = False,
     chunk: int = 128,
     refine: int = 0,
     prior: AggregatePosterior | None = None,
 ) -> Iterator[Predictive]:
     """Every case's `Predictive` at its targets, in order, ``chunk`` cases per model call
-    (lazily: a chunk's draws are freed once its predictives are consumed)."""
+    (lazily: a chunk's draws are freed once its predictives are consumed), case ``i``'s draws
+    seeded by ``seeds[i]`` (`case_seeds`; so they do not depend on ``chunk``)."""
+    if len(seeds) != len(cases):
+        raise ModelInputError(f"one seed per case is needed: {len(seeds)} for {len(cases)}.")
     for lo in range(0, len(cases), chunk):
         part = cases[lo : lo + chunk]
         hist, times = [c.hist for c in part], [c.t_target for c in part]
         yield from iter_predictives(
-            model, hist, times, data_state, n_samples, generator, importance, refine, prior
+            model,
+            hist,
+            times,
+            data_state,
+            n_samples,
+            seeds[lo : lo + chunk],
+            importance,
+            refine,
+            prior,
         )
+
+
+def case_seeds(seed: int, table: SeriesTable, cases: Sequence[Case], task: str) -> list[int]:
+    """One draw seed per case (`draw_seeds`): from ``seed``, the ``task`` the cases pose
+    (draws for one task stay apart from another's), the case's series id and its place among
+    that series' cases; so a case's draws do not depend on the other series scored with it."""
+    count: dict[str, int] = {}
+    keys = []
+    for c in cases:
+        sid = table.series_ids[c.series]
+        keys.append(f"{task}\x1f{sid}\x1f{count.get(sid, 0)}")
+        count[sid] = count.get(sid, 0) + 1
+    return draw_seeds(seed, keys)
 
 
 def estimate_period(t: np.ndarray, y: np.ndarray) -> float | None:
@@ -364,7 +402,7 @@ def evaluate(
         table: the file to score (the training file: its test series / block).
         data_state: the checkpoint's data description.
         n_samples: posterior paths per series.
-        seed: seeds the draws.
+        seed: seeds the draws (each case's from the seed, its task and its series id: `case_seeds`).
         importance: the model's predictions weight its posterior paths (`LatentODE.predict`).
         calibration: band factors from the validation series (`latentode.calibration`);
             adds the forecast row with the bands scaled by each value's lead-time factors
@@ -392,8 +430,6 @@ def evaluate(
     check_channels(table, data_state["channels"])
     levels = band_levels(levels)
     model.eval()
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     series = scored_series(table, data_state)
     rows = []
     for task in ("extrapolation", "interpolation"):
@@ -412,8 +448,9 @@ def evaluate(
             period = estimate_period(cases[0].hist.times, cases[0].hist.values[:, 0])
         calibrated = calibration is not None and calibration.scale is not None
         own, scaled = [], []  # per case (m, D, 5): the model's band, the calibrated one
+        seeds = case_seeds(seed, table, cases, task)
         preds = case_predictives(
-            model, cases, data_state, n_samples, gen, importance, refine=refine
+            model, cases, data_state, n_samples, seeds, importance, refine=refine
         )
         for p, c in zip(preds, cases, strict=True):
             own.append(p.summary(levels=levels))
@@ -428,23 +465,23 @@ def evaluate(
         if task == "extrapolation":
             forecast_cases, forecast_target = cases, target
         rows += _baseline_rows(task, cases, period, target, levels)
-    # Drawn last, so that the rows above get the draws they got before this row existed.
     thin = [half_observed(c) for c in forecast_cases]
+    seeds = case_seeds(seed, table, thin, HALF_OBSERVED)
     stats = case_stats(
-        model, thin, data_state, n_samples, gen, importance, refine=refine, levels=levels
+        model, thin, data_state, n_samples, seeds, importance, refine=refine, levels=levels
     )
     at = 1 + sum(r[1] == "latent ODE, calibrated bands" for r in rows)
     rows.insert(at, _model_row("extrapolation", HALF_OBSERVED, stats, forecast_target, levels))
-    # Then the gaps inside the same histories (the rows above keep their draws).
     gaps = [g for g in map(history_gaps, forecast_cases) if g is not None]
     if gaps:
+        seeds = case_seeds(seed, table, gaps, GAPS)
         stats = case_stats(
-            model, gaps, data_state, n_samples, gen, importance, refine=refine, levels=levels
+            model, gaps, data_state, n_samples, seeds, importance, refine=refine, levels=levels
         )
         target = np.concatenate([g.target for g in gaps])
         rows.append(_model_row(GAPS, "latent ODE", stats, target, levels))
         rows += _baseline_rows(GAPS, gaps, None, target, levels)
-    columns = ["task", "method", "mse", "mae", "wis", "coverage90", "width90", "n_values"]
+    columns = list(COLUMNS)
     for v in (v for v in levels if v != LEVEL):
         columns += [f"coverage{percent(v)}", f"width{percent(v)}"]
     return pd.DataFrame(rows, columns=columns)

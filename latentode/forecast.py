@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .data.errors import DataError
 from .data.prep import Segment, whole_series
@@ -35,6 +34,7 @@ from .predictive import (
     band_levels,
     call_gb,
     conditioned_batch,
+    draw_seeds,
     draws_held,
     draws_per_call,
     iter_predictives,
@@ -374,8 +374,10 @@ def forecast(
         step: spacing of the future grid (default: each series' median observation spacing).
         times: explicit future times per series id (table time units), instead of a grid.
         n_samples: posterior paths per series (each with its own observation noise draw).
-        seed: seeds the posterior and noise draws (chunk ``c`` of series is seeded by
-            ``seed + 7919 c``, so the result does not depend on how chunks are shared out).
+        seed: seeds the posterior and noise draws: each series' from ``seed`` and its id
+            alone (`draw_seeds`), so a series' forecast does not depend on ``chunk``,
+            ``shard``, the file's order or which other series it holds, up to the solver's
+            tolerance (the series of one call share its adaptive steps).
         chunk: series per model call.
         shard: ``(rank, world_size)``: forecast only chunks ``rank, rank + world_size, ...``
             (the other series get ``None`` summaries and no rows); see `merge_shards`.
@@ -404,15 +406,20 @@ def forecast(
     model.eval()
     rank, world = shard
     summary: list[np.ndarray | None] = [None] * len(segs)
+    seeds = draw_seeds(seed, [table.series_ids[g.series] for g in segs])
     for c, lo in enumerate(range(0, len(segs), chunk)):
         if c % world != rank:
             continue
-        chunk_seed = seed + 7919 * c
-        torch.manual_seed(chunk_seed)  # posterior draws
-        generator = torch.Generator().manual_seed(chunk_seed)  # observation noise
         hi = min(lo + chunk, len(segs))
         preds = iter_predictives(
-            model, segs[lo:hi], future[lo:hi], data_state, n_samples, generator, importance, refine
+            model,
+            segs[lo:hi],
+            future[lo:hi],
+            data_state,
+            n_samples,
+            seeds[lo:hi],
+            importance,
+            refine,
         )  # lazily: one model call's draws held at a time
         calibrated = calibration is not None and calibration.scale is not None
         for i, p in enumerate(preds, start=lo):

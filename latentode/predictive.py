@@ -33,13 +33,15 @@ by Gauss-Hermite quadrature (`_logit_normal_moments`; the logit-normal has no cl
 
 Usage::
 
-    preds = predictives(model, segs, future, data_state, 200, torch.Generator())
+    seeds = draw_seeds(0, [str(g.series) for g in segs])  # one per segment (see draw_seeds)
+    preds = predictives(model, segs, future, data_state, 200, seeds)
     stats = preds[0].summary()                   # (n, D, 5)
     wide = preds[0].summary(np.full(D, 1.3))     # the band 1.3x as wide about the median
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -68,6 +70,7 @@ __all__ = [
     "call_gb",
     "call_memory",
     "conditioned_batch",
+    "draw_seeds",
     "draws_held",
     "draws_per_call",
     "iter_predictives",
@@ -408,6 +411,17 @@ def band_scores(stats: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(target), np.nan, r)
 
 
+def draw_seeds(seed: int, keys: Sequence[str]) -> list[int]:
+    """One seed per key (a series id, with whatever else tells its draws apart): a hash of
+    ``seed`` and the key, so a series' draws follow from the seed and its own name alone, not
+    from its place in the file or the call (`iter_predictives`)."""
+    out = []
+    for key in keys:
+        digest = hashlib.blake2b(f"{int(seed)}\x1f{key}".encode(), digest_size=8).digest()
+        out.append(int.from_bytes(digest, "little") >> 1)  # below 2**63: any torch seed
+    return out
+
+
 def draws_held(
     model: LatentODE | Ensemble,
     segs: list[Segment],
@@ -458,7 +472,7 @@ def iter_predictives(
     future: list[np.ndarray],
     data_state: dict[str, Any],
     n_samples: int,
-    generator: torch.Generator,
+    seeds: Sequence[int],
     importance: bool = False,
     refine: int = 0,
     prior: AggregatePosterior | None = None,
@@ -467,7 +481,11 @@ def iter_predictives(
     call are freed once its predictives are consumed (`predictives` gives them as a list).
 
     Each of the ``n_samples`` posterior paths gets its own draw of the observation noise, so the
-    quantiles are those of the posterior predictive. ``importance``: the paths are the
+    quantiles are those of the posterior predictive. Every draw of segment ``i`` (its paths,
+    their noise, refinement and resampling) comes from a generator seeded with ``seeds[i]``
+    alone (`draw_seeds`), so its predictive does not depend on the other segments of the call,
+    their order or how they are split into calls, up to the solver's tolerance (a call's
+    segments share the adaptive steps of one solve). ``importance``: the paths are the
     importance-resampled ones of `LatentODE.predict` (the model's posterior, not the
     encoder's), the mean and std its weighted moments. ``refine``: Adam steps refining each
     series' ``q(z0)`` on its own ELBO first (`LatentODE.refine`). An `Ensemble`:
@@ -480,26 +498,33 @@ def iter_predictives(
     halves, one after the other, until each part fits or is one segment.
 
     Raises:
-        ModelInputError: ``prior`` with an `Ensemble`, or members with different channel
-            transforms.
+        ModelInputError: ``prior`` with an `Ensemble`, members with different channel
+            transforms, or not one seed per segment.
     """
+    if len(seeds) != len(segs):
+        raise ModelInputError(f"one seed per segment is needed: {len(seeds)} for {len(segs)}.")
     if prior is not None and isinstance(model, Ensemble):
         raise ModelInputError("prior= belongs to one model's encoder; not with an Ensemble.")
     on_history = importance or refine > 0
     budget = draws_per_call(segs[0].values.shape[-1]) if segs else 0
     if len(segs) > 1 and draws_held(model, segs, future, n_samples, on_history) > budget:
         half = len(segs) // 2
-        args = (data_state, n_samples, generator, importance, refine, prior)
-        yield from iter_predictives(model, segs[:half], future[:half], *args)
-        yield from iter_predictives(model, segs[half:], future[half:], *args)
+        args = (importance, refine, prior)
+        yield from iter_predictives(
+            model, segs[:half], future[:half], data_state, n_samples, seeds[:half], *args
+        )
+        yield from iter_predictives(
+            model, segs[half:], future[half:], data_state, n_samples, seeds[half:], *args
+        )
         return
     pairs = model.pairs() if isinstance(model, Ensemble) else [(model, data_state)]
     D = segs[0].values.shape[-1]
     kinds = [kinds_of(s.get("normalisation"), D) for _, s in pairs]
     if any(k != kinds[0] for k in kinds):
         raise ModelInputError(f"the checkpoints model their channels on other scales: {kinds}.")
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]  # drawn from in turn
     parts = [
-        _member_predictive(m, segs, future, s, n_samples, generator, importance, refine, prior)
+        _member_predictive(m, segs, future, s, n_samples, generators, importance, refine, prior)
         for m, s in pairs
     ]
     draws, paths, noise = (np.concatenate([p[i] for p in parts]) for i in (0, 3, 4))
@@ -516,7 +541,7 @@ def predictives(
     future: list[np.ndarray],
     data_state: dict[str, Any],
     n_samples: int,
-    generator: torch.Generator,
+    seeds: Sequence[int],
     importance: bool = False,
     refine: int = 0,
     prior: AggregatePosterior | None = None,
@@ -524,7 +549,7 @@ def predictives(
     """`iter_predictives` as a list."""
     return list(
         iter_predictives(
-            model, segs, future, data_state, n_samples, generator, importance, refine, prior
+            model, segs, future, data_state, n_samples, seeds, importance, refine, prior
         )
     )
 
@@ -535,7 +560,7 @@ def predictive_summary(
     future: list[np.ndarray],
     data_state: dict[str, Any],
     n_samples: int,
-    generator: torch.Generator,
+    seeds: Sequence[int],
     importance: bool = False,
     refine: int = 0,
     prior: AggregatePosterior | None = None,
@@ -545,7 +570,7 @@ def predictive_summary(
     units), ``[n, D, 2 + Q]`` with the bands of ``levels`` too: `Predictive.summary` of each
     of `predictives`."""
     preds = predictives(
-        model, segs, future, data_state, n_samples, generator, importance, refine, prior
+        model, segs, future, data_state, n_samples, seeds, importance, refine, prior
     )
     return [p.summary(levels=levels) for p in preds]
 
@@ -556,7 +581,7 @@ def _member_predictive(
     future: list[np.ndarray],
     data_state: dict[str, Any],
     n_samples: int,
-    generator: torch.Generator,
+    generators: Sequence[torch.Generator],
     importance: bool,
     refine: int,
     prior: AggregatePosterior | None = None,
@@ -580,10 +605,16 @@ def _member_predictive(
         ]
     )  # (B, n) strictly increasing rows
     query = torch.as_tensor(grid, dtype=dtype, device=device)
-    pred = model.predict(observed, query, n_samples, importance, prior=prior, refine=refine)
+    pred = model.predict(
+        observed, query, n_samples, importance, prior=prior, refine=refine, generators=generators
+    )
     paths = pred.samples  # (K, B, n, D) decoded means of the posterior paths
     noise_std = model.decoder.log_std.to(paths).exp()  # (D,) the same for every path
-    eps = torch.randn(paths.shape, generator=generator, dtype=dtype).to(device)
+    K, D = paths.shape[0], paths.shape[-1]
+    eps = torch.zeros(paths.shape, dtype=dtype)  # (K, B, n, D); each series' own times only
+    for b, (g, f) in enumerate(zip(generators, future, strict=True)):
+        eps[:, b, : len(f)] = torch.randn(K, len(f), D, generator=g, dtype=dtype)
+    eps = eps.to(device)
     draws = (paths + noise_std * eps).double().cpu().numpy()  # (K, B, n, D)
     mean, std = pred.mean.double().cpu().numpy(), pred.std.double().cpu().numpy()  # (B, n, D)
     paths = paths.double().cpu().numpy()

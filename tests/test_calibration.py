@@ -11,6 +11,7 @@ import torch
 from latentode.calibration import (
     MIN_SERIES,
     MIN_VALUES,
+    WIDEN,
     Calibration,
     band_scores,
     calibrate,
@@ -20,12 +21,14 @@ from latentode.calibration import (
     validation_cases,
 )
 from latentode.data.csv_module import CSVDataModule
-from latentode.evaluate import case_stats
+from latentode.evaluate import case_seeds, case_stats
 from latentode.forecast import QUANTILES, scale_bands
 from latentode.nn.latent_ode import LatentODE, LatentODEConfig
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 Z95 = 1.6448536269514722  # standard normal 95% quantile
+
+W = 1.0 + WIDEN  # `conformal_scale`'s factor: the score, widened by this
 
 
 def _gaussian_stats(n: int, mean: float, std: float) -> np.ndarray:
@@ -64,9 +67,9 @@ def test_scores_count_half_bands_on_the_target_side() -> None:
 
 def test_conformal_factor_is_the_finite_sample_order_statistic() -> None:
     r = np.arange(1.0, 21.0)  # n = 20: ceil(21 * 0.9) = 19th smallest
-    assert conformal_scale(r) == 19.0
+    assert conformal_scale(r) == W * 19.0
     r_nan = np.concatenate([r, [np.nan] * 5])  # missing targets do not count
-    assert conformal_scale(r_nan) == 19.0
+    assert conformal_scale(r_nan) == W * 19.0
     assert conformal_scale(r[: MIN_VALUES - 1]) is None  # too few to calibrate
     assert conformal_scale(np.concatenate([r[:-2], [np.inf] * 2])) is None  # 19th infinite
 
@@ -77,12 +80,12 @@ def test_series_count_once_however_many_values_they_hold() -> None:
     series by series, it weighs as one of ten, and the factor is the 10th of 10 units (9)."""
     r = np.concatenate([np.arange(1.0, 10.0), np.full(100, 0.01)])
     groups = np.concatenate([np.arange(9), np.full(100, 9)])
-    assert conformal_scale(r) == 0.01
-    assert conformal_scale(r, groups=groups) == 9.0
+    assert conformal_scale(r) == W * 0.01
+    assert conformal_scale(r, groups=groups) == W * 9.0
     one_each = np.arange(1.0, 21.0)  # one value per series: the plain rule
-    assert conformal_scale(one_each, groups=np.arange(20)) == conformal_scale(one_each) == 19.0
+    assert conformal_scale(one_each, groups=np.arange(20)) == conformal_scale(one_each) == W * 19.0
     nine = np.repeat(np.arange(9), 3)  # 9 series: the level needs all of them (the maximum)
-    assert conformal_scale(np.arange(1.0, 28.0), groups=nine) == 27.0
+    assert conformal_scale(np.arange(1.0, 28.0), groups=nine) == W * 27.0
     assert conformal_scale(np.arange(1.0, 25.0), groups=nine[:24]) is None  # 8 series
 
 
@@ -138,6 +141,29 @@ def test_validation_cases_are_the_fits_validation_forecasts() -> None:
         np.testing.assert_array_equal(c.t_target, g.times[g.times >= t_val])
 
 
+def test_a_value_scored_at_the_factor_stays_inside_its_scaled_band() -> None:
+    """The factor is a validation value's own score; scaled by it, the band's end is that value
+    up to rounding, on either side. `conformal_scale` widens it by `WIDEN` so the value stays
+    inside; the bare score leaves some of 20000 such values just outside."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    q50 = rng.uniform(-4.0, 4.0, n)
+    lo_half, hi_half = rng.uniform(1e-4, 0.1, (2, n))
+    stats = np.stack([q50, np.ones(n), q50 - lo_half, q50, q50 + hi_half], -1)[:, None]
+    above = rng.random(n) < 0.5
+    off = rng.uniform(0.0, 20.0, n) * np.where(above, hi_half, -lo_half)
+    target = (q50 + off)[:, None]
+    score = band_scores(stats, target)  # (n, 1)
+
+    def outside(lam: np.ndarray) -> int:
+        s = scale_bands(stats, lam)
+        return int(((target < s[..., 2]) | (target > s[..., 4])).sum())
+
+    assert outside(score) > 0  # rounding: without the widening some fall out
+    assert outside(score * W) == 0
+    assert conformal_scale(np.full(MIN_VALUES, 0.37)) == 0.37 * W
+
+
 @pytest.mark.parametrize("by_lead", [False, True])
 def test_calibrated_bands_cover_ninety_percent_of_the_validation_values(by_lead: bool) -> None:
     """End to end on an untrained tiny model: the factors `calibrate` returns make the bands
@@ -158,9 +184,8 @@ def test_calibrated_bands_cover_ninety_percent_of_the_validation_values(by_lead:
     B = len(cal.edges) + 1
     assert cal.scale.shape == (B, 1) and cal.n_values[0] == 209
     assert cal.n_series == len(cases) and cal.n_values[0] >= MIN_VALUES
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    stats = case_stats(model, cases, state, 30, gen, chunk=16)  # calibrate's draws
+    seeds = case_seeds(0, dm.table, cases, "validation")  # calibrate's draws
+    stats = case_stats(model, cases, state, 30, seeds, chunk=16)
     target = np.concatenate([c.target for c in cases])  # (M, 1)
     lead = np.concatenate([c.lead for c in cases])  # (M,)
     group = np.concatenate([np.full(len(c.t_target), i) for i, c in enumerate(cases)])

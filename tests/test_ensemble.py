@@ -45,9 +45,8 @@ def test_an_ensemble_of_one_is_the_model() -> None:
     segs, future = _series()
     out = []
     for m in (models[0], Ensemble(models[:1], states[:1])):
-        torch.manual_seed(3)
         with torch.no_grad():
-            out.append(predictive_summary(m, segs, future, states[0], 16, torch.Generator()))
+            out.append(predictive_summary(m, segs, future, states[0], 16, [3, 4]))
     for a, b in zip(*out, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -61,19 +60,17 @@ def test_the_ensemble_pools_its_members_predictives() -> None:
     segs, future = _series()
     ens = Ensemble(models, states)
     ignored = {"normalisation": None, "time_scale": 1.0}  # the members' own states are used
-    torch.manual_seed(3)
-    gen = torch.Generator().manual_seed(4)
+    seeds = [3, 4]
     with torch.no_grad():
-        pooled = predictive_summary(ens, segs, future, ignored, 2000, gen)
-        torch.manual_seed(3)
-        gen = torch.Generator().manual_seed(4)
-        alone = [
-            predictive_summary(m, segs, future, s, 2000, gen)
+        pooled = predictive_summary(ens, segs, future, ignored, 2000, seeds)
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        alone = [  # (draws, mean, std, paths, noise) of each member
+            _member_predictive(m, segs, future, s, 2000, generators, False, 0)
             for m, s in zip(models, states, strict=True)
         ]
     for b, stats in enumerate(pooled):
-        m = np.stack([a[b][..., 0] for a in alone])  # (2, n, D)
-        s = np.stack([a[b][..., 1] for a in alone])
+        m = np.stack([a[1][b] for a in alone])  # (2, n, D)
+        s = np.stack([a[2][b] for a in alone])
         np.testing.assert_allclose(stats[..., 0], m.mean(0), rtol=1e-12)
         want_std = np.sqrt((s**2 + m**2).mean(0) - m.mean(0) ** 2)
         np.testing.assert_allclose(stats[..., 1], want_std, rtol=1e-10)
@@ -81,11 +78,10 @@ def test_the_ensemble_pools_its_members_predictives() -> None:
         # the members disagree here, so the mixture is not just either member
         assert np.abs(m[0] - m[1]).max() > 0.1 * stats[..., 1].max()
     # Quantiles: the mixture CDF at the pooled 5/50/95% points, from fresh draws of each.
-    torch.manual_seed(11)
-    gen = torch.Generator().manual_seed(12)
+    generators = [torch.Generator().manual_seed(s) for s in (11, 12)]
     with torch.no_grad():
         draws = [
-            _member_predictive(mod, segs, future, st, 4000, gen, False, 0)[0]
+            _member_predictive(mod, segs, future, st, 4000, generators, False, 0)[0]
             for mod, st in zip(models, states, strict=True)
         ]  # each (K, B, n, D)
     for b, stats in enumerate(pooled):
@@ -114,4 +110,4 @@ def test_members_with_different_data_settings_are_refused() -> None:
     ens = Ensemble(models, states, ["a", "b"])
     ens.states[1] = logged  # past shared_state: the forecast refuses to pool them too
     with pytest.raises(ModelInputError, match="model their channels on other scales"):
-        predictive_summary(ens, *_series(), {}, 2, torch.Generator())
+        predictive_summary(ens, *_series(), {}, 2, [0, 1])

@@ -25,6 +25,7 @@ from latentode.evaluate import (
 from latentode.forecast import _future_grid, forecast, parse_horizon, predictive_summary
 from latentode.nn import LatentODE, LatentODEConfig, ModelInputError, SolverSettings
 from latentode.nn.latent_ode import AggregatePosterior
+from latentode.predictive import draw_seeds
 
 
 def test_estimate_period_finds_the_season_of_an_irregular_trended_series() -> None:
@@ -91,6 +92,41 @@ def _exact_anchor_last_model(seed: int = 0) -> LatentODE:
     return LatentODE(cfg).double()
 
 
+def test_a_series_forecast_follows_from_its_id_not_from_the_chunk_or_the_other_series(
+    tmp_path: Path,
+) -> None:
+    """Each series' draws are seeded by the seed and its id alone (`draw_seeds`): the same
+    forecast whatever ``chunk`` is, and from a file holding it among other series in another
+    order, up to the solver's tolerance (tight here: the series of a call share its adaptive
+    steps); another seed draws other paths."""
+    torch.manual_seed(0)
+    settings = SolverSettings("dopri5", 1e-10, 1e-12)
+    model = LatentODE(LatentODEConfig(input_dim=1, latent_dim=3, solver=settings)).double()
+    rng = np.random.default_rng(0)
+    rows = {
+        s: [f"{s},{t:.3f},{np.sin(t + k):.4f}\n" for t in np.sort(rng.uniform(0, 8, 6 + k))]
+        for k, s in enumerate("abcde")
+    }
+    state = {"channels": ["x"], "normalisation": None, "time_scale": 2.0}
+
+    def run(order: str, name: str, **kw: object) -> dict[str, np.ndarray]:
+        path = tmp_path / f"{name}.csv"
+        path.write_text("series_id,time,x\n" + "".join(r for s in order for r in rows[s]))
+        table = read_series_csv(path)
+        out = forecast(model, table, state, 2.0, 0.5, n_samples=20, **kw)
+        return {
+            table.series_ids[g.series]: z for g, z in zip(out.history, out.summary, strict=True)
+        }
+
+    whole = run("abcde", "whole")
+    for other in (run("abcde", "chunked", chunk=2), run("dbe", "fewer", chunk=1)):
+        for sid, z in other.items():
+            np.testing.assert_allclose(z, whole[sid], rtol=0, atol=1e-8)
+    reseeded = run("abcde", "reseeded", seed=1)
+    for sid, z in reseeded.items():
+        assert np.abs(z[..., 2:] - whole[sid][..., 2:]).max() > 1e-3  # the quantiles moved
+
+
 def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series() -> None:
     """`predictive_summary` puts each series' time origin at its last observation for a model
     with ``anchor="last"``: a short series forecast beside longer ones gets the forecast it
@@ -112,9 +148,9 @@ def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series()
     state = {"normalisation": None, "time_scale": 5.0}
 
     def summary(rows: list[int]) -> list[np.ndarray]:
-        gen = torch.Generator().manual_seed(1)
+        seeds = draw_seeds(1, [str(i) for i in rows])
         return predictive_summary(
-            model, [segs[i] for i in rows], [future[i] for i in rows], state, 4, gen
+            model, [segs[i] for i in rows], [future[i] for i in rows], state, 4, seeds
         )
 
     together = summary([0, 1, 2])
@@ -142,22 +178,16 @@ def test_predictive_mean_and_std_come_from_the_paths_not_the_noise_draws() -> No
     norm = {"channels": ["a", "b"], "mean": [10.0, -1.0], "std": [2.0, 0.5]}
     state = {"normalisation": norm, "time_scale": 4.0}
 
-    def summary(noise_seed: int) -> list[np.ndarray]:
-        torch.manual_seed(7)  # the same posterior paths every call
-        gen = torch.Generator().manual_seed(noise_seed)
-        with torch.no_grad():
-            return predictive_summary(model, segs, future, state, 16, gen)
-
-    a, b = summary(1), summary(2)
-    for sa, sb in zip(a, b, strict=True):
-        np.testing.assert_array_equal(sa[..., :2], sb[..., :2])  # mean, std
-        assert np.abs(sa[..., 3] - sb[..., 3]).max() > 1e-3  # the quantiles use the noise
-    # The same paths by hand: the model's own predictive moments, in the user's units.
-    torch.manual_seed(7)
+    seeds = [7, 8]
+    with torch.no_grad():
+        a = predictive_summary(model, segs, future, state, 16, seeds)
+    # The same paths by hand (each series' z0 are the first draws of its generator): the
+    # model's own predictive moments, in the user's units.
     observed = collate_segments(segs, norm, 4.0, dtype=torch.float64)
     grid = torch.tensor(np.stack([(f - g.t0) / 4.0 for f, g in zip(future, segs, strict=True)]))
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
     with torch.no_grad():
-        pred = model.predict(observed, grid, 16)
+        pred = model.predict(observed, grid, 16, generators=generators)
     sigma = model.decoder.log_std.detach().exp().numpy()  # (D,)
     paths = pred.samples.numpy()  # (K, B, n, D), normalised units
     scale, shift = np.array(norm["std"]), np.array(norm["mean"])
@@ -166,6 +196,9 @@ def test_predictive_mean_and_std_come_from_the_paths_not_the_noise_draws() -> No
     for b_, s in enumerate(a):
         np.testing.assert_allclose(s[..., 0], want_mean[b_], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(s[..., 1], want_std[b_], rtol=1e-12, atol=1e-12)
+        # The quantiles are the noisy draws', not the paths' alone.
+        path_median = np.median(paths[:, b_], axis=0) * scale + shift
+        assert np.abs(s[..., 3] - path_median).max() > 1e-3
 
 
 def test_predictives_past_the_budget_are_drawn_in_halves(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,12 +231,11 @@ def test_predictives_past_the_budget_are_drawn_in_halves(monkeypatch: pytest.Mon
             return budget
 
         monkeypatch.setattr(predictive, "draws_per_call", per_call)
-        torch.manual_seed(3)
-        gen = torch.Generator().manual_seed(4)
         out = []
         for rows in groups:
             part = [segs[i] for i in rows], [future[i] for i in rows]
-            out += [p.draws for p in predictive.predictives(model, *part, state, 6, gen)]
+            seeds = draw_seeds(4, [str(i) for i in rows])
+            out += [p.draws for p in predictive.predictives(model, *part, state, 6, seeds)]
         return out
 
     asked: list[int] = []
@@ -303,8 +335,8 @@ def test_predictive_summary_under_a_prior_draws_the_paths_from_it() -> None:
     state = {"normalisation": None, "time_scale": 5.0}
     z = torch.tensor([[0.3, -0.2, 0.5]], dtype=torch.float64)
     prior = AggregatePosterior(z, torch.full_like(z, 1e-9), 0.0)
-    gen = torch.Generator().manual_seed(0)
-    stats = predictive_summary(model, segs, future, state, 8, gen, True, prior=prior)
+    seeds = [0, 1]
+    stats = predictive_summary(model, segs, future, state, 8, seeds, True, prior=prior)
     with torch.no_grad():
         zt = model.integrate(z[None], torch.tensor(0.0).double(), torch.tensor(lead / 5.0))
         path = model.decoder(zt).mean[0, 0].numpy()  # (3, 1)
@@ -314,7 +346,7 @@ def test_predictive_summary_under_a_prior_draws_the_paths_from_it() -> None:
     other = _exact_anchor_last_model(seed=1)
     pair = Ensemble([model, other], [state, state])
     with pytest.raises(ModelInputError, match="not with an Ensemble"):
-        predictive_summary(pair, segs, future, state, 8, gen, True, prior=prior)
+        predictive_summary(pair, segs, future, state, 8, seeds, True, prior=prior)
 
 
 def test_half_observed_keeps_every_other_history_value_back_from_the_last() -> None:

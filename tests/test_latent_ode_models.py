@@ -940,3 +940,29 @@ def test_tiny_fit_on_spirals_beats_trivial_forecasts() -> None:
     trivial = min(float((p - truth).square().mean()) for p in (persistence, average))
     assert trivial > 10.0  # sanity: the spirals move far in the forecast window
     assert float(mse) < 0.35 * trivial, f"forecast MSE {float(mse):.3f}, trivial {trivial:.3f}"
+
+
+@pytest.mark.parametrize(("importance", "refine"), [(False, 0), (True, 0), (False, 3), (True, 3)])
+def test_predict_with_generators_gives_each_series_its_own_draws(
+    importance: bool, refine: int
+) -> None:
+    """``generators=``: series ``b``'s draws (z0, refinement, resampling) come from
+    ``generators[b]`` alone, so its prediction in a batch is its prediction in any other batch
+    (here: two of the series, in the other order), to the solver's tolerance; one generator
+    per series is required."""
+    # a wide observation std: weights far from one path, so the resampling matters
+    model = _latent("gru", solver=TIGHT, encoder_hidden=8, dynamics_hidden=8, obs_std=5.0)
+    batch = make_batch()
+    query = batch.times[-1] + torch.linspace(0.1, 1.0, 4, dtype=F64)
+
+    def predict(rows: list[int], seed: int = 10) -> Tensor:
+        gens = [torch.Generator().manual_seed(seed + b) for b in rows]
+        with torch.no_grad():
+            pred = model.predict(batch[rows], query, 7, importance, refine=refine, generators=gens)
+        return torch.cat([pred.mean, pred.std, *pred.samples.unbind(0)], dim=-1)  # (B, T, .)
+
+    whole, part = predict(list(range(B))), predict([2, 0])
+    torch.testing.assert_close(part, whole[[2, 0]], rtol=0, atol=1e-8)
+    assert (predict([2, 0], seed=20) - part).abs().max() > 1e-3  # the seeds decide the draws
+    with pytest.raises(ModelInputError, match="one generator per series"):
+        model.predict(batch, query, 7, generators=[torch.Generator()])

@@ -13,6 +13,7 @@ from test_transforms import _predictive
 
 from latentode.calibration import (
     MIN_VALUES,
+    WIDEN,
     Calibration,
     calibrate,
     conformal_scale,
@@ -24,6 +25,7 @@ from latentode.data.csv_module import CSVDataModule
 from latentode.data.transforms import forward, inverse
 from latentode.evaluate import (
     case_predictives,
+    case_seeds,
     evaluate,
     held_out_cases,
     scored_series,
@@ -41,6 +43,8 @@ from latentode.predictive import (
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LEVELS = (0.5, 0.8, 0.95)
+
+W = 1.0 + WIDEN  # `conformal_scale`'s factor: the score, widened by this
 
 
 def test_levels_name_their_quantiles_and_the_default_is_the_five_to_ninety_five_band() -> None:
@@ -149,9 +153,9 @@ def test_a_bands_scores_say_exactly_which_values_its_scaled_band_holds(kinds) ->
 
 def test_a_conformal_factor_at_any_level_is_its_order_statistic() -> None:
     r = np.arange(1.0, 41.0)  # 40 scores
-    assert conformal_scale(r, 0.5) == 21.0  # ceil(41 * 0.5) = 21st smallest
-    assert conformal_scale(r, 0.95) == 39.0  # ceil(41 * 0.95) = 39th
-    assert conformal_scale(r[:MIN_VALUES], 0.95) == 20.0  # 20: ceil(21 * 0.95) = 20th
+    assert conformal_scale(r, 0.5) == W * 21.0  # ceil(41 * 0.5) = 21st smallest
+    assert conformal_scale(r, 0.95) == W * 39.0  # ceil(41 * 0.95) = 39th
+    assert conformal_scale(r[:MIN_VALUES], 0.95) == W * 20.0  # 20: ceil(21 * 0.95) = 20th
     assert conformal_scale(r, 0.99) is None  # ceil(41 * 0.99) = 41 > 40
     groups = np.repeat(np.arange(18), 2)  # 18 series: too few for a 95% band (19)
     assert conformal_scale(np.arange(1.0, 37.0), 0.95, groups) is None
@@ -177,9 +181,8 @@ def test_calibrate_gives_each_band_its_own_conformal_factors() -> None:
     cal = calibrate(model, dm.table, state, n_samples=30, seed=0, chunk=16, levels=levels)
     assert cal.scale is not None and [b.level for b in cal.others] == [0.5, 0.8, 0.95, 0.99]
     cases, _ = validation_cases(dm.table, state)
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
-    preds = list(case_predictives(model, cases, state, 30, gen, chunk=16))  # calibrate's draws
+    seeds = case_seeds(0, dm.table, cases, "validation")  # calibrate's draws
+    preds = list(case_predictives(model, cases, state, 30, seeds, chunk=16))
     lead = np.concatenate([c.lead for c in cases])  # (M,)
     group = np.concatenate([np.full(len(c.t_target), i) for i, c in enumerate(cases)])
     rows = cal.factors(lead, levels)  # (5, M, 1)
@@ -253,13 +256,12 @@ def test_evaluate_scores_every_band_beside_the_ninety_percent_one() -> None:
     assert calibrated.mse == held.mse and calibrated.coverage90 >= held.coverage90
     assert held.width90 <= calibrated.width90 < 1.1 * held.width90
     # the calibrated row scales each band by its own factors: evaluate's first draws again
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(0)
     history, holdout = state.get("history"), float(state["holdout"])
     cases = held_out_cases(
         dm.table, scored_series(dm.table, state), holdout, history, "extrapolation"
     )
-    preds = case_predictives(model, cases, state, 30, gen)
+    seeds = case_seeds(0, dm.table, cases, "extrapolation")
+    preds = case_predictives(model, cases, state, 30, seeds)
     stats = np.concatenate(
         [p.summary(cal.factors(c.lead, LEVELS), LEVELS) for p, c in zip(preds, cases, strict=True)]
     )

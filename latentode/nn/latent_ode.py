@@ -25,6 +25,7 @@ series); multiply ``loss`` by ``N_obs / B`` for the negative ELBO per series.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -192,6 +193,47 @@ def _path_moments(p_x: Normal) -> Prediction:
     samples = p_x.mean  # (K, B, T, D)
     var = samples.var(dim=0, unbiased=False) + p_x.variance.mean(dim=0)  # (B, T, D)
     return Prediction(samples.mean(dim=0), var.sqrt(), samples)
+
+
+def _series_normal(q: Normal, n: int, generators: Sequence[torch.Generator] | None) -> Tensor:
+    """``n`` reparameterised draws ``[n, B, L]`` of ``q`` ``[B, L]``: from torch's global
+    generator (None), or series ``b``'s from ``generators[b]`` (drawn on the CPU, so a
+    series' draws are the same on every device and whatever other series share the batch)."""
+    if generators is None:
+        return q.rsample((n,))
+    loc = q.loc
+    _check_generators(generators, loc.shape[0])
+    eps = torch.stack(
+        [torch.randn(n, loc.shape[-1], generator=g, dtype=loc.dtype) for g in generators], 1
+    )
+    return loc + q.scale * eps.to(loc.device)  # (n, B, L)
+
+
+def _series_sample(q: Normal, n: int, generators: Sequence[torch.Generator] | None) -> Tensor:
+    """`_series_normal` without a graph (``q.sample`` from the global generator for None)."""
+    if generators is None:
+        return q.sample((n,))
+    with torch.no_grad():
+        return _series_normal(q, n, generators)
+
+
+def _series_multinomial(w: Tensor, n: int, generators: Sequence[torch.Generator] | None) -> Tensor:
+    """``n`` indices ``[n, B]`` drawn with replacement by the weights ``w`` ``[K, B]`` of each
+    series (per series from ``generators[b]`` when given, as `_series_normal`)."""
+    if generators is None:
+        return torch.multinomial(w.T, n, replacement=True).T
+    _check_generators(generators, w.shape[1])
+    cpu = w.detach().cpu()
+    picks = [torch.multinomial(cpu[:, b], n, True, generator=g) for b, g in enumerate(generators)]
+    return torch.stack(picks, dim=1).to(w.device)  # (n, B)
+
+
+def _check_generators(generators: Sequence[torch.Generator], batch: int) -> None:
+    if len(generators) != batch:
+        raise ModelInputError(
+            f"generators= needs one generator per series of the batch: {len(generators)} "
+            f"for {batch} series."
+        )
 
 
 @dataclass
@@ -454,7 +496,11 @@ class LatentODE(nn.Module):
         return torch.cat(parts).permute(1, 2, 0, 3)  # (K, B, T, L)
 
     def forward(
-        self, observed: Observations, times: Tensor | None = None, n_samples: int = 1
+        self,
+        observed: Observations,
+        times: Tensor | None = None,
+        n_samples: int = 1,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> LatentODEOutput:
         """Encode ``observed``, draw ``n_samples`` posterior ``z0`` (rsample), decode at ``times``.
 
@@ -462,6 +508,8 @@ class LatentODE(nn.Module):
             observed: the conditioning observations.
             times: ``[T]`` or ``[B, T]`` query times (default: ``observed.times``).
             n_samples: K posterior samples.
+            generators: one CPU generator per series for its ``z0`` draws (default: torch's
+                global generator for the batch).
 
         Returns:
             A `LatentODEOutput`.
@@ -471,7 +519,7 @@ class LatentODE(nn.Module):
         level = self.level(observed) if self.config.center != "none" else None  # (B, D)
         anchor = self._anchor_index(observed)
         q_z0 = self._encode(observed, level, anchor)
-        z0 = q_z0.rsample((n_samples,))  # (K, B, L)
+        z0 = _series_normal(q_z0, n_samples, generators)  # (K, B, L)
         times = observed.times if times is None else times
         zt = self.integrate(z0, observed.times[anchor], times)  # (K, B, T, L)
         return LatentODEOutput(q_z0, z0, zt, self._decode(zt, level))
@@ -537,6 +585,7 @@ class LatentODE(nn.Module):
         steps: int = 100,
         lr: float = REFINE_LR,
         n_samples: int = REFINE_SAMPLES,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> Normal:
         """``q(z0 | observed)`` refined per series by gradient ascent on its own ELBO.
 
@@ -554,6 +603,8 @@ class LatentODE(nn.Module):
             steps: Adam steps (0: the encoder's ``q`` as it is).
             lr: Adam's learning rate, in units of ``z0``.
             n_samples: reparameterised draws of ``z0`` per step for the expected likelihood.
+            generators: one CPU generator per series for those draws (default: torch's
+                global generator).
 
         Returns:
             The refined ``Normal`` ``[B, L]`` (no gradient attached).
@@ -562,7 +613,8 @@ class LatentODE(nn.Module):
             ModelInputError: ``steps < 0``, ``lr <= 0`` or ``n_samples < 1``.
         """
         level = self.level(observed) if self.config.center != "none" else None  # (B, D)
-        return self._refine(observed, level, self._anchor_index(observed), steps, lr, n_samples)
+        anchor = self._anchor_index(observed)
+        return self._refine(observed, level, anchor, steps, lr, n_samples, generators)
 
     def _refine(
         self,
@@ -572,6 +624,7 @@ class LatentODE(nn.Module):
         steps: int,
         lr: float = REFINE_LR,
         n_samples: int = REFINE_SAMPLES,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> Normal:
         """`refine` with the level and anchor column already worked out (`_encode`'s)."""
         if steps < 0 or not lr > 0 or n_samples < 1:
@@ -596,7 +649,7 @@ class LatentODE(nn.Module):
             for i in range(steps):
                 opt.param_groups[0]["lr"] = lr * (1 - i / steps)  # to 0: no jitter at the end
                 q = Normal(loc, log_std.exp(), validate_args=False)
-                z0 = q.rsample((n_samples,))  # (K, B, L)
+                z0 = _series_normal(q, n_samples, generators)  # (K, B, L)
                 p_x = self._decode(self.integrate(z0, t0, observed.times), level)
                 log_lik = masked_log_likelihood(p_x, observed.values, observed.mask)  # (K, B)
                 loss = -(log_lik.mean(dim=0) - kl_standard_normal(q)).sum()
@@ -614,6 +667,7 @@ class LatentODE(nn.Module):
         proposal_scale: float = 1.0,
         prior: AggregatePosterior | None = None,
         refine: int = 0,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> Prediction:
         """Posterior predictive at ``times`` ``[T]`` or ``[B, T]``.
 
@@ -646,6 +700,12 @@ class LatentODE(nn.Module):
             refine: Adam steps refining each series' ``q(z0)`` on its own ELBO before the
                 paths are drawn (`refine`; 0: the encoder's ``q``). With ``importance`` the
                 refined ``q`` is the proposal.
+            generators: one CPU generator per series of the batch: series ``b``'s draws
+                (its ``z0``, refinement and resampling) come from ``generators[b]`` alone, so
+                its prediction does not depend on which other series share the batch (up to
+                the solver's tolerance: the batch shares its adaptive steps). The draws from
+                ``prior``, shared by the series, stay with torch's global generator. None:
+                every draw from torch's global generator.
 
         Raises:
             ModelInputError: ``n_samples < 1``, ``proposal_scale <= 0``, ``refine < 0``, or
@@ -675,7 +735,7 @@ class LatentODE(nn.Module):
                     "only: build the prior from series on the same time axis as the batch."
                 )
         if not importance and not refine:
-            return _path_moments(self(observed, times, n_samples).p_x)
+            return _path_moments(self(observed, times, n_samples, generators).p_x)
         if n_samples < 1:
             raise ModelInputError(f"n_samples must be >= 1, got {n_samples}.")
         if not proposal_scale > 0:
@@ -684,13 +744,13 @@ class LatentODE(nn.Module):
         B = observed.values.shape[0]
         if prior is None:
             anchor = self._anchor_index(observed)
-            q_z0 = self._refine(observed, level, anchor, refine)
+            q_z0 = self._refine(observed, level, anchor, refine, generators=generators)
             if not importance:  # the refined q's paths, as `forward` draws the encoder's
-                z0 = q_z0.sample((n_samples,))  # (K, B, L)
+                z0 = _series_sample(q_z0, n_samples, generators)  # (K, B, L)
                 zt = self.integrate(z0, observed.times[anchor], times)  # (K, B, T, L)
                 return _path_moments(self._decode(zt, level))
             proposal = Normal(q_z0.mean, q_z0.stddev * proposal_scale, validate_args=False)
-            z0 = proposal.sample((n_samples,))  # (K, B, L)
+            z0 = _series_sample(proposal, n_samples, generators)  # (K, B, L)
             t0 = observed.times[anchor]
         else:  # the prior is the proposal; its draws are shared by the series
             z0 = prior.to(observed.values).sample(n_samples).unsqueeze(1)  # (K, 1, L)
@@ -717,7 +777,7 @@ class LatentODE(nn.Module):
         p_x = self.decoder(z_query)
         paths = p_x.mean  # (K, B or 1, T, D)
         noise = p_x.variance.expand_as(paths)  # (K, B or 1, T, D)
-        pick = torch.multinomial(w.T, n_samples, replacement=True).T  # (K, B) resampled paths
+        pick = _series_multinomial(w, n_samples, generators)  # (K, B) resampled paths
         if paths.shape[1] == 1:  # shared: weighted moments about the paths' plain mean
             ref = paths[:, 0].mean(dim=0)  # (T, D)
             mean = torch.einsum("kb,ktd->btd", w, paths[:, 0])  # (B, T, D)
