@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from report_notes import notes
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENTODE = str(Path(sys.executable).with_name("latentode"))
@@ -65,7 +66,8 @@ def variant(
     run = runs / name.replace(" ", "_")
     log = runs / f"{run.name}.log"
     start = time.perf_counter()
-    if not (run / "checkpoints" / "last.ckpt").is_file():
+    reused = (run / "checkpoints" / "last.ckpt").is_file()
+    if not reused:
         fit = ["fit", "--config", "configs/csv.yaml", "--data.init_args.path", str(data)]
         fit += ["--trainer.default_root_dir", str(run), "--trainer.max_steps", str(steps)]
         _run([*fit, "--trainer.enable_progress_bar", "false", *extra], log)
@@ -75,7 +77,18 @@ def variant(
     _run(["test", *base, "--output", str(scores), "--overwrite"], log)
     _run(["predict", *base, "--horizon", horizon, "--output", str(forecast), "--overwrite"], log)
     wall = time.perf_counter() - start
-    return {"scores": pd.read_csv(scores), "forecast": pd.read_csv(forecast), "wall": wall}
+    return {
+        "scores": pd.read_csv(scores),
+        "forecast": pd.read_csv(forecast),
+        "wall": wall,
+        "reused": reused,
+    }
+
+
+def wall_cell(result: dict) -> str:
+    """The variant's wall seconds for the report: fit, test and predict, or only the last two
+    when the fit was found under ``--runs`` and reused."""
+    return f"{result['wall']:.0f}" + (" (fit reused)" if result["reused"] else "")
 
 
 def run_variants(
@@ -121,14 +134,15 @@ def report(results: dict[str, dict], steps: int) -> str:
         "",
         "## Forecasts 5 days past every history (`latentode predict`, calibrated bands)",
         "",
-        "| channels | rows | conc rows with q05 < 0 | count rows with q05 < 0 | wall (s) |",
+        "| channels | rows | conc rows with q05 < 0 | count rows with q05 < 0 | "
+        "fit + test + predict (s) |",
         "|---|---|---|---|---|",
     ]
     for name, r in results.items():
         f = r["forecast"]
         neg = (f.q05 < 0).groupby(f.channel).mean()
         lines.append(
-            f"| {name} | {len(f)} | {neg['conc']:.1%} | {neg['count']:.1%} | {r['wall']:.0f} |"
+            f"| {name} | {len(f)} | {neg['conc']:.1%} | {neg['count']:.1%} | {wall_cell(r)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -145,10 +159,11 @@ def arguments(doc: str, name: str) -> argparse.Namespace:
 
 
 def publish(text: str, output: Path | None) -> None:
-    """Print the report, and write it to ``output`` if given."""
+    """Print the report, and write it to ``output`` if given, with the hand-written reading
+    kept beside it (``<stem>_notes.md``) appended."""
     print(text)
     if output is not None:
-        output.write_text(text)
+        output.write_text(text + notes(output))
 
 
 def main() -> None:
