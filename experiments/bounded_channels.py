@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from positive_channels import arguments, publish, run_variants, test_table, wall_cell
+from positive_channels import arguments, run_variants, test_table, wall_cell
+from report_notes import publish
 
 VARIANTS = {
     "as is": [],

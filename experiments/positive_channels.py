@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from report_notes import notes
+from report_notes import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENTODE = str(Path(sys.executable).with_name("latentode"))
@@ -156,14 +156,6 @@ def arguments(doc: str, name: str) -> argparse.Namespace:
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
     return args
-
-
-def publish(text: str, output: Path | None) -> None:
-    """Print the report, and write it to ``output`` if given, with the hand-written reading
-    kept beside it (``<stem>_notes.md``) appended."""
-    print(text)
-    if output is not None:
-        output.write_text(text + notes(output))
 
 
 def main() -> None:
