@@ -371,17 +371,23 @@ def _baseline_rows(
 ) -> list[tuple]:
     """The baselines' rows of ``task`` over ``cases`` (`_baselines`; the gaps are scored as
     interpolation), ``target [M, D]`` their concatenated targets; no bands (``levels``: the
-    columns to leave empty)."""
+    columns to leave empty). Their ``wis`` is the point forecast's as a predictive that puts
+    every quantile on it (`weighted_interval_score`: the absolute error, the CRPS of a point
+    mass), so it compares with the model's."""
     names: dict[str, list[np.ndarray]] = {}
     for c in cases:
         for name, pred in _baselines(c, "interpolation" if task == GAPS else task, period).items():
             names.setdefault(name, []).append(pred)
-    n_ok = int((~np.isnan(target)).sum())
+    ok = ~np.isnan(target)
     bands = [math.nan] * 2 * (len(levels) - 1)
-    return [
-        (task, name, *_scores(np.concatenate(p), target), *[math.nan] * 3, n_ok, *bands)
-        for name, p in names.items()
-    ]
+    rows = []
+    for name, p in names.items():
+        point = np.concatenate(p)  # (M, D)
+        stats = np.repeat(point[..., None], 3 + 2 * len(levels), axis=-1)  # every quantile
+        wis = float(weighted_interval_score(stats, target, levels)[ok].mean())
+        errors = _scores(point, target)
+        rows.append((task, name, *errors, wis, math.nan, math.nan, int(ok.sum()), *bands))
+    return rows
 
 
 def evaluate(
@@ -417,8 +423,8 @@ def evaluate(
     Returns:
         Rows ``task, method, mse, mae, wis, coverage90, width90, n_values`` and the
         coverage and width of each of ``levels`` (``wis``: `weighted_interval_score` over the
-        median and every band of the row; NaN with the coverages and widths for the
-        baselines, which have no band), for the tasks
+        median and every band of the row; for a baseline, its point forecast's, the absolute
+        error; the coverages and widths NaN for the baselines, which have no band), for the tasks
         ``extrapolation``, ``interpolation`` and ``history gaps`` (`history_gaps`); none for
         interpolation when no held-out part holds three observations (one to hide between
         two), none for the gaps when no history does.
