@@ -2,15 +2,18 @@
 
 For each CSV checkpoint: forecast the held-out end of every series the fit did not train on
 (its validation and test series), once, with the same draws as ``latentode test``. Then, for
-three rules (one factor with the values as units; one with the series as units; one per
-lead-time bin with the series as units, `latentode predict`'s default):
+four rules (one factor with the values as units; one with the series as units; one per
+lead-time bin with the series as units, `latentode predict`'s default; the same with each
+end of the band calibrated on its own, ``--calibrate_tails``):
 
 - the fit's own split: factors from the validation series, coverage and width on the test
   series (what ``latentode test`` reports as ``latent ODE, calibrated bands``);
 - ``--splits`` random halvings of the same pooled series: factors from one half, coverage on
   the other. Conformal prediction promises at least 90% on average over such splits when
   series are exchangeable; the spread shows what one split of this size can give;
-- coverage by lead time (pooled over the random splits).
+- coverage by lead time (pooled over the random splits);
+- where the misses fall: the shares below q05 and above q95 (at most 0.05 each is what a
+  user reading q05 and q95 as quantiles expects).
 
 Usage (from the repository root; checkpoints fitted as ``reports/calibration_notes.md``
 says, with ``configs/csv.yaml``)::
@@ -44,6 +47,7 @@ from latentode.calibration import (  # noqa: E402
     bin_index,
     conformal_scale,
     lead_scales,
+    tail_scales,
 )
 from latentode.cli import _load_forecaster  # noqa: E402
 from latentode.evaluate import case_seeds, held_out_cases  # noqa: E402
@@ -83,14 +87,24 @@ METHODS = {
     "values": "values as units",
     "series": "series as units, one factor",
     "lead": "series as units, by lead time",
+    "tails": "series as units, by lead time, each end on its own",
 }
 
 
 def factor(stats: list, target: list, lead: list, method: str) -> tuple[np.ndarray, np.ndarray]:
     """Lead-time bin edges and ``[B, 1]`` factors from the given series: the values as units
-    (one factor), the series as units (one factor) or per lead-time bin (`lead_scales`)."""
+    (one factor), the series as units (one factor) or per lead-time bin (`lead_scales`); for
+    ``tails`` ``[2, B, 1]``, the lower end's and the upper end's (`tail_scales`)."""
     scores = band_scores(np.concatenate(stats), np.concatenate(target))  # (M, 1)
     groups = np.concatenate([np.full(len(y), i) for i, y in enumerate(target)])
+    if method == "tails":
+        low, up = (
+            band_scores(np.concatenate(stats), np.concatenate(target), e)
+            for e in ("lower", "upper")
+        )
+        ends = tail_scales(low, up, groups, np.concatenate(lead))
+        assert ends is not None, "too few series to calibrate each end"
+        return ends[0], np.stack(ends[1:])
     if method == "values":
         return np.zeros(0), np.array([[conformal_scale(scores.ravel())]])
     found = lead_scales(scores, groups, np.concatenate(lead), by_lead=method == "lead")
@@ -99,29 +113,37 @@ def factor(stats: list, target: list, lead: list, method: str) -> tuple[np.ndarr
 
 
 def scaled(stats: np.ndarray, lead: np.ndarray, fac: tuple) -> np.ndarray:
-    """One series' predictive scaled by the factors of its values' lead-time bins."""
+    """One series' predictive scaled by the factors of its values' lead-time bins (each
+    end's where there are two; the mean and std, unused here, left as they are)."""
     edges, scale = fac
-    return scale_bands(stats, scale[bin_index(edges, lead)])
+    b = bin_index(edges, lead)
+    if scale.ndim == 3:  # (2, B, 1): the two ends
+        return scale_bands(stats, scale[:, None, b], center=np.ones(1))
+    return scale_bands(stats, scale[b])
 
 
-def cover_width(stats: list, target: list, lead: list, fac: tuple) -> tuple[float, float]:
-    """Coverage and mean width of the scaled bands over the given series."""
+def cover_width(stats: list, target: list, lead: list, fac: tuple) -> tuple[float, ...]:
+    """Coverage, mean width, and the shares below and above the scaled bands over the given
+    series."""
     s = np.concatenate([scaled(x, t, fac) for x, t in zip(stats, lead, strict=True)])
     y = np.concatenate(target)
     ok = ~np.isnan(y)
-    inside = (s[..., 2] <= y) & (y <= s[..., 4])
-    return float(inside[ok].mean()), float((s[..., 4] - s[..., 2])[ok].mean())
+    below, above = (y < s[..., 2])[ok], (y > s[..., 4])[ok]
+    inside = ~below & ~above
+    width = float((s[..., 4] - s[..., 2])[ok].mean())
+    return float(inside.mean()), width, float(below.mean()), float(above.mean())
 
 
 def hits_by_lead(
     stats: np.ndarray, target: np.ndarray, lead: np.ndarray, fac: tuple, into: dict
 ) -> None:
     """Append to ``into[lead rounded]`` whether each of one series' values is inside its
-    scaled band."""
+    scaled band, and whether it is above it."""
     s = scaled(stats, lead, fac)
     inside = (s[..., 2] <= target) & (target <= s[..., 4])
-    for t, hit in zip(np.round(lead), inside[:, 0], strict=True):
-        into.setdefault(int(t), []).append(bool(hit))
+    above = target > s[..., 4]
+    for t, hit, up in zip(np.round(lead), inside[:, 0], above[:, 0], strict=True):
+        into.setdefault(int(t), []).append((bool(hit), bool(up)))
 
 
 def study(h: dict, splits: int, seed: int, method: str) -> dict:
@@ -129,34 +151,43 @@ def study(h: dict, splits: int, seed: int, method: str) -> dict:
     pick = lambda m: [[h[k][i] for i in np.flatnonzero(m)] for k in KEYS]  # noqa: E731
     val, test = h["role"] == "val", h["role"] == "test"
     fac = factor(*pick(val), method)
-    one = (np.zeros(0), np.ones((1, 1)))
+    one = (np.zeros(0), np.ones((1, 1)))  # the model's own band
     out = {
         "n_val": int(val.sum()),
         "n_test": int(test.sum()),
-        "factors": fac[1][:, 0],
+        "factors": fac[1][..., 0],  # (B,), or (2, B) for the two ends
         "val_raw": cover_width(*pick(val), one),
         "test_raw": cover_width(*pick(test), one),
         "test_cal": cover_width(*pick(test), fac),
     }
     rng = np.random.default_rng(seed)
     n = len(h["role"])
-    covers, widths, by_lead = [], [], {}
+    covers, widths, below, above, by_lead = [], [], [], [], {}
     for _ in range(splits):
         a = np.zeros(n, dtype=bool)
         a[rng.permutation(n)[: n // 2]] = True
         fac_r = factor(*pick(a), method)
-        c, w = cover_width(*pick(~a), fac_r)
+        c, w, lo, up = cover_width(*pick(~a), fac_r)
         covers.append(c)
         widths.append(w)
+        below.append(lo)
+        above.append(up)
         for i in np.flatnonzero(~a):
             hits_by_lead(h["stats"][i], h["target"][i], h["lead"][i], fac_r, by_lead)
     out["splits"] = (np.array(covers), np.array(widths))
-    out["by_lead"] = {k: (float(np.mean(v)), len(v)) for k, v in sorted(by_lead.items())}
-    raw_lead: dict[int, list[bool]] = {}
+    out["tails"] = (np.array(below), np.array(above))
+    out["by_lead"] = {k: (*np.mean(v, axis=0), len(v)) for k, v in sorted(by_lead.items())}
+    raw_lead: dict[int, list[tuple]] = {}
     for s, y, lead in zip(h["stats"], h["target"], h["lead"], strict=True):
         hits_by_lead(s, y, lead, one, raw_lead)
-    out["raw_by_lead"] = {k: float(np.mean(v)) for k, v in raw_lead.items()}
+    out["raw_by_lead"] = {k: tuple(np.mean(v, axis=0)) for k, v in raw_lead.items()}
     return out
+
+
+def _factors(f: np.ndarray) -> str:
+    """A rule's factors by lead bin, the two ends' as ``q05 ...; q95 ...``."""
+    row = lambda v: " / ".join(f"{x:.3f}" for x in v)  # noqa: E731
+    return f"q05 {row(f[0])}; q95 {row(f[1])}" if f.ndim == 2 else row(f)
 
 
 def report(args: argparse.Namespace, results: dict, wall: float) -> str:
@@ -176,8 +207,12 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         "shared by its values, and the level's finite-sample correction counts series. "
         "*Series as units, by lead time* (what `latentode predict` does): the same rule in "
         "each lead-time bin (`lead_bins`: here one bin per year ahead where the values fill "
-        "it), each value scaled by its bin's factor. Coverage: share of held-out values "
-        "inside the band (0.90 is calibrated); width: its mean width, in the data's units.",
+        "it), each value scaled by its bin's factor. *Each end on its own* (`latentode predict "
+        "--calibrate_tails`): the same bins, the lower and the upper end each with its own "
+        "factors at level 0.95 from signed half-bands (`tail_scales`), so that at most 5% fall "
+        "past each end. Coverage: share of held-out values inside the band (0.90 is "
+        "calibrated); width: its mean width, in the data's units; below / above: the shares "
+        "under q05 and over q95 (0.05 each is what a reader of q05 and q95 expects).",
         "",
         "## The fit's own split: factor from the validation series, scored on the test series",
         "",
@@ -189,7 +224,7 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['n_val']} | {r['n_test']} | "
-            f"{' / '.join(f'{v:.3f}' for v in r['factors'])} | "
+            f"{_factors(r['factors'])} | "
             f"{r['val_raw'][0]:.3f} | {r['test_raw'][0]:.3f} | {r['test_cal'][0]:.3f} | "
             f"{r['test_raw'][1]:.3f} / {r['test_cal'][1]:.3f} |"
         )
@@ -198,29 +233,33 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         f"## {args.splits} random halvings of the same held-out series",
         "",
         "| checkpoint | mean coverage | coverage 10% / 50% / 90% of splits | "
-        "share of splits below 0.80 | mean width | width 10% / 50% / 90% of splits |",
-        "|---|---|---|---|---|---|",
+        "share of splits below 0.80 | mean width | width 10% / 50% / 90% of splits | "
+        "mean share below q05 / above q95 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         c, w = r["splits"]
         q = np.quantile(c, [0.1, 0.5, 0.9])
         qw = np.quantile(w, [0.1, 0.5, 0.9])
+        lo, up = r["tails"]
         lines.append(
             f"| {name} | {c.mean():.3f} | {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f} | "
             f"{(c < 0.8).mean():.3f} | {w.mean():.3f} | "
-            f"{qw[0]:.3f} / {qw[1]:.3f} / {qw[2]:.3f} |"
+            f"{qw[0]:.3f} / {qw[1]:.3f} / {qw[2]:.3f} | {lo.mean():.3f} / {up.mean():.3f} |"
         )
     leads = sorted({k for r in results.values() for k in r["by_lead"]})  # every fit's
     lines += [
         "",
-        "## Coverage by lead time (rounded to whole time units), pooled over the halvings",
+        "## Coverage by lead time (rounded to whole time units), pooled over the halvings; "
+        "in brackets the model's own, then the share above q95",
         "",
         "| checkpoint | " + " | ".join(f"lead {k}" for k in leads) + " |",
         "|---|" + "---|" * len(leads),
     ]
     for name, r in results.items():
         cells = [
-            f"{r['by_lead'][k][0]:.2f} (model {r['raw_by_lead'].get(k, float('nan')):.2f})"
+            f"{r['by_lead'][k][0]:.2f} (model "
+            f"{r['raw_by_lead'].get(k, (float('nan'),))[0]:.2f}; above {r['by_lead'][k][1]:.3f})"
             if k in r["by_lead"]
             else ""
             for k in leads

@@ -344,6 +344,14 @@ BY_LEAD_HELP = (
 )
 
 
+TAILS_HELP = (
+    "calibrate each end of every band on its own, so that at most 5%% of values fall below "
+    "q05 and at most 5%% above q95 (each end at 0.95: needs 19 validation series; a band whose "
+    "series are too few keeps its central factors); --no-calibrate_tails: one factor for both "
+    "ends, so the band covers 90%% but its misses may all lie on one side"
+)
+
+
 DUPLICATES_ARG: dict[str, Any] = {
     "choices": ("error", "mean"),
     "default": None,
@@ -422,6 +430,7 @@ def _calibration(
                 chunk=chunk,
                 by_lead=args.calibrate_by_lead,
                 levels=_levels(args.levels),
+                tails=args.calibrate_tails,
                 **_draws(args),
             )
         except USER_ERRORS as e:
@@ -477,6 +486,12 @@ def _predict_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help=BY_LEAD_HELP,
+    )
+    p.add_argument(
+        "--calibrate_tails",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help=TAILS_HELP,
     )
     p.add_argument("--levels", nargs="+", default=None, metavar="PERCENT", help=LEVELS_HELP)
     p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
@@ -906,6 +921,12 @@ def test_main(argv: list[str]) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help=BY_LEAD_HELP,
+    )
+    p.add_argument(
+        "--calibrate_tails",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help=TAILS_HELP,
     )
     p.add_argument(
         "--levels",

@@ -461,7 +461,8 @@ def evaluate(
         for p, c in zip(preds, cases, strict=True):
             own.append(p.summary(levels=levels))
             if task == "extrapolation" and calibrated:
-                scaled.append(p.summary(calibration.factors(c.lead, levels), levels))
+                lam, center = calibration.factors(c.lead, levels), calibration.factors(c.lead)
+                scaled.append(p.summary(lam, levels, center))
         stats = np.concatenate(own)  # (M, D, 2 + Q)
         target = np.concatenate([c.target for c in cases])  # (M, D)
         rows.append(_model_row(task, "latent ODE", stats, target, levels))

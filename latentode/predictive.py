@@ -10,7 +10,10 @@ calibration factors (`latentode.calibration`).
 On a channel as it is, the quantiles are the noisy draws' and the mean and std the paths'
 own moments (``mean_k`` and ``sqrt(var_k + sigma^2)``: the same expectations with less
 Monte-Carlo error); a band factor ``lam`` moves every summary about the median,
-``q50 + lam * (x - q50)`` (`scale_bands`).
+``q50 + lam * (x - q50)`` (`scale_bands`). With each end of a band calibrated on its own
+(`latentode.calibration`, ``tails``), the lower ends take one factor and the upper ends
+another, and the mean and std the 5-95% band's central factor (``center``): an end's factor
+rests on the few most extreme validation values, and the mean would follow their noise.
 
 On a channel modelled on a log scale (`latentode.data.transforms`), path ``k`` is Gaussian in
 ``z = log x`` with mean ``mu_k`` and std ``s`` (the noise), so ``x`` is log-normal per path.
@@ -197,42 +200,55 @@ def band_columns(levels: Sequence[float], level: float = LEVEL) -> tuple[int, in
 
 
 def scale_bands(
-    stats: np.ndarray, scale: np.ndarray, levels: Sequence[float] | None = None
+    stats: np.ndarray,
+    scale: np.ndarray,
+    levels: Sequence[float] | None = None,
+    center: np.ndarray | None = None,
 ) -> np.ndarray:
     """The predictive scaled about its median, each band by its own factors.
 
     Args:
         stats: ``[..., D, 2 + Q]`` (mean, std, then the quantiles of `band_levels`
             ``levels``; by default ``[..., D, 5]``: mean, std, q05, q50, q95).
-        scale: factors broadcastable to ``[L, ..., D]``, one per band level (ascending), e.g.
-            ``[D]`` for every level and value, or ``[..., D]`` one per value (by lead time,
-            `latentode.calibration.Calibration.factors`).
+        scale: factors broadcastable to ``[2, L, ..., D]``: for each band's lower and upper
+            end, one per band level (ascending). A factor for both ends broadcasts, e.g.
+            ``[D]`` for every level and value, ``[..., D]`` one per value (by lead time), or
+            ``[L, ..., D]`` one per level and value
+            (`latentode.calibration.Calibration.factors`, which gives ``[2, L, ..., D]`` where
+            each end was calibrated on its own).
         levels: the bands ``stats`` holds (None: `LEVEL` alone).
+        center: the factor of the mean and std, broadcastable to ``[..., D]``; None: the
+            5-95% band's, which both its ends must then share.
 
     Returns:
         ``[..., D, 2 + Q]``: each band's ends ``q50 + scale * (x - q50)`` with its level's
-        factor; the mean likewise and the std times the factor of `LEVEL`'s band. Where a
-        band's end then lies inside a narrower band's (an 80% band scaled by 1.5, a 90% band
-        by 0.5), it is moved out to it, so every band keeps at least its own coverage. For
-        channels as they are; `Predictive.summary` scales a transformed channel.
+        factor for that end; the mean ``q50 + center * (mean - q50)`` and the std times
+        ``center``. Where a band's end then lies inside a narrower band's (an 80%
+        band scaled by 1.5, a 90% band by 0.5), it is moved out to it, so every band keeps at
+        least its own coverage. For channels as they are; `Predictive.summary` scales a
+        transformed channel.
     """
     levels = band_levels(levels)
     L = len(levels)
-    lam = np.broadcast_to(np.asarray(scale, dtype=np.float64), (L, *stats.shape[:-1]))
+    lam = np.broadcast_to(np.asarray(scale, dtype=np.float64), (2, L, *stats.shape[:-1]))
     q50 = stats[..., 2 + L : 3 + L]  # (..., D, 1)
     out = stats.copy()
     out[..., 2:] = _nested(q50 + _per_quantile(lam) * (stats[..., 2:] - q50), L)
-    principal = lam[levels.index(LEVEL)]  # (..., D)
-    out[..., 0] = q50[..., 0] + principal * (stats[..., 0] - q50[..., 0])
-    out[..., 1] = principal * stats[..., 1]
+    if center is None:
+        low, center = lam[:, levels.index(LEVEL)]  # (..., D) each
+        if (low != center).any():
+            raise ValueError("the 5-95% band's ends have their own factors: pass center")
+    out[..., 0] = q50[..., 0] + center * (stats[..., 0] - q50[..., 0])
+    out[..., 1] = center * stats[..., 1]
     return out
 
 
 def _per_quantile(lam: np.ndarray) -> np.ndarray:
-    """``[..., 2L + 1]`` each quantile's factor from ``lam [L, ...]`` (ascending levels): a
-    band's two ends take its level's, the median 1."""
-    lam = np.moveaxis(lam, 0, -1)  # (..., L)
-    return np.concatenate([lam[..., ::-1], np.ones_like(lam[..., :1]), lam], axis=-1)
+    """``[..., 2L + 1]`` each quantile's factor from ``lam [2, L, ...]`` (lower ends, upper
+    ends; ascending levels): a band's lower end takes its level's lower factor, its upper end
+    the upper one, the median 1."""
+    low, up = (np.moveaxis(x, 0, -1) for x in lam)  # (..., L) each
+    return np.concatenate([low[..., ::-1], np.ones_like(low[..., :1]), up], axis=-1)
 
 
 def _nested(q: np.ndarray, L: int) -> np.ndarray:
@@ -267,30 +283,37 @@ class Predictive:
     kinds: list[str]
 
     def summary(
-        self, scale: np.ndarray | None = None, levels: Sequence[float] | None = None
+        self,
+        scale: np.ndarray | None = None,
+        levels: Sequence[float] | None = None,
+        center: np.ndarray | None = None,
     ) -> np.ndarray:
         """``[n, D, 2 + Q]``: mean, std and the quantiles of `quantile_probs` ``levels``
         (by default ``[n, D, 5]``: mean, std, q05, q50, q95), each band scaled about the
-        median by its factors ``scale`` (broadcastable to ``[L, n, D]``, `scale_bands`; None:
-        as the model gives it)."""
+        median by its factors ``scale`` (broadcastable to ``[2, L, n, D]``, each end's:
+        `scale_bands`; None: as the model gives it), and on a channel as it is the mean and
+        std by ``center`` (broadcastable to ``[n, D]``; None: the 5-95% band's factor, which
+        its two ends must then share)."""
         levels = band_levels(levels)
         n, D = self.mean.shape
         q = np.quantile(self.draws, quantile_probs(levels), axis=0)  # (Q, n, D)
         stats = np.stack([self.mean, self.std, *q], axis=-1)  # (n, D, 2 + Q)
-        shape = (len(levels), n, D)
+        shape = (2, len(levels), n, D)
         lam = np.ones(shape) if scale is None else np.broadcast_to(scale, shape)
         if scale is not None:
-            stats = scale_bands(stats, lam, levels)
+            stats = scale_bands(stats, lam, levels, center)
         for d, kind in enumerate(self.kinds):
             if kind != "none":
                 stats[:, d] = self._transformed(d, kind, lam[..., d], levels)
         return stats
 
-    def scores(self, target: np.ndarray, level: float = LEVEL) -> np.ndarray:
+    def scores(
+        self, target: np.ndarray, level: float = LEVEL, side: str | None = None
+    ) -> np.ndarray:
         """``[n, D]`` the conformal scores of ``target [n, D]`` for the band of coverage
-        ``level`` (`band_scores`), a transformed channel's on its transformed scale, where
-        its band is scaled: the scaled band of `summary` holds a value exactly when its
-        score is at most the factor."""
+        ``level`` (`band_scores`; ``side``: for its lower or upper end alone), a transformed
+        channel's on its transformed scale, where its band is scaled: the scaled band (end)
+        of `summary` holds a value exactly when its score is at most the factor."""
         low = round((1.0 - _level(level)) / 2, 12)
         probs = (low, 0.5, round(1.0 - low, 12))  # (0.05, 0.5, 0.95) for LEVEL
         q = np.quantile(self.draws, probs, axis=0)  # (3, n, D) the quantiles alone
@@ -303,7 +326,7 @@ class Predictive:
             stats[:, d, 2:] = zq.T
             if kind == "log1p":  # a 0 is inside any band whose censored lower end is 0
                 z[:, d] = np.where((z[:, d] <= 0) & (zq[1] < 0), zq[1], z[:, d])
-        return band_scores(stats, z)
+        return band_scores(stats, z, side)
 
     def _z_quantiles(self, d: int, kind: str, probs: Sequence[float]) -> np.ndarray:
         """``[Q, n]`` the quantiles ``probs`` of channel ``d``'s draws on its transformed
@@ -315,7 +338,7 @@ class Predictive:
         self, d: int, kind: str, lam: np.ndarray, levels: tuple[float, ...]
     ) -> np.ndarray:
         """``[n, 2 + Q]`` the summaries of transformed channel ``d``, each band's quantiles
-        scaled by its factors ``lam`` ``[L, n]`` on the transformed scale (module
+        scaled by its factors ``lam`` ``[2, L, n]`` (each end's) on the transformed scale (module
         docstring)."""
         L = len(levels)
         zq = self._z_quantiles(d, kind, quantile_probs(levels)).T  # (n, Q)
@@ -390,24 +413,33 @@ def _logit_normal_moments(mu: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np
     return mean.numpy(), var.sqrt().numpy()
 
 
-def band_scores(stats: np.ndarray, target: np.ndarray) -> np.ndarray:
+def band_scores(stats: np.ndarray, target: np.ndarray, side: str | None = None) -> np.ndarray:
     """Half-bands from the median to each target (the conformal score,
     `latentode.calibration`).
 
     Args:
         stats: ``[..., 5]`` (mean, std, q05, q50, q95) as `Predictive.summary` gives.
         target: ``[...]`` observed values, NaN where missing.
+        side: None: the half-bands on the target's side of the median (the band scaled by
+            ``lam`` holds it when the score is at most ``lam``). ``"upper"``: signed upper
+            half-bands, ``(y - q50) / (q95 - q50)``, negative below the median (the upper end
+            scaled by ``lam`` lies at or above ``y`` when the score is at most ``lam``);
+            ``"lower"``: ``(q50 - y) / (q50 - q05)``, likewise for the lower end.
 
     Returns:
         Scores of the same shape as ``target`` (NaN where it is missing; ``inf`` where the
-        band has zero width on the target's side and the target is off the median).
+        half-band that is divided by has zero width and the target is past the median on its
+        side, ``-inf`` where it is on the other side).
     """
     q05, q50, q95 = stats[..., 2], stats[..., 3], stats[..., 4]
-    above = target >= q50
-    dist = np.where(above, target - q50, q50 - target)
+    if side not in (None, "lower", "upper"):
+        raise ValueError(f"side is None, 'lower' or 'upper', got {side!r}")
+    above = target >= q50 if side is None else np.full(np.shape(target), side == "upper")
+    dist = np.where(above, target - q50, q50 - target)  # negative: the other side (signed)
     half = np.where(above, q95 - q50, q50 - q05)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(half > _TINY, dist / np.maximum(half, _TINY), np.where(dist > 0, np.inf, 0.0))
+        edge = np.where(dist > 0, np.inf, np.where(dist < 0, -np.inf, 0.0))  # zero half-band
+        r = np.where(half > _TINY, dist / np.maximum(half, _TINY), edge)
     return np.where(np.isnan(target), np.nan, r)
 
 

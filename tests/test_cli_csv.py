@@ -741,6 +741,7 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
         "lead": run_cli(*common, "--output", str(tmp_path / "lead.csv")),
         "one": run_cli(*common, "--output", str(tmp_path / "one.csv"), "--no-calibrate_by_lead"),
         "raw": run_cli(*common, "--output", str(tmp_path / "raw.csv"), "--no-calibrate"),
+        "tails": run_cli(*common, "--output", str(tmp_path / "tails.csv"), "--calibrate_tails"),
     }
     for res in runs.values():
         assert res.returncode == 0, res.stderr[-3000:]
@@ -748,6 +749,12 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
         "calibrated on" in runs["lead"].stdout and "of 10 validation series" in runs["lead"].stdout
     )
     assert "calibrated" not in runs["raw"].stdout
+    # 10 validation series are too few for an end at 0.95 (19): the central factors, said so
+    assert "q05 and q95 each on its own" in runs["tails"].stdout
+    assert "not, each end of a 90% band needs at least 19 validation series" in runs["tails"].stdout
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "tails.csv"), pd.read_csv(tmp_path / "lead.csv")
+    )
     raw = pd.read_csv(tmp_path / "raw.csv")
     last = pd.to_datetime(frame.groupby("series_id").time.max())  # each history's end
     lead = (pd.to_datetime(raw.time) - raw.series_id.map(last)).dt.days.to_numpy()
