@@ -121,18 +121,24 @@ def test_each_band_is_scaled_by_its_own_factor_and_wider_bands_hold_narrower_one
     np.testing.assert_array_equal(scale_bands(five, np.array([2.0])), scale_bands(five, 2.0, ()))
 
 
+def predictive_and_targets(kinds: list[str], seed: int) -> tuple:
+    """A predictive of 50 times on two channels of ``kinds`` and targets ``[50, 2]`` spread
+    over and past its bands (zeros among them on a ``log1p`` channel)."""
+    rng = np.random.default_rng(seed)
+    p = _predictive(kinds, K=600, n=50)
+    z = rng.normal(0.0, 1.5, (50, 2))
+    if kinds[0] == "log1p":
+        z[:, 0] = np.maximum(z[:, 0], 0.0)
+    return p, inverse(z, kinds)
+
+
 @pytest.mark.parametrize("kinds", [["none", "log"], ["logit", "logit(-5, 20)"], ["log1p", "log"]])
 def test_a_bands_scores_say_exactly_which_values_its_scaled_band_holds(kinds) -> None:
     """The calibration's rule, band by band: a value is inside the band of level ``v``
     scaled by ``lam_v`` iff its score at ``v`` is at most ``lam_v`` (factors chosen so that no
     band is widened to hold a narrower one); on a logit channel every end stays inside the
     bounds."""
-    rng = np.random.default_rng(2)
-    p = _predictive(kinds, K=600, n=50)
-    z = rng.normal(0.0, 1.5, (50, 2))
-    if kinds[0] == "log1p":
-        z[:, 0] = np.maximum(z[:, 0], 0.0)
-    target = inverse(z, kinds)
+    p, target = predictive_and_targets(kinds, seed=2)
     levels = band_levels(LEVELS)  # (0.5, 0.8, 0.9, 0.95)
     for lam in ([0.4, 0.6, 0.7, 0.75], [1.2, 1.9, 2.5, 3.0], [1.0, 1.0, 1.0, 1.0]):
         band = p.summary(np.array(lam)[:, None, None], LEVELS)

@@ -8,8 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 from scipy.stats import norm
-from test_levels import LEVELS, W, _fertility_fit, _normal_stats
-from test_transforms import _predictive
+from test_levels import LEVELS, W, _fertility_fit, _normal_stats, predictive_and_targets
 
 from latentode.calibration import (
     MIN_VALUES,
@@ -19,7 +18,6 @@ from latentode.calibration import (
     tail_scales,
     validation_cases,
 )
-from latentode.data.transforms import inverse
 from latentode.evaluate import case_predictives, case_seeds, evaluate
 from latentode.predictive import _TINY, band_columns, band_levels, band_scores, scale_bands
 
@@ -46,12 +44,7 @@ def test_each_ends_signed_score_says_exactly_which_values_its_scaled_end_holds(k
     """The rule behind `tail_scales`, end by end and band by band: a value is at or above
     the lower end scaled by ``lo_v`` iff its lower score at ``v`` is at most ``lo_v``, and
     likewise for the upper end, on a channel as it is and on a transformed one."""
-    rng = np.random.default_rng(3)
-    p = _predictive(kinds, K=600, n=50)
-    z = rng.normal(0.0, 1.5, (50, 2))
-    if kinds[0] == "log1p":
-        z[:, 0] = np.maximum(z[:, 0], 0.0)
-    target = inverse(z, kinds)
+    p, target = predictive_and_targets(kinds, seed=3)
     levels = band_levels(LEVELS)  # (0.5, 0.8, 0.9, 0.95)
     lower, upper = np.array([0.4, 0.6, 0.7, 0.75]), np.array([1.2, 1.9, 2.5, 3.0])
     lam = np.stack([lower, upper])[:, :, None, None]  # (2, L, 1, 1)
