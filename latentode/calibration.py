@@ -227,21 +227,26 @@ class Calibration:
         """
         if self.scale is None:
             raise ValueError(f"not calibrated: {self.reason}")
-        if self.tails and levels is not None:
-            central = self._central(lead, band_levels(levels))  # (L, n, D)
-            lower, upper = central.copy(), central.copy()
-            ends = {t.level: t for t in self.tails}
-            for i, level in enumerate(band_levels(levels)):
-                t = ends.get(level)
-                if t is None:
-                    raise ValueError(
-                        f"ends not calibrated for the {level:.4g} band; pass its level"
-                    )
-                if t.lower is not None and t.upper is not None:
-                    b = bin_index(t.edges, lead)
-                    lower[i], upper[i] = t.lower[b], t.upper[b]
-            return np.stack([lower, upper])
-        return self._central(lead, levels)
+        if not self.tails or levels is None:
+            return self._central(lead, levels)
+        levels = band_levels(levels)
+        central = self._central(lead, levels)  # (L, n, D); raises for a level not calibrated
+        lower, upper = central.copy(), central.copy()
+        ends = {t.level: t for t in self.tails}  # `calibrate` gives every level its ends
+        for i, level in enumerate(levels):
+            t = ends[level]
+            if t.lower is not None and t.upper is not None:
+                b = bin_index(t.edges, lead)
+                lower[i], upper[i] = t.lower[b], t.upper[b]
+        return np.stack([lower, upper])
+
+    def scaling(
+        self, lead: np.ndarray, levels: Sequence[float] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The arguments of `latentode.predictive.Predictive.summary` for values ``lead``
+        past their history: each band's factors (`factors` with ``levels``) and ``center``,
+        the 5-95% band's central ones that scale the mean and std."""
+        return self.factors(lead, levels), self.factors(lead)
 
     def _central(self, lead: np.ndarray, levels: Sequence[float] | None) -> np.ndarray:
         """`factors` with both ends of each band scaled alike."""

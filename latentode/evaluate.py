@@ -461,7 +461,7 @@ def evaluate(
         for p, c in zip(preds, cases, strict=True):
             own.append(p.summary(levels=levels))
             if task == "extrapolation" and calibrated:
-                lam, center = calibration.factors(c.lead, levels), calibration.factors(c.lead)
+                lam, center = calibration.scaling(c.lead, levels)
                 scaled.append(p.summary(lam, levels, center))
         stats = np.concatenate(own)  # (M, D, 2 + Q)
         target = np.concatenate([c.target for c in cases])  # (M, D)

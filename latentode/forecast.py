@@ -424,9 +424,7 @@ def forecast(
         calibrated = calibration is not None and calibration.scale is not None
         for i, p in enumerate(preds, start=lo):
             lead = future[i] - segs[i].times[-1]
-            lam = center = None
-            if calibrated:
-                lam, center = calibration.factors(lead, levels), calibration.factors(lead)
+            lam, center = calibration.scaling(lead, levels) if calibrated else (None, None)
             summary[i] = p.summary(lam, levels, center)
     return ForecastResult(segs, future, summary, table, levels)
 

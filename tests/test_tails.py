@@ -175,7 +175,8 @@ def test_calibrate_with_tails_gives_each_end_its_own_factors() -> None:
     assert not np.array_equal(rows[0], rows[1])  # the ends differ somewhere
     np.testing.assert_array_equal(cal.factors(lead), central[2])  # without levels: central
     p, c = preds[0], cases[0]
-    ends = p.summary(cal.factors(c.lead, LEVELS), LEVELS, cal.factors(c.lead))
+    lam, center = cal.scaling(c.lead, LEVELS)  # what `predict` and `test` pass
+    ends = p.summary(lam, LEVELS, center)
     plain_cal = dataclasses.replace(cal, tails=())
     both = p.summary(plain_cal.factors(c.lead, LEVELS), LEVELS)
     np.testing.assert_array_equal(ends[..., :2], both[..., :2])  # mean and std: central
