@@ -13,7 +13,11 @@ end of the band calibrated on its own, ``--calibrate_tails``):
   series are exchangeable; the spread shows what one split of this size can give;
 - coverage by lead time (pooled over the random splits);
 - where the misses fall: the shares below q05 and above q95 (at most 0.05 each is what a
-  user reading q05 and q95 as quantiles expects).
+  user reading q05 and q95 as quantiles expects);
+- the interval score of each rule's band (a proper score: width plus 20 times each miss's
+  distance), as a ratio to the default rule's on the same halvings;
+- the median and the mean: the share of values above q50, the mean error, and whether
+  moving the forecast mean by the other half's mean error lowers its MSE.
 
 Usage (from the repository root; checkpoints fitted as ``reports/calibration_notes.md``
 says, with ``configs/csv.yaml``)::
@@ -123,15 +127,21 @@ def scaled(stats: np.ndarray, lead: np.ndarray, fac: tuple) -> np.ndarray:
 
 
 def cover_width(stats: list, target: list, lead: list, fac: tuple) -> tuple[float, ...]:
-    """Coverage, mean width, and the shares below and above the scaled bands over the given
-    series."""
+    """Coverage, mean width, the shares below and above, and the mean interval score of the
+    scaled 5-95% bands over the given series. The interval score (Gneiting and Raftery 2007,
+    eq. 43) is the width plus 2 / 0.1 times the distance by which a value misses the band: a
+    proper score, so a rule that buys its coverage with needless width pays for it."""
     s = np.concatenate([scaled(x, t, fac) for x, t in zip(stats, lead, strict=True)])
     y = np.concatenate(target)
     ok = ~np.isnan(y)
-    below, above = (y < s[..., 2])[ok], (y > s[..., 4])[ok]
+    lo, up, y = s[..., 2][ok], s[..., 4][ok], y[ok]
+    below, above = y < lo, y > up
     inside = ~below & ~above
-    width = float((s[..., 4] - s[..., 2])[ok].mean())
-    return float(inside.mean()), width, float(below.mean()), float(above.mean())
+    width = up - lo
+    miss = np.clip(lo - y, 0, None) + np.clip(y - up, 0, None)
+    score = float((width + miss * 2 / (1 - 0.9)).mean())
+    means = (float(v.mean()) for v in (inside, width, below, above))
+    return (*means, score)
 
 
 def hits_by_lead(
@@ -162,25 +172,63 @@ def study(h: dict, splits: int, seed: int, method: str) -> dict:
     }
     rng = np.random.default_rng(seed)
     n = len(h["role"])
-    covers, widths, below, above, by_lead = [], [], [], [], {}
+    covers, widths, below, above, scores, by_lead = [], [], [], [], [], {}
     for _ in range(splits):
         a = np.zeros(n, dtype=bool)
         a[rng.permutation(n)[: n // 2]] = True
         fac_r = factor(*pick(a), method)
-        c, w, lo, up = cover_width(*pick(~a), fac_r)
+        c, w, lo, up, sc = cover_width(*pick(~a), fac_r)
         covers.append(c)
         widths.append(w)
         below.append(lo)
         above.append(up)
+        scores.append(sc)
         for i in np.flatnonzero(~a):
             hits_by_lead(h["stats"][i], h["target"][i], h["lead"][i], fac_r, by_lead)
     out["splits"] = (np.array(covers), np.array(widths))
     out["tails"] = (np.array(below), np.array(above))
+    out["score"] = np.array(scores)
     out["by_lead"] = {k: (*np.mean(v, axis=0), len(v)) for k, v in sorted(by_lead.items())}
     raw_lead: dict[int, list[tuple]] = {}
     for s, y, lead in zip(h["stats"], h["target"], h["lead"], strict=True):
         hits_by_lead(s, y, lead, one, raw_lead)
     out["raw_by_lead"] = {k: tuple(np.mean(v, axis=0)) for k, v in raw_lead.items()}
+    return out
+
+
+def point_study(h: dict, splits: int, seed: int) -> dict:
+    """The median and the mean of one checkpoint's forecasts on its held-out series: the share
+    of values above q50 and the mean error (value minus the forecast mean); then, over the
+    same random halvings as `study`, the forecast MSE on one half after the mean is moved by
+    the other half's mean error (one shift, and one per lead-time bin of the ``lead`` rule),
+    as a ratio to the MSE unmoved. A bias the validation series could correct would show as
+    ratios below 1."""
+    flat = lambda idx: [  # noqa: E731
+        np.concatenate([h[k][i] for i in idx]) for k in ("stats", "target", "lead")
+    ]
+    s, y, _ = flat(range(len(h["role"])))
+    ok = ~np.isnan(y[:, 0])
+    out = {
+        "above_q50": float((y[ok, 0] > s[ok, 0, 3]).mean()),
+        "error": float((y[ok, 0] - s[ok, 0, 0]).mean()),
+        "mse": float(((y[ok, 0] - s[ok, 0, 0]) ** 2).mean()),
+    }
+    rng = np.random.default_rng(seed)  # the halvings of `study`
+    n = len(h["role"])
+    ratios = []
+    for _ in range(splits):
+        a = np.zeros(n, dtype=bool)
+        a[rng.permutation(n)[: n // 2]] = True
+        edges, _ = factor(*[[h[k][i] for i in np.flatnonzero(a)] for k in KEYS], "lead")
+        (sa, ya, la), (sb, yb, lb) = flat(np.flatnonzero(a)), flat(np.flatnonzero(~a))
+        ea, eb = (ya - sa[..., 0])[:, 0], (yb - sb[..., 0])[:, 0]
+        oka, okb = ~np.isnan(ea), ~np.isnan(eb)
+        ba, bb = bin_index(edges, la)[oka], bin_index(edges, lb)[okb]
+        ea, eb = ea[oka], eb[okb]
+        by_bin = np.array([ea[ba == b].mean() for b in range(len(edges) + 1)])
+        mse = (eb**2).mean()
+        ratios.append((((eb - ea.mean()) ** 2).mean() / mse, ((eb - by_bin[bb]) ** 2).mean() / mse))
+    out["shift"] = np.array(ratios)  # (splits, 2): one shift, by lead bin
     return out
 
 
@@ -190,8 +238,9 @@ def _factors(f: np.ndarray) -> str:
     return f"q05 {row(f[0])}; q95 {row(f[1])}" if f.ndim == 2 else row(f)
 
 
-def report(args: argparse.Namespace, results: dict, wall: float) -> str:
-    """The markdown report."""
+def report(args: argparse.Namespace, results: dict, points: dict, wall: float) -> str:
+    """The markdown report: ``results`` by checkpoint and rule (`study`), ``points`` by
+    checkpoint (`point_study`)."""
     cmd = " ".join(["`.venv/bin/python experiments/calibration.py", *sys.argv[1:]]) + "`"
     lines = [
         "# Calibrated forecast bands on held-out series (`latentode.calibration`)",
@@ -234,18 +283,42 @@ def report(args: argparse.Namespace, results: dict, wall: float) -> str:
         "",
         "| checkpoint | mean coverage | coverage 10% / 50% / 90% of splits | "
         "share of splits below 0.80 | mean width | width 10% / 50% / 90% of splits | "
-        "mean share below q05 / above q95 |",
-        "|---|---|---|---|---|---|---|",
+        "mean share below q05 / above q95 | mean interval score | "
+        "interval score / by lead time's (mean; share of splits below 1) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         c, w = r["splits"]
         q = np.quantile(c, [0.1, 0.5, 0.9])
         qw = np.quantile(w, [0.1, 0.5, 0.9])
         lo, up = r["tails"]
+        ratio = r["score"] / results[f"`{r['ckpt']}`, {METHODS['lead']}"]["score"]
         lines.append(
             f"| {name} | {c.mean():.3f} | {q[0]:.3f} / {q[1]:.3f} / {q[2]:.3f} | "
             f"{(c < 0.8).mean():.3f} | {w.mean():.3f} | "
-            f"{qw[0]:.3f} / {qw[1]:.3f} / {qw[2]:.3f} | {lo.mean():.3f} / {up.mean():.3f} |"
+            f"{qw[0]:.3f} / {qw[1]:.3f} / {qw[2]:.3f} | {lo.mean():.3f} / {up.mean():.3f} | "
+            f"{r['score'].mean():.3f} | {ratio.mean():.3f}; {(ratio < 1).mean():.2f} |"
+        )
+    lines += [
+        "",
+        "## The median and the mean: is the forecast biased, and would the validation "
+        "series correct it?",
+        "",
+        "Over all held-out values: the share above the forecast median q50 (0.50 if the "
+        "median is calibrated) and the mean error, value minus forecast mean. Over the same "
+        "halvings: the MSE of the mean on one half after moving it by the other half's mean "
+        "error, as a ratio to the MSE of the mean unmoved.",
+        "",
+        "| checkpoint | share above q50 | mean error | MSE | one shift: MSE ratio (mean; "
+        "share of splits below 1) | a shift per lead bin: MSE ratio (mean; share below 1) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for ck, pt in points.items():
+        one, per_bin = pt["shift"].T
+        lines.append(
+            f"| `{ck}` | {pt['above_q50']:.3f} | {pt['error']:+.4f} | {pt['mse']:.4f} | "
+            f"{one.mean():.3f}; {(one < 1).mean():.2f} | "
+            f"{per_bin.mean():.3f}; {(per_bin < 1).mean():.2f} |"
         )
     leads = sorted({k for r in results.values() for k in r["by_lead"]})  # every fit's
     lines += [
@@ -288,12 +361,13 @@ def main() -> None:
     """Run the study for each checkpoint and write the report."""
     args = arguments(__doc__, 100)
     start = time.perf_counter()
-    results = {}
+    results, points = {}, {}
     for ck in args.ckpt:
         h = held_out(ck, args.data, args.n_samples, args.seed)
         for method, label in METHODS.items():
-            results[f"`{ck}`, {label}"] = study(h, args.splits, args.seed, method)
-    text = report(args, results, time.perf_counter() - start)
+            results[f"`{ck}`, {label}"] = study(h, args.splits, args.seed, method) | {"ckpt": ck}
+        points[ck] = point_study(h, args.splits, args.seed)
+    text = report(args, results, points, time.perf_counter() - start)
     publish(text, args.output)
 
 
