@@ -961,11 +961,13 @@ def test_main(argv: list[str]) -> int:
     except USER_ERRORS as e:
         print(f"latentode test: error: {e}", file=sys.stderr)
         return 2
-    more = ", and likewise for the other --levels" if args.levels else ""
+    more = "; coverage and width likewise for the other --levels" if args.levels else ""
     print(
         f"Held-out errors on {table.source} (user units; wis: weighted interval score of the "
         "median and bands, lower is better, a baseline's its absolute error; coverage90: "
-        f"share of held-out values inside the model's 5-95% band, width90: its mean width{more}):"
+        "share of held-out values inside the model's 5-95% band, width90: its mean width, "
+        "below90 / above90: the shares under q05 and over q95, 0.05 each for honest "
+        f"quantiles{more}):"
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     for task, why in (

@@ -75,9 +75,21 @@ __all__ = [
 ]
 
 HALF_OBSERVED = "latent ODE, half-observed history"
-COLUMNS = ("task", "method", "mse", "mae", "wis", "coverage90", "width90", "n_values")
+COLUMNS = (
+    "task",
+    "method",
+    "mse",
+    "mae",
+    "wis",
+    "coverage90",
+    "width90",
+    "below90",
+    "above90",
+    "n_values",
+)
 """`evaluate`'s first columns, as `_model_row` gives them (then each other band's coverage and
-width)."""
+width). ``below90`` / ``above90``: the shares of held-out values under q05 and over q95, which
+say on which side a band's misses fall (0.05 each for quantiles that hold their level)."""
 GAPS = "history gaps"
 
 
@@ -313,16 +325,18 @@ def _model_row(
     task: str, method: str, stats: np.ndarray, target: np.ndarray, levels: tuple[float, ...]
 ) -> tuple:
     """``stats [M, D, 2 + Q]`` (the bands of ``levels``) scored against ``target [M, D]``
-    (NaN: missing): errors, the 90% band's coverage and width, the values, then the other
-    bands' coverage and width."""
+    (NaN: missing): errors, the 90% band's coverage, width and the shares below and above it,
+    the values, then the other bands' coverage and width."""
     ok = ~np.isnan(target)
 
-    def band(level: float) -> tuple[float, float]:
+    def band(level: float) -> tuple[float, float, float, float]:
         lo, _, hi = band_columns(levels, level)
+        below, above = (target < stats[..., lo])[ok], (target > stats[..., hi])[ok]
         inside = (stats[..., lo] <= target) & (target <= stats[..., hi])
-        return float(inside[ok].mean()), float((stats[..., hi] - stats[..., lo])[ok].mean())
+        width = float((stats[..., hi] - stats[..., lo])[ok].mean())
+        return float(inside[ok].mean()), width, float(below.mean()), float(above.mean())
 
-    others = [x for v in levels if v != LEVEL for x in band(v)]
+    others = [x for v in levels if v != LEVEL for x in band(v)[:2]]
     wis = float(weighted_interval_score(stats, target, levels)[ok].mean())
     errors = _scores(stats[..., 0], target)
     return (task, method, *errors, wis, *band(LEVEL), int(ok.sum()), *others)
@@ -386,7 +400,7 @@ def _baseline_rows(
         stats = np.repeat(point[..., None], 3 + 2 * len(levels), axis=-1)  # every quantile
         wis = float(weighted_interval_score(stats, target, levels)[ok].mean())
         errors = _scores(point, target)
-        rows.append((task, name, *errors, wis, math.nan, math.nan, int(ok.sum()), *bands))
+        rows.append((task, name, *errors, wis, *[math.nan] * 4, int(ok.sum()), *bands))
     return rows
 
 
@@ -421,10 +435,11 @@ def evaluate(
             each by its own factors, so ``calibration`` must hold them).
 
     Returns:
-        Rows ``task, method, mse, mae, wis, coverage90, width90, n_values`` and the
-        coverage and width of each of ``levels`` (``wis``: `weighted_interval_score` over the
-        median and every band of the row; for a baseline, its point forecast's, the absolute
-        error; the coverages and widths NaN for the baselines, which have no band), for the tasks
+        Rows ``task, method, mse, mae, wis, coverage90, width90, below90, above90, n_values``
+        and the coverage and width of each of ``levels`` (``wis``: `weighted_interval_score`
+        over the median and every band of the row; for a baseline, its point forecast's, the
+        absolute error; ``below90`` / ``above90``: the shares under q05 and over q95; the
+        bands' columns NaN for the baselines, which have no band), for the tasks
         ``extrapolation``, ``interpolation`` and ``history gaps`` (`history_gaps`); none for
         interpolation when no held-out part holds three observations (one to hide between
         two), none for the gaps when no history does.

@@ -377,6 +377,16 @@ def test_few_series_are_held_out_in_time(tmp_path: Path) -> None:
         CSVDataModule(str(path), split="rows")  # type: ignore[arg-type]
 
 
+def test_a_series_too_short_to_train_on_says_how_many_times_it_holds(tmp_path: Path) -> None:
+    """Three observations: the validation and test blocks leave one before them, so there is
+    nothing to train on; the message counts what the file holds and says what to change."""
+    path = tmp_path / "short.csv"
+    path.write_text("series_id,time,y\na,1,1.0\na,2,2.0\na,3,3.0\n")
+    with pytest.raises(DataError, match=r"short.csv: no training segment .*\(1 series, 3 "
+                       r"observed times in all\).* smaller holdout"):  # fmt: skip
+        CSVDataModule(str(path)).setup()
+
+
 def test_table_before_cuts_each_series_at_its_own_time() -> None:
     table = _table(3)
     cuts = np.array([5.0, -1.0, 20.0])  # series 1 is left empty and dropped

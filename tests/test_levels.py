@@ -276,13 +276,21 @@ def test_evaluate_scores_every_band_beside_the_ninety_percent_one() -> None:
         lo, _, hi = band_columns(LEVELS, v)
         inside = (stats[..., lo] <= target) & (target <= stats[..., hi])
         assert calibrated[f"coverage{round(100 * v)}"] == inside[~np.isnan(target)].mean()
+    # below90 / above90: the 5-95% band's misses, by side (here the calibrated q05 and q95)
+    lo, _, hi = band_columns(LEVELS, 0.9)
+    ok = ~np.isnan(target)
+    assert calibrated.below90 == (target < stats[..., lo])[ok].mean()
+    assert calibrated.above90 == (target > stats[..., hi])[ok].mean()
     bands = frame[frame.method.str.startswith("latent ODE")]
+    sides = bands.coverage90 + bands.below90 + bands.above90
+    np.testing.assert_allclose(sides, 1.0, rtol=1e-12)
+    assert (bands.above90 > 0).any()  # the check above is not of empty sides
     assert len(bands) == 5  # forecast, calibrated, half-observed, interpolation, gaps
     cover = bands[["coverage50", "coverage80", "coverage90", "coverage95"]].to_numpy()
     width = bands[["width50", "width80", "width90", "width95"]].to_numpy()
     assert (np.diff(cover, axis=1) >= 0).all() and (np.diff(width, axis=1) > 0).all()
     baselines = frame[~frame.method.str.startswith("latent ODE")]
-    assert baselines[extra].isna().all().all()
+    assert baselines[[*extra, "below90", "above90"]].isna().all().all()
     # A point forecast's wis is its absolute error, however many bands the row scores.
     np.testing.assert_allclose(baselines.wis, baselines.mae, rtol=1e-12)
     wis = weighted_interval_score(stats, target, LEVELS)  # the calibrated row's, all its bands

@@ -218,7 +218,13 @@ class CSVDataModule(pl.LightningDataModule):
                 stacklevel=1,  # here, in the package: the CLI prints it as one line
             )
         if not self.train_segments:
-            raise DataError(f"{self.path}: no training segment with two observed times.")
+            n_obs = int(table.mask.any(axis=-1).sum())
+            raise DataError(
+                f"{self.path}: no training segment with two observed times: the part left for "
+                f"training by the validation and test parts ({table.n_series} series, "
+                f"{n_obs} observed times in all) is too short; give longer series, or a "
+                "smaller holdout, val_fraction or test_fraction."
+            )
         if self.time_scale is None:
             span = float(segment_spans(self.train_segments).median())
             self.time_scale = span / 10 if span > 0 else 1.0
