@@ -242,6 +242,10 @@ class LatentODECLI(LightningCLI):
         if config.get("ckpt_path") is None:
             _refuse_earlier_fit(self.trainer)
         _read_data_first(self.datamodule)
+        from .data.csv_module import CSVDataModule
+
+        if isinstance(self.datamodule, CSVDataModule) and self.trainer.is_global_zero:
+            print(f"latentode fit: {self.datamodule.describe()}", file=sys.stderr)
 
     def before_validate(self) -> None:
         """Read the data before any other process starts (`_read_data_first`)."""

@@ -435,6 +435,9 @@ def test_predict_and_test_read_the_file_as_the_fit_did(tmp_path: Path) -> None:
         "[a]",
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
+    # the fit says what it reads before it trains
+    assert f"latentode fit: {data}: " in fit.stderr
+    assert "channels modelled: 'a'; columns not read: 'b';" in fit.stderr
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
     assert state["duplicates"] == "mean" and state["channels"] == ["a"]
@@ -449,7 +452,8 @@ def test_predict_and_test_read_the_file_as_the_fit_did(tmp_path: Path) -> None:
         "--data.duplicates", "error",
     )  # fmt: skip
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "duplicate" in res.stderr and "--data.duplicates mean" in res.stderr
+    assert "duplicate" in res.stderr and "--data.duplicates mean for predict" in res.stderr
+    assert "--data.init_args.duplicates mean for `latentode fit`" in res.stderr
     no_a = tmp_path / "no_a.csv"
     frame.drop(columns="a").to_csv(no_a, index=False)
     res = run_cli(*csv_predict_args(ckpt, no_a), "--output", str(tmp_path / "h.csv"))

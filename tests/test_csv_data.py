@@ -387,6 +387,72 @@ def test_a_series_too_short_to_train_on_says_how_many_times_it_holds(tmp_path: P
         CSVDataModule(str(path)).setup()
 
 
+def test_the_data_module_says_what_a_fit_reads_and_how_it_holds_series_out(
+    tmp_path: Path,
+) -> None:
+    """`describe`, printed by ``latentode fit``: series, observed times, the channels, the
+    columns left out (here a text column), and the split, for each kind of split."""
+    rows = ["series_id,time,country,y"]
+    rows += [f"{s},{t},Land {s},{t % 7}" for s in "abc" for t in range(40)]
+    rows += ["d,0,Land d,1", "d,1,Land d,2"]  # too short for two blocks of 12
+    path = tmp_path / "four.csv"
+    path.write_text("\n".join(rows) + "\n")
+    dm = CSVDataModule(str(path), holdout=12.0)
+    with pytest.warns(UserWarning, match="too short"):
+        dm.setup()
+    assert dm.describe() == (
+        f"{path}: 4 series, 122 observed times; channels modelled: 'y'; columns not read: "
+        "'country'; a validation and a test block, each 12 time units, held out at the end "
+        "of 3 series; trained on the part before them and on 1 series too short for the "
+        "blocks, whole."
+    )
+    one = tmp_path / "one.csv"
+    one.write_text("time,y\n" + "".join(f"{t},{t % 5}\n" for t in range(50)))
+    dm = CSVDataModule(str(one))
+    dm.setup()
+    assert dm.describe().endswith(
+        "50 observed times; channels modelled: 'y'; a validation and a test block, each 10% "
+        "of its span, held out at the end of the series; trained on the part before them."
+    )
+    dm = CSVDataModule(str(DATA / "fertility_worldbank.csv"), holdout=10.0, seed=2)
+    dm.setup()
+    assert dm.describe().endswith(
+        "210 series, 10284 observed times; channels modelled: 'fertility'; 168 series to "
+        "train on, 21 for validation and 21 for testing (each held out whole; their last "
+        "part is forecast)."
+    )
+
+
+def test_rows_of_one_time_that_differ_in_a_text_column_point_to_the_series_column(
+    tmp_path: Path,
+) -> None:
+    """No ``series_id`` column: the file is one series, and rows at one time that differ in
+    an ignored text column are most likely several series. Refused with the column named
+    (not called duplicates, whose averaging would mix the series), or, when averaging was
+    asked for, averaged with a warning; ``series_column`` reads them as the series."""
+    path = tmp_path / "ids.csv"
+    path.write_text(
+        "id,time,y\n" + "".join(f"{s},{t},{t + (s == 'b')}\n" for s in "ab" for t in range(5))
+    )
+    with pytest.raises(
+        DataError,
+        match=r"ids.csv: no 'series_id' column, so the file was read as one series, but rows "
+        r"at the same time '0' differ in column 'id' \('a' and 'b'\) \(lines 2, 7\)\. "
+        r"If 'id' names the series, say so: --data.init_args.series_column id",
+    ):
+        read_series_csv(path)
+    with pytest.warns(UserWarning, match=r"differ in column 'id'.* They are averaged, as asked"):
+        table = read_series_csv(path, duplicates="mean")
+    np.testing.assert_allclose(table.values[:, 0], np.arange(5) + 0.5)
+    table = read_series_csv(path, series_column="id")
+    assert table.series_ids == ["a", "b"] and table.n_series == 2
+    # a text column that is the same at each repeated time: plain duplicates, as before
+    same = tmp_path / "same.csv"
+    same.write_text("note,time,y\nx,0,1\nx,0,2\nx,1,3\n")
+    with pytest.raises(DataError, match="duplicate \\(series, time\\) rows"):
+        read_series_csv(same)
+
+
 def test_table_before_cuts_each_series_at_its_own_time() -> None:
     table = _table(3)
     cuts = np.array([5.0, -1.0, 20.0])  # series 1 is left empty and dropped

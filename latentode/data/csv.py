@@ -149,6 +149,53 @@ def _default_channels(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
     return out
 
 
+def _check_unnamed_series(
+    path: Path,
+    frame: pd.DataFrame,
+    names: list[str],
+    time_column: str,
+    order: np.ndarray,
+    same: np.ndarray,
+    lines: np.ndarray,
+    duplicates: str,
+) -> None:
+    """A file without a series column is one series. When its rows at one time differ in a
+    text column the reader ignored, that column is likely the series id: refused with that
+    said (``duplicates="error"``), or averaged as asked, with a warning that names it.
+
+    ``order`` sorts the file's rows by time, ``same [N - 1]`` marks a sorted row at the time of
+    the one before it, ``lines`` are the sorted rows' line numbers."""
+    at = np.flatnonzero(same)  # sorted positions: rows at + 1 and at share a time
+    first, second = order[at], order[at + 1]  # their rows in ``frame``
+    for c in frame.columns:
+        if c in names or c == time_column:
+            continue
+        col = frame[c].astype(str).to_numpy()
+        differ = np.flatnonzero(col[first] != col[second])
+        if not len(differ):
+            continue
+        k, i, j = at[differ[0]], first[differ[0]], second[differ[0]]
+        problem = (
+            "no 'series_id' column, so the file was read as one series, but rows at the same "
+            f"time {frame[time_column].iloc[i]!r} differ in column {c!r} ({col[i]!r} and "
+            f"{col[j]!r})"
+        )
+        fix = (
+            f"If {c!r} names the series, say so: --data.init_args.series_column {c} "
+            f"(`latentode fit`; series_column={c!r} in the library), or rename the column to "
+            "series_id. If it does not, these are repeated rows: remove them, or average them "
+            "(--data.init_args.duplicates mean)."
+        )
+        if duplicates == "error":
+            raise _fail(path, problem, fix, lines[[k, k + 1]])
+        warnings.warn(
+            f"{_fail(path, problem, fix, lines[[k, k + 1]])} They are averaged, as asked.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+
+
 def _parse_times(
     path: Path, raw: pd.Series, column: str, lines: np.ndarray, time_unit: str
 ) -> tuple[np.ndarray, TimeEncoding]:
@@ -325,13 +372,16 @@ def read_series_csv(
     t, x, codes, lines = t[order], x[order], codes[order], lines[order]
     same = (np.diff(codes) == 0) & (np.diff(t) == 0)  # (N - 1,) row equals the previous one
     if same.any():
+        if series_column is None:  # one series: are the rows at one time really several?
+            _check_unnamed_series(path, frame, names, time_column, order, same, lines, duplicates)
         if duplicates == "error":
             dup = np.unique(np.concatenate([np.flatnonzero(same), np.flatnonzero(same) + 1]))
             raise _fail(
                 path,
                 f"duplicate (series, time) rows, e.g. series {ids[codes[dup[0]]]!r} at time "
                 f"{frame[time_column].iloc[order[dup[0]]]!r}",
-                "Remove them, or average them: --data.duplicates mean on the command line "
+                "Remove them, or average them: --data.init_args.duplicates mean for "
+                "`latentode fit`, --data.duplicates mean for predict and test "
                 "(duplicates='mean' in the library).",
                 np.sort(lines[dup]),
             )

@@ -47,7 +47,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .batch import Split
-from .csv import read_series_csv
+from .csv import csv_columns, read_series_csv
 from .errors import DataError
 from .prep import (
     Segment,
@@ -350,6 +350,45 @@ class CSVDataModule(pl.LightningDataModule):
         """The per-channel least and greatest value of the training part (`value_range`)."""
         self._ready()
         return dict(self._range)
+
+    def describe(self) -> str:
+        """One line on what the fit reads: the file's series and observed times, the channels
+        modelled and the columns left out, and how the series are held out."""
+        table = self._ready()
+        n_obs = int(table.mask.any(axis=-1).sum())
+        used = {self.time_column, self.series_column, *table.channels}
+        left = [c for c in csv_columns(self.path) if c.strip() not in used]
+        if self.val_series is not None:
+            split = (
+                f"{table.n_series - len(self.val_series) - len(self.test_series or [])} "
+                f"series to train on, {len(self.val_series)} for validation and "
+                f"{len(self.test_series or [])} for testing (each held out whole; their "
+                "last part is forecast)"
+            )
+        else:
+            held = 1 if self.val_window is not None else len(self.val_windows or {})
+            block = (
+                f"{100 * self.holdout:g}% of "
+                + ("its" if table.n_series == 1 else "each series'")
+                + " span"
+                if self.holdout < 1
+                else f"{self.holdout:g} time units"
+            )
+            split = f"a validation and a test block, each {block}, held out at the end of "
+            if table.n_series == 1:
+                split += "the series; trained on the part before them"
+            else:
+                short = table.n_series - held
+                split += f"{held} series; trained on the part before them" + (
+                    f" and on {short} series too short for the blocks, whole" if short else ""
+                )
+        channels = ", ".join(map(repr, table.channels))
+        return (
+            f"{self.path}: {table.n_series} series, {n_obs} observed times; channels "
+            f"modelled: {channels}"
+            + (f"; columns not read: {', '.join(map(repr, left))}" if left else "")
+            + f"; {split}."
+        )
 
     def data_state(self) -> dict[str, Any]:
         """Everything a checkpoint needs to map model outputs back to the user's file."""
