@@ -15,6 +15,7 @@ from latentode.data.csv_module import CSVDataModule
 from latentode.data.errors import DataError
 from latentode.data.prep import (
     collate_segments,
+    constant_within_series,
     denormalise,
     denormalise_std,
     fit_normalisation,
@@ -421,6 +422,27 @@ def test_the_data_module_says_what_a_fit_reads_and_how_it_holds_series_out(
         "train on, 21 for validation and 21 for testing (each held out whole; their last "
         "part is forecast)."
     )
+
+
+def test_a_channel_fixed_within_each_series_is_named_as_no_time_series(tmp_path: Path) -> None:
+    """A numeric id or attribute (here ``code``, one value per series) is read as a channel
+    unless left out: the fit warns, naming it; the channel that moves is not named, nor is
+    one that is constant only in series observed fewer than three times."""
+    rows = ["series_id,time,code,y,rare"]
+    for k, s in enumerate("abcd"):
+        rows += [f"{s},{t},{100 + k},{t * (k + 1) % 7},{k if t < 2 else ''}" for t in range(30)]
+    path = tmp_path / "codes.csv"
+    path.write_text("\n".join(rows) + "\n")
+    table = read_series_csv(path)
+    assert constant_within_series(table) == ["code"]
+    assert constant_within_series(table, min_series=5) == []  # four series only
+    with pytest.warns(UserWarning, match=r"channel\(s\) \['code'\] hold one value throughout "
+                      r"each series and differ between series"):  # fmt: skip
+        CSVDataModule(str(path), holdout=3.0).setup()
+    fine = CSVDataModule(str(path), holdout=3.0, channels=["y"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and nothing is said when it is left out
+        fine.setup()
 
 
 def test_rows_of_one_time_that_differ_in_a_text_column_point_to_the_series_column(

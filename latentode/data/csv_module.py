@@ -53,6 +53,7 @@ from .prep import (
     Segment,
     _observed_rows,
     collate_segments,
+    constant_within_series,
     fit_normalisation,
     forecast_segment,
     holdout_bounds,
@@ -214,6 +215,16 @@ class CSVDataModule(pl.LightningDataModule):
                 f"{self.path}: channel(s) {flat} hold one value throughout the training part, "
                 "so the model learns nothing from them; leave them out of the channels unless "
                 "they vary elsewhere.",
+                UserWarning,
+                stacklevel=1,  # here, in the package: the CLI prints it as one line
+            )
+        fixed = constant_within_series(table)
+        if fixed:
+            warnings.warn(
+                f"{self.path}: channel(s) {fixed} hold one value throughout each series and "
+                "differ between series: an id or a fixed attribute, not a time series; the "
+                "model learns nothing about time from them. Leave them out of the channels "
+                "(--data.init_args.channels [...] lists the ones to model).",
                 UserWarning,
                 stacklevel=1,  # here, in the package: the CLI prints it as one line
             )

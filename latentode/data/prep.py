@@ -39,6 +39,7 @@ from .transforms import forward, inverse, kinds_of, transform_kinds
 __all__ = [
     "Segment",
     "collate_segments",
+    "constant_within_series",
     "denormalise",
     "denormalise_std",
     "fit_normalisation",
@@ -97,6 +98,24 @@ def value_range(table: SeriesTable) -> dict[str, list[float]]:
         "min": [float(v) for v in np.nanmin(table.values, axis=0)],
         "max": [float(v) for v in np.nanmax(table.values, axis=0)],
     }
+
+
+def constant_within_series(table: SeriesTable, min_series: int = 3) -> list[str]:
+    """Channels that hold one value throughout every series observing them three times or
+    more, with at least two values across ``min_series`` or more such series: an id or a
+    static attribute (a station code, a region's area) read as a time series, which the model
+    would learn nothing about time from."""
+    out = []
+    starts = table.offsets[:-1]
+    for d, name in enumerate(table.channels):
+        x = table.values[:, d]
+        seen = np.add.reduceat(~np.isnan(x), starts)  # (S,) observations per series
+        lo, hi = np.fmin.reduceat(x, starts), np.fmax.reduceat(x, starts)  # NaN-skipping
+        long = seen >= 3
+        fixed = long.sum() >= min_series and (lo[long] == hi[long]).all()
+        if fixed and len(np.unique(lo[long])) >= 2:
+            out.append(name)
+    return out
 
 
 def _stats(x: ArrayT, norm: dict[str, Any]) -> tuple[ArrayT, ArrayT]:
