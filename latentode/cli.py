@@ -849,15 +849,22 @@ def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = 
             `read_series_csv`.
     """
     channels = list(state["channels"])
-    missing = [c for c in channels if c not in csv_columns(data_path)]
+    time_column = state.get("time_column", "time")
+    header = csv_columns(data_path)
+    missing = [c for c in channels if c not in header]
     if missing:
         raise DataError(
             f"{data_path}: no column {', '.join(map(repr, missing))}: the checkpoint was fitted "
             f"on the channels {channels}. Give a file with these columns (others are ignored)."
         )
+    if time_column not in header:
+        raise DataError(
+            f"{data_path}: no column {time_column!r}: the checkpoint was fitted with its times "
+            f"in {time_column!r}. Give a file whose times are in that column."
+        )
     table = read_series_csv(
         data_path,
-        time_column=state.get("time_column", "time"),
+        time_column=time_column,
         series_column=state.get("series_column", "series_id"),
         channels=channels,
         time_unit=state["time_encoding"].get("unit") or "D",

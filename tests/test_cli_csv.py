@@ -459,6 +459,11 @@ def test_predict_and_test_read_the_file_as_the_fit_did(tmp_path: Path) -> None:
     res = run_cli(*csv_predict_args(ckpt, no_a), "--output", str(tmp_path / "h.csv"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "no column 'a'" in res.stderr and "['a']" in res.stderr and "no_a.csv" in res.stderr
+    no_t = tmp_path / "no_t.csv"  # the times under another name than the fit's
+    frame.rename(columns={"time": "date"}).to_csv(no_t, index=False)
+    res = run_cli(*csv_predict_args(ckpt, no_t), "--output", str(tmp_path / "h.csv"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "no_t.csv: no column 'time': the checkpoint was fitted with its times" in res.stderr
     assert not (tmp_path / "g.csv").exists() and not (tmp_path / "h.csv").exists()
 
 

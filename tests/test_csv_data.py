@@ -41,7 +41,14 @@ def _write(tmp_path: Path, text: str, name: str = "f.csv") -> Path:
 BAD = {
     "empty": ("", ["f.csv", "empty"]),
     "header_only": ("series_id,time,x\n", ["no data rows"]),
-    "missing_column": ("series_id,t,x\na,1,2\n", ["missing column", "'time'", "'t'"]),
+    "missing_column": (
+        "series_id,t,x\na,1,2\n",
+        ["missing column", "'time'", "'t'", "--data.init_args.time_column t ", "rename it to"],
+    ),
+    "date_column": (
+        "series_id,Date,x\na,1,2\n",
+        ["missing column 'time'", "--data.init_args.time_column Date (`latentode fit`"],
+    ),
     "non_numeric": ("series_id,time,x\na,1,2\na,2,abc\na,3,4\n", ["'x'", "'abc'", "line 3"]),
     "infinite": ("series_id,time,x\na,1,2\na,2,inf\na,3,4\n", ["infinite", "'x'", "line 3"]),
     "bad_time": ("series_id,time,x\na,2001-01-01,1\na,yesterday,2\n", ["'yesterday'", "line 3"]),
@@ -76,8 +83,13 @@ def test_missing_file_and_given_channels(tmp_path: Path) -> None:
     with pytest.raises(CSVDataError, match="file not found"):
         read_series_csv(tmp_path / "nope.csv")
     path = _write(tmp_path, "series_id,time,x\na,1,1\na,2,2\n")
-    with pytest.raises(CSVDataError, match=r"missing column 'y'.*'series_id', 'time', 'x'"):
+    with pytest.raises(CSVDataError, match=r"missing column 'y'.*'series_id', 'time', 'x'; "
+                       r"list channels that are there: --data.init_args.channels"):  # fmt: skip
         read_series_csv(path, channels=["y"])
+    with pytest.raises(CSVDataError, match=r"missing columns 'stamp', 'sid'.*time_column time "
+                       r"\(`latentode fit`; time_column='time' in the library\); give a series "
+                       r"column that is there: --data.init_args.series_column\.$"):  # fmt: skip
+        read_series_csv(path, time_column="stamp", series_column="sid")
 
 
 def test_an_unobserved_channel_is_refused_unless_allowed(tmp_path: Path) -> None:

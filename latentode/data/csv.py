@@ -90,17 +90,47 @@ def _columns(
     wanted = [time_column, *([series_column] if series_column else []), *(channels or [])]
     missing = [c for c in wanted if c not in header]
     if missing:
+        advice = _header_advice(header, missing)
+        if advice is None:
+            roles = {time_column: "time_column", series_column: "series_column"}
+            advice = _option_advice(header, missing, roles)
         raise _fail(
             path,
             f"missing column{'s' if len(missing) > 1 else ''} {_names(missing)}",
-            f"The file has columns {_names(header)}; {_header_advice(header, missing)}",
+            f"The file has columns {_names(header)}; {advice}",
         )
     return wanted
 
 
-def _header_advice(header: list[str], missing: list[str]) -> str:
-    """What to do about a header that lacks the ``missing`` columns: the cause when it is a
-    common one (another separator than ',', spaces around the names), else the options."""
+# header names that usually hold the times, for the advice on a missing time column
+_TIME_NAMES = ("time", "date", "datetime", "timestamp", "ds", "t", "year", "day", "week", "month")
+
+
+def _option_advice(header: list[str], missing: list[str], roles: dict) -> str:
+    """The options that name a file's own columns, with the likely time column filled in."""
+    parts = []
+    for c in missing:
+        role = roles.get(c, "channels")
+        if role == "time_column":
+            guess = next(
+                (h for h in header if h.strip().lower() in _TIME_NAMES or "date" in h.lower()),
+                "NAME",
+            )
+            parts.append(
+                f"name the file's time column: --data.init_args.time_column {guess} "
+                f"(`latentode fit`; time_column={guess!r} in the library)"
+                + (", or rename it to 'time'" if c == "time" else "")
+            )
+        elif role == "series_column":
+            parts.append("give a series column that is there: --data.init_args.series_column")
+        elif "channels" not in " ".join(parts):
+            parts.append("list channels that are there: --data.init_args.channels [...]")
+    return "; ".join(parts) + "."
+
+
+def _header_advice(header: list[str], missing: list[str]) -> str | None:
+    """What to do about a header that lacks the ``missing`` columns when the cause is a common
+    one (another separator than ',', spaces around the names); None otherwise."""
     if len(header) == 1:
         sep = next((c for c in (";", "\t", "|") if c in header[0]), None)
         if sep is not None:
@@ -111,7 +141,7 @@ def _header_advice(header: list[str], missing: list[str]) -> str:
     padded = [h for h in header if h != h.strip() and h.strip() in missing]
     if padded:
         return f"remove the spaces around {_names(padded)} in the header."
-    return "rename them or set the column options."
+    return None
 
 
 def _to_number(path: Path, frame: pd.DataFrame, column: str, lines: np.ndarray) -> np.ndarray:
