@@ -483,8 +483,13 @@ def test_rows_of_one_time_that_differ_in_a_text_column_point_to_the_series_colum
     # a text column that is the same at each repeated time: plain duplicates, as before
     same = tmp_path / "same.csv"
     same.write_text("note,time,y\nx,0,1\nx,0,2\nx,1,3\n")
-    with pytest.raises(DataError, match="duplicate \\(series, time\\) rows"):
+    with pytest.raises(DataError, match=r"duplicate \(series, time\) rows.*\. The file has no "
+                       r"'series_id' column, so it was read as one series: if it holds "
+                       r"several, give their ids"):  # fmt: skip
         read_series_csv(same)
+    with pytest.raises(DataError) as e:  # a series column given: no such hint
+        read_series_csv(same, series_column="note")
+    assert "duplicate (series, time) rows" in str(e.value) and "no 'series_id'" not in str(e.value)
 
 
 def test_table_before_cuts_each_series_at_its_own_time() -> None:

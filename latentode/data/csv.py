@@ -371,7 +371,8 @@ def read_series_csv(
     if duplicates not in ("error", "mean"):
         raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
     header = csv_columns(path)
-    if series_column == "series_id" and "series_id" not in {h.strip() for h in header}:
+    unnamed = series_column == "series_id" and "series_id" not in {h.strip() for h in header}
+    if unnamed:
         series_column = None  # the default name is optional: one series
     usecols = _columns(path, header, time_column, series_column, channels)
     text = [time_column, *([series_column] if series_column else [])]
@@ -410,7 +411,13 @@ def read_series_csv(
                 path,
                 f"duplicate (series, time) rows, e.g. series {ids[codes[dup[0]]]!r} at time "
                 f"{frame[time_column].iloc[order[dup[0]]]!r}",
-                "Remove them, or average them: --data.init_args.duplicates mean for "
+                (
+                    "The file has no 'series_id' column, so it was read as one series: if it "
+                    "holds several, give their ids in a 'series_id' column. "
+                    if unnamed
+                    else ""
+                )
+                + "Remove them, or average them: --data.init_args.duplicates mean for "
                 "`latentode fit`, --data.duplicates mean for predict and test "
                 "(duplicates='mean' in the library).",
                 np.sort(lines[dup]),
