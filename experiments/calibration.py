@@ -54,7 +54,7 @@ from latentode.calibration import (  # noqa: E402
     tail_scales,
 )
 from latentode.cli import _load_forecaster  # noqa: E402
-from latentode.evaluate import case_seeds, held_out_cases  # noqa: E402
+from latentode.evaluate import case_seeds, held_out_cases, interval_score  # noqa: E402
 from latentode.forecast import predictive_summary, scale_bands  # noqa: E402
 
 KEYS = ("stats", "target", "lead")
@@ -137,11 +137,8 @@ def cover_width(stats: list, target: list, lead: list, fac: tuple) -> tuple[floa
     lo, up, y = s[..., 2][ok], s[..., 4][ok], y[ok]
     below, above = y < lo, y > up
     inside = ~below & ~above
-    width = up - lo
-    miss = np.clip(lo - y, 0, None) + np.clip(y - up, 0, None)
-    score = float((width + miss * 2 / (1 - 0.9)).mean())
-    means = (float(v.mean()) for v in (inside, width, below, above))
-    return (*means, score)
+    score = interval_score(lo, up, y)  # the 5-95% band's
+    return tuple(float(v.mean()) for v in (inside, up - lo, below, above, score))
 
 
 def hits_by_lead(

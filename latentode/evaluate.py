@@ -70,6 +70,7 @@ __all__ = [
     "half_observed",
     "held_out_cases",
     "history_gaps",
+    "interval_score",
     "scored_series",
     "weighted_interval_score",
 ]
@@ -370,10 +371,19 @@ def weighted_interval_score(
     total = 0.5 * np.abs(target - stats[..., mid])
     for v in levels:
         lo, _, hi = band_columns(levels, v)
-        low, up, a = stats[..., lo], stats[..., hi], 1.0 - v
-        miss = np.maximum(low - target, 0.0) + np.maximum(target - up, 0.0)
-        total = total + a / 2 * ((up - low) + 2 / a * miss)
+        total = total + (1.0 - v) / 2 * interval_score(stats[..., lo], stats[..., hi], target, v)
     return total / (len(levels) + 0.5)
+
+
+def interval_score(
+    low: np.ndarray, up: np.ndarray, target: np.ndarray, level: float = LEVEL
+) -> np.ndarray:
+    """The interval score of a central band ``[low, up]`` of coverage ``level`` (Gneiting and
+    Raftery 2007, eq. 43): its width plus ``2 / (1 - level)`` times the distance by which
+    ``target`` lies outside it; lower is better, NaN where ``target`` is."""
+    a = 1.0 - level
+    miss = np.maximum(low - target, 0.0) + np.maximum(target - up, 0.0)
+    return (up - low) + 2 / a * miss
 
 
 def _baseline_rows(

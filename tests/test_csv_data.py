@@ -490,6 +490,12 @@ def test_rows_of_one_time_that_differ_in_a_text_column_point_to_the_series_colum
     with pytest.raises(DataError) as e:  # a series column given: no such hint
         read_series_csv(same, series_column="note")
     assert "duplicate (series, time) rows" in str(e.value) and "no 'series_id'" not in str(e.value)
+    # one series asked for (series_column=None) in a file that has series_id: neither hint
+    named = tmp_path / "named.csv"
+    named.write_text(path.read_text().replace("id,", "series_id,", 1))
+    with pytest.raises(DataError) as e:
+        read_series_csv(named, series_column=None)
+    assert "duplicate (series, time) rows" in str(e.value) and "no 'series_id'" not in str(e.value)
 
 
 def test_table_before_cuts_each_series_at_its_own_time() -> None:

@@ -108,23 +108,22 @@ _TIME_NAMES = ("time", "date", "datetime", "timestamp", "ds", "t", "year", "day"
 
 def _option_advice(header: list[str], missing: list[str], roles: dict) -> str:
     """The options that name a file's own columns, with the likely time column filled in."""
+    kinds = {roles.get(c, "channels") for c in missing}
     parts = []
-    for c in missing:
-        role = roles.get(c, "channels")
-        if role == "time_column":
-            guess = next(
-                (h for h in header if h.strip().lower() in _TIME_NAMES or "date" in h.lower()),
-                "NAME",
-            )
-            parts.append(
-                f"name the file's time column: --data.init_args.time_column {guess} "
-                f"(`latentode fit`; time_column={guess!r} in the library)"
-                + (", or rename it to 'time'" if c == "time" else "")
-            )
-        elif role == "series_column":
-            parts.append("give a series column that is there: --data.init_args.series_column")
-        elif "channels" not in " ".join(parts):
-            parts.append("list channels that are there: --data.init_args.channels [...]")
+    if "time_column" in kinds:
+        guess = next(
+            (h for h in header if h.strip().lower() in _TIME_NAMES or "date" in h.lower()),
+            "NAME",
+        )
+        parts.append(
+            f"name the file's time column: --data.init_args.time_column {guess} "
+            f"(`latentode fit`; time_column={guess!r} in the library)"
+            + (", or rename it to 'time'" if roles.get("time") == "time_column" else "")
+        )
+    if "series_column" in kinds:
+        parts.append("give a series column that is there: --data.init_args.series_column")
+    if "channels" in kinds:
+        parts.append("list channels that are there: --data.init_args.channels [...]")
     return "; ".join(parts) + "."
 
 
@@ -403,7 +402,7 @@ def read_series_csv(
     t, x, codes, lines = t[order], x[order], codes[order], lines[order]
     same = (np.diff(codes) == 0) & (np.diff(t) == 0)  # (N - 1,) row equals the previous one
     if same.any():
-        if series_column is None:  # one series: are the rows at one time really several?
+        if unnamed:  # one series by default: are the rows at one time really several?
             _check_unnamed_series(path, frame, names, time_column, order, same, lines, duplicates)
         if duplicates == "error":
             dup = np.unique(np.concatenate([np.flatnonzero(same), np.flatnonzero(same) + 1]))
