@@ -140,9 +140,61 @@ class RunSummary(Callback):
                 score = ckpt.best_model_score
                 score = "" if score is None else f" ({ckpt.monitor} = {float(score):.6g})"
                 lines.append(f"  best checkpoint: {ckpt.best_model_path}{score}")
+        if len(lines) == 2:
+            if trainer.fast_dev_run:
+                why = " (--trainer.fast_dev_run writes none)"
+            elif not trainer.checkpoint_callbacks:
+                why = " (--trainer.enable_checkpointing false)"
+            else:
+                why = ""
+            lines.append(f"  no checkpoint was written{why}")
         if trainer.logger is not None and trainer.logger.log_dir:
             lines.append(f"  metrics log:     {Path(trainer.logger.log_dir) / 'metrics.csv'}")
         rank_zero_info("\n".join(lines))
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: after every epoch, as configured, and when a fit ends between epochs.
+
+    ``max_steps`` or ``max_time`` reached in the middle of an epoch ends the fit without an
+    epoch end, so Lightning's callback wrote nothing and the trained weights were lost
+    (``--ckpt_path last`` then started over). Here the batch that ends the fit saves
+    ``last.ckpt``, as a per-step checkpoint would: resumed with a larger limit, the fit
+    repeats the uninterrupted one exactly. A fit stopped elsewhere (``max_time`` during a
+    mid-epoch validation) is saved when training ends; that checkpoint keeps the weights, but
+    its resume starts the next epoch.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        """Save when this batch ends the fit before its epoch does."""
+        super().on_train_batch_end(trainer, *args, **kwargs)
+        ending = trainer.should_stop or 0 <= trainer.max_steps <= trainer.global_step
+        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if ending and not last_batch:
+            self._save_final(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Save the final state unless this step was saved already."""
+        super().on_train_end(trainer, pl_module)
+        self._save_final(trainer)
+
+    def _save_final(self, trainer: pl.Trainer) -> None:
+        """Save unless nothing is saved (``fast_dev_run``, the sanity check) or this step
+        already was."""
+        if self.monitor is None and not self._should_skip_saving_checkpoint(trainer):
+            self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def _refusal(error: BaseException) -> BaseException | None:
+    """The first of ``error``'s causes that says what the user should change (one of
+    `USER_ERRORS`, or a missing package), or None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (*USER_ERRORS, ModuleNotFoundError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _checkpoint_dir(root: str | None) -> str:
@@ -178,7 +230,7 @@ class LatentODECLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Checkpoints under ``<default_root_dir>/checkpoints``: the best by ``val/mse`` and
-        ``last.ckpt`` (every epoch)."""
+        ``last.ckpt`` (every epoch, and at the end of a fit that stops mid-epoch)."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -191,7 +243,7 @@ class LatentODECLI(LightningCLI):
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", _checkpoint_dir)
         # last.ckpt after every epoch whatever the metric did (Lightning's save_last only
         # follows the monitored saves), so --ckpt_path last resumes from the latest state.
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "last_checkpoint.monitor": None,
@@ -211,10 +263,19 @@ class LatentODECLI(LightningCLI):
 
         Raises:
             DataError: two stateful callbacks of one type with the same settings (a
-                checkpoint could not restore both).
+                checkpoint could not restore both); trainer options this machine or
+                Lightning cannot run (a GPU accelerator without a GPU, ``devices 0``, an
+                unknown strategy, one whose package is not installed).
         """
         try:
             return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, ModuleNotFoundError) as e:
+            raise DataError(
+                f"the trainer options cannot run here: {e} Check the --trainer options "
+                "(accelerator, devices, num_nodes, strategy, precision, callbacks) and the "
+                "trainer preset given with --config (configs/trainer/cpu.yaml runs on any "
+                "machine)."
+            ) from None
         except RuntimeError as e:
             found = re.search(r"more than one stateful callback of type `(\w+)`", str(e))
             if not found:
@@ -222,11 +283,18 @@ class LatentODECLI(LightningCLI):
             raise DataError(
                 f"--trainer.callbacks: two {found.group(1)} callbacks with the same settings "
                 "(for a ModelCheckpoint: monitor, mode, every_n_epochs, every_n_train_steps); "
-                "a checkpoint could not restore both. latentode already adds two "
-                "ModelCheckpoints: the best by val/mse (--checkpoint.*) and last.ckpt after "
-                "every epoch, with no monitor (--last_checkpoint.*). Configure those, or give "
-                "yours another monitor, mode or frequency."
+                "a checkpoint could not restore both. latentode already adds a "
+                "ModelCheckpoint that keeps the best by val/mse (--checkpoint.*; last.ckpt is "
+                "--last_checkpoint.*). Configure that, or give yours another monitor, mode or "
+                "frequency."
             ) from None
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> pl.Trainer:
+        """``--trainer.enable_checkpointing false`` leaves out our two ModelCheckpoints (the
+        best and last.ckpt), which Lightning would otherwise refuse beside it."""
+        if config.get("enable_checkpointing") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:
         """``--ckpt_path last``: the newest of ``last.ckpt`` and a SLURM requeue checkpoint.
@@ -270,6 +338,27 @@ class LatentODECLI(LightningCLI):
                 f"{ckpt} --data.path {data.path}",
                 file=sys.stderr,
             )
+
+    def instantiate_classes(self) -> None:
+        """Build the model, data module and trainer; a class that refuses its arguments (a
+        model option that does not fit the chosen encoder, a logger whose package is missing)
+        stops with its own message instead of jsonargparse's dump of every candidate type.
+
+        Raises:
+            DataError, ModelInputError, ...: the refusal found in the exception's causes.
+        """
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            cause = _refusal(e)
+            if cause is None:
+                raise
+            if isinstance(cause, ModuleNotFoundError):
+                raise DataError(
+                    f"a class given in the configuration needs a package that is not "
+                    f"installed: {cause}"
+                ) from None
+            raise cause from None
 
     def before_instantiate_classes(self) -> None:
         """Default logger: CSV metrics under ``<default_root_dir>/logs``."""

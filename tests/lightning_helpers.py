@@ -20,3 +20,16 @@ def quiet_trainer(root: Path, **kw: Any) -> pl.Trainer:
         enable_model_summary=False,
         **kw,
     )
+
+
+def tiny_odernn_config(**extra: Any) -> dict[str, Any]:
+    """A one-channel latent ODE with an ODE-RNN encoder, 8 units wide: trains in seconds."""
+    config = {
+        "input_dim": 1,
+        "latent_dim": 3,
+        "encoder": "odernn",
+        "encoder_hidden": 8,
+        "dynamics_hidden": 8,
+        "decoder_hidden": 8,
+    }
+    return {**config, **extra}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 from cli_helpers import QUIET_FIT, run_cli
 
@@ -67,8 +69,10 @@ def test_periodic_config_builds_rubanovas_encoder_and_trains(tmp_path: Path) -> 
 
 
 def test_a_checkpoint_callback_that_duplicates_ours_is_refused(tmp_path: Path) -> None:
-    """A ModelCheckpoint with last.ckpt's settings (no monitor, every epoch) could not be
-    restored beside it; Lightning raised a RuntimeError with a traceback."""
+    """A ModelCheckpoint with the best checkpoint's settings (val/mse, min) could not be
+    restored beside it; Lightning raised a RuntimeError with a traceback. One with last.ckpt's
+    settings (no monitor, every epoch) is another class's state now (`LastCheckpoint`), so it
+    is kept and both restore."""
     root = tmp_path / "run"
     res = run_cli(
         "fit",
@@ -79,8 +83,112 @@ def test_a_checkpoint_callback_that_duplicates_ours_is_refused(tmp_path: Path) -
         "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
         "--trainer.callbacks.dirpath",
         str(root / "every"),
+        "--trainer.callbacks.monitor",
+        "val/mse",
     )
     assert res.returncode == 2, res.stderr[-2000:]
     assert "two ModelCheckpoint callbacks with the same settings" in res.stderr
-    assert "--last_checkpoint.*" in res.stderr and "Traceback" not in res.stderr
+    assert "--checkpoint.*" in res.stderr and "Traceback" not in res.stderr
     assert not root.exists()  # refused before anything was written
+    res = run_cli(
+        "fit",
+        *tiny(root),
+        "--trainer.max_steps",
+        "2",
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath",
+        str(root / "every"),
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [p.name for p in (root / "every").glob("*.ckpt")] == ["epoch=0-step=2.ckpt"]
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_trainer_options_that_cannot_run_stop_with_a_message(tmp_path: Path) -> None:
+    """Lightning's own refusals (``devices 0``; a GPU accelerator without a GPU, as with the
+    gpu.yaml preset on a laptop) came out as tracebacks with exit status 1; a half-precision
+    model is refused by the series systems."""
+    root = tmp_path / "run"
+    res = run_cli("fit", *tiny(root), "--trainer.devices", "0")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "latentode: error: the trainer options cannot run here: `Trainer(devices='0')`" in (
+        res.stderr
+    )
+    assert "configs/trainer/cpu.yaml runs on any machine" in res.stderr
+    assert "Traceback" not in res.stderr and not root.exists()
+    res = run_cli("fit", *tiny(root), "--trainer.precision", "bf16-true")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Use --trainer.precision bf16-mixed" in res.stderr and "Traceback" not in res.stderr
+    assert not (root / "checkpoints").exists()
+
+
+def test_a_fit_that_stops_mid_epoch_keeps_its_last_checkpoint(tmp_path: Path) -> None:
+    """max_steps reached inside an epoch (2 batches per epoch here, 3 steps) ended the fit
+    without an epoch end, and Lightning wrote no checkpoint: the weights were lost and
+    ``--ckpt_path last`` started over. last.ckpt is now written by the batch that ends the fit,
+    and resumed to 6 steps it lands on the uninterrupted 6-step fit's weights exactly."""
+    part, whole = tmp_path / "part", tmp_path / "whole"
+    fit = run_cli("fit", *tiny(part), "--trainer.max_steps", "3")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    last = part / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert (saved["global_step"], saved["epoch"]) == (3, 1)
+    assert f"last checkpoint: {last}" in fit.stdout + fit.stderr
+    resumed = run_cli("fit", *tiny(part), "--trainer.max_steps", "6", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {last}" in resumed.stdout + resumed.stderr
+    fresh = run_cli("fit", *tiny(whole), "--trainer.max_steps", "6")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    a = torch.load(last, weights_only=True)
+    b = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    assert all(torch.equal(a["state_dict"][k], v) for k, v in b["state_dict"].items())
+
+
+def test_a_class_that_refuses_its_options_stops_with_its_message(tmp_path: Path) -> None:
+    """A model option that does not fit the chosen encoder raised a clear ModelInputError,
+    but jsonargparse wrapped it in a dump of every candidate type (exit status 1)."""
+    root = tmp_path / "run"
+    args = ["--config", "configs/periodic.yaml", "--trainer.default_root_dir", str(root)]
+    res = run_cli("fit", *args, "--model.init_args.config.encoder", "gru")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().endswith(
+        "latentode: error: encoder_ode_hidden sizes the ODE-RNN encoder's vector field; the "
+        "GRU encoder has none. Set encoder: odernn or leave encoder_ode_hidden unset."
+    )
+    assert "Traceback" not in res.stderr and not root.exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is not None
+    or importlib.util.find_spec("tensorboardX") is not None,
+    reason="needs a machine without tensorboard",
+)
+def test_a_logger_whose_package_is_missing_stops_with_a_message(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    res = run_cli(
+        "fit",
+        *tiny(root),
+        "--trainer.logger",
+        "pytorch_lightning.loggers.TensorBoardLogger",
+        "--trainer.logger.save_dir",
+        str(root),
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "a class given in the configuration needs a package that is not installed: " in (
+        res.stderr
+    )
+    assert "Traceback" not in res.stderr
+
+
+def test_checkpointing_turned_off_writes_none_and_says_so(tmp_path: Path) -> None:
+    """Lightning refused enable_checkpointing=False beside our two ModelCheckpoints."""
+    root = tmp_path / "run"
+    res = run_cli(
+        "fit", *tiny(root), "--trainer.max_steps", "2", "--trainer.enable_checkpointing", "false"
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "no checkpoint was written (--trainer.enable_checkpointing false)" in res.stdout + (
+        res.stderr
+    )
+    assert not list(root.rglob("*.ckpt"))

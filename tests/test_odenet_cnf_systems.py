@@ -120,6 +120,27 @@ def test_cnf_system_cosine_schedule_reaches_zero(tmp_path: Path) -> None:
         CNFSystem(lr_schedule="linear")
 
 
+def test_cosine_schedule_needs_the_runs_length(tmp_path) -> None:
+    """A cosine over an unbounded run used to take one epoch (the classifier: T_max = 1 for
+    max_epochs=-1) and then climb back up, as the cosine is periodic."""
+    dm = Toy2DDataModule("8gaussians", batch_size=32, steps_per_epoch=2, n_val=32, n_test=32)
+    trainer = quiet_trainer(tmp_path, max_epochs=-1, limit_val_batches=0)
+    advice = r"has no end; set --trainer.max_epochs N or --trainer.max_steps N"
+    with pytest.raises(CNFInputError, match=advice):
+        trainer.fit(CNFSystem(hidden=[8], lr_schedule="cosine"), dm)
+    system = ODENetSystem(model="mlp", lr_schedule="cosine")
+    system.trainer = quiet_trainer(tmp_path, max_epochs=-1)
+    with pytest.raises(ClassifierConfigError, match=advice):
+        system.configure_optimizers()
+    # bounded by max_steps alone, the classifier's per-epoch cosine runs per step instead
+    system.trainer = quiet_trainer(tmp_path, max_epochs=-1, max_steps=7)
+    sched = system.configure_optimizers()["lr_scheduler"]
+    assert sched["interval"] == "step" and sched["scheduler"].T_max == 7
+    system.trainer = quiet_trainer(tmp_path, max_epochs=3)
+    sched = system.configure_optimizers()["lr_scheduler"]
+    assert sched["interval"] == "epoch" and sched["scheduler"].T_max == 3
+
+
 def test_toy_module_is_seeded() -> None:
     a, b = (Toy2DDataModule("checkerboard", batch_size=32, steps_per_epoch=2) for _ in range(2))
     xa, xb = list(a.train_dataloader()), list(b.train_dataloader())

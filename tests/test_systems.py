@@ -7,7 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from lightning_helpers import quiet_trainer
+from lightning_helpers import quiet_trainer, tiny_odernn_config
 
 from latentode.data.datamodules import PeriodicDataModule, SpiralsDataModule
 from latentode.systems import GRUBaselineSystem, LatentODESystem, ODERNNSystem
@@ -97,16 +97,7 @@ def test_latent_ode_system_logs_nfe(tmp_path, gradient: str) -> None:
     [
         lambda: GRUBaselineSystem(input_dim=1, hidden=8),
         lambda: ODERNNSystem(input_dim=1, hidden=8),
-        lambda: LatentODESystem(
-            {
-                "input_dim": 1,
-                "latent_dim": 3,
-                "encoder": "odernn",
-                "encoder_hidden": 8,
-                "dynamics_hidden": 8,
-                "decoder_hidden": 8,
-            }
-        ),
+        lambda: LatentODESystem(tiny_odernn_config()),
     ],
     ids=["gru", "odernn", "latent_odernn"],
 )
@@ -133,3 +124,43 @@ def test_systems_train_and_reload_safely(tmp_path, system) -> None:
     assert torch.equal(a, b)
     (metrics,) = trainer.test(model, dm, verbose=False)
     assert math.isfinite(metrics["test/mse"]) and metrics["test/mse"] > 0
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: LatentODESystem({"latent_dim": 0}),
+            "model sizes must be 1 or more; got latent_dim = 0.",
+        ),
+        (
+            lambda: LatentODESystem({"encoder": "odernn", "encoder_ode_hidden": 0}),
+            "model sizes must be 1 or more; got encoder_ode_hidden = 0.",
+        ),
+        (lambda: LatentODESystem({"obs_std": 0.0}), "obs_std must be a positive number; got 0.0."),
+        (lambda: LatentODESystem({}, lr=-1.0), "lr must be a positive number; got -1.0."),
+        (lambda: GRUBaselineSystem(lr=float("nan")), "lr must be a positive number; got nan."),
+        (
+            lambda: ODERNNSystem(weight_decay=-0.1),
+            "weight_decay must be 0 or more; got -0.1.",
+        ),
+        (
+            lambda: LatentODESystem({}, lr_decay=1.5),
+            "lr_decay multiplies the learning rate every step: 0 < lr_decay <= 1 (1: constant, "
+            "Rubanova 0.999); got 1.5.",
+        ),
+        (
+            lambda: SpiralsDataModule(val_fraction=0.6, test_fraction=0.4),
+            "val_fraction 0.6 and test_fraction 0.4 are the shares of the series held out for "
+            "validation and test: each in [0, 1), together below 1 (the default is 0.1 each).",
+        ),
+    ],
+    ids=["latent", "ode_hidden", "obs_std", "lr", "lr_nan", "weight_decay", "decay", "fractions"],
+)
+def test_bad_settings_are_refused_when_built(build, message: str) -> None:
+    """Before, a latent size of 0 trained until the solver met an empty state ('the initial
+    state contains NaN or inf'), and a negative learning rate reached torch's optimizer as a
+    bare ValueError once training started."""
+    with pytest.raises(ValueError) as err:
+        build()
+    assert str(err.value) == message

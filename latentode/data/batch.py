@@ -48,12 +48,15 @@ class Series(NamedTuple):
     mask: Tensor
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class IrregularBatch:
     """B series on one strictly increasing time grid.
 
     On construction the arguments are checked and ``values`` is set to 0 where ``mask`` is 0
     (so NaN may mark missing values); a boolean mask becomes 0/1 in the dtype of ``values``.
+    Treat it as immutable. It is not a frozen dataclass so that Lightning's ``"64-true"``
+    precision can convert its tensors to float64 (`lightning_utilities.apply_to_collection`
+    refuses frozen ones).
 
     Attributes:
         times: ``[T]`` strictly increasing times shared by the batch.

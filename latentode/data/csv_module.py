@@ -52,6 +52,7 @@ from .errors import DataError
 from .prep import (
     Segment,
     _observed_rows,
+    check_fractions,
     collate_segments,
     constant_within_series,
     fit_normalisation,
@@ -154,6 +155,7 @@ class CSVDataModule(pl.LightningDataModule):
             raise DataError(f"split must be 'auto', 'series' or 'time'; got {split!r}.")
         if not 0 < train_keep <= 1:
             raise DataError(f"need 0 < train_keep <= 1 (a share of times kept); got {train_keep}.")
+        check_fractions(val_fraction, test_fraction)
         self.save_hyperparameters()
         self.path, self.time_unit, self.duplicates = path, time_unit, duplicates
         self.time_column, self.series_column = time_column, series_column

@@ -33,6 +33,7 @@ from .batch import (
     subsample_observations,
 )
 from .errors import DataError
+from .prep import check_fractions, held_out_counts
 from .resumable import ResumableLoader
 from .sharding import eval_loader
 from .synthetic import make_periodic, make_spirals
@@ -61,8 +62,9 @@ class SyntheticDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if batch_size < 1 or not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
-            raise DataError("need batch_size >= 1 and fractions in [0, 1).")
+        if batch_size < 1:
+            raise DataError(f"need batch_size >= 1; got {batch_size}.")
+        check_fractions(val_fraction, test_fraction)
         self.batch_size = batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.seed = seed
@@ -87,9 +89,8 @@ class SyntheticDataModule(pl.LightningDataModule):
             return
         full = self.generate()
         n = full.batch_size
-        n_val, n_test = round(self.val_fraction * n), round(self.test_fraction * n)
-        if n - n_val - n_test < 1:
-            raise DataError(f"no training series left: {n} series, {n_val} val, {n_test} test.")
+        more = ", or generate more series (n)"
+        n_val, n_test = held_out_counts(n, self.val_fraction, self.test_fraction, more)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
         test = full[sorted(perm[:n_test])]
         val = full[sorted(perm[n_test : n_test + n_val])]

@@ -38,12 +38,14 @@ from .transforms import forward, inverse, kinds_of, transform_kinds
 
 __all__ = [
     "Segment",
+    "check_fractions",
     "collate_segments",
     "constant_within_series",
     "denormalise",
     "denormalise_std",
     "fit_normalisation",
     "forecast_segment",
+    "held_out_counts",
     "holdout_bounds",
     "make_windows",
     "normalise",
@@ -225,17 +227,50 @@ def make_windows(
     return out
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Refuse held-out shares of the series that leave none to train on.
+
+    Raises:
+        DataError: a share outside [0, 1), or the two summing to 1 or more.
+    """
+    ok = all(0 <= f < 1 for f in (val_fraction, test_fraction))
+    if not (ok and val_fraction + test_fraction < 1):
+        raise DataError(
+            f"val_fraction {val_fraction} and test_fraction {test_fraction} are the shares of "
+            "the series held out for validation and test: each in [0, 1), together below 1 "
+            "(the default is 0.1 each)."
+        )
+
+
+def held_out_counts(
+    n: int, val_fraction: float, test_fraction: float, more: str = ""
+) -> tuple[int, int]:
+    """How many of ``n`` series are held out for validation and for test.
+
+    Raises:
+        DataError: a share outside [0, 1) (`check_fractions`), or no training series would
+            remain (``more``: further advice appended to the message).
+    """
+    check_fractions(val_fraction, test_fraction)
+    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
+    if n - n_val - n_test < 1:
+        raise DataError(
+            f"no training series left: {n} series, {n_val} for validation, {n_test} for test; "
+            f"lower val_fraction or test_fraction{more}."
+        )
+    return n_val, n_test
+
+
 def split_series(
     n: int, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[list[int], list[int], list[int]]:
     """Seeded disjoint train / val / test series indices (each sorted).
 
     Raises:
-        DataError: if no training series would remain.
+        DataError: a share outside [0, 1) (`check_fractions`), or no training series would
+            remain.
     """
-    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
-    if n - n_val - n_test < 1:
-        raise DataError(f"no training series left: {n} series, {n_val} val, {n_test} test.")
+    n_val, n_test = held_out_counts(n, val_fraction, test_fraction)
     perm = np.random.default_rng(seed).permutation(n).tolist()
     test, val = perm[:n_test], perm[n_test : n_test + n_val]
     return sorted(perm[n_test + n_val :]), sorted(val), sorted(test)

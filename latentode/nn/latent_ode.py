@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from ..solver import SolveStats, solve
+from ..solver.state import HALF
 from .base import (
     ModelInputError,
     Observations,
@@ -195,6 +196,13 @@ def _path_moments(p_x: Normal) -> Prediction:
     return Prediction(samples.mean(dim=0), var.sqrt(), samples)
 
 
+def _time_like(t: Tensor, z: Tensor) -> Tensor:
+    """Times on ``z``'s device at ``z``'s precision, but never below float32: a latent state
+    computed under autocast is half precision, and times rounded to its 3 significant digits
+    collide (the solver integrates such a state in float32 anyway)."""
+    return t.to(device=z.device, dtype=torch.float32 if z.dtype in HALF else z.dtype)
+
+
 def _series_normal(q: Normal, n: int, generators: Sequence[torch.Generator] | None) -> Tensor:
     """``n`` reparameterised draws ``[n, B, L]`` of ``q`` ``[B, L]``: from torch's global
     generator (None), or series ``b``'s from ``generators[b]`` (drawn on the CPU, so a
@@ -314,6 +322,14 @@ class LatentODE(nn.Module):
             )
         if config.anchor not in ("first", "last"):
             raise ModelInputError(f"anchor must be 'first' or 'last', got {config.anchor!r}.")
+        sizes = ("input_dim", "latent_dim", "encoder_hidden", "dynamics_hidden", "decoder_hidden")
+        small = [f"{n} = {getattr(config, n)}" for n in sizes if getattr(config, n) < 1]
+        if config.encoder_ode_hidden is not None and config.encoder_ode_hidden < 1:
+            small.append(f"encoder_ode_hidden = {config.encoder_ode_hidden}")
+        if small:
+            raise ModelInputError(f"model sizes must be 1 or more; got {', '.join(small)}.")
+        if not (math.isfinite(config.obs_std) and config.obs_std > 0):
+            raise ModelInputError(f"obs_std must be a positive number; got {config.obs_std}.")
         self.config = config
         D, L = config.input_dim, config.latent_dim
         self.encoder: Encoder
@@ -438,7 +454,7 @@ class LatentODE(nn.Module):
             ModelInputError: for times the solve cannot read out.
         """
         K, B, L = z0.shape
-        times, t0 = times.to(z0), t0.to(z0)
+        times, t0 = _time_like(times, z0), _time_like(t0, z0)
         host, start = check_query_times(times, t0, B, before_t0=self.config.anchor == "last")
         if times.dim() == 1:
             return self._integrate_grid(z0, t0, times, host, start)
@@ -446,7 +462,7 @@ class LatentODE(nn.Module):
             return self._integrate_grid(z0, t0, times[0], host[0], start)
         if bool((host[:, 0] < start).any()):  # per-series times before the anchor: their union
             union, where = torch.unique(host, sorted=True, return_inverse=True)  # (G,), (B, T)
-            zt = self._integrate_grid(z0, t0, union.to(z0), union, start)  # (K, B, G, L)
+            zt = self._integrate_grid(z0, t0, _time_like(union, z0), union, start)  # (K, B, G, L)
             index = where.to(z0.device).view(1, B, -1, 1).expand(K, -1, -1, L)  # (K, B, T, L)
             return zt.gather(2, index)
         kw = self.config.solver.kwargs()
@@ -760,7 +776,7 @@ class LatentODE(nn.Module):
                 if prior.time is None
                 else observed.times.new_tensor(prior.time)
             )
-        seen, times = observed.times.to(z0), times.to(z0)
+        seen, times = _time_like(observed.times, z0), _time_like(times, z0)
         if times.dim() == 1:
             grid, where = torch.unique(torch.cat([seen, times]), sorted=True, return_inverse=True)
             zt = self.integrate(z0, t0, grid)  # (K, B or 1, G, L)

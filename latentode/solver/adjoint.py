@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from .problem import Problem
 from .rk import integrate
-from .state import RHS
+from .state import RHS, autocast_state, solver_arithmetic
 
 __all__ = ["BacksolveAdjoint"]
 
@@ -80,8 +80,12 @@ class BacksolveAdjoint(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor):
-        p: Problem = ctx.problem
-        outputs, y_end = ctx.saved_tensors
+        device = ctx.problem.rhs.packer.device
+        with solver_arithmetic(device, autocast_state(device)):  # as in the forward
+            return BacksolveAdjoint._backward(ctx.problem, *ctx.saved_tensors, g)
+
+    @staticmethod
+    def _backward(p: Problem, outputs: Tensor, y_end: Tensor, g: Tensor) -> tuple:
         grid, N = p.grid, y_end.shape[1]
         g = g.contiguous()
 

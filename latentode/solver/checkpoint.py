@@ -16,6 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from .problem import Problem
 from .rk import integrate, read_out, step_autograd
+from .state import autocast_state, solver_arithmetic
 
 __all__ = ["SEGMENT", "CheckpointAdjoint"]
 
@@ -38,7 +39,12 @@ class CheckpointAdjoint(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor):
-        p: Problem = ctx.problem
+        device = ctx.problem.rhs.packer.device
+        with solver_arithmetic(device, autocast_state(device)):  # as in the forward
+            return CheckpointAdjoint._backward(ctx.problem, *ctx.saved_tensors, g)
+
+    @staticmethod
+    def _backward(p: Problem, g: Tensor) -> tuple:
         run = p.run
         g = g.contiguous()
         a = torch.zeros_like(run.y_end)  # dL/dy at the end of the current step

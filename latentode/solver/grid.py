@@ -85,7 +85,8 @@ class OutputGrid:
         bad = int(np.nonzero((d <= 0) if d[0] > 0 else (d >= 0))[0][0]) + 1
         raise SolverInputError(
             f"{what} must be strictly increasing or strictly decreasing; it breaks at index "
-            f"{bad} ({row[bad - 1]!r} -> {row[bad]!r}). Sort the times and drop duplicates."
+            f"{bad} ({float(row[bad - 1])!r} -> {float(row[bad])!r}). Sort the times and drop "
+            "duplicates."
         )
 
     @classmethod
@@ -116,9 +117,9 @@ class OutputGrid:
         if not (host[:, 0] == host[0, 0]).all():
             b = int(np.nonzero(host[:, 0] != host[0, 0])[0][0])
             raise SolverInputError(
-                f"rows of a 2-D t must share their start time: t[0, 0] = {host[0, 0]!r} but "
-                f"t[{b}, 0] = {host[b, 0]!r}. Shift the series to a common origin (or prepend "
-                "a common start time)."
+                "rows of a 2-D t must share their start time: t[0, 0] = "
+                f"{float(host[0, 0])!r} but t[{b}, 0] = {float(host[b, 0])!r}. Shift the series "
+                "to a common origin (or prepend a common start time)."
             )
         direction = directions.pop()
         tau = direction * host[:, 1:].reshape(-1)

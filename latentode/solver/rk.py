@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .errors import SolverError
 from .grid import OutputGrid, fixed_step_grid
+from .state import HALF
 from .tableaus import ButcherTableau
 
 __all__ = ["Coefficients", "Control", "Run", "integrate"]
@@ -139,6 +140,8 @@ def error_ratio(ay: Tensor, ay1: Tensor, K: Tensor, coef: Coefficients, ctl: Con
     Returns a 0-d tensor; the caller multiplies by ``|dt| / sqrt(n)``.
     """
     err = torch.mm(coef.b_err, K.detach())  # (1, N)
+    if err.dtype in HALF:  # atol and err / scale leave half precision's range
+        err, ay, ay1 = err.float(), ay.float(), ay1.float()
     if ctl.norm_n is not None:
         err, ay, ay1 = err[:, : ctl.norm_n], ay[:, : ctl.norm_n], ay1[:, : ctl.norm_n]
     scale = torch.maximum(ay, ay1).mul_(ctl.rtol).add_(ctl.atol)
@@ -364,6 +367,8 @@ def _fixed(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, r
 
 
 def _rms(x: Tensor, scale: Tensor, n: int | None) -> Tensor:
+    if x.dtype in HALF:
+        x, scale = x.float(), scale.float()
     if n is not None:
         x, scale = x[:, :n], scale[:, :n]
     return torch.linalg.vector_norm(x / scale) / math.sqrt(x.numel())
@@ -374,7 +379,8 @@ def initial_step(rhs, t0: float, y0: Tensor, f0: Tensor, direction: float, coef,
 
     Costs one function evaluation and two host reads. Also rejects a non-finite start.
     """
-    scale = y0.abs().mul(ctl.rtol).add(ctl.atol)
+    ay = y0.abs().float() if y0.dtype in HALF else y0.abs()  # atol underflows in float16
+    scale = ay.mul(ctl.rtol).add(ctl.atol)
     d0, d1 = torch.stack([_rms(y0, scale, ctl.norm_n), _rms(f0, scale, ctl.norm_n)]).tolist()
     if not math.isfinite(d0):
         raise SolverError("non_finite", t0, None, "the initial state contains NaN or inf")

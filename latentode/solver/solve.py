@@ -27,7 +27,7 @@ from .errors import SolverError, SolverInputError
 from .grid import OutputGrid
 from .problem import Problem, SolveStats
 from .rk import Coefficients, Control, integrate
-from .state import RHS, Packer, State
+from .state import HALF, RHS, Packer, State, autocast_state, promote_half, solver_arithmetic
 from .tableaus import METHODS
 
 __all__ = ["GRADIENTS", "Solution", "odeint", "odeint_adjoint", "solve"]
@@ -75,6 +75,22 @@ def _control(method: str, rtol: Any, atol: Any, options: Mapping[str, Any], what
     return ctl
 
 
+def _check_resolution(ctl: Control, dtype: torch.dtype | None, method: str, what: str) -> None:
+    """Refuse an adaptive solve of a float16 / bfloat16 state at a relative tolerance below the
+    dtype's resolution: its steps shrink until ``y + h f`` rounds back to ``y``, and the
+    solution stalls where it is without any error (bfloat16 at the default 1e-7: ``exp(-1)``
+    came out 0.992)."""
+    if dtype not in HALF or not METHODS[method].adaptive or ctl.step_size is not None:
+        return
+    eps = torch.finfo(dtype).eps
+    if ctl.rtol < eps:
+        raise SolverInputError(
+            f"{what}rtol={ctl.rtol:g} is below the resolution of the {dtype} state ({eps:.2g}): "
+            "steps that small leave it unchanged and the solution stalls. Give "
+            f"{what}rtol >= {eps:.2g}, or integrate in float32 (y0.float())."
+        )
+
+
 def _method(name: str, what: str = "method") -> str:
     if name not in METHODS:
         raise SolverInputError(f"unknown {what} {name!r}; choose one of {list(METHODS)}.")
@@ -112,6 +128,11 @@ def solve(
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and read the solution out at ``t``.
 
+    Called under ``torch.autocast``, ``func`` runs under it (also in the backward passes)
+    while the state, the stage sums and the error control stay float32: a float16 / bfloat16
+    ``y0`` is promoted and the result is float32. Outside autocast a half-precision state is
+    integrated as given; its ``rtol`` must be at least the dtype's resolution.
+
     Args:
         func: the vector field ``func(t, y)``; ``t`` is a 0-d tensor.
         y0: initial state, a floating tensor or a tuple of them.
@@ -134,7 +155,9 @@ def solve(
         A `Solution`.
 
     Raises:
-        SolverInputError: invalid arguments. SolverError: the integration failed.
+        SolverInputError: invalid arguments (also ``func`` returning another dtype than the
+            state outside autocast, or an ``rtol`` below a half-precision state's resolution).
+        SolverError: the integration failed.
     """
     method = _method(method)
     if gradient not in GRADIENTS:
@@ -145,74 +168,82 @@ def solve(
     opts = {**(options or {}), **step_options}
     ctl = _control(method, rtol, atol, opts, "step")
     pieces = tuple(y0) if isinstance(y0, tuple | list) else (y0,)
-    dtype = pieces[0].dtype if isinstance(pieces[0], Tensor) else None
-    device = pieces[0].device if isinstance(pieces[0], Tensor) else None
-    grid = OutputGrid.build(t, dtype or torch.get_default_dtype(), device or t.device)
-    packer = Packer(y0, grid.batch)
-    if not METHODS[method].adaptive and ctl.step_size is None and grid.batch is not None:
-        raise SolverInputError(
-            f"fixed-step method {method!r} with per-sample time grids needs step_size=...; "
-            "(without it the grid would be the union of all samples' times)."
+    first = pieces[0] if pieces and isinstance(pieces[0], Tensor) else None
+    device = first.device if first is not None else getattr(t, "device", None)
+    amp = autocast_state(device)
+    dtype = first.dtype if first is not None else None
+    if amp is not None:  # the state is integrated in float32; func runs under autocast
+        y0 = promote_half(y0)
+        dtype = torch.float32 if dtype in HALF else dtype
+    _check_resolution(ctl, dtype, method, "")
+    with solver_arithmetic(device, amp):
+        grid = OutputGrid.build(t, dtype or torch.get_default_dtype(), device or t.device)
+        packer = Packer(y0, grid.batch)
+        if not METHODS[method].adaptive and ctl.step_size is None and grid.batch is not None:
+            raise SolverInputError(
+                f"fixed-step method {method!r} with per-sample time grids needs step_size=...; "
+                "(without it the grid would be the union of all samples' times)."
+            )
+        stats = SolveStats()
+        y0_row = packer.pack(y0)  # (1, N)
+        if grid.T == 1:
+            rows = y0_row if grid.batch is None else y0_row.view(1, grid.batch, -1)
+            return Solution(packer.unpack_series(rows), t, stats, method)
+
+        params = _params(func, adjoint_params) if gradient != "backprop" else ()
+        want_t_grad = t.requires_grad and torch.is_grad_enabled()
+        problem = Problem(
+            RHS(func, packer, amp),
+            grid,
+            Coefficients.get(METHODS[method], dtype, device),
+            ctl,
+            params,
+            stats,
+            want_derivs=want_t_grad,
         )
-    stats = SolveStats()
-    y0_row = packer.pack(y0)  # (1, N)
-    if grid.T == 1:
-        rows = y0_row if grid.batch is None else y0_row.view(1, grid.batch, -1)
+        if gradient == "adjoint":
+            adj_method = _method(adjoint_method or method, "adjoint_method")
+            adj_opts = {**opts, **(adjoint_options or {})}
+            problem.adj_coef = Coefficients.get(METHODS[adj_method], dtype, device)
+            problem.adj_ctl = _control(
+                adj_method,
+                rtol if adjoint_rtol is None else adjoint_rtol,
+                atol if adjoint_atol is None else adjoint_atol,
+                adj_opts,
+                "adjoint",
+            )
+            problem.adj_ctl.norm_n = 2 * packer.n if seminorm else None
+            _check_resolution(problem.adj_ctl, dtype, adj_method, "adjoint_")
+
+        y_start = y0_row
+        if want_t_grad:
+            t0 = t[0] if grid.batch is None else t[:, 0]
+            y_start = _StartTimeGrad.apply(y0_row, t0, problem)
+        if not torch.is_grad_enabled():  # nothing to differentiate, whatever the gradient mode
+            rows = _solve_into_buffer(problem, y0_row)
+            return Solution(packer.unpack_series(rows), t, stats, method)
+        if gradient == "backprop":
+            nfe0 = problem.rhs.nfe
+            run = integrate(problem.rhs, y_start, grid, problem.coef, ctl, derivs=want_t_grad)
+            problem.record_forward(run, problem.rhs.nfe - nfe0)
+            outputs = run.outputs
+        elif gradient == "adjoint":
+            outputs = BacksolveAdjoint.apply(y_start, problem, *params)
+        else:
+            outputs = CheckpointAdjoint.apply(y_start, problem, *params)
+        if not problem.coef.tab.adaptive or ctl.step_size is not None:
+            _check_finite(outputs if grid.batch is None else outputs[grid.inverse], grid, ctl)
+        if want_t_grad:
+            t_out = t.reshape(-1)[grid.flat_index]
+            outputs = _ReadoutTimeGrad.apply(outputs, t_out, problem.run.derivs)
+
+        if grid.batch is None:
+            rows = torch.cat([y0_row, outputs])  # (T, N)
+        else:
+            B, T = grid.batch, grid.T
+            per = outputs[grid.inverse].view(B, T - 1, -1)  # (B, T-1, D)
+            rows = torch.cat([y0_row.view(B, 1, -1), per], dim=1).transpose(0, 1)  # (T, B, D)
         return Solution(packer.unpack_series(rows), t, stats, method)
-
-    params = _params(func, adjoint_params) if gradient != "backprop" else ()
-    want_t_grad = t.requires_grad and torch.is_grad_enabled()
-    problem = Problem(
-        RHS(func, packer),
-        grid,
-        Coefficients.get(METHODS[method], dtype, device),
-        ctl,
-        params,
-        stats,
-        want_derivs=want_t_grad,
-    )
-    if gradient == "adjoint":
-        adj_method = _method(adjoint_method or method, "adjoint_method")
-        adj_opts = {**opts, **(adjoint_options or {})}
-        problem.adj_coef = Coefficients.get(METHODS[adj_method], dtype, device)
-        problem.adj_ctl = _control(
-            adj_method,
-            rtol if adjoint_rtol is None else adjoint_rtol,
-            atol if adjoint_atol is None else adjoint_atol,
-            adj_opts,
-            "adjoint",
-        )
-        problem.adj_ctl.norm_n = 2 * packer.n if seminorm else None
-
-    y_start = y0_row
-    if want_t_grad:
-        t0 = t[0] if grid.batch is None else t[:, 0]
-        y_start = _StartTimeGrad.apply(y0_row, t0, problem)
-    if not torch.is_grad_enabled():  # nothing to differentiate, whatever the gradient mode
-        rows = _solve_into_buffer(problem, y0_row)
-        return Solution(packer.unpack_series(rows), t, stats, method)
-    if gradient == "backprop":
-        nfe0 = problem.rhs.nfe
-        run = integrate(problem.rhs, y_start, grid, problem.coef, ctl, derivs=want_t_grad)
-        problem.record_forward(run, problem.rhs.nfe - nfe0)
-        outputs = run.outputs
-    elif gradient == "adjoint":
-        outputs = BacksolveAdjoint.apply(y_start, problem, *params)
-    else:
-        outputs = CheckpointAdjoint.apply(y_start, problem, *params)
-    if not problem.coef.tab.adaptive or ctl.step_size is not None:
-        _check_finite(outputs if grid.batch is None else outputs[grid.inverse], grid, ctl)
-    if want_t_grad:
-        t_out = t.reshape(-1)[grid.flat_index]
-        outputs = _ReadoutTimeGrad.apply(outputs, t_out, problem.run.derivs)
-
-    if grid.batch is None:
-        rows = torch.cat([y0_row, outputs])  # (T, N)
-    else:
-        B, T = grid.batch, grid.T
-        per = outputs[grid.inverse].view(B, T - 1, -1)  # (B, T-1, D)
-        rows = torch.cat([y0_row.view(B, 1, -1), per], dim=1).transpose(0, 1)  # (T, B, D)
-    return Solution(packer.unpack_series(rows), t, stats, method)
 
 
 def _solve_into_buffer(problem: Problem, y0_row: Tensor) -> Tensor:

@@ -9,15 +9,56 @@ the layout is sample-major (``[B, D]`` flattened), so sample ``b`` owns columns
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .errors import SolverInputError
 
-__all__ = ["RHS", "Packer"]
+__all__ = ["RHS", "Packer", "autocast_state", "promote_half", "solver_arithmetic"]
 
 State = Tensor | tuple[Tensor, ...]
+HALF = (torch.float16, torch.bfloat16)
+
+
+class Autocast(NamedTuple):
+    """The autocast region a solve was called in: its dtype and whether it caches casts."""
+
+    dtype: torch.dtype
+    cache: bool
+
+
+def autocast_state(device: torch.device | None) -> Autocast | None:
+    """The autocast region active for ``device``'s type here, or None."""
+    if device is None:
+        return None
+    try:
+        if torch.is_autocast_enabled(device.type):
+            dtype = torch.get_autocast_dtype(device.type)
+            return Autocast(dtype, torch.is_autocast_cache_enabled())
+    except (RuntimeError, ValueError):  # a device type autocast does not know
+        pass
+    return None
+
+
+def promote_half(y: State) -> State:
+    """A state with its float16 / bfloat16 pieces as float32 (differentiably)."""
+    if isinstance(y, tuple | list):
+        return tuple(promote_half(p) for p in y)
+    return y.float() if isinstance(y, Tensor) and y.dtype in HALF else y
+
+
+def solver_arithmetic(device: torch.device | None, amp: Autocast | None) -> AbstractContextManager:
+    """Autocast switched off for the solver's own operations where it is on (``amp``).
+
+    Under ``torch.autocast`` (Lightning's ``precision="16-mixed"`` / ``"bf16-mixed"``) the
+    stage combinations and the error estimate would otherwise run as half-precision matrix
+    products, rounding the state to 3 significant digits every step; the vector field still
+    runs under autocast (`RHS`).
+    """
+    return torch.autocast(device.type, enabled=False) if amp is not None else nullcontext()
 
 
 class Packer:
@@ -69,8 +110,9 @@ class Packer:
             return torch.cat([p.reshape(1, -1) for p in y], dim=1)
         return torch.cat([p.reshape(self.batch, -1) for p in y], dim=1).reshape(1, self.n)
 
-    def pack_out(self, out: State) -> Tensor:
-        """Flatten the vector field's output, checking it has the state's structure."""
+    def pack_out(self, out: State, cast: bool = False) -> Tensor:
+        """Flatten the vector field's output, checking it has the state's structure and dtype
+        (``cast``: an output of another dtype is cast to the state's, as under autocast)."""
         if not self.is_tuple:
             if not isinstance(out, Tensor) or out.shape != self.shapes[0]:
                 got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -78,18 +120,29 @@ class Packer:
                     f"func(t, y) returned {got}; it must return a tensor of the state's shape "
                     f"{tuple(self.shapes[0])}."
                 )
+            if out.dtype != self.dtype:
+                out = self._cast(out, cast)
             return out.reshape(1, self.n)
         if not isinstance(out, tuple | list) or len(out) != len(self.shapes):
             raise SolverInputError(
                 f"func(t, y) must return a tuple of {len(self.shapes)} tensors like the state."
             )
         for o, s in zip(out, self.shapes, strict=True):
-            if o.shape != s:
+            if not isinstance(o, Tensor) or o.shape != s:
+                got = tuple(o.shape) if isinstance(o, Tensor) else type(o).__name__
                 raise SolverInputError(
-                    f"func(t, y) returned a piece of shape {tuple(o.shape)} for a state piece "
-                    f"of shape {tuple(s)}."
+                    f"func(t, y) returned a piece {got} for a state piece of shape {tuple(s)}."
                 )
-        return self.pack(out)
+        return self.pack(tuple(o if o.dtype == self.dtype else self._cast(o, cast) for o in out))
+
+    def _cast(self, out: Tensor, cast: bool) -> Tensor:
+        """``out`` (of another dtype than the state) cast to the state's, or refused."""
+        if cast:
+            return out.to(self.dtype)
+        raise SolverInputError(
+            f"func(t, y) returned dtype {out.dtype} for a state of dtype {self.dtype}; return "
+            "the state's dtype (or run the solve under torch.autocast, which casts it)."
+        )
 
     def unpack(self, row: Tensor) -> State:
         """Inverse of `pack` for one ``[1, N]`` row."""
@@ -120,16 +173,27 @@ class RHS:
     dtype and device, created with ``torch.full`` (a fill, not a host-to-device copy).
     """
 
-    def __init__(self, func: Callable[[Tensor, State], State], packer: Packer) -> None:
+    def __init__(
+        self,
+        func: Callable[[Tensor, State], State],
+        packer: Packer,
+        amp: Autocast | None = None,
+    ) -> None:
         self.func = func
         self.packer = packer
+        self.amp = amp  # the autocast region the solve was called in: func runs under it
         self.nfe = 0
 
     def __call__(self, t: float, y: Tensor) -> Tensor:
         self.nfe += 1
         p = self.packer
         tt = torch.full((), t, dtype=p.dtype, device=p.device)
-        return p.pack_out(self.func(tt, p.unpack(y)))
+        if self.amp is None:
+            return p.pack_out(self.func(tt, p.unpack(y)))
+        # The solver's operations run with autocast off (`solver_arithmetic`), and a backward
+        # pass runs outside the caller's region: func gets the forward's autocast back.
+        with torch.autocast(p.device.type, dtype=self.amp.dtype, cache_enabled=self.amp.cache):
+            return p.pack_out(self.func(tt, p.unpack(y)), cast=True)
 
 
 def flatten_params(params: Sequence[Tensor]) -> Tensor:

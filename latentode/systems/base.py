@@ -15,10 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from ..data.batch import Split
-from ..nn.base import Prediction
+from ..nn.base import ModelInputError, Prediction
 from .guard import guarded
 from .metrics import ChannelErrors, ForecastMetrics, count_nfe
 from .rng import ExactResume
+from .schedules import check_optimizer
 
 __all__ = ["SequenceSystem"]
 
@@ -41,6 +42,14 @@ class SequenceSystem(ExactResume, pl.LightningModule):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
+        check_optimizer(lr, weight_decay, ModelInputError)
+        if optimizer not in ("adam", "adamax"):
+            raise ModelInputError(f"optimizer must be 'adam' or 'adamax'; got {optimizer!r}.")
+        if not 0 < lr_decay <= 1:
+            raise ModelInputError(
+                f"lr_decay multiplies the learning rate every step: 0 < lr_decay <= 1 (1: "
+                f"constant, Rubanova 0.999); got {lr_decay}."
+            )
         self.lr, self.optimizer_name = lr, optimizer
         self.lr_decay, self.weight_decay = lr_decay, weight_decay
         self.val_metrics = ForecastMetrics("val")
@@ -59,6 +68,25 @@ class SequenceSystem(ExactResume, pl.LightningModule):
         self.channel_metrics = nn.ModuleDict(
             {stage: ChannelErrors(channels, scale) for stage in ("val", "test")}
         )
+
+    def setup(self, stage: str) -> None:
+        """Refuse a half-precision model (``"16-true"``, ``"bf16-true"``) before any step.
+
+        Its state and times would be half precision too: 3 significant digits (1 in 512 for
+        bfloat16) merge nearby observation times and round the latent state every step.
+        Mixed precision (``"16-mixed"``, ``"bf16-mixed"``) runs the networks' matrix
+        products in half precision and the solver in float32 (`latentode.solver.solve`).
+        """
+        super().setup(stage)
+        precision = str(self.trainer.precision) if self._trainer is not None else ""
+        if precision in ("16-true", "bf16-true"):  # Lightning reads "16" / "bf16" as mixed
+            mixed = precision.split("-")[0] + "-mixed"
+            raise ModelInputError(
+                f"--trainer.precision {precision} makes the model's weights, its ODE state "
+                "and the observation times half precision, which merges nearby times and "
+                f"rounds the state every solver step. Use --trainer.precision {mixed} (half "
+                "precision matrix products, the solver in float32), 32-true or 64-true."
+            )
 
     # ------------------------------------------------------------------ to implement
     def training_loss(self, split: Split) -> tuple[Tensor, dict[str, Tensor]]:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..nn.base import ModelInputError
 from ..nn.odenet import (
     MLPClassifier,
     ODEBlock,
@@ -30,6 +31,7 @@ from ..nn.odenet import (
 )
 from .guard import guarded
 from .rng import ExactResume
+from .schedules import check_optimizer, check_schedule, make_schedule
 
 __all__ = ["CLASSIFIERS", "ClassifierConfigError", "ODENetSystem", "build_classifier", "ode_blocks"]
 
@@ -42,7 +44,7 @@ CLASSIFIERS: dict[str, type[nn.Module]] = {
 }
 
 
-class ClassifierConfigError(ValueError):
+class ClassifierConfigError(ModelInputError):
     """An unknown classifier name or argument; the message says what to change."""
 
 
@@ -94,7 +96,9 @@ class ODENetSystem(ExactResume, pl.LightningModule):
         model_kwargs: further arguments of the classifier class.
         lr: Adam learning rate.
         weight_decay: L2 penalty.
-        lr_schedule: ``"constant"`` or ``"cosine"`` (to zero over ``trainer.max_epochs``).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (to zero over ``trainer.max_epochs``, or
+            per step over ``max_steps`` for a run without an epoch limit;
+            `latentode.systems.schedules`).
     """
 
     def __init__(
@@ -110,10 +114,8 @@ class ODENetSystem(ExactResume, pl.LightningModule):
         lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
-        if lr_schedule not in ("constant", "cosine"):
-            raise ClassifierConfigError(
-                f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}."
-            )
+        check_schedule(lr_schedule, ClassifierConfigError)
+        check_optimizer(lr, weight_decay, ClassifierConfigError)
         self.save_hyperparameters()  # plain values only: checkpoints load with weights_only=True
         self.model = build_classifier(
             model, in_channels, image_size, num_classes, width, model_kwargs
@@ -188,8 +190,4 @@ class ODENetSystem(ExactResume, pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam, optionally with a cosine decay over the trainer's epochs."""
         opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        if self.lr_schedule == "constant":
-            return opt
-        epochs = max(1, int(self.trainer.max_epochs or 1))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return make_schedule(self.lr_schedule, opt, self.trainer, "epoch", ClassifierConfigError)

@@ -25,6 +25,7 @@ from torchmetrics import MeanMetric
 from ..nn.cnf import CNF, CNFInputError
 from .guard import guarded
 from .rng import ExactResume
+from .schedules import check_optimizer, check_schedule, make_schedule
 
 __all__ = ["CNFSystem"]
 
@@ -72,8 +73,8 @@ class CNFSystem(ExactResume, pl.LightningModule):
         lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
-        if lr_schedule not in ("constant", "cosine"):
-            raise CNFInputError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}.")
+        check_schedule(lr_schedule, CNFInputError)
+        check_optimizer(lr, weight_decay, CNFInputError)
         hidden = [int(h) for h in hidden]
         self.save_hyperparameters()
         self.hparams["hidden"] = hidden  # a list, not a tuple: plain values for weights_only
@@ -173,8 +174,4 @@ class CNFSystem(ExactResume, pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam, optionally with a per-step cosine decay over the whole run."""
         opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        if self.lr_schedule == "constant":
-            return opt
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return make_schedule(self.lr_schedule, opt, self.trainer, "step", CNFInputError)

@@ -76,6 +76,7 @@ class LatentODESystem(SequenceSystem):
     def setup(self, stage: str) -> None:
         """Adopt the data module's file description; size the model to its channels; have
         the data module align its batches to the model's anchor (`CSVDataModule.align_to`)."""
+        super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "align_to"):
             dm.align_to(self.model.config.anchor)
