@@ -110,8 +110,8 @@ def test_killed_fit_resumes_from_last_checkpoint(tmp_path: Path) -> None:
 
 def test_slurm_requeue_signal_saves_and_resumes(tmp_path: Path) -> None:
     """``scripts/slurm/fit.sbatch`` (with stand-ins for ``srun`` and ``scontrol``): on SIGUSR1
-    Lightning saves ``hpc_ckpt_1.ckpt`` mid-epoch and calls ``scontrol requeue``; the requeued
-    job's ``--ckpt_path last`` resumes from it."""
+    ``hpc_ckpt_1.ckpt`` is saved mid-epoch, at the end of a training batch, and ``scontrol
+    requeue`` called; the requeued job's ``--ckpt_path last`` resumes from it."""
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "srun").write_text('#!/bin/sh\nexec "$@"\n')
@@ -150,18 +150,14 @@ def test_slurm_requeue_signal_saves_and_resumes(tmp_path: Path) -> None:
     assert calls.read_text().split() == ["requeue", "4242"]
     saved = torch.load(hpc, weights_only=True)
     assert STEPS_PER_EPOCH < saved["global_step"] < 2 * STEPS_PER_EPOCH  # mid-epoch 1
-    # The training loader's position: the batches of epoch 1 Lightning will not repeat (the
-    # signal can land inside a step, which Lightning then repeats, and so does the loader).
+    # Saved at a training batch's end (`SafeRequeue`), never inside a step: the loader's
+    # position counts the batches of epoch 1 done, that batch included, as Lightning does.
     fit_loop = saved["loops"]["fit_loop"]
     position = fit_loop["state_dict"]["combined_loader"][0]
     progress = fit_loop["epoch_loop.batch_progress"]["current"]
     assert not position["complete"] and position["pass_start"] is not None
-    assert position["finished"] >= saved["global_step"] - STEPS_PER_EPOCH - 1
-    assert position["finished"] - progress["completed"] in (0, 1)
-    assert (
-        position["finished"] == progress["completed"]
-        or progress["processed"] > progress["completed"]
-    )  # one more only when the signal came between the step's end and Lightning's count
+    assert position["finished"] == saved["global_step"] - STEPS_PER_EPOCH
+    assert progress["processed"] == position["finished"] == progress["completed"] + 1
 
     resumed = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True)
     log = resumed.stdout + resumed.stderr

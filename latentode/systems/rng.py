@@ -35,6 +35,7 @@ import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_warn
 
 from ..data.resumable import ResumableLoader
+from .requeue import SafeRequeue
 
 __all__ = ["ExactResume", "RNGCheckpoint", "gather_rng_states", "rng_state", "set_rng_state"]
 
@@ -192,8 +193,9 @@ class RNGCheckpoint(pl.Callback):
 
 
 class ExactResume:
-    """Mixin for the LightningModules: adds `RNGCheckpoint` to any Trainer that fits them."""
+    """Mixin for the LightningModules: adds `RNGCheckpoint` and `SafeRequeue` to any Trainer
+    that fits them."""
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """The callbacks this system brings to its Trainer."""
-        return [RNGCheckpoint()]
+        return [RNGCheckpoint(), SafeRequeue()]
