@@ -27,6 +27,7 @@ import argparse
 import logging
 import math
 import re
+import signal
 import sys
 import warnings
 from collections import Counter
@@ -42,6 +43,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .calibration import Calibration, calibrate
 from .data.csv import csv_columns, read_series_csv
@@ -55,7 +57,13 @@ from .forecast import forecast, future_times, merge_shards, parse_horizon
 from .nn.base import ModelInputError
 from .predictive import call_memory, percent, quantile_probs
 from .solver import SolverError, SolverInputError
-from .systems.guard import TrainingStoppedError, leave_process_group, newest_file
+from .systems.guard import (
+    TrainingStoppedError,
+    end_process,
+    last_checkpoint_path,
+    leave_process_group,
+    newest_file,
+)
 
 __all__ = [
     "ForecastStoppedError",
@@ -93,6 +101,8 @@ USER_ERRORS = (
 # Set on a user error that every process of a multi-process run raises alike (reading the
 # same file): only the first process prints it.
 SAME_ON_EVERY_PROCESS = "latentode_same_on_every_process"
+STOP_NOTE = "latentode_stop_note"  # what a fit stopped by SIGTERM saved, set by `LastCheckpoint`
+SIGTERM_STATUS = 128 + signal.SIGTERM  # the shell's status for a process ended by SIGTERM
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,13 @@ class LastCheckpoint(ModelCheckpoint):
     repeats the uninterrupted one exactly. A fit stopped elsewhere (``max_time`` during a
     mid-epoch validation) is saved when training ends; that checkpoint keeps the weights, but
     its resume starts the next epoch.
+
+    A fit stopped by SIGTERM (a scheduler's preemption or cancellation, ``kill``) is saved
+    too: Lightning's handler only records the signal and stops the fit at the end of the
+    current training batch, where the state is whole, and resumed the fit repeats the
+    uninterrupted one. During a validation Lightning stops at once, with the epoch's training
+    done but not its validation; nothing is saved there (the previous ``last.ckpt`` stays).
+    What was saved goes on the exception for `main` to report.
     """
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
@@ -177,6 +194,24 @@ class LastCheckpoint(ModelCheckpoint):
         """Save the final state unless this step was saved already."""
         super().on_train_end(trainer, pl_module)
         self._save_final(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Save ``last.ckpt`` when SIGTERM stopped the fit between training batches."""
+        super().on_exception(trainer, pl_module, exception)
+        if not isinstance(exception, SIGTERMException) or self.monitor is not None:
+            return
+        where = f"epoch {trainer.current_epoch}, global step {trainer.global_step}"
+        if trainer.validating or trainer.sanity_checking:
+            kept = last_checkpoint_path(trainer)
+            note = f"SIGTERM stopped the fit during a validation ({where}); " + (
+                f"the last checkpoint is {kept}" if kept else "no checkpoint had been written"
+            )
+        else:
+            self._save_final(trainer)
+            note = f"SIGTERM stopped the fit at {where}; saved {self.best_model_path}"
+        setattr(exception, STOP_NOTE, f"{note}. Resume with --ckpt_path last.")
 
     def _save_final(self, trainer: pl.Trainer) -> None:
         """Save unless nothing is saved (``fast_dev_run``, the sanity check) or this step
@@ -1183,10 +1218,18 @@ def main(args: list[str] | None = None) -> None:
     except USER_ERRORS as e:
         if not (getattr(e, SAME_ON_EVERY_PROCESS, False) and rank_zero_only.rank > 0):
             print(f"latentode: error: {e}", file=sys.stderr)
-        if isinstance(e, TrainingStoppedError):  # every process stops here (the guard)
-            leave_process_group()
+        if isinstance(e, TrainingStoppedError) and leave_process_group():  # all stop here
+            end_process(2)
         sys.exit(2)
-    leave_process_group()  # a multi-process run: every process ends here
+    except SIGTERMException as e:  # a SystemExit without a status: it would exit 0
+        if rank_zero_only.rank == 0:
+            note = getattr(e, STOP_NOTE, "SIGTERM stopped the run.")
+            print(f"latentode: {note}", file=sys.stderr)
+        if leave_process_group():  # every process stops at the same step (`SafeSignals`)
+            end_process(SIGTERM_STATUS)
+        sys.exit(SIGTERM_STATUS)
+    if leave_process_group():  # a multi-process run: every process ends here
+        end_process(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,14 +64,14 @@ class SignalledSGD(torch.optim.Optimizer):
 
 
 class TwoLayerRegression(pl.LightningModule):
-    """Two linear maps trained by `SignalledSGD` on ``x -> sum(x)``; ``signal_at`` as its
-    ``at``. No callbacks of its own."""
+    """Two linear maps trained by `SignalledSGD` on ``x -> sum(x)``; ``signal_at`` and
+    ``signum`` as its ``at`` and ``signum``. No callbacks of its own."""
 
-    def __init__(self, signal_at: int | None = None) -> None:
+    def __init__(self, signal_at: int | None = None, signum: int = signal.SIGUSR1) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.first, self.second = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
-        self.signal_at = signal_at
+        self.signal_at, self.signum = signal_at, signum
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Squared error of the sum."""
@@ -80,7 +80,7 @@ class TwoLayerRegression(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """`SignalledSGD` over both maps."""
-        return SignalledSGD(self.parameters(), self.signal_at)
+        return SignalledSGD(self.parameters(), self.signal_at, self.signum)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         """64 fixed points in batches of 4."""

@@ -108,6 +108,30 @@ def test_killed_fit_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     assert epochs == {"1"}  # the resumed run trained epoch 1 only
 
 
+def test_sigterm_saves_where_the_fit_stopped_and_exits_143(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's preemption or ``kill``): Lightning stops at the batch's end and
+    raised a SystemExit without a status, so the fit exited 0 with nothing saved since the
+    epoch's end. Now ``last.ckpt`` holds the stop (exact resume: test_resume_rng), the message
+    says so, and the status is 128 + 15."""
+    args = _fit_args(tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    _wait_for(lambda: _epoch_zero_saved(last), proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, out[-3000:]
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH
+    assert (
+        f"latentode: SIGTERM stopped the fit at epoch 1, global step {step}; saved {last}. "
+        "Resume with --ckpt_path last." in out
+    )
+    assert "Traceback" not in out
+
+
 def test_slurm_requeue_signal_saves_and_resumes(tmp_path: Path) -> None:
     """``scripts/slurm/fit.sbatch`` (with stand-ins for ``srun`` and ``scontrol``): on SIGUSR1
     ``hpc_ckpt_1.ckpt`` is saved mid-epoch, at the end of a training batch, and ``scontrol
@@ -150,7 +174,7 @@ def test_slurm_requeue_signal_saves_and_resumes(tmp_path: Path) -> None:
     assert calls.read_text().split() == ["requeue", "4242"]
     saved = torch.load(hpc, weights_only=True)
     assert STEPS_PER_EPOCH < saved["global_step"] < 2 * STEPS_PER_EPOCH  # mid-epoch 1
-    # Saved at a training batch's end (`SafeRequeue`), never inside a step: the loader's
+    # Saved at a training batch's end (`SafeSignals`), never inside a step: the loader's
     # position counts the batches of epoch 1 done, that batch included, as Lightning does.
     fit_loop = saved["loops"]["fit_loop"]
     position = fit_loop["state_dict"]["combined_loader"][0]
@@ -270,7 +294,7 @@ import pytorch_lightning as pl
 from test_faults import _PoisonEval, _tiny_system
 from latentode.data.datamodules import SpiralsDataModule
 from latentode.systems import TrainingStoppedError
-from latentode.systems.guard import leave_process_group
+from latentode.systems.guard import end_process, leave_process_group
 
 root, n, batch_size, rank, batch = sys.argv[1], *map(int, sys.argv[2:])
 trainer = pl.Trainer(
@@ -284,9 +308,10 @@ try:
 except TrainingStoppedError as e:
     print(f"rank {trainer.global_rank} stopped: {e}", flush=True)
     leave_process_group()
-    sys.exit(3)
+    end_process(3)
 print(f"rank {trainer.global_rank} finished", flush=True)
 leave_process_group()
+end_process(0)
 """
 
 

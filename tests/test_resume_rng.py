@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from lightning_helpers import quiet_trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from latentode.cli import STOP_NOTE, LastCheckpoint
 from latentode.data.csv_module import CSVDataModule
 from latentode.data.datamodules import SpiralsDataModule
 from latentode.data.resumable import ResumableLoader
@@ -35,11 +38,16 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _fit(
-    root: Path, ckpt: Path | None = None, keep_rng: bool = True, val_batches: int = 1
+    root: Path,
+    ckpt: Path | None = None,
+    keep_rng: bool = True,
+    val_batches: int = 1,
+    callbacks: tuple[pl.Callback, ...] = (),
 ) -> LatentODESystem:
     """Two epochs of a tiny Latent ODE on 60 spirals (4 batches each), a checkpoint per epoch
     under ``root`` and one per step under ``root / "steps"``; resumed from ``ckpt`` if given.
-    ``keep_rng=False`` drops `RNGCheckpoint`; ``val_batches``: validation batches per epoch."""
+    ``keep_rng=False`` drops `RNGCheckpoint`; ``val_batches``: validation batches per epoch;
+    ``callbacks``: more callbacks."""
     pl.seed_everything(0)
     cfg = LatentODEConfig(input_dim=2, latent_dim=4, encoder_hidden=8, dynamics_hidden=8)
     system = LatentODESystem(cfg, eval_samples=2)
@@ -54,11 +62,48 @@ def _fit(
         enable_checkpointing=True,
         max_epochs=2,
         limit_val_batches=val_batches,
-        callbacks=[every, steps],
+        callbacks=[every, steps, *callbacks],
     )
     data = SpiralsDataModule(n=60, n_observed=30, batch_size=12, seed=0)
     trainer.fit(system, datamodule=data, ckpt_path=ckpt)
     return system
+
+
+class _Terminate(pl.Callback):
+    """Sends this process SIGTERM as training batch ``step`` (global step) starts, or as
+    validation batch 0 of epoch ``epoch`` starts."""
+
+    def __init__(self, step: int | None = None, epoch: int | None = None) -> None:
+        self.step, self.epoch = step, epoch
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            signal.raise_signal(signal.SIGTERM)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_fit_stopped_by_sigterm_saves_and_resumes_exactly(tmp_path: Path) -> None:
+    """SIGTERM (a preemption): the fit stops at the end of the batch the signal came in
+    (`SafeSignals`), or of the validation, where `LastCheckpoint` saves ``last.ckpt``, and the
+    resumed fit ends on the uninterrupted fit's weights."""
+    whole = _fit(tmp_path / "whole")
+    # inside epoch 0, its last batch, inside epoch 1, and during epoch 0's validation
+    for step, epoch in ((1, None), (3, None), (5, None), (None, 0)):
+        root = tmp_path / f"stopped{step}{epoch}"
+        last = LastCheckpoint(dirpath=root / "last", filename="last", monitor=None)
+        with pytest.raises(SIGTERMException) as stop:
+            _fit(root, callbacks=(last, _Terminate(step=step, epoch=epoch)))
+        ckpt = root / "last" / "last.ckpt"
+        done = 4 if step is None else step + 1
+        assert torch.load(ckpt, weights_only=True)["global_step"] == done, step
+        note = getattr(stop.value, STOP_NOTE)
+        assert f"global step {done}; saved {ckpt}. Resume with --ckpt_path last." in note
+        resumed = _fit(tmp_path / f"resumed{step}{epoch}", ckpt=ckpt)
+        assert _max_difference(whole, resumed) == 0.0, step
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back
 
 
 def _loader_state(ckpt: Path) -> dict:
@@ -245,7 +290,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from latentode.data.datamodules import SpiralsDataModule
 from latentode.nn.latent_ode import LatentODEConfig
 from latentode.systems import LatentODESystem
-from latentode.systems.guard import leave_process_group
+from latentode.systems.guard import end_process, leave_process_group
 
 root, ckpt = Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else None)
 pl.seed_everything(0)
@@ -263,7 +308,8 @@ data = SpiralsDataModule(n=120, n_observed=30, batch_size=12, seed=0)
 trainer.fit(system, datamodule=data, ckpt_path=ckpt)
 if trainer.global_rank == 0:
     torch.save(system.state_dict(), root / "final.pt")
-leave_process_group()
+if leave_process_group():
+    end_process(0)
 """
 
 

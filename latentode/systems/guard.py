@@ -30,11 +30,15 @@ Usage::
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import math
+import os
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytorch_lightning as pl
 import torch.distributed as dist
@@ -45,6 +49,7 @@ from ..solver import SolverError
 
 __all__ = [
     "TrainingStoppedError",
+    "end_process",
     "guarded",
     "last_checkpoint_path",
     "leave_process_group",
@@ -60,9 +65,10 @@ _NAN_REMEDY = (
 )
 
 
-def leave_process_group() -> None:
+def leave_process_group() -> bool:
     """Leave the default process group, if there is one, once every process has reached this
-    point (a barrier, then its destruction).
+    point (a barrier, then its destruction). True if there was one: end the process with
+    `end_process` then.
 
     Call it where every process ends alike: a finished run, or a stop all processes agreed on
     (`TrainingStoppedError`). Exiting with gloo's group alive aborted the interpreter in 2 of
@@ -73,6 +79,26 @@ def leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        return True
+    return False
+
+
+def end_process(status: int) -> NoReturn:
+    """End a process that has left its process group: the exit handlers (``atexit``: loggers'
+    last writes and uploads) run and the streams are flushed, then the process ends without
+    the interpreter's finalization.
+
+    After `leave_process_group`, one of two gloo processes hung at exit in 3 of 166 stopped
+    runs (and once in CI), with no Python frame on any thread: in the finalization, where
+    the objects that still hold the destroyed group (Lightning's DDP wrapper) are torn down.
+    """
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
 
 
 class TrainingStoppedError(RuntimeError):

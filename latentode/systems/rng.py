@@ -35,7 +35,7 @@ import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_warn
 
 from ..data.resumable import ResumableLoader
-from .requeue import SafeRequeue
+from .signals import SafeSignals
 
 __all__ = ["ExactResume", "RNGCheckpoint", "gather_rng_states", "rng_state", "set_rng_state"]
 
@@ -193,9 +193,9 @@ class RNGCheckpoint(pl.Callback):
 
 
 class ExactResume:
-    """Mixin for the LightningModules: adds `RNGCheckpoint` and `SafeRequeue` to any Trainer
+    """Mixin for the LightningModules: adds `RNGCheckpoint` and `SafeSignals` to any Trainer
     that fits them."""
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """The callbacks this system brings to its Trainer."""
-        return [RNGCheckpoint(), SafeRequeue()]
+        return [RNGCheckpoint(), SafeSignals()]

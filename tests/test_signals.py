@@ -1,4 +1,4 @@
-"""SLURM's requeue signal landing inside an optimizer step: `SafeRequeue` saves the requeue
+"""SLURM's requeue signal landing inside an optimizer step: `SafeSignals` saves the requeue
 checkpoint after the step, in one process and in two DDP processes that got the signal at
 different steps. Lightning's own handler saves inside the step (shown in one process)."""
 
@@ -20,7 +20,7 @@ from cli_helpers import ROOT
 from lightning_helpers import TwoLayerRegression, quiet_trainer, tiny_odernn_config
 
 from latentode.systems import LatentODESystem, ODENetSystem
-from latentode.systems.requeue import SafeRequeue
+from latentode.systems.signals import SafeSignals
 
 JOB = "4242"
 SIGNAL_AT = 3  # the optimizer step (0-based) during which the signal comes
@@ -66,7 +66,7 @@ def _fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, safe: bool) -> tuple[d
     for key, value in _slurm_env(tmp_path, ntasks=1).items():
         monkeypatch.setenv(key, value)
     snapshots = _Snapshots()
-    callbacks = [SafeRequeue(), snapshots] if safe else [snapshots]
+    callbacks = [SafeSignals(), snapshots] if safe else [snapshots]
     trainer = quiet_trainer(tmp_path, max_steps=6, callbacks=callbacks)
     trainer.fit(TwoLayerRegression(signal_at=SIGNAL_AT))
     assert trainer.global_step == 6  # the fit goes on until SLURM ends it
@@ -99,9 +99,9 @@ def test_requeue_checkpoint_is_saved_after_the_interrupted_step(
 def test_lightning_alone_saves_inside_the_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The scenario above is the fault: without `SafeRequeue`, Lightning's handler saves with
+    """The scenario above is the fault: without `SafeSignals`, Lightning's handler saves with
     the first layer's weight updated and the rest not (if Lightning ever defers the save
-    itself, this fails, and `SafeRequeue` can go)."""
+    itself, this fails, and `SafeSignals` can go)."""
     saved, snaps = _fit(tmp_path, monkeypatch, safe=False)
     assert saved["global_step"] == SIGNAL_AT
     assert _steps(saved) == [SIGNAL_AT + 1] + [SIGNAL_AT] * 3
@@ -113,24 +113,30 @@ def test_lightning_alone_saves_inside_the_step(
 
 def test_systems_bring_safe_requeue() -> None:
     for system in (LatentODESystem(tiny_odernn_config()), ODENetSystem(model="mlp", width=8)):
-        assert SafeRequeue in {type(c) for c in system.configure_callbacks()}
+        assert SafeSignals in {type(c) for c in system.configure_callbacks()}
 
 
 _DDP_SCRIPT = """
-import os, sys
+import os, signal, sys
 import torch
-from lightning_helpers import TwoLayerRegression, quiet_trainer, tiny_odernn_config
-from latentode.systems.guard import leave_process_group
-from latentode.systems.requeue import SafeRequeue
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from lightning_helpers import TwoLayerRegression, quiet_trainer
+from latentode.systems.guard import end_process, leave_process_group
+from latentode.systems.signals import SafeSignals
 
-root, signalled = sys.argv[1], int(sys.argv[2])
+root, signalled, signum = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rank = int(os.environ["SLURM_PROCID"])
-model = TwoLayerRegression(signal_at=2 if rank == signalled else None)
-trainer = quiet_trainer(root, devices=2, strategy="ddp", max_steps=5, callbacks=[SafeRequeue()])
-trainer.fit(model)
-print(f"rank {rank} finished at step {trainer.global_step}", flush=True)
+model = TwoLayerRegression(signal_at=2 if rank == signalled else None, signum=signum)
+trainer = quiet_trainer(root, devices=2, strategy="ddp", max_steps=5, callbacks=[SafeSignals()])
+status = 0
+try:
+    trainer.fit(model)
+except SIGTERMException:
+    status = 143
+print(f"rank {rank} ended at step {trainer.global_step}", flush=True)
 torch.save(model.state_dict(), os.path.join(root, f"final{rank}.pt"))
 leave_process_group()
+end_process(status)
 """
 
 
@@ -140,12 +146,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_processes_save_the_requeue_checkpoint_together(tmp_path: Path) -> None:
-    """Only process 1 gets the signal (inside its step 2). Both processes must save at the end
-    of that step and go on; Lightning's handler would run the save's barrier on process 1 alone
-    while process 0 waits in the gradient all-reduce (and, process 1 not being process 0,
-    write nothing)."""
-    script = tmp_path / "ddp_requeue.py"
+def _two_processes(tmp_path: Path, signum: int) -> tuple[list[int | None], str]:
+    """Fit `TwoLayerRegression` 5 steps in two SLURM-style gloo processes; process 1 alone
+    gets ``signum`` inside its step 2. The exit statuses and the output."""
+    script = tmp_path / "ddp_signals.py"
     script.write_text(_DDP_SCRIPT)
     env = {**os.environ, **_slurm_env(tmp_path, ntasks=2), "MASTER_PORT": str(_free_port())}
     env["PYTHONPATH"] = str(ROOT / "tests")
@@ -153,31 +157,39 @@ def test_ddp_processes_save_the_requeue_checkpoint_together(tmp_path: Path) -> N
     procs = []
     for rank in (0, 1):
         env_r = {**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
-        cmd = [sys.executable, str(script), str(tmp_path), "1"]
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=env_r,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        cmd = [sys.executable, str(script), str(tmp_path), "1", str(int(signum))]
+        out = subprocess.PIPE
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env_r, stdout=out, stderr=out, text=True))
     logs = []
     try:
         for proc in procs:
-            logs.append(proc.communicate(timeout=180)[0])
+            logs.append("".join(proc.communicate(timeout=180)))
     finally:
         for proc in procs:
             proc.kill()
-    log = "\n".join(logs)
-    assert [p.returncode for p in procs] == [0, 0], log[-3000:]
-    assert "rank 0 finished at step 5" in log and "rank 1 finished at step 5" in log
+    final = [torch.load(tmp_path / f"final{r}.pt", weights_only=True) for r in (0, 1)]
+    assert _same(*final)  # the processes stayed in step
+    return [p.returncode for p in procs], "\n".join(logs)
+
+
+def test_ddp_processes_save_the_requeue_checkpoint_together(tmp_path: Path) -> None:
+    """Both processes save at the end of the step process 1 got the requeue signal in, and go
+    on; Lightning's handler would run the save's barrier on process 1 alone while process 0
+    waits in the gradient all-reduce (it hung), and, process 1 not being process 0, write
+    nothing."""
+    codes, log = _two_processes(tmp_path, signal.SIGUSR1)
+    assert codes == [0, 0], log[-3000:]
+    assert "rank 0 ended at step 5" in log and "rank 1 ended at step 5" in log
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", JOB]  # process 0's
     saved = torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=True)
     assert saved["global_step"] == 3
     assert _steps(saved) == [3] * 4
-    final0 = torch.load(tmp_path / "final0.pt", weights_only=True)
-    final1 = torch.load(tmp_path / "final1.pt", weights_only=True)
-    assert _same(final0, final1)  # the processes stayed in step
+
+
+def test_ddp_processes_stop_together_on_sigterm(tmp_path: Path) -> None:
+    """Both processes stop at the end of the step process 1 got SIGTERM in (Lightning alone
+    stops process 1 there and lets process 0 go on to the next step's collectives)."""
+    codes, log = _two_processes(tmp_path, signal.SIGTERM)
+    assert codes == [143, 143], log[-3000:]
+    assert "rank 0 ended at step 3" in log and "rank 1 ended at step 3" in log
+    assert not (tmp_path / "scontrol.log").exists()
