@@ -175,11 +175,11 @@ class LastCheckpoint(ModelCheckpoint):
     its resume starts the next epoch.
 
     A fit stopped by SIGTERM (a scheduler's preemption or cancellation, ``kill``) is saved
-    too: Lightning's handler only records the signal and stops the fit at the end of the
-    current training batch, where the state is whole, and resumed the fit repeats the
-    uninterrupted one. During a validation Lightning stops at once, with the epoch's training
-    done but not its validation; nothing is saved there (the previous ``last.ckpt`` stays).
-    What was saved goes on the exception for `main` to report.
+    too: every process stops at the end of the same training batch or validation
+    (`SafeSignals`), where the state is whole, and resumed the fit repeats the uninterrupted
+    one. Before training starts, Lightning's own handler stops a sanity check at once; nothing
+    is saved there, and the message names the newest checkpoint. What was saved goes on the
+    exception for `main` to report.
     """
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:

@@ -111,7 +111,7 @@ def test_lightning_alone_saves_inside_the_step(
     assert torch.equal(kept["second.weight"], before["second.weight"])
 
 
-def test_systems_bring_safe_requeue() -> None:
+def test_systems_bring_safe_signals() -> None:
     for system in (LatentODESystem(tiny_odernn_config()), ODENetSystem(model="mlp", width=8)):
         assert SafeSignals in {type(c) for c in system.configure_callbacks()}
 

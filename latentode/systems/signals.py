@@ -47,7 +47,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 
 __all__ = ["SafeSignals"]
 
-_UNSET = (None, signal.SIG_DFL, signal.SIG_IGN)
+_NO_HANDLER = (None, signal.SIG_DFL)  # Lightning installs its requeue handler only then
 
 
 class SafeSignals(pl.Callback):
@@ -69,9 +69,9 @@ class SafeSignals(pl.Callback):
         env = getattr(trainer._accelerator_connector, "cluster_environment", None)
         requeue = getattr(env, "requeue_signal", None)
         auto = isinstance(env, SLURMEnvironment) and env.auto_requeue
-        self._requeue = requeue if auto and signal.getsignal(requeue) in _UNSET else None
+        self._requeue = requeue if auto and signal.getsignal(requeue) in _NO_HANDLER else None
         previous = signal.getsignal(signal.SIGTERM)
-        self._user_term = None if previous in _UNSET else previous
+        self._user_term = previous if callable(previous) else None
         # A new list: Lightning is iterating over the current one to call this hook.
         trainer.callbacks = [c for c in trainer.callbacks if c is not self] + [self]
 
