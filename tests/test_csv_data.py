@@ -498,6 +498,37 @@ def test_rows_of_one_time_that_differ_in_a_text_column_point_to_the_series_colum
     assert "duplicate (series, time) rows" in str(e.value) and "no 'series_id'" not in str(e.value)
 
 
+def test_a_numeric_id_column_is_named_not_averaged_silently(tmp_path: Path) -> None:
+    """No ``series_id`` column and the ids in a column of whole numbers: it is read as a
+    channel, and rows at one time differ in it, never repeating a value at one time. Refused
+    with that column named (not the count channel, which has more values), or averaged with a
+    warning that names it; channels of measured replicates raise no such hint."""
+    path = tmp_path / "stores.csv"
+    path.write_text(
+        "sales,store,time\n" + "".join(f"{t + s},{s},{t}\n" for s in (1, 2, 3) for t in range(5))
+    )
+    with pytest.raises(
+        DataError,
+        match=r"stores.csv: no 'series_id' column, so the file was read as one series, but rows "
+        r"at the same time '0' differ in column 'store' \(1 and 2, whole numbers never the same "
+        r"at one time\) \(lines 2, 7\)\. If 'store' names the series, say so: "
+        r"--data.init_args.series_column store",
+    ):
+        read_series_csv(path)
+    with pytest.warns(UserWarning, match=r"differ in column 'store'.* They are averaged, as asked"):
+        table = read_series_csv(path, duplicates="mean")
+    np.testing.assert_allclose(table.values, np.c_[np.arange(5) + 2.0, np.full(5, 2.0)])
+    table = read_series_csv(path, series_column="store")
+    assert table.series_ids == ["1", "2", "3"] and table.channels == ["sales"]
+    # replicates: a value repeats at one time, or values are not whole numbers, or too many
+    for body in ("0,1.5,2\n0,2.5,2\n1,3,4\n1,3.1,4\n", "0,1,2\n0,1,3\n1,2,4\n1,3,5\n"):
+        rep = tmp_path / "rep.csv"
+        rep.write_text("time,y,z\n" + body)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            read_series_csv(rep, duplicates="mean")
+
+
 def test_table_before_cuts_each_series_at_its_own_time() -> None:
     table = _table(3)
     cuts = np.array([5.0, -1.0, 20.0])  # series 1 is left empty and dropped

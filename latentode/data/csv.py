@@ -187,42 +187,70 @@ def _check_unnamed_series(
     same: np.ndarray,
     lines: np.ndarray,
     duplicates: str,
+    x: np.ndarray,
 ) -> None:
     """A file without a series column is one series. When its rows at one time differ in a
-    text column the reader ignored, that column is likely the series id: refused with that
-    said (``duplicates="error"``), or averaged as asked, with a warning that names it.
+    column that is likely the series id, refused with that said (``duplicates="error"``), or
+    averaged as asked, with a warning that names it.
+
+    Likely ids: a text column the reader ignored that differs between rows at one time, or a
+    channel of whole numbers that never repeats at one time, with at least two rows per
+    value (`_id_like`): averaged, it would mix the series and the ids themselves.
 
     ``order`` sorts the file's rows by time, ``same [N - 1]`` marks a sorted row at the time of
-    the one before it, ``lines`` are the sorted rows' line numbers."""
+    the one before it, ``lines`` are the sorted rows' line numbers and ``x [N, D]`` the sorted
+    rows' channels."""
     at = np.flatnonzero(same)  # sorted positions: rows at + 1 and at share a time
     first, second = order[at], order[at + 1]  # their rows in ``frame``
+    found = None
     for c in frame.columns:
         if c in names or c == time_column:
             continue
         col = frame[c].astype(str).to_numpy()
         differ = np.flatnonzero(col[first] != col[second])
-        if not len(differ):
-            continue
-        k, i, j = at[differ[0]], first[differ[0]], second[differ[0]]
-        problem = (
-            "no 'series_id' column, so the file was read as one series, but rows at the same "
-            f"time {frame[time_column].iloc[i]!r} differ in column {c!r} ({col[i]!r} and "
-            f"{col[j]!r})"
-        )
-        fix = (
-            f"If {c!r} names the series, say so: --data.init_args.series_column {c} "
-            f"(`latentode fit`; series_column={c!r} in the library), or rename the column to "
-            "series_id. If it does not, these are repeated rows: remove them, or average them "
-            "(--data.init_args.duplicates mean)."
-        )
-        if duplicates == "error":
-            raise _fail(path, problem, fix, lines[[k, k + 1]])
-        warnings.warn(
-            f"{_fail(path, problem, fix, lines[[k, k + 1]])} They are averaged, as asked.",
-            UserWarning,
-            stacklevel=3,
-        )
+        if len(differ):
+            k = differ[0]
+            found = c, repr(col[first[k]]), repr(col[second[k]]), at[k], ""
+            break
+    if found is None:
+        ids = [d for d in range(x.shape[1]) if _id_like(x[:, d], same)]
+        if ids:  # the one with the fewest values: ids name few series, counts vary more
+            d = min(ids, key=lambda d: len(np.unique(x[:, d])))
+            k, why = at[0], ", whole numbers never the same at one time"
+            found = names[d], f"{x[k, d]:g}", f"{x[k + 1, d]:g}", k, why
+    if found is None:
         return
+    c, a, b, k, why = found
+    problem = (
+        "no 'series_id' column, so the file was read as one series, but rows at the same "
+        f"time {frame[time_column].iloc[order[k]]!r} differ in column {c!r} ({a} and {b}"
+        f"{why})"
+    )
+    fix = (
+        f"If {c!r} names the series, say so: --data.init_args.series_column {c} "
+        f"(`latentode fit`; series_column={c!r} in the library), or rename the column to "
+        "series_id. If it does not, these are repeated rows: remove them, or average them "
+        "(--data.init_args.duplicates mean)."
+    )
+    if duplicates == "error":
+        raise _fail(path, problem, fix, lines[[k, k + 1]])
+    warnings.warn(
+        f"{_fail(path, problem, fix, lines[[k, k + 1]])} They are averaged, as asked.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _id_like(col: np.ndarray, same: np.ndarray) -> bool:
+    """Whether a channel ``col [N]`` (rows sorted by time; ``same`` as in
+    `_check_unnamed_series`) reads like series ids: whole numbers, never a NaN, no value twice
+    at one time, and at least two distinct values with two rows each on average."""
+    if not (np.isfinite(col).all() and (col == np.round(col)).all()):
+        return False
+    if not 2 <= len(np.unique(col)) <= len(col) // 2:
+        return False
+    group = np.concatenate([[0], np.cumsum(~same)])  # (N,) time group of each row
+    return not pd.DataFrame({"t": group, "v": col}).duplicated().any()
 
 
 def _parse_times(
@@ -403,7 +431,9 @@ def read_series_csv(
     same = (np.diff(codes) == 0) & (np.diff(t) == 0)  # (N - 1,) row equals the previous one
     if same.any():
         if unnamed:  # one series by default: are the rows at one time really several?
-            _check_unnamed_series(path, frame, names, time_column, order, same, lines, duplicates)
+            _check_unnamed_series(
+                path, frame, names, time_column, order, same, lines, duplicates, x
+            )
         if duplicates == "error":
             dup = np.unique(np.concatenate([np.flatnonzero(same), np.flatnonzero(same) + 1]))
             raise _fail(
