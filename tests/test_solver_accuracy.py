@@ -216,6 +216,23 @@ def test_float32_in_float32_out(method: str) -> None:
     assert (y.double() - exact).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "rk4"])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_float32_read_outs_at_large_times_keep_their_offsets(method: str, per_sample: bool) -> None:
+    """Read-outs between steps at times near 1e6 (days since 1990 are near 1e4), float32
+    state: ``y' = 1`` gives ``y = t - t0`` to float32's resolution of the values (about 1e-6
+    at 10), not of the times (0.06 at 1e6). Dense output once took its offsets in the state's
+    dtype and missed by 2.3e-2 here."""
+    t = 1e6 + torch.linspace(0.0, 10.0, 41, dtype=F64)  # 40 read-outs, few steps
+    if per_sample:
+        t = t.expand(3, -1)
+    y0 = torch.zeros(3 if per_sample else 1, 1)
+    options = {"step_size": 2.5} if method == "rk4" else {}
+    ys = odeint(lambda t, y: torch.ones_like(y), y0, t, method=method, **options)
+    exact = (t - t[..., :1]).T if per_sample else (t - t[0]).unsqueeze(1)  # (T, B)
+    assert (ys[..., 0].double() - exact).abs().max().item() < 1e-5
+
+
 def test_func_receives_0d_time_of_y0_dtype() -> None:
     seen: list[tuple[int, torch.dtype]] = []
 

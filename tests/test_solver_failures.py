@@ -149,6 +149,26 @@ BAD_INPUTS: dict[str, tuple[torch.Tensor | tuple, torch.Tensor, dict[str, Any]]]
         {"method": "rk4"},
     ),
 }
+# step options and tolerances out of their range: (keywords, what the message names)
+BAD_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "per_component_atol": ({"atol": torch.tensor([1e-6, 1e-3])}, "atol must be one number"),
+    "text_rtol": ({"rtol": "tight"}, "rtol must be a number"),
+    "max_step_0": ({"max_step": 0.0}, "max_step must be a number > 0"),
+    "max_step_negative": ({"max_step": -1.0}, "max_step must be a number > 0"),
+    "first_step_nan": ({"first_step": math.nan}, "first_step must be a finite number > 0"),
+    "step_size_nan": ({"method": "rk4", "step_size": math.nan}, "step_size must be"),
+    "safety_0": ({"safety": 0.0}, "safety must be in (0, 1]"),
+    "ifactor_below_1": ({"ifactor": 0.5}, "ifactor must be a finite number >= 1"),
+    "dfactor_above_1": ({"dfactor": 2.0}, "dfactor must be in (0, 1]"),
+    "gains_that_grow_the_step": ({"pcoeff": -5.0}, "pcoeff + icoeff must be > 0"),
+    "fractional_max_num_steps": ({"max_num_steps": 2.5}, "max_num_steps must be a whole"),
+    "min_step_above_max_step": ({"min_step": 0.5, "max_step": 0.1}, "min_step (0.5) must be"),
+    "adjoint_safety": (
+        {"gradient": "adjoint", "adjoint_options": {"safety": -1}},
+        "adjoint option safety must be in (0, 1]",
+    ),
+    "adjoint_atol": ({"gradient": "adjoint", "adjoint_atol": -1.0}, "adjoint_atol must be"),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -164,6 +184,26 @@ def test_bad_input_raises_before_any_work(case: str) -> None:
         odeint(field, y0, t, **kw)
     assert str(info.value), "the message must say what to change"
     assert not calls, "arguments must be checked before the vector field is evaluated"
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
+def test_options_out_of_range_are_named_before_any_work(case: str) -> None:
+    """A step option or tolerance out of its range is named with what it must be, before the
+    vector field is evaluated: a NaN first step once spun to max_num_steps (60,001
+    evaluations), a zero max_step divided by zero, a zero safety ended in a step-size
+    underflow that called the problem stiff, and a per-component atol raised a bare
+    ValueError."""
+    kw, message = BAD_OPTIONS[case]
+    calls = []
+
+    class Field(nn.Module):
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            calls.append(t)
+            return -y
+
+    with pytest.raises(SolverInputError, match=re.escape(message)):
+        odeint(Field(), Y0.clone().requires_grad_(True), T, **kw)
+    assert not calls
 
 
 def test_unknown_method_lists_valid_methods() -> None:

@@ -341,3 +341,37 @@ def test_tuple_state_gradients_agree_with_backprop(gradient: str, rng: torch.Gen
         loss = (a**2).sum() + b.sum()
         grads[mode] = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, [a0, b0, W])])
     assert rel_err(grads[gradient], grads["backprop"]) < 1e-6
+
+
+class _Quadratic(nn.Module):
+    """``dy/dt = -k y^2``: second derivatives in ``y0`` and ``k`` that are not zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(1.0, dtype=F64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.k * y * y
+
+
+def test_a_double_backward_is_refused_by_the_adjoints_and_exact_by_backprop() -> None:
+    """A gradient penalty differentiates the gradient again. Backprop gives its closed form
+    (``y(1) = y0 / (1 + k y0)``); the adjoint and the checkpoint compute their gradients
+    without a graph, so they refuse a backward pass that builds one, instead of returning
+    a penalty whose second-order terms are silently zero (they once did)."""
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    q = _Quadratic()
+    (grad,) = torch.autograd.grad(odeint(q, y0, t, **TIGHT)[-1].sum(), y0, create_graph=True)
+    (grad**2).sum().backward()
+    # dy(1)/dy0 = (1 + k y0)^-2; d/dk of sum (1 + k y0)^-4 = sum -4 y0 (1 + k y0)^-5
+    y0d = y0.detach()
+    torch.testing.assert_close(grad.detach(), (1 + y0d) ** -2, rtol=1e-7, atol=0)
+    expected = (-4 * y0d * (1 + y0d) ** -5).sum()
+    torch.testing.assert_close(q.k.grad, expected, rtol=1e-6, atol=0)
+    for gradient in ("adjoint", "checkpoint"):
+        out = odeint(q, y0, t, gradient=gradient, **TIGHT)[-1].sum()
+        with pytest.raises(SolverInputError, match=rf"gradient='{gradient}' gives first deriv"):
+            torch.autograd.grad(out, y0, create_graph=True)
+        (first,) = torch.autograd.grad(odeint(q, y0, t, gradient=gradient, **TIGHT)[-1].sum(), y0)
+        torch.testing.assert_close(first, (1 + y0d) ** -2, rtol=1e-6, atol=0)

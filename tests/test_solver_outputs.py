@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from latentode import odeint, solve
+from latentode import SolverInputError, odeint, solve
 from latentode.solver import Solution, SolveStats
 
 F64 = torch.float64
@@ -236,3 +236,43 @@ def test_fixed_step_stats(method: str) -> None:
     stages = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}[method]
     # At most one evaluation per stage per step, plus the first f(t0, y0) or a final one.
     assert stats.nfe <= stages * 8 + 1
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
+def test_a_state_without_elements_gives_an_empty_solution(gradient: str) -> None:
+    """A batch of 0 (the last, empty batch of a split) or a width of 0: ``[T, *shape]`` of
+    nothing, ``func`` never called. The error norm once divided by the size and reported
+    a NaN initial state."""
+
+    class Field(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2, dtype=torch.float64)
+
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("func called for an empty state")
+
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    y0 = torch.zeros(0, 2, dtype=torch.float64, requires_grad=True)
+    ys = odeint(Field(), y0, t, gradient=gradient)
+    assert ys.shape == (3, 0, 2)
+    assert odeint(Field(), torch.zeros(4, 0, dtype=torch.float64), t).shape == (3, 4, 0)
+    a, b = odeint(Field(), (y0, torch.zeros(0, dtype=torch.float64)), t)
+    assert a.shape == (3, 0, 2) and b.shape == (3, 0)
+    assert odeint(Field(), y0, torch.zeros(0, 3)).shape == (3, 0, 2)  # per-sample, no rows
+    with pytest.raises(SolverInputError, match="strictly increasing"):
+        odeint(Field(), y0, torch.tensor([0.0, 1.0, 0.5]))
+    with pytest.raises(SolverInputError, match="leading batch dimension 2"):
+        odeint(Field(), y0, torch.zeros(2, 3))
+
+
+def test_one_output_time_returns_a_copy_of_y0() -> None:
+    """``t`` of one time: ``ys[0]`` equals ``y0`` and is a copy, as it is for longer ``t``."""
+    for y0, t in (
+        (torch.ones(3), torch.tensor([0.0])),
+        (torch.ones(2, 3), torch.tensor([[0.0], [0.0]])),
+    ):
+        ys = odeint(lambda t, y: -y, y0, t)
+        assert torch.equal(ys[0], y0)
+        ys.fill_(5.0)
+        assert torch.equal(y0, torch.ones_like(y0))

@@ -14,15 +14,19 @@ integral and must not drive step rejection. Memory is constant in the number of 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .errors import SolverInputError
 from .problem import Problem
 from .rk import integrate
 from .state import RHS, autocast_state, solver_arithmetic
 
-__all__ = ["BacksolveAdjoint"]
+__all__ = ["BacksolveAdjoint", "first_order"]
 
 
 class AugmentedRHS:
@@ -63,6 +67,34 @@ def _groups(times: list[float]) -> list[tuple[float, int, int]]:
     return groups
 
 
+def first_order(gradient: str) -> Callable:
+    """Decorates an adjoint's ``backward``: refuse a backward pass that builds a graph.
+
+    With ``create_graph=True`` (a gradient penalty, a Hessian, any double backward) the
+    engine runs ``backward`` with grad mode on. An adjoint's gradients are computed without a
+    graph (`once_differentiable`), so their second-order terms would silently be zero.
+
+    Raises:
+        SolverInputError: in such a backward pass, naming ``gradient`` and what to use.
+    """
+
+    def wrap(backward: Callable) -> Callable:
+        @functools.wraps(backward)
+        def checked(ctx, *grads: Tensor):
+            if torch.is_grad_enabled():
+                raise SolverInputError(
+                    f"gradient={gradient!r} gives first derivatives only, but this backward "
+                    "pass builds a graph (create_graph=True: a gradient penalty, a Hessian or "
+                    "another double backward), whose second-order terms through the solve "
+                    "would be dropped. Solve with gradient='backprop' to differentiate twice."
+                )
+            return backward(ctx, *grads)
+
+        return checked
+
+    return wrap
+
+
 class BacksolveAdjoint(torch.autograd.Function):
     """Autograd function: ``(y0 [1, N], problem, *params) -> read-outs``."""
 
@@ -78,6 +110,7 @@ class BacksolveAdjoint(torch.autograd.Function):
         return run.outputs
 
     @staticmethod
+    @first_order("adjoint")
     @once_differentiable
     def backward(ctx, g: Tensor):
         device = ctx.problem.rhs.packer.device

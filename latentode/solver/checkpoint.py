@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .adjoint import first_order
 from .problem import Problem
 from .rk import integrate, read_out, step_autograd
 from .state import autocast_state, solver_arithmetic
@@ -37,6 +38,7 @@ class CheckpointAdjoint(torch.autograd.Function):
         return run.outputs
 
     @staticmethod
+    @first_order("checkpoint")
     @once_differentiable
     def backward(ctx, g: Tensor):
         device = ctx.problem.rhs.packer.device

@@ -19,6 +19,11 @@ from .errors import SolverInputError
 __all__ = ["OutputGrid", "fixed_step_grid"]
 
 
+def _time_dtype(device: torch.device | str) -> torch.dtype:
+    """float64 for read-out times on the state's device; MPS has no float64."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
 @dataclass
 class OutputGrid:
     """Where the solution is read out, in integration order.
@@ -26,7 +31,8 @@ class OutputGrid:
     Attributes:
         t0: start time; t_end: last time reached; direction: +1.0 or -1.0.
         times: read-out times after the start, sorted in integration order (host floats).
-        t_dev: the same times as a tensor of the state's dtype on its device.
+        t_dev: the same times as a float64 tensor on the state's device (float32 on MPS, which
+            has no float64), so that read-outs at large times keep their offsets in a step.
         batch: B for per-sample grids, else None.
         rows, cols: sample and time index of each read-out (per-sample grids), long ``[M]``.
         flat_index: index of each read-out into ``t.reshape(-1)``, long tensor ``[M]``.
@@ -98,7 +104,7 @@ class OutputGrid:
             t_end=float(host[-1]),
             direction=direction,
             times=times,
-            t_dev=t[1:].detach().to(device=device, dtype=dtype),
+            t_dev=t[1:].detach().to(device=device, dtype=_time_dtype(device)),
             batch=None,
             rows=None,
             cols=None,
@@ -137,7 +143,7 @@ class OutputGrid:
             t_end=t_end,
             direction=direction,
             times=times.tolist(),
-            t_dev=torch.as_tensor(times, dtype=dtype, device=device),
+            t_dev=torch.as_tensor(times, dtype=_time_dtype(device), device=device),
             batch=B,
             rows=as_long(rows_np),
             cols=as_long(cols_np),

@@ -177,7 +177,7 @@ def read_out(
         m = hi - lo - end_hit
         parts, dparts = [], []
         if m:
-            theta = (grid.t_dev[lo : lo + m] - t) / dt  # (m,)
+            theta = ((grid.t_dev[lo : lo + m] - t) / dt).to(y.dtype)  # (m,) exact offsets
             if dest is None:
                 parts.append(torch.addmm(y, coef.weights(theta), K, alpha=dt))  # (m, N)
             else:
@@ -196,7 +196,7 @@ def read_out(
     B = grid.batch
     S, N = K.shape
     D = N // B
-    theta = (grid.t_dev[lo:hi] - t) / dt  # (m,)
+    theta = ((grid.t_dev[lo:hi] - t) / dt).to(y.dtype)  # (m,) offsets taken in float64
     w = coef.weights(theta).unsqueeze(1)  # (m, 1, S)
     wd = coef.weights_deriv(theta).unsqueeze(1) if derivs else None
     Ks = K.view(S, B, D).transpose(0, 1)  # (B, S, D) each sample's stages

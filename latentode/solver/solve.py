@@ -54,6 +54,71 @@ class Solution:
     method: str
 
 
+def _tolerance(name: str, value: Any) -> float:
+    """``rtol`` / ``atol`` as a float, or a `SolverInputError` naming it."""
+    if isinstance(value, Tensor) and value.numel() != 1:
+        raise SolverInputError(
+            f"{name} must be one number; got a tensor of shape {tuple(value.shape)}. "
+            "Per-component tolerances are not supported: rescale the state's components so "
+            "that one tolerance suits them all."
+        )
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SolverInputError(f"{name} must be a number, got {value!r}.") from None
+    if not (number >= 0 and math.isfinite(number)):
+        raise SolverInputError(f"{name} must be a finite number >= 0, got {value!r}.")
+    return number
+
+
+# option -> (test, what it must be); None values (the defaults of first_step and step_size)
+# are not tested
+_OPTION_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "first_step": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "step_size": (lambda v: 0 < v < math.inf, "a finite number > 0"),
+    "max_step": (lambda v: v > 0, "a number > 0 (inf: no limit)"),
+    "min_step": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "safety": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "ifactor": (lambda v: 1 <= v < math.inf, "a finite number >= 1"),
+    "dfactor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "pcoeff": (lambda v: math.isfinite(v), "a finite number"),
+    "icoeff": (lambda v: math.isfinite(v), "a finite number"),
+}
+
+
+def _check_options(kw: dict[str, Any], what: str) -> None:
+    """Each step option a number in its range, so that a bad one is named before any work
+    (a NaN first step would otherwise spin to max_num_steps, a safety of 0 end in a step-size
+    underflow that blames the problem's stiffness)."""
+    for name, value in kw.items():
+        if name == "max_num_steps":
+            if isinstance(value, bool) or not float(value).is_integer() or value < 1:
+                raise SolverInputError(
+                    f"{what} option max_num_steps must be a whole number >= 1, got {value!r}."
+                )
+            kw[name] = int(value)
+            continue
+        test, must = _OPTION_RULES[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not (not math.isnan(number) and test(number)):
+            raise SolverInputError(f"{what} option {name} must be {must}, got {value!r}.")
+        kw[name] = number
+    pcoeff, icoeff = kw.get("pcoeff", 0.2), kw.get("icoeff", 0.65)
+    if pcoeff + icoeff <= 0:
+        raise SolverInputError(
+            f"{what} options pcoeff + icoeff must be > 0 (a larger error must shrink the step), "
+            f"got {pcoeff!r} + {icoeff!r}."
+        )
+    min_step, max_step = kw.get("min_step", 0.0), kw.get("max_step", math.inf)
+    if min_step >= max_step:
+        raise SolverInputError(
+            f"{what} option min_step ({min_step!r}) must be below max_step ({max_step!r})."
+        )
+
+
 def _control(method: str, rtol: Any, atol: Any, options: Mapping[str, Any], what: str) -> Control:
     unknown = sorted(set(options) - set(_STEP_OPTIONS))
     if unknown:
@@ -61,18 +126,38 @@ def _control(method: str, rtol: Any, atol: Any, options: Mapping[str, Any], what
             f"unknown {what} option(s) {unknown}; valid options are {list(_STEP_OPTIONS)}."
         )
     kw = {k: v for k, v in options.items() if v is not None}
-    for name in ("rtol", "atol"):
-        value = float(rtol if name == "rtol" else atol)
-        if not (value >= 0 and math.isfinite(value)):
-            raise SolverInputError(f"{name} must be a finite number >= 0, got {value!r}.")
-    if float(rtol) == 0 and float(atol) == 0:
-        raise SolverInputError("rtol and atol cannot both be 0.")
-    ctl = Control(rtol=float(rtol), atol=float(atol), **kw)
-    if ctl.max_num_steps < 1:
-        raise SolverInputError(f"max_num_steps must be >= 1, got {ctl.max_num_steps}.")
+    _check_options(kw, what)
+    prefix = "adjoint_" if what == "adjoint" else ""
+    rtol, atol = _tolerance(f"{prefix}rtol", rtol), _tolerance(f"{prefix}atol", atol)
+    if rtol == 0 and atol == 0:
+        raise SolverInputError(f"{prefix}rtol and {prefix}atol cannot both be 0.")
+    ctl = Control(rtol=rtol, atol=atol, **kw)
     if not METHODS[method].adaptive and ctl.step_size is None and ctl.first_step is not None:
         ctl.step_size = ctl.first_step
     return ctl
+
+
+def _empty_solution(y0: State, t: Tensor, method: str) -> Solution:
+    """The solution of a state with no elements (a batch of 0, a width of 0): ``y0`` repeated
+    at each time, ``[T, *shape]``, without evaluating ``func``. ``t`` is checked as always
+    (a 2-D ``t`` needs one row per sample; with none, only its shape is checked)."""
+    pieces = tuple(y0) if isinstance(y0, tuple | list) else (y0,)
+    Packer(y0, None)  # dtypes and devices checked
+    if not isinstance(t, Tensor) or t.dim() not in (1, 2) or t.shape[-1] < 1:
+        OutputGrid.build(t, pieces[0].dtype, pieces[0].device)  # raises, naming the shape
+    if t.dim() == 2:
+        for i, p in enumerate(pieces):
+            if p.dim() == 0 or p.shape[0] != t.shape[0]:
+                name = f"y0[{i}]" if isinstance(y0, tuple | list) else "y0"
+                raise SolverInputError(
+                    f"per-sample time grids have {t.shape[0]} rows, so {name} must have "
+                    f"leading batch dimension {t.shape[0]}; got shape {tuple(p.shape)}."
+                )
+    if t.numel():
+        OutputGrid.build(t, pieces[0].dtype, pieces[0].device)  # monotone, shared starts
+    T = t.shape[-1]
+    ys = tuple(p.unsqueeze(0).repeat(T, *([1] * p.dim())) for p in pieces)
+    return Solution(ys if isinstance(y0, tuple | list) else ys[0], t, SolveStats(), method)
 
 
 def _check_resolution(ctl: Control, dtype: torch.dtype | None, method: str, what: str) -> None:
@@ -176,6 +261,8 @@ def solve(
         y0 = promote_half(y0)
         dtype = torch.float32 if dtype in HALF else dtype
     _check_resolution(ctl, dtype, method, "")
+    if first is not None and all(isinstance(p, Tensor) and p.numel() == 0 for p in pieces):
+        return _empty_solution(y0, t, method)
     with solver_arithmetic(device, amp):
         grid = OutputGrid.build(t, dtype or torch.get_default_dtype(), device or t.device)
         packer = Packer(y0, grid.batch)
@@ -186,8 +273,8 @@ def solve(
             )
         stats = SolveStats()
         y0_row = packer.pack(y0)  # (1, N)
-        if grid.T == 1:
-            rows = y0_row if grid.batch is None else y0_row.view(1, grid.batch, -1)
+        if grid.T == 1:  # a copy, as ys[0] is when T > 1: writing to ys leaves y0 as it is
+            rows = y0_row.clone() if grid.batch is None else y0_row.view(1, grid.batch, -1).clone()
             return Solution(packer.unpack_series(rows), t, stats, method)
 
         params = _params(func, adjoint_params) if gradient != "backprop" else ()
