@@ -6,6 +6,7 @@ Numerics in float64 with fixed seeds; the fit runs in float32 (a few seconds on 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ from sync_helpers import count_syncs
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from latentode.data import IrregularBatch, split_interpolation
+from latentode.data import DataError, IrregularBatch, split_interpolation
 from latentode.data.synthetic import make_spirals
 from latentode.nn import (
     ODERNN,
@@ -380,6 +381,40 @@ def test_integrate_per_series_grids_agree_with_the_shared_grid() -> None:
         model.integrate(z0, t0, grid - 0.1)
     with pytest.raises(ModelInputError, match="strictly increasing"):
         model.integrate(z0, t0, grid.flip(0))
+
+
+@pytest.mark.parametrize("name", ["gru", "odernn", "GRUBaseline", "ODERNN"])
+def test_observations_out_of_order_non_finite_or_of_another_dtype_are_refused(name: str) -> None:
+    """The encoders and the baselines check what they are given, in one read from the
+    device: unsorted or repeated times (once encoded without a word, the posterior moved), a
+    NaN or inf where the mask says observed (once a NaN loss, or in `predict` a solver error
+    about the learning rate), NaN times, and values of another dtype than the parameters (once
+    a bare matmul error). A NaN where the mask is 0 is a missing value, as before."""
+    if name in ("gru", "odernn"):
+        model = _latent(name)
+        run = lambda b: model.elbo(b, b).loss  # noqa: E731
+    else:
+        model = (GRUBaseline(D, 8) if name == "GRUBaseline" else ODERNN(D, 8, 8)).double()
+        run = lambda b: model(b.times, b.values, b.mask, b.times[-2:]).mean  # noqa: E731
+    batch = make_batch()  # Obs: an IrregularBatch refuses unsorted times itself
+    Obs = lambda times, values, mask: SimpleNamespace(times=times, values=values, mask=mask)  # noqa: E731
+    batch.values[batch.mask == 0] = math.nan
+    assert torch.isfinite(run(batch)).all()
+    swapped = batch.times.clone()
+    swapped[[2, 3]] = swapped[[3, 2]]
+    with pytest.raises(ModelInputError, match=r"strictly increasing; they break at index 3"):
+        run(Obs(swapped, batch.values, batch.mask))
+    with pytest.raises(ModelInputError, match="times contain NaN"):
+        run(Obs(batch.times.where(torch.arange(T) != 4, math.nan), batch.values, batch.mask))
+    with pytest.raises(DataError, match=r"times\[4\] is nan; every time must be finite"):
+        IrregularBatch(batch.times.where(torch.arange(T) != 4, math.nan), batch.values, batch.mask)
+    b, t, d = torch.nonzero(batch.mask)[5].tolist()
+    values = batch.values.clone()
+    values[b, t, d] = math.inf
+    with pytest.raises(ModelInputError, match=rf"values\[{b}, {t}, {d}\] is inf where mask is 1"):
+        run(Obs(batch.times, values, batch.mask))
+    with pytest.raises(ModelInputError, match=r"values are torch.float32 but the model's param"):
+        run(Obs(batch.times.float(), batch.values.float(), batch.mask.float()))
 
 
 def test_anchor_last_integrates_both_ways_from_the_last_observed_time() -> None:

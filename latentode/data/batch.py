@@ -88,6 +88,9 @@ class IrregularBatch:
                 f"times must be [T={values.shape[1]}] (one grid for the batch); got "
                 f"{tuple(times.shape)}."
             )
+        if not bool(torch.isfinite(times).all()):
+            i = int(torch.nonzero(~torch.isfinite(times))[0])
+            raise DataError(f"times[{i}] is {float(times[i])}; every time must be finite.")
         if len(times) > 1 and not bool((times.diff() > 0).all()):
             i = int(torch.nonzero(times.diff() <= 0)[0]) + 1
             raise DataError(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..solver import GRADIENTS, METHODS
 
@@ -24,6 +24,7 @@ __all__ = [
     "check_observations",
     "check_query_times",
     "observed_columns",
+    "param_dtype",
     "solve_keywords",
 ]
 
@@ -143,11 +144,30 @@ def solve_keywords(
     return {**(options or {}), **kw, "gradient": gradient}
 
 
-def check_observations(times: Tensor, values: Tensor, mask: Tensor, input_dim: int) -> None:
-    """Check shapes of ``(times, values, mask)`` against a model expecting ``input_dim``.
+def param_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of a module's first parameter (None without parameters)."""
+    first = next(module.parameters(), None)
+    return None if first is None else first.dtype
+
+
+def check_observations(
+    times: Tensor,
+    values: Tensor,
+    mask: Tensor,
+    input_dim: int,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Check ``(times, values, mask)`` against a model expecting ``input_dim`` features of
+    ``dtype`` (its parameters'; None: not checked).
+
+    Beyond the shapes, one read from the device checks the contents: ``times`` finite and
+    strictly increasing, and every observed value (``mask`` nonzero) finite. Unsorted times
+    were once encoded without a word (the posterior moved), a NaN at an observed entry turned
+    the loss into NaN, and in `predict` was reported as a solver failure.
 
     Raises:
-        ModelInputError: on a shape or dtype mismatch.
+        ModelInputError: on a shape or dtype mismatch, unsorted or non-finite times, or a
+            non-finite observed value (named by series, time index and feature).
     """
     if values.dim() != 3 or values.shape[-1] != input_dim:
         raise ModelInputError(
@@ -165,6 +185,35 @@ def check_observations(times: Tensor, values: Tensor, mask: Tensor, input_dim: i
         )
     if not values.is_floating_point():
         raise ModelInputError(f"values must be floating point; got {values.dtype}.")
+    if dtype is not None and values.dtype != dtype:
+        raise ModelInputError(
+            f"values are {values.dtype} but the model's parameters are {dtype}: cast one to "
+            f"the other (values.to({dtype}) and times alike, or model.to({values.dtype}))."
+        )
+    bad_value = ~torch.isfinite(values) & (mask != 0)  # (B, T, D)
+    flags = torch.stack(
+        [
+            ~torch.isfinite(times).all(),
+            (times.diff() <= 0).any() if len(times) > 1 else times.new_zeros((), dtype=torch.bool),
+            bad_value.any(),
+        ]
+    ).tolist()  # one read from the device
+    if flags[0]:
+        raise ModelInputError("times contain NaN or inf; give finite observation times.")
+    if flags[1]:
+        i = int(torch.nonzero(times.diff() <= 0)[0]) + 1
+        raise ModelInputError(
+            f"times must be strictly increasing; they break at index {i} "
+            f"({float(times[i - 1])!r} -> {float(times[i])!r}). Sort the observations by "
+            "time and merge repeated times (latentode.data.collate_series does both)."
+        )
+    if flags[2]:
+        b, t, d = torch.nonzero(bad_value)[0].tolist()
+        raise ModelInputError(
+            f"values[{b}, {t}, {d}] is {float(values[b, t, d])} where mask is 1 (series {b}, "
+            f"time index {t}, feature {d}): an observed value must be finite. Set the mask to 0 "
+            "where a value is missing."
+        )
 
 
 def check_query_times(

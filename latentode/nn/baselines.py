@@ -30,6 +30,7 @@ from .base import (
     SolverSettings,
     check_observations,
     observed_columns,
+    param_dtype,
 )
 from .decoders import GaussianDecoder, masked_log_likelihood
 from .encoders import flow_hidden
@@ -74,7 +75,7 @@ class RecurrentBaseline(nn.Module):
         self, times: Tensor, values: Tensor, mask: Tensor, t_out: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Check the inputs; return times, values (0 where unobserved) and mask in one dtype."""
-        check_observations(times, values, mask, self.input_dim)
+        check_observations(times, values, mask, self.input_dim, param_dtype(self))
         if t_out.dim() != 1 or len(t_out) < 1:
             raise ModelInputError(
                 f"t_out must be 1-D [T_out] (shared by the batch); got {tuple(t_out.shape)}."

@@ -36,7 +36,13 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from ..solver import odeint
-from .base import ModelInputError, SolverSettings, check_observations, observed_columns
+from .base import (
+    ModelInputError,
+    SolverSettings,
+    check_observations,
+    observed_columns,
+    param_dtype,
+)
 from .vector_fields import ODEFunc
 
 __all__ = ["Encoder", "GRUEncoder", "ODERNNEncoder", "flow_hidden"]
@@ -113,7 +119,7 @@ class Encoder(nn.Module):
         Raises:
             ModelInputError: for tensors of the wrong shape.
         """
-        check_observations(times, values, mask, self.input_dim)
+        check_observations(times, values, mask, self.input_dim, param_dtype(self))
         values = torch.where(mask > 0, values, 0.0)  # (B, T, D)
         mask = mask.to(values.dtype)  # (B, T, D)
         h = self.hidden(times.to(values.dtype), values, mask)  # (B, H + extra)
