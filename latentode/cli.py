@@ -649,7 +649,9 @@ def _predict_parser() -> argparse.ArgumentParser:
 
 def _explicit_times(path: str, table, series_column: str | None, time_column: str) -> dict:
     try:
-        frame = pd.read_csv(path, dtype=str)
+        # every cell text, missing only when empty (a series may be named NA), as the
+        # history's ids are read
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a CSV of series and times ({e}).") from None
     missing = [c for c in (series_column, time_column) if c and c not in frame.columns]

@@ -12,6 +12,8 @@ import pytest
 import torch
 from cli_helpers import run_cli
 
+from latentode.data.errors import DataError
+
 
 def write_csv(path: Path, seed: int = 0, n_series: int = 6) -> pd.DataFrame:
     """Six (``n_series``) irregular daily series, two channels around 1000 and -5, with gaps."""
@@ -994,3 +996,40 @@ def test_transformed_channels_fit_forecast_bands_inside_their_domains(tmp_path: 
         assert res.returncode != 0 and "Traceback" not in res.stderr
         assert said in res.stderr and line in res.stderr
         assert not Path(str(out) + "2").exists()
+
+
+def test_validate_or_resume_on_a_file_read_otherwise_is_refused(fitted, tmp_path: Path) -> None:
+    """`validate` (and a resumed `fit`) with ``--ckpt_path`` on a file whose channels come in
+    another order, or whose values the data module normalises otherwise, stop with both named
+    and exit 2, before the weights load (once: channel a scored as b without a word, and a
+    state-dict size mismatch traceback for other channels). The fit's own file validates."""
+    from latentode.systems.latent_ode import check_same_data
+
+    ckpt, data = fitted
+    frame = pd.read_csv(data)
+    swapped = tmp_path / "swapped.csv"
+    frame[["series_id", "time", "b", "a"]].to_csv(swapped, index=False)
+    args = [a for a in csv_fit_args(data, tmp_path / "run", 3) if a != "fit"]
+    path_at = args.index(str(data))
+    for path, stage, message in (
+        (swapped, "validate", "fitted on the channels ['a', 'b'], in this order; the data"),
+        (swapped, "fit", "fitted on the channels ['a', 'b'], in this order; the data"),
+    ):
+        args[path_at] = str(path)
+        res = run_cli(stage, *args, "--ckpt_path", str(ckpt))
+        assert res.returncode == 2, res.stderr[-3000:]
+        assert message in res.stderr and "Traceback" not in res.stderr
+        assert "use `latentode test --ckpt_path CKPT --data.path FILE`" in res.stderr
+    args[path_at] = str(data)
+    res = run_cli("validate", *args, "--ckpt_path", str(ckpt))
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = torch.load(ckpt, weights_only=True)["hyper_parameters"]["data_state"]
+    check_same_data(state, state)
+    other = {**state, "normalisation": {**state["normalisation"], "std": [1.0, 2.0]}}
+    with pytest.raises(DataError, match="normalisation of the values differs"):
+        check_same_data(state, other)
+    with pytest.raises(DataError, match="time scale differs"):
+        check_same_data(state, {**state, "time_scale": 2.0 * state["time_scale"]})
+    dates = {**state, "time_encoding": {**state["time_encoding"], "unit": "W"}}
+    with pytest.raises(DataError, match="in unit 'D'; the data module reads datetime in unit"):
+        check_same_data(state, dates)

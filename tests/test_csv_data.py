@@ -597,3 +597,32 @@ def test_train_keep_thins_the_conditioned_times_and_scores_the_dropped_ones() ->
     torch.testing.assert_close(val_thin.observed.mask, val_full.observed.mask)
     with pytest.raises(DataError, match="0 < train_keep <= 1"):
         CSVDataModule(str(DATA / "fertility_worldbank.csv"), train_keep=0.0)
+
+
+def test_trailing_delimiters_extra_values_and_ids_that_read_like_missing(tmp_path: Path) -> None:
+    """A spreadsheet export ends every row (and maybe the header) with a delimiter: read as
+    written, not with the ids taken for an index and every column shifted. Values past the
+    header's last column are refused, not dropped. Ids such as NA (Namibia), None or nan are
+    names; only an empty id is missing. A directory is named as one."""
+    rows = "A,1,1.0,\nA,2,2.0,\nB,1,3,\nB,2,4,\n"
+    for name, header in (("trail.csv", "series_id,time,a\n"), ("both.csv", "series_id,time,a,\n")):
+        path = tmp_path / name
+        path.write_text(header + rows)
+        table = read_series_csv(path)
+        assert table.series_ids == ["A", "B"] and table.channels == ["a"]
+        np.testing.assert_array_equal(table.values[:, 0], [1.0, 2.0, 3.0, 4.0])
+    extra = tmp_path / "extra.csv"
+    extra.write_text("series_id,time,a\nA,1,1.0,5\nA,2,2.0,6\n")
+    with pytest.raises(CSVDataError, match="its rows hold more values than the header names"):
+        read_series_csv(extra)
+    named = tmp_path / "na.csv"
+    named.write_text("series_id,time,a\nNA,1,1.0\nNA,2,n/a\nNA,3,2\nNone,1,3\nNone,2,4\n")
+    table = read_series_csv(named)
+    assert table.series_ids == ["NA", "None"]
+    np.testing.assert_array_equal(table.values[:, 0], [1.0, np.nan, 2.0, 3.0, 4.0])  # n/a
+    empty = tmp_path / "empty_id.csv"
+    empty.write_text(named.read_text() + ",3,3\n")
+    with pytest.raises(CSVDataError, match=r"empty 'series_id' \(line 7\)"):
+        read_series_csv(empty)
+    with pytest.raises(CSVDataError, match="a directory, not a file"):
+        read_series_csv(tmp_path)

@@ -52,21 +52,55 @@ def _names(items: Sequence[str]) -> str:
     return shown + (f" and {len(items) - _SHOW} more" if len(items) > _SHOW else "")
 
 
+# what pandas reads as missing by default; a series id column keeps these as names (NA is
+# Namibia) and only its empty cells are missing
+_NA_TEXT = [
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND"),
+    *("1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+]
+
+
 def _read_frame(
-    path: Path, usecols: list[str] | None = None, text: Sequence[str] = (), nrows: int | None = None
+    path: Path,
+    usecols: list[str] | None = None,
+    text: Sequence[str] = (),
+    nrows: int | None = None,
+    ids: str | None = None,
 ) -> pd.DataFrame:
+    """The file as pandas reads it, every cell of the ``text`` columns as a string, and the
+    ``ids`` column's cells missing only when empty. A trailing delimiter on each row (a
+    spreadsheet export) is not taken for an index column; values past the header's last
+    column are refused, not dropped."""
     if not path.is_file():
-        raise _fail(path, "file not found", "Check the path (--data.path).")
+        what = "a directory, not a file" if path.is_dir() else "file not found"
+        raise _fail(path, what, "Check the path (--data.path).")
+    na = {"keep_default_na": True}
+    if ids is not None:
+        header = _read_frame(path, nrows=0).columns
+        na = {
+            "keep_default_na": False,
+            "na_values": {c: [""] if c == ids else _NA_TEXT for c in header},
+        }
     try:
-        return pd.read_csv(
-            path,
-            usecols=usecols,
-            dtype=dict.fromkeys(text, str),
-            skip_blank_lines=False,
-            nrows=nrows,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(
+                path,
+                usecols=usecols,
+                dtype=dict.fromkeys(text, str),
+                skip_blank_lines=False,
+                nrows=nrows,
+                index_col=False,
+                **na,
+            )
     except pd.errors.EmptyDataError:
         raise _fail(path, "the file is empty", "Write a header line and data rows.") from None
+    except pd.errors.ParserWarning:
+        raise _fail(
+            path,
+            "its rows hold more values than the header names columns",
+            "Name the extra column in the header, or remove the values past the last column.",
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise _fail(path, f"not a readable CSV ({e})", "Save it as UTF-8 CSV.") from None
 
@@ -165,12 +199,15 @@ def _to_number(path: Path, frame: pd.DataFrame, column: str, lines: np.ndarray) 
 
 
 def _default_channels(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
-    """Every other column holding numbers (or nothing); all-text columns are ignored."""
+    """Every other column holding numbers (or nothing); all-text columns are ignored, and so
+    is an empty column without a name (a trailing delimiter on the header line)."""
     out = []
     for c in frame.columns:
         if c in exclude:
             continue
         col = frame[c]
+        if str(c).startswith("Unnamed: ") and col.isna().all():
+            continue
         if pd.api.types.is_numeric_dtype(col) or col.isna().all():
             out.append(c)
         elif pd.to_numeric(col, errors="coerce").notna().any():
@@ -403,7 +440,7 @@ def read_series_csv(
         series_column = None  # the default name is optional: one series
     usecols = _columns(path, header, time_column, series_column, channels)
     text = [time_column, *([series_column] if series_column else [])]
-    frame = _read_frame(path, usecols if channels else None, text)
+    frame = _read_frame(path, usecols if channels else None, text, ids=series_column)
     lines = np.arange(len(frame), dtype=np.int64) + 2  # header = line 1
     blank = frame.isna().all(axis=1).to_numpy()
     frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]

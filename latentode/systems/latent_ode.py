@@ -7,18 +7,20 @@ Usage::
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from torch import Tensor
 
 from ..data.batch import Split
+from ..data.errors import DataError
 from ..data.transforms import base_of, kinds_of
 from ..nn.base import Prediction, SolverSettings
 from ..nn.latent_ode import LatentODE, LatentODEConfig
 from .base import SequenceSystem
 
-__all__ = ["LatentODESystem", "config_from_dict"]
+__all__ = ["LatentODESystem", "check_same_data", "config_from_dict"]
 
 
 def config_from_dict(config: LatentODEConfig | dict[str, Any]) -> LatentODEConfig:
@@ -91,6 +93,17 @@ class LatentODESystem(SequenceSystem):
             self.hparams["config"] = asdict(cfg)
         self._score_channels_of(state)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint fitted on a file that the data module reads otherwise (see
+        `check_same_data`), before its weights are loaded: resuming, validating or testing
+        on another file once stopped in a state-dict size mismatch, or with the same channels
+        in another order scored the model's ``a`` as ``b`` without a word."""
+        super().on_load_checkpoint(checkpoint)
+        saved = (checkpoint.get("hyper_parameters") or {}).get("data_state")
+        current = self.hparams.get("data_state")
+        if saved and current:
+            check_same_data(saved, current)
+
     def _score_channels_of(self, state: dict[str, Any]) -> None:
         """Per-channel errors in the file's units: the normalisation's std, or 1. A channel
         modelled on a log or logit scale is scored there (``val/rmse[log_<channel>]``,
@@ -124,3 +137,53 @@ class LatentODESystem(SequenceSystem):
     def predict_split(self, split: Split) -> Prediction:
         """Posterior predictive at the target times, from ``eval_samples`` paths."""
         return self.model.predict(split.observed, split.target.times, self.eval_samples)
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Numbers (or nested lists / dicts of them) equal to a relative 1e-6, other values equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=1e-6) or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def check_same_data(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Check that the data module reads its file as the checkpoint's fit read its own.
+
+    Args:
+        saved: the checkpoint's ``data_state`` (`CSVDataModule.data_state`).
+        current: the data module's, for the file it reads now.
+
+    Raises:
+        DataError: the channels (names or order), the kind or unit of the times, or the
+            values' normalisation (transforms, means, stds) or the time scale differ: the
+            weights would be read on another scale, or against other channels.
+    """
+    fix = (
+        " Resume, validate or test with the file and data settings the fit used; to score "
+        "a fitted model on another file, use `latentode test --ckpt_path CKPT --data.path "
+        "FILE`, which reads it as the fit read its own."
+    )
+    if list(saved["channels"]) != list(current["channels"]):
+        raise DataError(
+            f"the checkpoint was fitted on the channels {list(saved['channels'])}, in this "
+            f"order; the data module reads {list(current['channels'])}." + fix
+        )
+    was, now = saved.get("time_encoding") or {}, current.get("time_encoding") or {}
+    if (was.get("kind"), was.get("unit")) != (now.get("kind"), now.get("unit")):
+        raise DataError(
+            f"the checkpoint's times were {was.get('kind')} in unit {was.get('unit')!r}; the "
+            f"data module reads {now.get('kind')} in unit {now.get('unit')!r}." + fix
+        )
+    for key, what in (
+        ("normalisation", "normalisation of the values"),
+        ("time_scale", "time scale"),
+    ):
+        if not _close(saved.get(key), current.get(key)):
+            raise DataError(
+                f"the data module's {what} differs from the checkpoint's ({current.get(key)!r} "
+                f"against {saved.get(key)!r}): another file or other data settings." + fix
+            )
