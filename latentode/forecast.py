@@ -234,9 +234,12 @@ def _future_grid(seg: Segment, horizon: float, step: float | None) -> np.ndarray
 
 def _grid_size(seg: Segment, horizon: float, step: float | None) -> tuple[float, int]:
     """The step and the number of times of `_future_grid`: ``step``, by default the segment's
-    median spacing, at most ``horizon`` (so that a sparse series is not forecast past it)."""
+    median spacing (the lower of the two middle ones: a spacing the series has, so on the
+    resolution its times are written in), at most ``horizon`` (so that a sparse series is not
+    forecast past it)."""
     if step is None:
-        spacing = float(np.median(np.diff(seg.times))) if len(seg.times) > 1 else horizon
+        gaps = np.diff(seg.times)
+        spacing = float(np.quantile(gaps, 0.5, method="lower")) if len(gaps) else horizon
         step = min(spacing, horizon)
     return step, max(1, math.floor(horizon / step + 1e-9))
 
@@ -317,10 +320,33 @@ def future_times(
         budget = draws_per_call(seg.values.shape[-1])
         _check_size(sid, n, n * n_samples, budget, n_samples, given)
         future.append(_future_grid(seg, horizon, step) if times is None else f)
+        _check_resolution(sid, future[-1], table, given)
         if on_history:
             held = draws_held(model, [seg], future[-1:], n_samples, on_history)
             _check_size(sid, n, held, budget, n_samples, given, on_history=True)
     return segs, future
+
+
+_RESOLUTION_NAMES = {
+    "D": "whole days",
+    "s": "whole seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+}
+
+
+def _check_resolution(sid: str, future: np.ndarray, table: SeriesTable, given: str) -> None:
+    """Refuse forecast times between the steps of the history's resolution (hours of data in
+    whole days): written in its format they would be rounded, mislabelled or repeated."""
+    off = table.encoding.off_resolution(future)
+    if off.any():
+        steps = _RESOLUTION_NAMES[table.encoding.resolution]
+        raise DataError(
+            f"series {sid!r}: {int(off.sum())} forecast time(s) ({given}) fall between the "
+            f"history's times, which are written in {steps}; they would be written rounded. "
+            f"Give --step and --horizon (or --times) in {steps}, or a history file whose times "
+            "are written more finely."
+        )
 
 
 def _check_size(

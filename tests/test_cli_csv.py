@@ -1033,3 +1033,36 @@ def test_validate_or_resume_on_a_file_read_otherwise_is_refused(fitted, tmp_path
     dates = {**state, "time_encoding": {**state["time_encoding"], "unit": "W"}}
     with pytest.raises(DataError, match="in unit 'D'; the data module reads datetime in unit"):
         check_same_data(state, dates)
+
+
+def test_forecast_times_between_the_historys_days_are_refused(
+    fitted, tmp_path: Path, capsys
+) -> None:
+    """The history's times are whole days: a 12-hour step, a 36-hour horizon or a --times at
+    noon would be written rounded to days (once: the same date three times, each with other
+    values, and the first forecast dated on the last observation). Refused, nothing written;
+    whole days are written as asked."""
+    from latentode.cli import predict_main
+
+    ckpt, data = fitted
+    out = tmp_path / "f.csv"
+    base = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--n_samples", "4"]
+    last = pd.to_datetime(pd.read_csv(data).groupby("series_id")["time"].max())
+    noon = tmp_path / "noon.csv"
+    rows = [(s, (t + pd.Timedelta(hours=36)).isoformat()) for s, t in last.items()]
+    pd.DataFrame(rows, columns=["series_id", "time"]).to_csv(noon, index=False)
+    for words in (
+        ["--horizon", "3D", "--step", "12h"],
+        ["--horizon", "36h"],
+        ["--horizon", "1", "--times", str(noon)],
+    ):
+        assert predict_main([*base, *words, "--output", str(out)]) == 2, words
+        assert "fall between the history's times, which are written in whole days" in (
+            capsys.readouterr().err
+        )
+        assert not out.exists()
+    assert predict_main([*base, "--horizon", "3D", "--step", "1D", "--output", str(out)]) == 0
+    f = pd.read_csv(out)
+    for sid, group in f.groupby("series_id"):
+        want = [(last[sid] + pd.Timedelta(days=d)).strftime("%Y-%m-%d") for d in (1, 2, 3)]
+        assert list(group["time"].unique()) == want

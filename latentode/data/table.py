@@ -145,6 +145,16 @@ class TimeEncoding:
         ns = np.rint(ns / res).astype(np.int64) * res + self._origin_ns()
         return ns.view("datetime64[ns]")
 
+    def off_resolution(self, t: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Which float times fall between the steps of the file's resolution (a forecast at
+        noon of data in whole days): written in its format they would round to a neighbour,
+        and two such times could be written as one. All False for numeric times."""
+        t = np.asarray(t, dtype=np.float64)
+        if self.kind == "numeric" or self.resolution in (None, "ns"):
+            return np.zeros(t.shape, dtype=bool)
+        steps = t * (TIME_UNITS[self.unit] / _RESOLUTIONS[self.resolution])
+        return np.abs(steps - np.rint(steps)) > 1e-3
+
     def format(self, t: np.ndarray | Sequence[float]) -> list[str]:
         """Times as strings in the file's format: ISO dates / date-times, or ``repr`` numbers."""
         orig = self.to_original(t)
