@@ -262,7 +262,7 @@ def test_forecast_refuses_a_series_whose_paths_exceed_the_budget(tmp_path: Path)
     torch.manual_seed(0)
     model = LatentODE(LatentODEConfig(input_dim=1, latent_dim=2)).double()
     path = tmp_path / "daily.csv"
-    rows = "".join(f"x,2024-01-{d:02d},{d}\n" for d in range(1, 11))
+    rows = "".join(f"x,2024-01-{d:02d}T00:00:{d:02d},{d}\n" for d in range(1, 11))  # seconds
     path.write_text("series_id,time,v\n" + rows)
     table = read_series_csv(path)
     state = {"channels": ["v"], "normalisation": None, "time_scale": 1.0}
@@ -296,7 +296,7 @@ def test_the_budget_of_a_call_shrinks_with_the_channels(tmp_path: Path) -> None:
     model = LatentODE(LatentODEConfig(input_dim=D, latent_dim=2)).double()
     path = tmp_path / "wide.csv"
     values = ",".join(["1.0"] * D)
-    rows = "".join(f"x,2024-01-{d:02d},{values}\n" for d in range(1, 11))
+    rows = "".join(f"x,2024-01-{d:02d}T00:00:{d:02d},{values}\n" for d in range(1, 11))
     path.write_text("series_id,time," + ",".join(f"c{i}" for i in range(D)) + "\n" + rows)
     table = read_series_csv(path)
     state = {"channels": table.channels, "normalisation": None, "time_scale": 1.0}
