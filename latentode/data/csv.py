@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -66,21 +66,19 @@ def _read_frame(
     text: Sequence[str] = (),
     nrows: int | None = None,
     ids: str | None = None,
+    header: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The file as pandas reads it, every cell of the ``text`` columns as a string, and the
-    ``ids`` column's cells missing only when empty. A trailing delimiter on each row (a
-    spreadsheet export) is not taken for an index column; values past the header's last
-    column are refused, not dropped."""
+    ``ids`` column's cells missing only when empty (``header``: the file's columns, needed
+    with ``ids``). A trailing delimiter on each row (a spreadsheet export) is not taken for an
+    index column; values past the header's last column are refused, not dropped."""
     if not path.is_file():
         what = "a directory, not a file" if path.is_dir() else "file not found"
         raise _fail(path, what, "Check the path (--data.path).")
-    na = {"keep_default_na": True}
+    na: dict[str, Any] = {"keep_default_na": True}
     if ids is not None:
-        header = _read_frame(path, nrows=0).columns
-        na = {
-            "keep_default_na": False,
-            "na_values": {c: [""] if c == ids else _NA_TEXT for c in header},
-        }
+        na_values = {c: [""] if c == ids else _NA_TEXT for c in header}
+        na = {"keep_default_na": False, "na_values": na_values}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -440,7 +438,7 @@ def read_series_csv(
         series_column = None  # the default name is optional: one series
     usecols = _columns(path, header, time_column, series_column, channels)
     text = [time_column, *([series_column] if series_column else [])]
-    frame = _read_frame(path, usecols if channels else None, text, ids=series_column)
+    frame = _read_frame(path, usecols if channels else None, text, ids=series_column, header=header)
     lines = np.arange(len(frame), dtype=np.int64) + 2  # header = line 1
     blank = frame.isna().all(axis=1).to_numpy()
     frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]

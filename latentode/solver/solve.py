@@ -54,6 +54,18 @@ class Solution:
     method: str
 
 
+def _number(label: str, value: Any, test: Callable[[float], bool], must: str) -> float:
+    """``value`` as a float that passes ``test``, or a `SolverInputError` saying what
+    ``label`` must be (a bool, a text or a NaN never passes)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
+        raise SolverInputError(f"{label} must be a number, got {value!r}.") from None
+    if isinstance(value, bool) or math.isnan(number) or not test(number):
+        raise SolverInputError(f"{label} must be {must}, got {value!r}.")
+    return number
+
+
 def _tolerance(name: str, value: Any) -> float:
     """``rtol`` / ``atol`` as a float, or a `SolverInputError` naming it."""
     if isinstance(value, Tensor) and value.numel() != 1:
@@ -62,13 +74,7 @@ def _tolerance(name: str, value: Any) -> float:
             "Per-component tolerances are not supported: rescale the state's components so "
             "that one tolerance suits them all."
         )
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SolverInputError(f"{name} must be a number, got {value!r}.") from None
-    if not (number >= 0 and math.isfinite(number)):
-        raise SolverInputError(f"{name} must be a finite number >= 0, got {value!r}.")
-    return number
+    return _number(name, value, lambda v: 0 <= v < math.inf, "a finite number >= 0")
 
 
 # option -> (test, what it must be); None values (the defaults of first_step and step_size)
@@ -78,41 +84,29 @@ _OPTION_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "step_size": (lambda v: 0 < v < math.inf, "a finite number > 0"),
     "max_step": (lambda v: v > 0, "a number > 0 (inf: no limit)"),
     "min_step": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "max_num_steps": (lambda v: v >= 1 and v.is_integer(), "a whole number >= 1"),
     "safety": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "ifactor": (lambda v: 1 <= v < math.inf, "a finite number >= 1"),
     "dfactor": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "pcoeff": (lambda v: math.isfinite(v), "a finite number"),
-    "icoeff": (lambda v: math.isfinite(v), "a finite number"),
+    "pcoeff": (math.isfinite, "a finite number"),
+    "icoeff": (math.isfinite, "a finite number"),
 }
 
 
 def _check_options(kw: dict[str, Any], what: str) -> None:
-    """Each step option a number in its range, so that a bad one is named before any work
-    (a NaN first step would otherwise spin to max_num_steps, a safety of 0 end in a step-size
-    underflow that blames the problem's stiffness)."""
+    """Each step option a number in its range, converted in place, so that a bad one is
+    named before any work (a NaN first step would otherwise spin to max_num_steps, a safety
+    of 0 end in a step-size underflow that blames the problem's stiffness)."""
     for name, value in kw.items():
-        if name == "max_num_steps":
-            if isinstance(value, bool) or not float(value).is_integer() or value < 1:
-                raise SolverInputError(
-                    f"{what} option max_num_steps must be a whole number >= 1, got {value!r}."
-                )
-            kw[name] = int(value)
-            continue
-        test, must = _OPTION_RULES[name]
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if isinstance(value, bool) or not (not math.isnan(number) and test(number)):
-            raise SolverInputError(f"{what} option {name} must be {must}, got {value!r}.")
-        kw[name] = number
-    pcoeff, icoeff = kw.get("pcoeff", 0.2), kw.get("icoeff", 0.65)
+        kw[name] = _number(f"{what} option {name}", value, *_OPTION_RULES[name])
+    kw["max_num_steps"] = int(kw.get("max_num_steps", Control.max_num_steps))
+    pcoeff, icoeff = kw.get("pcoeff", Control.pcoeff), kw.get("icoeff", Control.icoeff)
     if pcoeff + icoeff <= 0:
         raise SolverInputError(
             f"{what} options pcoeff + icoeff must be > 0 (a larger error must shrink the step), "
             f"got {pcoeff!r} + {icoeff!r}."
         )
-    min_step, max_step = kw.get("min_step", 0.0), kw.get("max_step", math.inf)
+    min_step, max_step = kw.get("min_step", Control.min_step), kw.get("max_step", Control.max_step)
     if min_step >= max_step:
         raise SolverInputError(
             f"{what} option min_step ({min_step!r}) must be below max_step ({max_step!r})."
@@ -139,22 +133,13 @@ def _control(method: str, rtol: Any, atol: Any, options: Mapping[str, Any], what
 
 def _empty_solution(y0: State, t: Tensor, method: str) -> Solution:
     """The solution of a state with no elements (a batch of 0, a width of 0): ``y0`` repeated
-    at each time, ``[T, *shape]``, without evaluating ``func``. ``t`` is checked as always
-    (a 2-D ``t`` needs one row per sample; with none, only its shape is checked)."""
+    at each time, ``[T, *shape]``, without evaluating ``func``. ``t`` is checked as always,
+    except a 2-D ``t`` without rows, which has no times to check."""
     pieces = tuple(y0) if isinstance(y0, tuple | list) else (y0,)
-    Packer(y0, None)  # dtypes and devices checked
-    if not isinstance(t, Tensor) or t.dim() not in (1, 2) or t.shape[-1] < 1:
-        OutputGrid.build(t, pieces[0].dtype, pieces[0].device)  # raises, naming the shape
-    if t.dim() == 2:
-        for i, p in enumerate(pieces):
-            if p.dim() == 0 or p.shape[0] != t.shape[0]:
-                name = f"y0[{i}]" if isinstance(y0, tuple | list) else "y0"
-                raise SolverInputError(
-                    f"per-sample time grids have {t.shape[0]} rows, so {name} must have "
-                    f"leading batch dimension {t.shape[0]}; got shape {tuple(p.shape)}."
-                )
-    if t.numel():
-        OutputGrid.build(t, pieces[0].dtype, pieces[0].device)  # monotone, shared starts
+    per_sample = isinstance(t, Tensor) and t.dim() == 2
+    Packer(y0, t.shape[0] if per_sample else None)  # dtypes, devices, batch dimension
+    if not (per_sample and t.shape[0] == 0 and t.shape[1] >= 1):  # no rows: no times to check
+        OutputGrid.build(t, pieces[0].dtype, pieces[0].device)  # shape, monotone, starts
     T = t.shape[-1]
     ys = tuple(p.unsqueeze(0).repeat(T, *([1] * p.dim())) for p in pieces)
     return Solution(ys if isinstance(y0, tuple | list) else ys[0], t, SolveStats(), method)
