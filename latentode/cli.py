@@ -30,6 +30,7 @@ import re
 import signal
 import sys
 import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ from .ensemble import Ensemble
 from .evaluate import scored_series
 from .forecast import forecast, future_times, merge_shards, parse_horizon
 from .nn.base import ModelInputError
+from .paths import STDOUT, check_output_dir, check_output_file, write_whole
 from .predictive import call_memory, percent, quantile_probs
 from .solver import SolverError, SolverInputError
 from .systems.guard import (
@@ -76,6 +78,7 @@ __all__ = [
 ]
 
 _SHOW = 5  # series named in a note
+PLOT_STEM = 120  # characters of a series id kept in its --plot file name
 
 
 def _listed(items: list[str]) -> str:
@@ -263,6 +266,26 @@ def resolve_last(trainer: pl.Trainer) -> str | None:
 class LatentODECLI(LightningCLI):
     """LightningCLI with run-directory checkpoints and CSV logs by default."""
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads the hyperparameters of ``--ckpt_path`` as soon as the arguments are
+        parsed; a path that is no checkpoint is refused here with its name, not a traceback
+        from the unpickler.
+
+        Raises:
+            DataError: ``--ckpt_path`` is missing, a directory, or not a checkpoint file.
+        """
+        sub = self.config.get("subcommand")
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt is not None:
+            check_ckpt_path(str(ckpt))
+        try:
+            super()._parse_ckpt_path()
+        except Exception as e:  # any failure to read it is the file's
+            raise DataError(
+                f"--ckpt_path {ckpt}: not a readable checkpoint ({type(e).__name__}: {e}); "
+                "give a .ckpt file that latentode fit wrote."
+            ) from None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Checkpoints under ``<default_root_dir>/checkpoints``: the best by ``val/mse`` and
         ``last.ckpt`` (every epoch, and at the end of a fit that stops mid-epoch)."""
@@ -399,11 +422,42 @@ class LatentODECLI(LightningCLI):
         """Default logger: CSV metrics under ``<default_root_dir>/logs``."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
+        if trainer.default_root_dir is not None and "://" not in str(trainer.default_root_dir):
+            check_output_dir(trainer.default_root_dir, "--trainer.default_root_dir")
         if trainer.logger is None or trainer.logger is True:
             trainer.logger = {
                 "class_path": "pytorch_lightning.loggers.CSVLogger",
                 "init_args": {"save_dir": trainer.default_root_dir or ".", "name": "logs"},
             }
+
+
+# --ckpt_path values Lightning resolves itself ("last" is resolved by `resolve_last`)
+_CKPT_KEYWORDS = ("last", "best", "hpc")
+
+
+def check_ckpt_path(path: str) -> None:
+    """Refuse a local ``--ckpt_path`` that cannot be a checkpoint: missing, a directory, or
+    a file that is not a zip archive (what ``torch.save`` writes). Keywords and remote URLs
+    are left to Lightning.
+
+    Raises:
+        DataError: naming the path and what to give instead.
+    """
+    if path in _CKPT_KEYWORDS or path.startswith("registry") or "://" in path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(p.glob("**/last.ckpt"))[:1]
+        hint = f", such as {found[0]}" if found else ""
+        raise DataError(f"--ckpt_path {p} is a directory; name a checkpoint file{hint}.")
+    if not p.is_file():
+        raise DataError(f"--ckpt_path {p}: no such file.")
+    if not zipfile.is_zipfile(p):
+        data = " (a data file?)" if p.suffix.lower() in (".csv", ".tsv", ".txt") else ""
+        raise DataError(
+            f"--ckpt_path {p} is not a checkpoint{data}; give a .ckpt file that latentode "
+            "fit wrote."
+        )
 
 
 def _read_data_first(datamodule: pl.LightningDataModule | None) -> None:
@@ -702,9 +756,8 @@ def run_predict(args: argparse.Namespace) -> str:
 
     from .plots import plot_forecast
 
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise DataError(f"{out} exists; pass --overwrite to replace it (nothing was written).")
+    to_stdout = args.output == STDOUT
+    out = Path(args.output) if to_stdout else check_output_file(args.output, args.overwrite)
     if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
         raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
     levels = _levels(args.levels)
@@ -749,11 +802,11 @@ def run_predict(args: argparse.Namespace) -> str:
         merged = merge_shards(result, parts)
     else:
         merged = result
-    if rank == 0:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".partial")
-        merged.write_csv(tmp)
-        tmp.replace(out)
+    if rank == 0 and to_stdout:
+        merged.write_csv(sys.stdout)
+        sys.stdout.flush()
+    elif rank == 0:
+        write_whole(out, merged.write_csv)
     if args.plot:  # each process draws its own series
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         to_orig = table.encoding.to_original
@@ -780,7 +833,8 @@ def run_predict(args: argparse.Namespace) -> str:
     if rank > 0:
         return ""
     procs = f" ({world} processes)" if world > 1 else ""
-    lines = [f"latentode predict: wrote {merged.n_rows} rows for {n} series to {out}{procs}"]
+    where = "standard output" if to_stdout else out
+    lines = [f"latentode predict: wrote {merged.n_rows} rows for {n} series to {where}{procs}"]
     if isinstance(model, Ensemble):
         lines.append(f"latentode predict: {_pooled(model, args.n_samples)}.")
     for note in (
@@ -818,8 +872,10 @@ def plot_names(series_ids: list[str]) -> list[str]:
     """The PNG file name of each series' ``--plot``: its id with every run of characters other
     than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``. Ids that come out the same,
     also when case is ignored (as macOS and Windows file systems do), get ``__`` and their
-    1-based position in ``series_ids`` appended, so no series' plot replaces another's."""
-    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", sid) for sid in series_ids]
+    1-based position in ``series_ids`` appended, so no series' plot replaces another's. A
+    stem is cut to its first `PLOT_STEM` characters (file systems take 255 bytes), and cut
+    ones sharing their start are numbered the same way."""
+    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", sid)[:PLOT_STEM] for sid in series_ids]
     shared = {k for k, n in Counter(s.casefold() for s in stems).items() if n > 1}
     taken: set[str] = set()
     names = []
@@ -839,9 +895,7 @@ def _plot_files(args: argparse.Namespace, series_ids: list[str]) -> list[Path]:
         DataError: ``--plot`` names a file, or some of the PNGs exist and ``--overwrite`` is
             not given.
     """
-    folder = Path(args.plot)
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"--plot {folder} is a file; name a directory for the PNGs.")
+    folder = check_output_dir(args.plot, "--plot")
     files = [folder / name for name in plot_names(series_ids)]
     there = [p.name for p in files if p.exists()]
     if there and not args.overwrite:
@@ -937,7 +991,7 @@ def _launch(args: argparse.Namespace) -> tuple[int, int, torch.device]:
             num_nodes=args.num_nodes,
             strategy="ddp" if multi else "auto",
         )
-    except (ValueError, RuntimeError, MisconfigurationException) as e:
+    except (ValueError, RuntimeError, MisconfigurationException, ModuleNotFoundError) as e:
         raise DataError(f"--accelerator/--devices/--num_nodes: {e}") from None
     if multi:
         fabric.launch()
@@ -949,8 +1003,7 @@ def _load_system(ckpt_path: str):
     from .systems.latent_ode import LatentODESystem
 
     ckpt = Path(ckpt_path)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} not found.")
+    check_ckpt_path(ckpt_path)
     try:
         system = LatentODESystem.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or damaged file: say so instead of a traceback
@@ -1079,8 +1132,13 @@ def test_main(argv: list[str]) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)
     try:
-        if args.output and Path(args.output).exists() and not args.overwrite:
-            raise DataError(f"{args.output} exists; pass --overwrite to replace it.")
+        if args.output == STDOUT:
+            raise DataError(
+                "--output -: the table is printed on standard output already; name a CSV "
+                "file for --output."
+            )
+        if args.output:
+            check_output_file(args.output, args.overwrite, example="scores.csv")
         model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
         with call_memory(args.call_memory):
             cal = _calibration(args, model, state, table) if args.calibrate else None
@@ -1124,8 +1182,11 @@ def test_main(argv: list[str]) -> int:
                 "series (they were calibrated there)."
             )
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.output, index=False)
+        try:
+            write_whole(Path(args.output), lambda tmp: frame.to_csv(tmp, index=False))
+        except DataError as e:
+            print(f"latentode test: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -1148,8 +1209,8 @@ def predict_main(argv: list[str]) -> int:
     try:
         with call_memory(args.call_memory):
             line = run_predict(args)
-        if line:
-            print(line)
+        if line:  # beside a forecast written to standard output, on standard error
+            print(line, file=sys.stderr if args.output == STDOUT else sys.stdout)
     except USER_ERRORS as e:
         if _first_process():  # every process of a multi-process predict stops with it
             print(f"latentode predict: error: {e}", file=sys.stderr)

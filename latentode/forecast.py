@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -113,21 +113,28 @@ class ForecastResult:
         parts = list(self._frames())
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=self.columns)
 
-    def write_csv(self, path: str | Path) -> None:
-        """Write the long table to ``path``, a few series (`ROWS_PER_WRITE` rows) at a time:
-        the same file as ``frame.to_csv(path, index=False)``."""
+    def write_csv(self, path: str | Path | TextIO) -> None:
+        """Write the long table to ``path`` (a file name or an open text stream), a few
+        series (`ROWS_PER_WRITE` rows) at a time: the same text as
+        ``frame.to_csv(path, index=False)``."""
+        if not isinstance(path, (str, Path)):
+            self._write(path)
+            return
         with open(path, "w", newline="") as out:
-            out.write(",".join(self.columns) + "\n")
-            block: list[pd.DataFrame] = []
-            held = 0
-            for part in self._frames():
-                block.append(part)
-                held += len(part)
-                if held >= ROWS_PER_WRITE:
-                    pd.concat(block).to_csv(out, header=False, index=False)
-                    block, held = [], 0
-            if block:
+            self._write(out)
+
+    def _write(self, out: TextIO) -> None:
+        out.write(",".join(self.columns) + "\n")
+        block: list[pd.DataFrame] = []
+        held = 0
+        for part in self._frames():
+            block.append(part)
+            held += len(part)
+            if held >= ROWS_PER_WRITE:
                 pd.concat(block).to_csv(out, header=False, index=False)
+                block, held = [], 0
+        if block:
+            pd.concat(block).to_csv(out, header=False, index=False)
 
     def _frames(self) -> Iterator[pd.DataFrame]:
         """The long table's rows, one series at a time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from pathlib import Path
@@ -1066,3 +1067,128 @@ def test_forecast_times_between_the_historys_days_are_refused(
     for sid, group in f.groupby("series_id"):
         want = [(last[sid] + pd.Timedelta(days=d)).strftime("%Y-%m-%d") for d in (1, 2, 3)]
         assert list(group["time"].unique()) == want
+
+
+def test_output_paths_that_cannot_be_written_are_refused_before_any_work(
+    fitted, tmp_path: Path, capsys
+) -> None:
+    """A directory as --output, a file under a file, --plot under a file, a directory or a
+    data file as --ckpt_path: exit 2 with the option named and nothing written (before,
+    tracebacks, one after the forecast had run and left ``DIR.partial``). ``--output -``
+    writes the table to standard output and the summary to standard error."""
+    from latentode.cli import predict_main, test_main
+
+    ckpt, data = fitted
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    base = ["--data.path", str(data), "--horizon", "10D", "--n_samples", "4"]
+    cases = {
+        "directory": (
+            [str(ckpt)],
+            ["--output", str(folder), "--overwrite"],
+            f"--output {folder} is a directory; name the file to write, such as "
+            f"{folder / 'forecast.csv'}",
+        ),
+        "under a file": (
+            [str(ckpt)],
+            ["--output", f"{data}/f.csv"],
+            f"--output {data}/f.csv: {data} is a file, so no directory can be made",
+        ),
+        "plot under a file": (
+            [str(ckpt)],
+            ["--output", str(tmp_path / "f.csv"), "--plot", f"{data}/pngs"],
+            f"--plot {data}/pngs: {data} is a file",
+        ),
+        "checkpoint directory": (
+            [str(ckpt.parent.parent)],
+            ["--output", str(tmp_path / "f.csv")],
+            f"--ckpt_path {ckpt.parent.parent} is a directory; name a checkpoint file, such "
+            f"as {ckpt}",
+        ),
+        "data as checkpoint": (
+            [str(data)],
+            ["--output", str(tmp_path / "f.csv")],
+            f"--ckpt_path {data} is not a checkpoint (a data file?)",
+        ),
+    }
+    for name, (ckpts, extra, needle) in cases.items():
+        capsys.readouterr()
+        assert predict_main(["--ckpt_path", *ckpts, *base, *extra]) == 2, name
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, (name, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # nothing written
+    assert list(folder.iterdir()) == []
+
+    capsys.readouterr()
+    assert predict_main(["--ckpt_path", str(ckpt), *base, "--output", "-"]) == 0
+    got = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(got.out))
+    assert list(table.columns[:3]) == ["series_id", "time", "channel"] and len(table) > 0
+    assert "wrote" in got.err and "standard output" in got.err
+
+    capsys.readouterr()
+    score = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--n_samples", "4"]
+    assert test_main([*score, "--output", str(folder)]) == 2
+    assert f"such as {folder / 'scores.csv'}" in capsys.readouterr().err
+    assert test_main([*score, "--output", "-"]) == 2
+    assert "printed on standard output already" in capsys.readouterr().err
+
+
+def test_fit_refuses_a_root_dir_that_is_a_file_and_a_ckpt_path_that_is_data(
+    tmp_path: Path, capsys
+) -> None:
+    """Both stop before any work with the option named (before: NotADirectoryError after the
+    model was built; an IndexError from the unpickler)."""
+    from latentode.cli import main
+
+    data = tmp_path / "series.csv"
+    write_csv(data)
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    cases = {
+        "root is a file": (
+            ["--trainer.default_root_dir", str(afile)],
+            f"--trainer.default_root_dir {afile} is a file; name a directory",
+        ),
+        "root under a file": (
+            ["--trainer.default_root_dir", f"{afile}/run"],
+            f"{afile} is a file, so no directory can be made in its place",
+        ),
+        "data as checkpoint": (
+            ["--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(data)],
+            f"--ckpt_path {data} is not a checkpoint (a data file?)",
+        ),
+        "folder as checkpoint": (
+            ["--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(tmp_path)],
+            f"--ckpt_path {tmp_path} is a directory; name a checkpoint file.",
+        ),
+        "missing checkpoint": (
+            ["--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", "no.ckpt"],
+            "--ckpt_path no.ckpt: no such file.",
+        ),
+    }
+    for name, (extra, needle) in cases.items():
+        capsys.readouterr()
+        args = ["fit", "--config", "configs/csv.yaml", "--data.init_args.path", str(data)]
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--trainer.max_steps", "1", *extra])
+        assert stop.value.code == 2, name
+        err = capsys.readouterr().err
+        assert needle in err, (name, err)
+    assert afile.read_text() == "mine\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_plot_names_of_very_long_ids_fit_a_file_system_and_stay_apart() -> None:
+    """File systems take 255 bytes per name: stems are cut to PLOT_STEM characters, and two
+    ids cut to the same start are numbered."""
+    from latentode.cli import PLOT_STEM, plot_names
+
+    ids = ["x" * 300, "x" * 300 + "y", "short"]
+    names = plot_names(ids)
+    assert names == [
+        "x" * PLOT_STEM + "__1.png",
+        "x" * PLOT_STEM + "__2.png",
+        "short.png",
+    ]
+    assert max(len(n.encode()) for n in names) < 255

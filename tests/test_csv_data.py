@@ -151,6 +151,16 @@ def test_datetimes_round_trip_to_the_second(tmp_path: Path) -> None:
     assert day.resolution == "D" and day.format([0.0]) == ["1958-03-29"]
 
 
+def test_numeric_times_are_written_as_the_file_has_them() -> None:
+    """Whole numbers as integers (``102``, not ``102.0``); others as floats that read back
+    exactly; past 2**53 a float is no longer a whole number a CSV reader keeps."""
+    enc = TimeEncoding("numeric")
+    times = [102.0, -3.0, 0.1 + 0.2, 1e-12, 2.0**60]
+    written = ["102", "-3", "0.30000000000000004", "1e-12", "1.152921504606847e+18"]
+    assert enc.format(times) == written
+    assert [float(v) for v in enc.format(times)] == times
+
+
 def test_utc_offsets_are_converted(tmp_path: Path) -> None:
     text = "time,x\n2020-01-01T00:00:00+02:00,1\n2020-01-01T00:00:00Z,2\n"
     table = read_series_csv(_write(tmp_path, text), time_unit="h")

@@ -156,10 +156,13 @@ class TimeEncoding:
         return np.abs(steps - np.rint(steps)) > 1e-3
 
     def format(self, t: np.ndarray | Sequence[float]) -> list[str]:
-        """Times as strings in the file's format: ISO dates / date-times, or ``repr`` numbers."""
+        """Times as strings in the file's format: ISO dates / date-times, or numbers (whole
+        ones as integers, ``102`` rather than ``102.0``; others as ``repr`` floats, which read
+        back to the same float)."""
         orig = self.to_original(t)
         if self.kind == "numeric":
-            return [repr(float(v)) for v in orig]
+            whole = (orig == np.round(orig)) & (np.abs(orig) < 2.0**53)
+            return [str(int(v)) if w else repr(float(v)) for v, w in zip(orig, whole, strict=True)]
         idx = pd.DatetimeIndex(orig)
         if self.resolution == "D":
             return list(idx.strftime("%Y-%m-%d"))
