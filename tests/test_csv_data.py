@@ -636,3 +636,123 @@ def test_trailing_delimiters_extra_values_and_ids_that_read_like_missing(tmp_pat
         read_series_csv(empty)
     with pytest.raises(CSVDataError, match="a directory, not a file"):
         read_series_csv(tmp_path)
+
+
+def _rows(times: list[str], ids: str = "s") -> str:
+    return "".join(f"{ids},{t},{i % 3}\n" for i, t in enumerate(times))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "sep=,\nseries_id,time,a\ns,1,2\ns,2,3\n",
+            "the first line is 'sep=,', a spreadsheet's separator hint. Delete that line",
+        ),
+        (
+            "series_id,time,a,a\ns,1,2,3\ns,2,3,4\n",
+            "the header names column 'a' more than once. Give each column its own name.",
+        ),
+        (
+            'series_id,time,a,b\ns,1,"0,5",1\ns,2,"1,25",2\ns,3,,3\n',
+            "column 'a' holds numbers written with a comma, e.g. '0,5' (a decimal comma, or a "
+            "thousands separator) (lines 2, 3). Write them as plain numbers with '.'",
+        ),
+        (
+            "series_id,time,a\n"
+            + _rows(["20231229", "20231230", "20231231", "20240101", "20240103"]),
+            "look like dates written as YYYYMMDD numbers, e.g. 20231229 for 2023-12-29; read as "
+            "numbers, 20231231 to 20240101 would be 8870 apart but is 1 day(s). Write them as "
+            "ISO dates (2023-12-29)",
+        ),
+        (
+            "series_id,time,a\n" + _rows(["202310", "202311", "202312", "202401", "202403"]),
+            "dates written as YYYYMM numbers, e.g. 202310 for 2023-10; read as numbers, 202312 "
+            "to 202401 would be 89 apart but is 1 month(s)",
+        ),
+        (
+            "series_id,time,a\n" + _rows(["1601-01-01", "1700-01-01", "1800-01-01"]),
+            "times in 'time' outside the range of date-times, e.g. '1601-01-01' (line 2). "
+            "Date-times are read from 1677-09-22 to 2262-04-11",
+        ),
+        (
+            "series_id,time,a\n" + _rows(["2001-01-01", "2263-01-01", "2002-01-01"]),
+            "outside the range of date-times, e.g. '2263-01-01' (line 3)",
+        ),
+    ],
+    ids=[
+        "sep-line",
+        "name-twice",
+        "decimal-comma",
+        "yyyymmdd",
+        "yyyymm",
+        "before-1677",
+        "after-2262",
+    ],
+)
+def test_spreadsheet_habits_are_refused_with_the_fix(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    """Each of these was read silently wrong (a renamed ``a.1`` channel, a channel dropped as
+    text, dates as numbers with jumps at month ends) or raised a traceback."""
+    with pytest.raises(CSVDataError) as err:
+        read_series_csv(_write(tmp_path, text))
+    assert needle in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_numbers_that_merely_resemble_dates_and_plain_years_are_numbers(tmp_path: Path) -> None:
+    """Fewer than five distinct values, an invalid month, or years: read as numbers."""
+    for times in (
+        ["20231229", "20231230", "20231231", "20240101"],  # four
+        ["202310", "202311", "202312", "202313", "202401"],  # month 13
+        ["1990", "1991", "1995", "2000", "2010"],
+    ):
+        table = read_series_csv(_write(tmp_path, "series_id,time,a\n" + _rows(times)))
+        assert table.encoding.kind == "numeric"
+        np.testing.assert_array_equal(table.times, [float(t) for t in times])
+
+
+def test_a_text_column_that_names_series_in_a_file_without_series_id_is_pointed_out(
+    tmp_path: Path,
+) -> None:
+    """Series whose times never coincide have no duplicate rows to give them away: the
+    unread text column that holds their ids is named with the option that reads it."""
+    text = "station,time,v\n" + "".join(
+        f"{st},{t + off},{t}\n" for t in range(6) for st, off in (("north", 0.1), ("south", 0.6))
+    )
+    path = _write(tmp_path, text)
+    with pytest.warns(UserWarning, match=r"its text column 'station' holds 2 values over 12 "
+                      r"rows \('north', 'south'\). If they name series, give "
+                      r"--data.init_args.series_column station"):  # fmt: skip
+        merged = read_series_csv(path)
+    assert merged.n_series == 1
+    split = read_series_csv(path, series_column="station")
+    assert split.series_ids == ["north", "south"] and split.channels == ["v"]
+    with warnings.catch_warnings():  # a note per row is not an id
+        warnings.simplefilter("error")
+        notes = "time,note,v\n" + "".join(f"{t},note {t},{t}\n" for t in range(6))
+        assert read_series_csv(_write(tmp_path, notes, "n.csv")).n_series == 1
+
+
+def test_a_channel_list_naming_a_column_twice_or_the_time_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "series_id,time,a,b\ns,1,2,3\ns,2,3,4\n")
+    with pytest.raises(CSVDataError, match="channels: 'a' listed more than once"):
+        read_series_csv(path, channels=["a", "b", "a"])
+    with pytest.raises(CSVDataError, match="channels include 'time', the time or series"):
+        read_series_csv(path, channels=["time", "a"])
+
+
+def test_values_too_large_to_normalise_and_a_holdout_longer_than_the_series_are_named(
+    tmp_path: Path,
+) -> None:
+    """1e300 made the spread overflow to inf, and the model then met inf values and blamed a
+    series by index; a holdout past every validation series' start said to raise it."""
+    rows = "".join(f"s{s},{t},{1e300 if (s, t) == (3, 4) else t * 0.1 + s}\n" for s in range(10)
+                   for t in range(8))  # fmt: skip
+    path = _write(tmp_path, "series_id,time,a\n" + rows)
+    with pytest.raises(DataError, match=r"channel 'a': its values reach 1e\+300 in magnitude"):
+        CSVDataModule(str(path)).setup()
+    fine = _write(tmp_path, "series_id,time,a\n" + rows.replace("1e+300", "1"), "fine.csv")
+    with pytest.raises(DataError, match=r"the val series '\w+' \(span 7 time units\) has no "
+                       r"observation before its held-out last 1000 time units"):  # fmt: skip
+        CSVDataModule(str(fine), holdout=1000.0, val_fraction=0.1, test_fraction=0.1).setup()

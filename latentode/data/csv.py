@@ -17,7 +17,9 @@ Usage::
 
 from __future__ import annotations
 
+import csv
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +28,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .table import _RESOLUTIONS, TIME_UNITS, SeriesTable, TimeEncoding, has_offset
+from .table import (
+    _RESOLUTIONS,
+    NS_RANGE_FIX,
+    TIME_UNITS,
+    SeriesTable,
+    TimeEncoding,
+    has_offset,
+    in_ns_range,
+)
 from .transforms import base_of, domain_of, outside_domain, transform_kinds
 
 __all__ = ["CSVDataError", "csv_columns", "read_series_csv"]
@@ -107,9 +117,39 @@ def csv_columns(path: str | Path) -> list[str]:
     """The column names of a CSV file's header.
 
     Raises:
-        CSVDataError: a missing, empty or unreadable file.
+        CSVDataError: a missing, empty or unreadable file; a first line that is a
+            spreadsheet's ``sep=,`` hint; a name given to two columns (pandas would rename
+            the second ``a.1`` and read it as another channel).
     """
-    return [str(c) for c in _read_frame(Path(path), nrows=0).columns]
+    path = Path(path)
+    header = [str(c) for c in _read_frame(path, nrows=0).columns]
+    if header and header[0].strip().lower().startswith("sep="):
+        raise _fail(
+            path,
+            f"the first line is {_first_line(path)!r}, a spreadsheet's separator hint",
+            "Delete that line, so that the header with the column names comes first.",
+        )
+    named = Counter(_raw_header(path))
+    twice = [name for name, n in named.items() if n > 1]
+    if twice:
+        raise _fail(
+            path,
+            f"the header names column{'s' if len(twice) > 1 else ''} {_names(twice)} more "
+            "than once",
+            "Give each column its own name.",
+        )
+    return header
+
+
+def _first_line(path: Path) -> str:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        return f.readline().rstrip("\r\n")
+
+
+def _raw_header(path: Path) -> list[str]:
+    """The header's names as written (pandas renames a repeated name ``a`` to ``a.1``)."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def _columns(
@@ -186,7 +226,8 @@ def _to_number(path: Path, frame: pd.DataFrame, column: str, lines: np.ndarray) 
         raise _fail(
             path,
             f"non-numeric values in column {column!r}, e.g. {sample!r}",
-            "Leave missing values empty (or NaN) and write numbers with a '.' decimal point.",
+            "Leave missing values empty (or NaN) and write plain numbers: '.' as the decimal "
+            "point, no thousands separators.",
             lines[bad],
         )
     if np.isinf(x).any():
@@ -211,6 +252,73 @@ def _default_channels(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
         elif pd.to_numeric(col, errors="coerce").notna().any():
             out.append(c)  # numbers with typos: let _to_number report the bad cells
     return out
+
+
+def _check_channel_names(
+    path: Path, channels: list[str], time_column: str, series_column: str | None
+) -> None:
+    """Refuse a channel list that names a column twice, or names the time or series column."""
+    twice = [c for c, n in Counter(channels).items() if n > 1]
+    if twice:
+        raise CSVDataError(
+            f"{path}: channels: {_names(twice)} listed more than once; list each once."
+        )
+    roles = [c for c in channels if c in (time_column, series_column)]
+    if roles:
+        raise CSVDataError(
+            f"{path}: channels include {_names(roles)}, the time or series column; list only "
+            "value columns."
+        )
+
+
+def _text_columns(frame: pd.DataFrame, exclude: set[str | None]) -> list[str]:
+    """The columns `_default_channels` leaves out for holding text (not an empty column
+    without a name)."""
+    return [
+        c
+        for c in frame.columns
+        if c not in exclude and not (str(c).startswith("Unnamed: ") and frame[c].isna().all())
+    ]
+
+
+_COMMA_NUMBER = r"^\s*[-+]?\d+(?:,\d+)+\s*$"  # 0,0094 or 1,234,567
+
+
+def _refuse_comma_numbers(
+    path: Path, frame: pd.DataFrame, columns: list[str], lines: np.ndarray
+) -> None:
+    """Refuse a text column whose values are mostly numbers written with a comma (a decimal
+    comma, or thousands separators): left out as text, the channel would be lost silently."""
+    for c in columns:
+        text = frame[c].dropna().astype(str)
+        comma = text.str.match(_COMMA_NUMBER)
+        if len(text) and comma.mean() >= 0.5:
+            raise _fail(
+                path,
+                f"column {c!r} holds numbers written with a comma, e.g. "
+                f"{text[comma].iloc[0]!r} (a decimal comma, or a thousands separator)",
+                "Write them as plain numbers with '.' as the decimal point (0.5, 1234).",
+                lines[frame[c].astype(str).str.match(_COMMA_NUMBER).to_numpy()],
+            )
+
+
+def _warn_text_ids(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
+    """Warn when a file read as one series (no series column) has a text column that reads
+    like series ids: at least two values, each on two rows or more on average. Series whose
+    times never coincide would otherwise be merged into one without a word."""
+    for c in columns:
+        ids = frame[c].dropna().astype(str).str.strip()
+        if len(ids) == len(frame) and 2 <= ids.nunique() <= len(frame) // 2:
+            warnings.warn(
+                f"{path}: the file has no 'series_id' column and was read as one series, "
+                f"but its text column {c!r} holds {ids.nunique()} values over "
+                f"{len(frame)} rows ({_names(ids.unique())}). If they name series, give "
+                f"--data.init_args.series_column {c} (series_column={c!r} in the library) "
+                "or rename the column to 'series_id'.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
 
 
 def _check_unnamed_series(
@@ -300,6 +408,7 @@ def _parse_times(
     if is_num.all():
         if np.isinf(num).any():
             raise _fail(path, f"infinite time in {column!r}", "Fix it.", lines[np.isinf(num)])
+        _refuse_dates_as_numbers(path, num, column)
         return num, TimeEncoding("numeric", unit=time_unit if time_unit not in TIME_UNITS else "")
     if time_unit not in TIME_UNITS:
         raise CSVDataError(f"{path}: time_unit must be one of {sorted(TIME_UNITS)} for date-times.")
@@ -330,11 +439,63 @@ def _parse_times(
                 "Give every time its offset (or none), so that each names one instant.",
                 lines[~aware],
             )
+    inside = in_ns_range(dt)
+    if not inside.all():
+        raise _fail(
+            path,
+            f"times in {column!r} outside the range of date-times, e.g. {text[~inside].iloc[0]!r}",
+            NS_RANGE_FIX + ".",
+            lines[~inside],
+        )
     ns = dt.astype("datetime64[ns]").to_numpy().view(np.int64)
     resolution = next(r for r, n in _RESOLUTIONS.items() if (ns % n == 0).all())
     origin = pd.Timestamp(int(ns.min())).isoformat()
     encoding = TimeEncoding("datetime", time_unit, origin, resolution, tz)
     return encoding.encode_ns(ns), encoding
+
+
+# dates written as whole numbers: (name, strptime format, smallest, largest value)
+_NUMBER_DATES = (
+    ("YYYYMMDD", "%Y%m%d", 16_780_101, 22_621_231),
+    ("YYYYMM", "%Y%m", 167_801, 226_212),
+)
+
+
+def _refuse_dates_as_numbers(path: Path, num: np.ndarray, column: str) -> None:
+    """Refuse numeric times that are dates written as digits (20231202, or 202312 for
+    months): at least five distinct whole numbers, every one a valid date in that form. Read
+    as numbers, a month's or a year's end would be a jump (20231231 to 20240101 is 8870)."""
+    if not (num == np.round(num)).all():
+        return
+    uniq = np.unique(num)
+    if len(uniq) < 5:
+        return
+    for name, fmt, lo, hi in _NUMBER_DATES:
+        if not (lo <= uniq[0] and uniq[-1] <= hi):
+            continue
+        text = pd.Series(uniq.astype(np.int64).astype(str))
+        dates = pd.to_datetime(text, format=fmt, errors="coerce")
+        if dates.isna().any():
+            continue
+        daily = fmt.endswith("%d")
+        if daily:
+            apart = dates.diff().dt.days.to_numpy()[1:]
+        else:
+            apart = np.diff(dates.dt.year.to_numpy() * 12 + dates.dt.month.to_numpy())
+        jump = int(np.argmax(np.diff(uniq) / apart))  # the widest numbers per day (month)
+        a, b = text.iloc[jump], text.iloc[jump + 1]
+        iso = "%Y-%m-%d" if daily else "%Y-%m"
+        raise _fail(
+            path,
+            f"the times in {column!r} look like dates written as {name} numbers, e.g. "
+            f"{text.iloc[0]} for {dates.iloc[0]:{iso}}; read as numbers, {a} to {b} "
+            f"would be {int(b) - int(a)} apart but is {int(apart[jump])} "
+            f"{'day' if daily else 'month'}(s)",
+            f"Write them as ISO dates ({dates.iloc[0]:{iso}}); in pandas: "
+            f"df[{column!r}] = pd.to_datetime(df[{column!r}].astype(str), "
+            f"format={fmt!r}).dt.strftime({iso!r}). If they are plain numbers after all, "
+            "shift them all by one constant so that they no longer read as dates.",
+        )
 
 
 def _parse_datetimes(text: pd.Series) -> tuple[pd.Series, str | None]:
@@ -423,15 +584,20 @@ def read_series_csv(
         The `SeriesTable`, sorted by time within each series, series in order of appearance.
 
     Raises:
-        CSVDataError: a missing or empty file, missing columns, non-numeric or infinite values,
-            unreadable or mixed times, duplicate rows, a channel with no observation (unless
+        CSVDataError: a missing or empty file, missing columns, a header that names a column
+            twice or follows a ``sep=`` line, non-numeric or infinite values, numbers written
+            with a comma, unreadable or mixed times, whole-number times that read as dates
+            (20231202), date-times outside 1677-2262, a channel list naming a column twice, duplicate rows, a channel with no observation (unless
             allowed), a value a channel's transform cannot take, an unknown transform or
             channel in ``transform``, or no series with two observed times. Dropped short
-            series only warn.
+            series only warn, and so does a text column that looks like series ids in a file
+            read as one series.
     """
     path = Path(path)
     if duplicates not in ("error", "mean"):
         raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
+    if channels is not None:
+        _check_channel_names(path, list(channels), time_column, series_column)
     header = csv_columns(path)
     unnamed = series_column == "series_id" and "series_id" not in {h.strip() for h in header}
     if unnamed:
@@ -445,6 +611,8 @@ def read_series_csv(
     if len(frame) == 0:
         raise _fail(path, "no data rows under the header", "Add rows.")
     names = list(channels) if channels else _default_channels(frame, {time_column, series_column})
+    unread = [] if channels else _text_columns(frame, {time_column, series_column, *names})
+    _refuse_comma_numbers(path, frame, unread, lines)
     if not names:
         raise _fail(path, "no numeric value columns", f"The columns are {_names(header)}.")
 
@@ -464,6 +632,8 @@ def read_series_csv(
     order = np.lexsort((t, codes))  # stable: (series, time), file order among equals
     t, x, codes, lines = t[order], x[order], codes[order], lines[order]
     same = (np.diff(codes) == 0) & (np.diff(t) == 0)  # (N - 1,) row equals the previous one
+    if unnamed and not same.any():  # rows at one time would show the ids: see below
+        _warn_text_ids(path, frame, unread)
     if same.any():
         if unnamed:  # one series by default: are the rows at one time really several?
             _check_unnamed_series(

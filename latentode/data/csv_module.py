@@ -325,14 +325,51 @@ class CSVDataModule(pl.LightningDataModule):
         self.train_segments = self._train_segments(train, tr)
         self.test_series = [table.series_ids[s] for s in te]
         self.val_series = [table.series_ids[s] for s in va]
-        for index, out in ((va, self.val_segments), (te, self.test_segments)):
+        for stage, index, out in (("val", va, self.val_segments), ("test", te, self.test_segments)):
+            lost = []
             for s in index:
                 t, _ = table.series(s)
                 h = self.holdout * (t[-1] - t[0]) if self.holdout < 1 else self.holdout
                 g = forecast_segment(table, s, float(t[-1] - h), self.history, None)
-                if g is not None:
+                if g is None:
+                    lost.append(table.series_ids[s])
+                else:
                     out.append(g)
+            if lost:
+                self._lost_holdout(stage, lost, len(index), table)
         return train
+
+    def _lost_holdout(self, stage: str, lost: list[str], n: int, table: SeriesTable) -> None:
+        """Say that ``lost`` of the ``n`` ``stage`` series have no observation before their
+        held-out last ``holdout`` (or none in it): a warning, or an error if all of them.
+
+        Raises:
+            DataError: none of the ``stage`` series can be forecast.
+        """
+        spans = [float(np.ptp(table.series(table.index_of(i))[0])) for i in lost]
+        one = len(lost) == 1
+        what = (
+            f"{100 * self.holdout:g}% of {'its' if one else 'their'} span"
+            if self.holdout < 1
+            else f"{self.holdout:g} time units"
+        )
+        names = f"{', '.join(map(repr, lost[:5]))}{' ...' if len(lost) > 5 else ''}"
+        span = f"span {spans[0]:.4g}" if one else f"spans {min(spans):.4g} to {max(spans):.4g}"
+        whose = "the" if len(lost) == n else f"{len(lost)} of the {n}"
+        why = (
+            f"{whose} {stage} series {names} ({span} time units) "
+            f"{'has' if one else 'have'} no observation before {'its' if one else 'their'} "
+            f"held-out last {what}, or none in it"
+        )
+        if len(lost) == n:
+            raise DataError(
+                f"{self.path}: {why}, so nothing is left to forecast from; use a smaller holdout."
+            )
+        warnings.warn(
+            f"{self.path}: {why}; {'it is' if one else 'they are'} not scored.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     # ------------------------------------------------------------------ what a model keeps
     def _ready(self) -> SeriesTable:

@@ -80,8 +80,19 @@ def fit_normalisation(
     """
     kinds = transform_kinds(table.channels, transform)
     z = forward(table.values, kinds)  # (N, D) every value in its domain: read_series_csv
-    mean = np.nanmean(z, axis=0)  # (D,) every channel has a value: read_series_csv
-    std = np.nanstd(z, axis=0)  # (D,)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.nanmean(z, axis=0)  # (D,) every channel has a value: read_series_csv
+        std = np.nanstd(z, axis=0)  # (D,)
+    overflow = ~(np.isfinite(mean) & np.isfinite(std))
+    if centre and overflow.any():
+        d = int(np.flatnonzero(overflow)[0])
+        top = float(np.nanmax(np.abs(table.values[:, d])))
+        raise DataError(
+            f"{table.source}: channel {table.channels[d]!r}: its values reach {top:.4g} in "
+            "magnitude, too large "
+            "for their mean and spread to be computed (they overflow); rescale the channel (a "
+            "unit a thousand or a million times larger), or fix the value if it is an error."
+        )
     std = np.where(np.isfinite(std) & (std >= min_std), std, 1.0)
     if not centre:
         mean, std = np.zeros_like(mean), np.ones_like(std)

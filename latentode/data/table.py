@@ -50,6 +50,20 @@ def has_offset(values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
     return text.str.contains(_OFFSET, regex=True).to_numpy(dtype=bool)
 
 
+def in_ns_range(dt: pd.Series) -> np.ndarray:
+    """Which date-times (naive, NaT allowed) lie in the range of nanosecond timestamps,
+    1677-09-21 to 2262-04-11, where latentode's time axis is exact (boolean ``[N]``; NaT
+    counts as inside)."""
+    lo, hi = pd.Timestamp.min.ceil("us"), pd.Timestamp.max.floor("us")
+    return (dt.isna() | ((dt >= lo) & (dt <= hi))).to_numpy(dtype=bool)
+
+
+NS_RANGE_FIX = (
+    "Date-times are read from 1677-09-22 to 2262-04-11 (nanosecond timestamps); write "
+    "earlier or later times as numbers (years, say) instead"
+)
+
+
 # Resolutions a date-time column is rounded back to, coarsest first.
 _RESOLUTIONS: dict[str, int] = {"D": 86400 * 10**9, "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
@@ -118,6 +132,13 @@ class TimeEncoding:
             raise DataError(f"times must be ISO date-times for this data: {e}") from e
         if self.tz is not None:
             ts = ts.dt.tz_localize(None)
+        inside = in_ns_range(ts)
+        if not inside.all():
+            odd = int(np.flatnonzero(~inside)[0])
+            raise DataError(
+                f"{pd.Series(values).iloc[odd]!r} (value {odd + 1}) is outside the range of "
+                f"date-times. {NS_RANGE_FIX}, and refit on such times."
+            )
         return self.encode_ns(ts.astype("datetime64[ns]").to_numpy().view(np.int64))
 
     def latest(self) -> float:
