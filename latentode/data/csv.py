@@ -588,10 +588,11 @@ def read_series_csv(
             twice or follows a ``sep=`` line, non-numeric or infinite values, numbers written
             with a comma, unreadable or mixed times, whole-number times that read as dates
             (20231202), date-times outside 1677-2262, a channel list naming a column twice,
-            duplicate rows, a channel with no observation (unless allowed), a value a channel's transform cannot take, an unknown transform or
-            channel in ``transform``, or no series with two observed times. Dropped short
-            series only warn, and so does a text column that looks like series ids in a file
-            read as one series.
+            duplicate rows, a channel with no observation (unless allowed), a value a
+            channel's transform cannot take, an unknown transform or channel in
+            ``transform``, or no series with two observed times. Dropped short series only
+            warn, and so does a text column that looks like series ids in a file read as one
+            series.
     """
     path = Path(path)
     if duplicates not in ("error", "mean"):
