@@ -53,7 +53,7 @@ from .data.prep import Segment
 from .data.table import SeriesTable
 from .data.transforms import forward, kinds_of, transform_of
 from .ensemble import Ensemble
-from .evaluate import scored_series
+from .evaluate import scored_note, scored_series
 from .forecast import forecast, future_times, merge_shards, parse_horizon
 from .nn.base import ModelInputError
 from .paths import STDOUT, check_output_dir, check_output_file, write_whole
@@ -1165,6 +1165,9 @@ def test_main(argv: list[str]) -> int:
         f"quantiles{more}):"
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+    note = scored_note(table, state)
+    if note:
+        print(f"Scored: {note}")
     for task, why in (
         ("interpolation", "no held-out part holds three observations"),
         ("history gaps", "no history holds three observations"),

@@ -71,6 +71,7 @@ __all__ = [
     "held_out_cases",
     "history_gaps",
     "interval_score",
+    "scored_note",
     "scored_series",
     "weighted_interval_score",
 ]
@@ -320,6 +321,37 @@ def scored_series(table: SeriesTable, data_state: dict[str, Any]) -> list[int]:
     if ids and set(ids) <= set(table.series_ids):
         return [table.index_of(i) for i in ids]
     return list(range(table.n_series))
+
+
+def scored_note(table: SeriesTable, data_state: dict[str, Any]) -> str:
+    """What the scores of `scored_series` mean when the file lacks some of the fit's test
+    series (empty when it holds them all): every series of the file is scored, and those
+    that were not held out of the fit make the scores look better than on new series.
+    Checkpoints name their validation and test series, not their training ones, so the rest
+    are counted as training series or new ones."""
+    test = set(data_state.get("test_series") or ())
+    if test and test <= set(table.series_ids):
+        return ""
+    val = set(data_state.get("val_series") or ())
+    ids = table.series_ids
+    n_test = sum(i in test for i in ids)
+    n_val = sum(i in val for i in ids)
+    rest = len(ids) - n_test - n_val
+    missing = (
+        f"{len(test) - n_test} of the fit's {len(test)} test series" if test else "test series"
+    )
+    parts = [f"{n_test} test series"] if n_test else []
+    if n_val:
+        parts.append(f"{n_val} validation series (they chose the checkpoint and its bands)")
+    if rest:
+        parts.append(
+            f"{rest} other series (any the fit trained on are scored on values it learned from)"
+        )
+    return (
+        f"the file lacks {missing}, so all its {len(ids)} series are scored: "
+        f"{', '.join(parts)}. Errors on series the fit saw flatter the model; for held-out "
+        "errors give the training file, or series the fit never saw."
+    )
 
 
 def _model_row(

@@ -804,6 +804,7 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
     ext = scores[scores.task == "extrapolation"].set_index("method")
     model, calibrated = ext.loc["latent ODE"], ext.loc["latent ODE, calibrated bands"]
     assert "Calibration: 5-95% bands calibrated on" in stdout
+    assert "Scored:" not in stdout  # the training file: its test series only
     assert calibrated.n_values == model.n_values and 0 <= calibrated.coverage90 <= 1
     # each width is scaled by its bin's and channel's factor: the mean width by a weighted
     # mean of them
@@ -819,6 +820,14 @@ def test_predict_and_test_calibrate_the_bands_on_the_validation_series(tmp_path:
     scores, stdout = _test_scores(ckpt, no_test, tmp_path / "scores_no_test.csv")
     assert "latent ODE, calibrated bands" not in set(scores.method)
     assert "Calibrated bands not scored" in stdout
+    # ... and it is said what was scored: no test series, the validation ones, the others
+    n_test, n_val = len(state["test_series"]), len(state["val_series"])
+    n_other = csv.series_id.nunique() - n_test - n_val
+    assert (
+        f"Scored: the file lacks {n_test} of the fit's {n_test} test series, so all its "
+        f"{n_val + n_other} series are scored: {n_val} validation series (they chose the "
+        f"checkpoint and its bands), {n_other} other series (any the fit trained on"
+    ) in stdout
 
 
 def _check_levels(
