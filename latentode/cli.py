@@ -56,6 +56,7 @@ from .ensemble import Ensemble
 from .evaluate import scored_note, scored_series
 from .forecast import forecast, future_times, merge_shards, parse_horizon
 from .nn.base import ModelInputError
+from .parse_errors import ConciseParser
 from .paths import STDOUT, check_output_dir, check_output_file, write_whole
 from .predictive import call_memory, percent, quantile_probs
 from .solver import SolverError, SolverInputError
@@ -1280,6 +1281,7 @@ def main(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             args=None if args is None else argv,  # None: Lightning reads sys.argv itself
             auto_configure_optimizers=False,
+            parser_class=ConciseParser,
         )
     except USER_ERRORS as e:
         if not (getattr(e, SAME_ON_EVERY_PROCESS, False) and rank_zero_only.rank > 0):

@@ -321,8 +321,9 @@ def future_times(
             n, end = len(f), f[-1]
         if end > latest:
             raise DataError(
-                f"series {sid!r}: forecast times reach past {pd.Timestamp.max:%Y-%m-%d}, the "
-                "last date-time that can be written; shorten the horizon."
+                f"series {sid!r}: forecast times reach past {table.encoding.format([latest])[0]}, "
+                "the last date-time that can be written (before 2262-04-12, and at most 292 "
+                "years after the history's first time); shorten the horizon."
             )
         budget = draws_per_call(seg.values.shape[-1])
         _check_size(sid, n, n * n_samples, budget, n_samples, given)

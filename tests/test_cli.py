@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import QUIET_FIT, run_cli
+from cli_helpers import QUIET_FIT, ROOT, run_cli
 
 
 def tiny(root: Path) -> list[str]:
@@ -53,7 +53,68 @@ def test_print_config_and_bad_option(tmp_path: Path) -> None:
     printed = run_cli("fit", "--config", "configs/spirals.yaml", "--print_config")
     assert printed.returncode == 0 and "LatentODESystem" in printed.stdout
     bad = run_cli("fit", "--config", "configs/spirals.yaml", "--model.init_args.no_such", "1")
-    assert bad.returncode != 0 and "no_such" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith(
+        "latentode fit: error: model (latentode.systems.LatentODESystem): option 'no_such' is "
+        "not accepted"
+    )
+    assert "usage:" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "extra", "needle"),
+    [
+        (
+            ("    holdout:", "    holdot:"),
+            [],
+            "data (latentode.data.csv_module.CSVDataModule): option 'holdot' is not accepted; "
+            "did you mean 'holdout'?",
+        ),
+        (
+            ("      latent_dim:", "      latentdim:"),
+            [],
+            "model.config (latentode.nn.LatentODEConfig): option 'latentdim' is not accepted; "
+            "did you mean 'latent_dim'?",
+        ),
+        (
+            ("  class_path: latentode.data.csv_module.CSVDataModule\n", ""),
+            [],
+            "data: option 'path' is not accepted: no data class is named, so only "
+            "pytorch_lightning.LightningDataModule's options are; give data.class_path first",
+        ),
+        (
+            None,
+            ["--trainer.max_stepz", "1"],
+            "unrecognized arguments: --trainer.max_stepz 1; did you mean '--trainer.max_steps'?",
+        ),
+        (
+            None,
+            ["--data.init_args.split", "sometimes"],
+            "data.split (latentode.data.csv_module.CSVDataModule): Expected a "
+            "typing.Literal['auto', 'series', 'time']. Got value: sometimes",
+        ),
+    ],
+    ids=["data-option", "model-option", "no-class-path", "argument", "value"],
+)
+def test_a_config_mistake_is_one_line_naming_where_it_is_and_the_nearest_name(
+    tmp_path: Path, capsys, edit: tuple[str, str] | None, extra: list[str], needle: str
+) -> None:
+    """Before: the usage of 150 options, then jsonargparse's nested report of every type the
+    value might have had, the misspelt name somewhere inside."""
+    from latentode.cli import main
+
+    text = (ROOT / "configs" / "csv.yaml").read_text()
+    if edit is not None:
+        assert edit[0] in text
+        text = text.replace(edit[0], edit[1], 1)
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), "--data.init_args.path", "data/x.csv", *extra])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"latentode fit: error: {needle}"), err
+    assert len(err.splitlines()) == 2 and "usage:" not in err
 
 
 def test_periodic_config_builds_rubanovas_encoder_and_trains(tmp_path: Path) -> None:

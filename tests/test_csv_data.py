@@ -679,15 +679,15 @@ def _rows(times: list[str], ids: str = "s") -> str:
             "series_id,time,a\n" + _rows(["2001-01-01", "2263-01-01", "2002-01-01"]),
             "outside the range of date-times, e.g. '2263-01-01' (line 3)",
         ),
+        (  # int64 nanoseconds from the first time wrapped around: 2000 sorted before 1700
+            "series_id,time,a\n" + _rows(["1700-07-01", "1850-07-01", "2000-07-01"]),
+            "the times in 'time' span more than 292 years, from '1700-07-01' to '2000-07-01' "
+            "(lines 2, 4)",
+        ),
     ],
     ids=[
-        "sep-line",
-        "name-twice",
-        "decimal-comma",
-        "yyyymmdd",
-        "yyyymm",
-        "before-1677",
-        "after-2262",
+        *("sep-line", "name-twice", "decimal-comma", "yyyymmdd", "yyyymm", "before-1677"),
+        *("after-2262", "over-292-years"),
     ],
 )
 def test_spreadsheet_habits_are_refused_with_the_fix(

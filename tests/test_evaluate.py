@@ -3,15 +3,18 @@ time origins of a forecast; the held-out problems it scores."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from latentode.data.csv import read_series_csv
 from latentode.data.errors import DataError
 from latentode.data.prep import Segment, collate_segments
+from latentode.data.table import TimeEncoding
 from latentode.ensemble import Ensemble
 from latentode.evaluate import (
     GAPS,
@@ -436,10 +439,27 @@ def test_forecast_times_past_what_a_date_time_holds_are_refused(tmp_path: Path) 
     enc = table.encoding
     assert enc.format([enc.latest() - 0.25]) == ["2262-04-10"]
     assert enc.format([enc.latest()])[0] in ("2262-04-10", "2262-04-11")  # rounded, not wrapped
-    with pytest.raises(DataError, match="past 2262-04-11"):
+    with pytest.raises(DataError, match="is past the last date-time that can be written"):
         enc.to_original([enc.latest() + 1])
-    with pytest.raises(DataError, match="series 'a': forecast times reach past 2262-04-11"):
+    with pytest.raises(DataError, match=r"series 'a': forecast times reach past 2262-04-1[01]"):
         forecast(None, table, {"channels": ["x"]}, parse_horizon("300Y", table), None)
+    # 292 years after the origin an int64 offset in nanoseconds ends: forecasts from a
+    # history in 1750 could reach 2262, but past 2042 they wrapped around (written 2042-04-11)
+    old = TimeEncoding("datetime", "Y", "1750-01-01T00:00:00", "D")
+    assert old.latest() == pytest.approx(292.27, abs=0.01)
+    at = pd.Timestamp("1750-01-01") + pd.Timedelta(days=290.5 * 365.25)  # .125 of a day on
+    assert old.format([290.5]) == [f"{at.round('D'):%Y-%m-%d}"] == ["2040-07-04"]
+    with pytest.raises(DataError, match="295 Y after 1750-01-01T00:00:00 is past the last"):
+        old.to_original([270.0, 295.0])
+    late = TimeEncoding("datetime", "Y", "2200-01-01T00:00:00", "D")
+    assert late.earliest() == pytest.approx(-292.27, abs=0.01)
+    with pytest.raises(DataError, match="is before the first date-time that can be written"):
+        late.to_original([-300.0])
+    # an offset of more than 292 years is encoded without overflow
+    days = [(date(y, 1, 1) - date(2200, 1, 1)).days for y in (1700, 2261)]
+    np.testing.assert_allclose(
+        late.encode(["1700-01-01", "2261-01-01"]), np.array(days) / 365.25, rtol=1e-14
+    )
 
 
 def test_parse_horizon_reads_spans_and_names_the_option(tmp_path: Path) -> None:

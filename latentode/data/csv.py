@@ -30,6 +30,7 @@ import pandas as pd
 from .errors import DataError
 from .table import (
     _RESOLUTIONS,
+    MAX_OFFSET_NS,
     NS_RANGE_FIX,
     TIME_UNITS,
     SeriesTable,
@@ -444,10 +445,19 @@ def _parse_times(
         raise _fail(
             path,
             f"times in {column!r} outside the range of date-times, e.g. {text[~inside].iloc[0]!r}",
-            NS_RANGE_FIX + ".",
+            NS_RANGE_FIX[0].upper() + NS_RANGE_FIX[1:] + ".",
             lines[~inside],
         )
     ns = dt.astype("datetime64[ns]").to_numpy().view(np.int64)
+    if int(ns.max()) - int(ns.min()) > MAX_OFFSET_NS:  # Python ints: no overflow
+        first, last = int(np.argmin(ns)), int(np.argmax(ns))
+        raise _fail(
+            path,
+            f"the times in {column!r} span more than 292 years, from {text.iloc[first]!r} to "
+            f"{text.iloc[last]!r}",
+            NS_RANGE_FIX[0].upper() + NS_RANGE_FIX[1:] + ".",
+            lines[[first, last]],
+        )
     resolution = next(r for r, n in _RESOLUTIONS.items() if (ns % n == 0).all())
     origin = pd.Timestamp(int(ns.min())).isoformat()
     encoding = TimeEncoding("datetime", time_unit, origin, resolution, tz)

@@ -58,9 +58,10 @@ def in_ns_range(dt: pd.Series) -> np.ndarray:
     return (dt.isna() | ((dt >= lo) & (dt <= hi))).to_numpy(dtype=bool)
 
 
+MAX_OFFSET_NS = 2**63 - 1  # the farthest two date-times can lie apart: 292.3 years
 NS_RANGE_FIX = (
-    "Date-times are read from 1677-09-22 to 2262-04-11 (nanosecond timestamps); write "
-    "earlier or later times as numbers (years, say) instead"
+    "date-times are read from 1677-09-22 to 2262-04-11, and at most 292 years apart "
+    "(nanosecond timestamps); write such times as numbers (years, say) instead"
 )
 
 
@@ -102,8 +103,14 @@ class TimeEncoding:
         return int(pd.Timestamp(self.origin).value)
 
     def encode_ns(self, ns: np.ndarray) -> np.ndarray:
-        """Float times from int64 nanoseconds since the epoch (the difference is exact)."""
-        return (ns.astype(np.int64) - self._origin_ns()).astype(np.float64) / TIME_UNITS[self.unit]
+        """Float times from int64 nanoseconds since the epoch. The offset from the origin is
+        taken in whole seconds and nanoseconds apart, so that it cannot overflow int64 (two
+        date-times 292 years or more apart); float64 then holds it to about 1e-16 of its
+        size (nanoseconds exactly up to 104 days, 64 ns over ten years)."""
+        sec, sub = np.divmod(np.asarray(ns, dtype=np.int64), 10**9)
+        osec, osub = divmod(self._origin_ns(), 10**9)
+        offset = (sec - osec).astype(np.float64) * 1e9 + (sub - osub).astype(np.float64)
+        return offset / TIME_UNITS[self.unit]
 
     def encode(self, values: Sequence[Any] | np.ndarray | pd.Series) -> np.ndarray:
         """Float times from the user's values (numbers, or ISO strings / datetimes).
@@ -137,7 +144,7 @@ class TimeEncoding:
             odd = int(np.flatnonzero(~inside)[0])
             raise DataError(
                 f"{pd.Series(values).iloc[odd]!r} (value {odd + 1}) is outside the range of "
-                f"date-times. {NS_RANGE_FIX}, and refit on such times."
+                f"date-times: {NS_RANGE_FIX}, and refit on such times."
             )
         return self.encode_ns(ts.astype("datetime64[ns]").to_numpy().view(np.int64))
 
@@ -147,8 +154,20 @@ class TimeEncoding:
         if self.kind == "numeric":
             return math.inf
         res = _RESOLUTIONS[self.resolution or "ns"]
-        last = (pd.Timestamp.max.value - self._origin_ns()) // res * res  # on the rounding grid
+        # the last date-time, or the last int64 offset from the origin (292 years on)
+        room = min(pd.Timestamp.max.value - self._origin_ns(), MAX_OFFSET_NS)
+        last = room // res * res  # on the rounding grid
         return (last - res / 2) / TIME_UNITS[self.unit]
+
+    def earliest(self) -> float:
+        """The first float time that `to_original` maps to a date-time (pandas'
+        ``Timestamp.min`` is in 1677, and an offset reaches 292 years back at most); minus
+        infinity for numeric times."""
+        if self.kind == "numeric":
+            return -math.inf
+        res = _RESOLUTIONS[self.resolution or "ns"]
+        room = min(self._origin_ns() - pd.Timestamp.min.value, MAX_OFFSET_NS)
+        return -((room // res * res - res / 2) / TIME_UNITS[self.unit])
 
     def to_original(self, t: np.ndarray | Sequence[float]) -> np.ndarray:
         """The file's time values: float64 numbers, or ``datetime64[ns]`` rounded to resolution.
@@ -160,7 +179,15 @@ class TimeEncoding:
         if self.kind == "numeric":
             return t
         if t.size and t.max() > self.latest():
-            raise DataError(f"time {t.max():g} is past {pd.Timestamp.max}, the last date-time.")
+            raise DataError(
+                f"time {t.max():g} {self.unit} after {self.origin} is past the last "
+                f"date-time that can be written: {NS_RANGE_FIX}."
+            )
+        if t.size and t.min() < self.earliest():
+            raise DataError(
+                f"time {t.min():g} {self.unit} after {self.origin} is before the first "
+                f"date-time that can be written: {NS_RANGE_FIX}."
+            )
         res = _RESOLUTIONS[self.resolution or "ns"]
         ns = np.rint(t * TIME_UNITS[self.unit]).astype(np.int64)  # offset from the origin
         ns = np.rint(ns / res).astype(np.int64) * res + self._origin_ns()
