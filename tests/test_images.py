@@ -154,3 +154,39 @@ def test_stratified_split_is_a_partition() -> None:
 def test_digits_bad_fractions(val: float, test: float) -> None:
     with pytest.raises(ImageDataError, match="sum to less than 1"):
         load_digits_tensors(val_fraction=val, test_fraction=test)
+
+
+def _pair(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    write_idx(folder / "train-images-idx3-ubyte", images)
+    write_idx(folder / "train-labels-idx1-ubyte", labels)
+
+
+def test_mnist_folder_scales_only_uint8(tmp_path: Path) -> None:
+    """Float pixels already in [0, 1] used to be divided by 255 again, and signed int8 mapped
+    to negative values; uint8 alone is scaled now, floats are kept, the rest refused."""
+    labels = np.array([0, 9], dtype=np.uint8)
+    floats = np.array([[[0.0, 0.25], [0.5, 1.0]]] * 2, dtype=np.float32)  # (2, 2, 2)
+    _pair(tmp_path, floats, labels)
+    assert torch.equal(MNISTFolder(tmp_path).images[:, 0], torch.from_numpy(floats))
+    _pair(tmp_path, floats * 255, labels)
+    with pytest.raises(ImageDataError) as info:
+        MNISTFolder(tmp_path)
+    assert str(info.value) == (
+        f"{str(tmp_path / 'train-images-idx3-ubyte')!r} holds float pixels from 0 to 255; float "
+        "pixels must lie in [0, 1] (they are not rescaled). Scale them to [0, 1], or store uint8 "
+        "(0-255)."
+    )
+    _pair(tmp_path, np.full((2, 2, 2), -1, dtype=np.int8), labels)
+    with pytest.raises(ImageDataError) as info:
+        MNISTFolder(tmp_path)
+    assert str(info.value) == (
+        f"{str(tmp_path / 'train-images-idx3-ubyte')!r} holds torch.int8 pixels; MNISTFolder "
+        "reads uint8 pixels (0-255, IDX type code 0x08, as MNIST) or float pixels in [0, 1] "
+        "(0x0D, 0x0E). Convert the file to one of those."
+    )
+    _pair(tmp_path, floats, np.array([0, -3], dtype=np.int8))
+    with pytest.raises(ImageDataError, match=r"holds a label -3; labels must be integers 0, 1,"):
+        MNISTFolder(tmp_path)
+    _pair(tmp_path, floats, np.array([0.0, 1.5], dtype=np.float32))
+    with pytest.raises(ImageDataError, match=r"holds torch.float32 labels; labels must be"):
+        MNISTFolder(tmp_path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from sync_helpers import count_syncs
+from torch import Tensor, nn
 
 from latentode.data.images import load_digits_tensors
 from latentode.nn.base import ModelInputError
@@ -23,6 +25,7 @@ from latentode.nn.odenet import (
     ResNetClassifier,
     RKNetClassifier,
 )
+from latentode.solver import SolverError
 
 F64 = torch.float64
 
@@ -165,6 +168,10 @@ def test_nfe_of_the_last_forward_and_backward() -> None:
         lambda: ODEBlock(MLPODEFunc(2), method="rk45"),
         lambda: ODEBlock(MLPODEFunc(2), t1=0.0),
         lambda: ODEBlock(MLPODEFunc(2), method="rk4", step_size=2.0),
+        lambda: ODEBlock(MLPODEFunc(2), method="rk4"),
+        lambda: ODEBlock(MLPODEFunc(2), t1=math.inf),
+        lambda: NeuralODE(2, method="euler"),
+        lambda: RKNetClassifier(step_size=None),  # type: ignore[arg-type]
         lambda: ODEBlock(MLPODEFunc(2), augment_dim=-1),
         lambda: ODEBlock(MLPODEFunc(2), options={"step_size": 0.1}),
         lambda: ODEBlock(MLPODEFunc(2), options={"gradient": "adjoint"}),
@@ -225,3 +232,96 @@ def test_odenet_fits_a_digits_subset() -> None:
         logits = model(splits.val.images)
     assert F.cross_entropy(logits, splits.val.labels).item() < 1.0
     assert (logits.argmax(1) == splits.val.labels).float().mean().item() > 0.75
+
+
+def test_a_fixed_step_block_needs_a_step_size() -> None:
+    """As the CNF: one step over [0, t1] is no ODE solve, so a fixed-step method without a
+    step_size is refused (it was taken silently)."""
+    with pytest.raises(ODENetInputError) as info:
+        ODENetClassifier(image_size=8, width=4, method="rk4")
+    assert str(info.value) == (
+        "ODEBlock: method 'rk4' takes fixed steps and needs step_size (e.g. step_size=0.05: 20 "
+        "steps over [0, t1=1]); without it the solver takes one step over the whole interval. "
+        "Give step_size, or an adaptive method (bosh3, dopri5, tsit5)."
+    )
+    block = ODEBlock(MLPODEFunc(2), method="rk4", step_size=0.25, gradient="backprop")
+    block(torch.zeros(3, 2))
+    assert block.nfe_forward == 17  # four rk4 steps and the first evaluation
+
+
+IMAGE_SIZE_ADVICE = "Build the model with image_size=28, or resize the images to 8x8."
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (
+            torch.rand(2, 1, 28, 28),
+            "expected images (B, 1, 8, 8) (in_channels=1, image_size=8), got (2, 1, 28, 28). "
+            + IMAGE_SIZE_ADVICE,
+        ),
+        (
+            torch.rand(2, 1, 1, 1),
+            "expected images (B, 1, 8, 8) (in_channels=1, image_size=8), got (2, 1, 1, 1). "
+            "Resize the images to 8x8.",
+        ),
+        (
+            torch.rand(2, 8, 8),
+            "expected images (B, 1, 8, 8) (in_channels=1, image_size=8), got (2, 8, 8). Add the "
+            "channel dimension: pass x.unsqueeze(1).",
+        ),
+        (
+            torch.rand(2, 1, 8, 8, dtype=F64),
+            "the images are torch.float64 but the model's parameters are torch.float32: pass "
+            "x.to(torch.float32), or convert the model with model.to(torch.float64).",
+        ),
+        (
+            torch.zeros(2, 1, 8, 8, dtype=torch.uint8),
+            "the images are torch.uint8; the model takes torch.float32: pass x.to(torch.float32) "
+            "/ 255 for 8-bit pixels (the model takes images in [0, 1]).",
+        ),
+    ],
+    ids=["28x28", "1x1", "no-channel", "float64", "uint8"],
+)
+@pytest.mark.parametrize("name", ["odenet-adjoint", "rknet", "resnet", "mlp"])
+def test_images_of_another_shape_or_dtype_are_refused(name: str, x: Tensor, message: str) -> None:
+    """Each used to fail inside torch (a dtype or shape mismatch) or, for the convolutional
+    models on 28x28 images, to run at the wrong resolution without a word."""
+    model = seeded(lambda: IMAGE_MODELS[name](8))
+    with pytest.raises(ODENetInputError) as info:
+        model(x)
+    assert str(info.value) == message
+
+
+def test_non_finite_inputs_are_named_not_blamed_on_training() -> None:
+    """A NaN pixel used to surface as the solver's "initial state contains NaN ... lower the
+    learning rate"; the images' rows are named now, and a finite input whose solve fails
+    keeps the solver's error."""
+    x = torch.rand(4, 1, 8, 8)
+    x[2, 0, 3, 3] = math.nan
+    model = seeded(lambda: ODENetClassifier(image_size=8, width=4))
+    with pytest.raises(ODENetInputError) as info:
+        model(x)
+    assert str(info.value) == (
+        "the images contain NaN or inf in rows [2] (1 of 4); the model needs finite inputs. "
+        "Drop or impute those rows before calling it."
+    )
+    assert isinstance(info.value.__cause__, SolverError)
+    node = seeded(lambda: NeuralODE(2, hidden=8))
+    with pytest.raises(ODENetInputError, match=r"the inputs contain NaN or inf in rows \[0\]"):
+        node(torch.tensor([[math.inf, 0.0], [0.0, 0.0]]))
+    with torch.no_grad():
+        model.block.func.conv1.weight.fill_(math.nan)
+    with pytest.raises(SolverError, match="vector field returned NaN or inf"):
+        model(torch.rand(4, 1, 8, 8))
+
+
+def test_the_input_checks_add_no_host_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The classifier reads from the device exactly as often as its layers called by hand."""
+    model = seeded(lambda: ODENetClassifier(image_size=8, width=4))
+    x = torch.rand(3, 1, 8, 8)
+    _, want = count_syncs(
+        monkeypatch, lambda: model.fc(model.pool(model.block(model.stem(x))).flatten(1))
+    )
+    _, got = count_syncs(monkeypatch, lambda: model(x))
+    assert want > 0 and got == want

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,17 @@ import torch
 from cli_helpers import run_cli
 from lightning_helpers import quiet_trainer
 
+from latentode.cli import ConciseParser, LatentODECLI
+from latentode.data.errors import DataError
 from latentode.data.image_modules import DigitsDataModule, MNISTDataModule
 from latentode.data.toy_modules import Toy2DDataModule
 from latentode.nn.cnf import CNFInputError
+from latentode.nn.odenet import (
+    MLPClassifier,
+    ODENetClassifier,
+    ResNetClassifier,
+    RKNetClassifier,
+)
 from latentode.systems import CNFSystem, ODENetSystem
 from latentode.systems.classifier import ClassifierConfigError
 
@@ -184,3 +193,141 @@ def test_cli_fits_odenet_digits(tmp_path: Path) -> None:
     assert state["global_step"] == 2 and state["hyper_parameters"]["model"] == "odenet"
     system = ODENetSystem.load_from_checkpoint(last, weights_only=True)
     assert system.hparams.width == 8
+
+
+def _digits_cli(tmp_path: Path, *args: str) -> LatentODECLI:
+    """`latentode fit --config configs/odenet_digits.yaml ARGS`, parsed and instantiated in
+    this process (nothing run)."""
+    common = ["--config", "configs/odenet_digits.yaml", "--trainer.logger", "false"]
+    return LatentODECLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        auto_configure_optimizers=False,
+        parser_class=ConciseParser,
+        args=[*common, "--trainer.default_root_dir", str(tmp_path), *args],
+    )
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # jsonargparse's, inside Lightning
+def test_the_configs_baseline_switch_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config documents ``--model.init_args.model resnet | rknet | mlp``; each used to fail
+    on the ODE-Net's solver settings in the config's model_kwargs. The ODE-Net keeps Chen et
+    al.'s solver (its defaults), RK-Net its rk4 at h = 1/4."""
+    monkeypatch.setattr("sys.argv", ["latentode"])  # the CLI reads only the args given
+    built = {
+        "odenet": ODENetClassifier,
+        "resnet": ResNetClassifier,
+        "rknet": RKNetClassifier,
+        "mlp": MLPClassifier,
+    }
+    for name, cls in built.items():
+        model = _digits_cli(tmp_path, "--model.init_args.model", name).model.model
+        assert type(model) is cls, name
+    odenet = _digits_cli(tmp_path).model.model.block.solve_kwargs
+    assert {k: odenet[k] for k in ("gradient", "method", "rtol", "atol", "step_size")} == {
+        "gradient": "adjoint",
+        "method": "dopri5",
+        "rtol": 1e-3,
+        "atol": 1e-3,
+        "step_size": None,
+    }
+    rknet = _digits_cli(tmp_path, "--model.init_args.model", "rknet").model.model.block
+    assert (rknet.solve_kwargs["method"], rknet.solve_kwargs["step_size"]) == ("rk4", 0.25)
+    solver = "{gradient: adjoint, method: dopri5, rtol: 1.0e-3, atol: 1.0e-3}"
+    with pytest.raises(ClassifierConfigError) as info:
+        _digits_cli(
+            tmp_path, "--model.init_args.model", "resnet", "--model.init_args.model_kwargs", solver
+        )
+    assert str(info.value) == (
+        "model 'resnet' does not take model_kwargs ['atol', 'gradient', 'method', 'rtol'] "
+        "(atol, gradient, method, rtol: the ODE-Net's solver settings; 'rknet' takes method and "
+        "step_size of them, 'resnet' and 'mlp' none); it takes ['num_blocks']. Give only those, "
+        "or none for its defaults: --model.init_args.model_kwargs '{}'."
+    )
+
+
+def test_labels_and_image_shape_are_checked_against_the_model(tmp_path: Path) -> None:
+    """num_classes 5 on the 10 digit classes used to stop in cross_entropy ("IndexError:
+    Target 6 is out of bounds"); it is refused at setup, before any step, and data given
+    without a data module get the same advice from the loss."""
+    dm = DigitsDataModule(batch_size=32)
+    trainer = quiet_trainer(tmp_path, max_steps=1)
+    system = ODENetSystem(model="mlp", width=8, num_classes=5)
+    with pytest.raises(ClassifierConfigError) as info:
+        trainer.fit(system, dm)
+    assert str(info.value) == (
+        "num_classes=5 but the labels of DigitsDataModule run from 0 to 9; the labels must lie "
+        "in 0..num_classes - 1: set --model.init_args.num_classes 10."
+    )
+    assert trainer.global_step == 0
+    with pytest.raises(ClassifierConfigError) as info:
+        quiet_trainer(tmp_path, max_steps=1).fit(ODENetSystem(model="mlp", image_size=28), dm)
+    assert str(info.value) == (
+        "the images of DigitsDataModule are 1x8x8 (channels x height x width) but the model "
+        "takes in_channels=1, image_size=28: set --model.init_args.in_channels 1 "
+        "--model.init_args.image_size 8."
+    )
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 6, 1, 2])
+    with pytest.raises(ClassifierConfigError, match=r"^a label lies outside 0..4 \(num_classes=5"):
+        system.training_step((x, y), 0)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: Toy2DDataModule(batch_size=32, train_size=10),
+            "train_size=10 is smaller than batch_size=32: training drops the incomplete last "
+            "batch, so no batch would be left. Give train_size >= 32, batch_size <= 10, or "
+            "train_size null (fresh points every step).",
+        ),
+        (lambda: Toy2DDataModule(n_val=0), "n_val must be an integer >= 1, got 0."),
+        (lambda: Toy2DDataModule(n_test=-5), "n_test must be an integer >= 1, got -5."),
+        (lambda: Toy2DDataModule(train_size=0), "train_size must be an integer >= 1, got 0."),
+        (
+            lambda: Toy2DDataModule(eval_batch_size=0),
+            "eval_batch_size must be an integer >= 1, got 0.",
+        ),
+        (lambda: Toy2DDataModule(batch_size=2.5), "batch_size must be an integer >= 1, got 2.5."),
+        (
+            lambda: DigitsDataModule(num_workers=-1),
+            "num_workers must be an integer >= 0, got -1.",
+        ),
+        (
+            lambda: DigitsDataModule(eval_batch_size=0),
+            "eval_batch_size must be an integer >= 1, got 0.",
+        ),
+        (
+            lambda: DigitsDataModule(val_fraction=0.6, test_fraction=0.5),
+            "val_fraction=0.6 and test_fraction=0.5 must lie in [0, 1) and sum to less than 1.",
+        ),
+        (
+            lambda: MNISTDataModule("/nowhere", val_size=-1),
+            "val_size must be an integer >= 0, got -1.",
+        ),
+    ],
+    ids=[
+        "train-below-batch",
+        "n_val",
+        "n_test",
+        "train_size",
+        "toy-eval-batch",
+        "toy-batch-float",
+        "workers",
+        "digits-eval-batch",
+        "fractions",
+        "val_size",
+    ],
+)
+def test_data_modules_refuse_bad_settings_at_construction(
+    build: Callable[[], object], message: str
+) -> None:
+    """Each used to fail later: train_size < batch_size left no training batch (the run then
+    blamed the schedule, "this run has no end", or finished untrained), the others failed
+    inside the sampler or the DataLoader without naming the setting."""
+    with pytest.raises(DataError) as info:
+        build()
+    assert str(info.value) == message

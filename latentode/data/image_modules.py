@@ -17,7 +17,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from .images import ImageDataError, ImageSplit, ImageSplits, MNISTFolder, load_digits_tensors
+from .errors import check_counts
+from .images import (
+    ImageDataError,
+    ImageSplit,
+    ImageSplits,
+    MNISTFolder,
+    check_fractions,
+    load_digits_tensors,
+)
 from .resumable import ResumableLoader
 from .sharding import eval_loader
 
@@ -32,16 +40,17 @@ class ImageDataModule(pl.LightningDataModule):
         eval_batch_size: images per validation / test batch.
         seed: seeds the split and the training shuffle.
         num_workers: DataLoader workers (the data are in memory; 0 is fastest on small sets).
+
+    Raises:
+        ImageDataError: a batch size below 1 or a negative ``num_workers``.
     """
 
     def __init__(
         self, batch_size: int, eval_batch_size: int, seed: int, num_workers: int = 0
     ) -> None:
         super().__init__()
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ImageDataError(
-                f"batch_size and eval_batch_size must be >= 1, got {batch_size}, {eval_batch_size}."
-            )
+        check_counts(ImageDataError, 1, batch_size=batch_size, eval_batch_size=eval_batch_size)
+        check_counts(ImageDataError, 0, num_workers=num_workers)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_workers = seed, num_workers
         self.splits: ImageSplits | None = None
@@ -55,6 +64,23 @@ class ImageDataModule(pl.LightningDataModule):
         """Load the splits once."""
         if self.splits is None:
             self.splits = self.load_splits()
+
+    def label_range(self) -> tuple[int, int]:
+        """The smallest and the largest label over the three splits (read once, at setup).
+
+        Raises:
+            ImageDataError: the splits hold no image.
+        """
+        labels = [self._split(name).labels for name in ("train", "val", "test")]
+        every = torch.cat(labels)  # (N,)
+        if every.numel() == 0:
+            raise ImageDataError(f"{type(self).__name__} holds no image in any split.")
+        return int(every.min()), int(every.max())
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images."""
+        channels, height, width = self._split("train").images.shape[1:]
+        return int(channels), int(height), int(width)
 
     def generators(self) -> dict[str, torch.Generator]:
         """The shuffle's generator; a checkpoint stores its state so that a resumed fit
@@ -105,6 +131,9 @@ class DigitsDataModule(ImageDataModule):
     Args:
         batch_size, eval_batch_size, seed, num_workers: as `ImageDataModule`.
         val_fraction, test_fraction: shares of every class held out.
+
+    Raises:
+        ImageDataError: as `ImageDataModule`, or shares outside ``[0, 1)`` or summing to 1.
     """
 
     def __init__(
@@ -117,6 +146,7 @@ class DigitsDataModule(ImageDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, num_workers)
+        check_fractions(val_fraction, test_fraction)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
 
     def load_splits(self) -> ImageSplits:
@@ -132,6 +162,9 @@ class MNISTDataModule(ImageDataModule):
             torchvision's ``root/MNIST/raw`` layout).
         val_size: training images held out for validation (seeded permutation).
         batch_size, eval_batch_size, seed, num_workers: as `ImageDataModule`.
+
+    Raises:
+        ImageDataError: as `ImageDataModule`, or a negative ``val_size``.
     """
 
     def __init__(
@@ -144,6 +177,7 @@ class MNISTDataModule(ImageDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, num_workers)
+        check_counts(ImageDataError, 0, val_size=val_size)
         self.root, self.val_size = root, val_size
 
     def load_splits(self) -> ImageSplits:

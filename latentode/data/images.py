@@ -31,6 +31,7 @@ __all__ = [
     "ImageSplit",
     "ImageSplits",
     "MNISTFolder",
+    "check_fractions",
     "load_digits_tensors",
     "read_idx",
 ]
@@ -144,8 +145,56 @@ def _find(root: Path, stem: str) -> Path:
     )
 
 
+def _pixels(images: Tensor, path: Path, dtype: torch.dtype) -> Tensor:
+    """IDX images ``(N, H, W)`` as ``(N, 1, H, W)`` in ``[0, 1]``: uint8 pixels divided by 255,
+    float pixels taken as they are if they lie in ``[0, 1]``.
+
+    Raises:
+        ImageDataError: another type (signed integers have no agreed scale), or float pixels
+            outside ``[0, 1]`` (or not finite).
+    """
+    if images.dtype == torch.uint8:
+        return images.unsqueeze(1).to(dtype) / 255.0
+    if not images.is_floating_point():
+        raise ImageDataError(
+            f"{str(path)!r} holds {images.dtype} pixels; MNISTFolder reads uint8 pixels "
+            "(0-255, IDX type code 0x08, as MNIST) or float pixels in [0, 1] (0x0D, 0x0E). "
+            "Convert the file to one of those."
+        )
+    if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
+        lo, hi = images.min().item(), images.max().item()
+        raise ImageDataError(
+            f"{str(path)!r} holds float pixels from {lo:g} to {hi:g}; float pixels must lie in "
+            "[0, 1] (they are not rescaled). Scale them to [0, 1], or store uint8 (0-255)."
+        )
+    return images.unsqueeze(1).to(dtype)
+
+
+def _labels(labels: Tensor, path: Path) -> Tensor:
+    """IDX labels as int64, refused unless they are non-negative integers.
+
+    Raises:
+        ImageDataError: float labels, or a negative one.
+    """
+    if labels.is_floating_point():
+        raise ImageDataError(
+            f"{str(path)!r} holds {labels.dtype} labels; labels must be integers 0, 1, ..., "
+            "K - 1 (IDX type code 0x08, as MNIST)."
+        )
+    labels = labels.long()
+    if labels.numel() and int(labels.min()) < 0:
+        raise ImageDataError(
+            f"{str(path)!r} holds a label {int(labels.min())}; labels must be integers 0, 1, "
+            "..., K - 1."
+        )
+    return labels
+
+
 class MNISTFolder(Dataset):
     """MNIST (or any IDX image/label pair with MNIST's names) read from a user's folder.
+
+    Pixels are uint8 (divided by 255, as MNIST's) or floats already in ``[0, 1]``; labels are
+    non-negative integers.
 
     Args:
         root: the folder with the IDX files (or torchvision's layout ``root/MNIST/raw``).
@@ -157,7 +206,8 @@ class MNISTFolder(Dataset):
         labels: ``(N,)`` int64.
 
     Raises:
-        ImageDataError: unknown split, or images and labels that do not match.
+        ImageDataError: unknown split, images and labels that do not match, pixels of
+            another type or range, or labels that are not non-negative integers.
         FileNotFoundError, IDXFormatError: as `read_idx`.
     """
 
@@ -174,8 +224,8 @@ class MNISTFolder(Dataset):
                 f"{str(image_path)!r} has shape {tuple(images.shape)} and {str(label_path)!r} "
                 f"has shape {tuple(labels.shape)}; expected (N, H, W) images and (N,) labels."
             )
-        self.images = images.unsqueeze(1).to(dtype) / 255.0  # (N, 1, H, W)
-        self.labels = labels.long()  # (N,)
+        self.images = _pixels(images, image_path, dtype)  # (N, 1, H, W)
+        self.labels = _labels(labels, label_path)  # (N,)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -206,6 +256,25 @@ def _stratified_split(
     return train, val, test
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Refuse held-out shares outside ``[0, 1)`` or summing to 1 or more.
+
+    Raises:
+        ImageDataError: naming both shares.
+    """
+    ok = all(
+        isinstance(f, int | float) and not isinstance(f, bool)
+        for f in (val_fraction, test_fraction)
+    )
+    if not (
+        ok and 0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1
+    ):
+        raise ImageDataError(
+            f"val_fraction={val_fraction!r} and test_fraction={test_fraction!r} must lie in "
+            "[0, 1) and sum to less than 1."
+        )
+
+
 def load_digits_tensors(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
@@ -226,11 +295,7 @@ def load_digits_tensors(
         ImageDataError: fractions outside ``[0, 1)`` or summing to 1 or more.
         ImportError: scikit-learn is not installed.
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ImageDataError(
-            f"val_fraction={val_fraction!r} and test_fraction={test_fraction!r} must lie in "
-            "[0, 1) and sum to less than 1."
-        )
+    check_fractions(val_fraction, test_fraction)
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - depends on the environment

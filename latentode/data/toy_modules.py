@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
+from .errors import check_counts
 from .resumable import ResumableLoader
 from .sharding import eval_loader, process_rank
 from .toy2d import ToyDataError, sample_toy
@@ -73,10 +74,15 @@ class Toy2DDataModule(pl.LightningDataModule):
         batch_size: training points per step.
         steps_per_epoch: training batches per epoch when drawing fresh points.
         train_size: ``None`` to draw fresh points each step; else the size of one fixed
-            training sample, shuffled each epoch.
+            training sample (at least ``batch_size``: incomplete batches are dropped),
+            shuffled each epoch.
         n_val, n_test: sizes of the fixed validation and test samples.
         eval_batch_size: points per validation / test batch.
         seed: seeds every draw (train, val and test use disjoint streams).
+
+    Raises:
+        ToyDataError: an unknown name, a size or batch size below 1, or a ``train_size``
+            below ``batch_size``.
     """
 
     def __init__(
@@ -92,9 +98,17 @@ class Toy2DDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         sample_toy(name, 1, 0)  # fail early on an unknown name
-        for key, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
-            if value < 1:
-                raise ToyDataError(f"{key} must be >= 1, got {value}.")
+        sizes = {"batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "n_val": n_val}
+        check_counts(ToyDataError, 1, **sizes, n_test=n_test, eval_batch_size=eval_batch_size)
+        if train_size is not None:
+            check_counts(ToyDataError, 1, train_size=train_size)
+            if train_size < batch_size:
+                raise ToyDataError(
+                    f"train_size={train_size} is smaller than batch_size={batch_size}: training "
+                    "drops the incomplete last batch, so no batch would be left. Give "
+                    f"train_size >= {batch_size}, batch_size <= {train_size}, or train_size "
+                    "null (fresh points every step)."
+                )
         self.name, self.batch_size, self.steps_per_epoch = name, batch_size, steps_per_epoch
         self.train_size, self.n_val, self.n_test = train_size, n_val, n_test
         self.eval_batch_size, self.seed = eval_batch_size, seed

@@ -8,23 +8,27 @@ Models take observations as three tensors (``times [T]``, ``values [B, T, D]``, 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from ..solver import GRADIENTS, METHODS
+from ..solver import ADAPTIVE_METHODS, GRADIENTS, METHODS
 
 __all__ = [
     "ModelInputError",
     "Observations",
     "Prediction",
     "SolverSettings",
+    "check_dtype",
     "check_observations",
     "check_query_times",
+    "check_step_size",
     "observed_columns",
     "param_dtype",
+    "refuse_non_finite",
     "solve_keywords",
 ]
 
@@ -144,10 +148,126 @@ def solve_keywords(
     return {**(options or {}), **kw, "gradient": gradient}
 
 
+def check_step_size(
+    owner: str,
+    method: str,
+    step_size: float | None,
+    span: float,
+    span_name: str,
+    error: type[ModelInputError] = ModelInputError,
+) -> None:
+    """Refuse a fixed-step ``method`` without ``step_size``, and a ``step_size`` outside
+    ``(0, span]``, for a model that integrates over one interval ``[0, span]``.
+
+    Without a step size a fixed-step method takes one step over the whole interval: for a CNF
+    the "density" of one Euler step is not normalised and training exploits it (its NLL falls
+    below the data's entropy).
+
+    Args:
+        owner: the constructor's name, for the messages.
+        method: a name in ``latentode.solver.METHODS``.
+        step_size: the step of the fixed-step methods, or None.
+        span: the length of the interval (positive).
+        span_name: the argument that sets it (``"T"``, ``"t1"``).
+        error: the `ModelInputError` subclass to raise.
+
+    Raises:
+        error: a fixed-step method without step_size, or a step_size not in ``(0, span]``.
+    """
+    if step_size is None:
+        if not METHODS[method].adaptive:
+            raise error(
+                f"{owner}: method {method!r} takes fixed steps and needs step_size (e.g. "
+                f"step_size={span / 20:g}: 20 steps over [0, {span_name}={span:g}]); without "
+                "it the solver takes one step over the whole interval. Give step_size, or an "
+                f"adaptive method ({', '.join(ADAPTIVE_METHODS)})."
+            )
+        return
+    ok = isinstance(step_size, numbers.Real) and not isinstance(step_size, bool)
+    if not ok or not 0 < step_size <= span:
+        raise error(
+            f"{owner}: step_size must be a number in (0, {span_name}={span:g}], got {step_size!r}."
+        )
+
+
+def check_dtype(
+    x: Tensor,
+    dtype: torch.dtype | None,
+    what: str,
+    error: type[ModelInputError] = ModelInputError,
+    cast: str | None = None,
+) -> None:
+    """Refuse an input whose dtype is not the model's (its parameters' ``dtype``; None: not
+    checked). Reads only metadata, nothing from the device.
+
+    Args:
+        x: the input.
+        dtype: the model's dtype.
+        what: the input's name in the messages (``"the points"``).
+        error: the `ModelInputError` subclass to raise.
+        cast: the conversion to advise for a non-floating input (default ``x.to(dtype)``).
+
+    Raises:
+        error: ``x`` is not floating point, or another floating dtype than the model's.
+    """
+    if dtype is None or x.dtype == dtype:
+        return
+    if not x.is_floating_point():
+        raise error(
+            f"{what} are {x.dtype}; the model takes {dtype}: pass {cast or f'x.to({dtype})'}."
+        )
+    raise error(
+        f"{what} are {x.dtype} but the model's parameters are {dtype}: pass x.to({dtype}), or "
+        f"convert the model with model.to({x.dtype})."
+    )
+
+
+def refuse_non_finite(
+    x: Tensor, what: str, cause: BaseException, error: type[ModelInputError] = ModelInputError
+) -> None:
+    """After a failed solve, raise ``error`` if the model's input ``x`` (``(B, ...)``) holds NaN
+    or inf, naming its rows; return otherwise (the caller re-raises the solver's error).
+
+    Called on the failure path only, so the happy path keeps its host reads; this one reads
+    a flag per row.
+
+    Raises:
+        error: ``x`` has a non-finite entry (chained to ``cause``).
+    """
+    if x.dim() == 0 or x.shape[0] == 0:
+        return
+    bad = ~torch.isfinite(x.detach()).reshape(x.shape[0], -1).all(dim=1)  # (B,)
+    rows = torch.nonzero(bad).flatten().tolist()  # one host read
+    if not rows:
+        return
+    shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
+    raise error(
+        f"{what} contain NaN or inf in rows [{shown}] ({len(rows)} of {x.shape[0]}); the model "
+        "needs finite inputs. Drop or impute those rows before calling it."
+    ) from cause
+
+
 def param_dtype(module: nn.Module) -> torch.dtype | None:
     """The dtype of a module's first parameter (None without parameters)."""
     first = next(module.parameters(), None)
     return None if first is None else first.dtype
+
+
+def check_observed_type(observed: object) -> None:
+    """Refuse an ``observed`` that is not `Observations`: tensors ``times``, ``values`` and
+    ``mask`` (an `IrregularBatch`, which a `SeriesTable` becomes through
+    `latentode.predictive.conditioned_batch` or `latentode.data.collate_segments`).
+
+    Raises:
+        ModelInputError: naming what was given.
+    """
+    fields = ("times", "values", "mask")
+    if not all(isinstance(getattr(observed, f, None), Tensor) for f in fields):
+        raise ModelInputError(
+            f"observed must hold tensors times, values and mask (an IrregularBatch), got "
+            f"{type(observed).__name__}; a SeriesTable's series become one through "
+            "latentode.data.collate_segments or latentode.predictive.conditioned_batch."
+        )
 
 
 def check_observations(
@@ -239,7 +359,11 @@ def check_query_times(
         )
     both = torch.cat([t0.detach().reshape(1), times.detach().reshape(-1)]).cpu()  # one sync
     start, host = float(both[0]), both[1:].reshape(times.shape)
-    if times.shape[-1] > 1 and not bool((host.diff(dim=-1) > 0).all()):
+    finite = torch.isfinite(host).all()
+    ordered = (host.diff(dim=-1) > 0).all() if times.shape[-1] > 1 else finite
+    if not bool(finite & ordered):  # one read of both on the host
+        if not bool(finite):
+            raise ModelInputError("query times must be finite numbers; some are NaN or infinite.")
         raise ModelInputError("query times must be strictly increasing (sort, drop duplicates).")
     if not before_t0 and bool((host[..., 0] < start).any()):
         raise ModelInputError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +28,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..solver import SolveStats, solve
-from .base import ModelInputError, solve_keywords
+from ..solver import SolverError, SolveStats, solve
+from .base import (
+    ModelInputError,
+    check_dtype,
+    check_step_size,
+    param_dtype,
+    refuse_non_finite,
+    solve_keywords,
+)
 
 __all__ = [
     "CNF",
@@ -255,7 +263,9 @@ class CNF(nn.Module):
         divergence: ``"exact"`` (the Jacobian carried forward: ``d`` extra passes through the
             layers) or ``"hutchinson"`` (one vector-Jacobian product).
         noise: Hutchinson noise, ``"rademacher"`` or ``"gaussian"``; drawn once per solve.
-        method, rtol, atol, step_size: solver settings (``step_size`` for fixed-step methods).
+        method, rtol, atol, step_size: solver settings; a fixed-step method (euler, midpoint,
+            heun, rk4) needs ``step_size`` in ``(0, T]`` (one step over ``[0, T]`` gives a
+            density that is not normalised, and training exploits it).
         gradient: ``"backprop"``, ``"adjoint"`` or ``"checkpoint"``.
         kinetic_weight, jacobian_weight: RNODE weights; either > 0 turns the penalties on.
         options: further solver options (``max_num_steps``, ``adjoint_rtol``, ...).
@@ -281,11 +291,7 @@ class CNF(nn.Module):
     ) -> None:
         super().__init__()
         _check_args(dim, hidden, activation, T, divergence, noise)
-        if not (kinetic_weight >= 0 and jacobian_weight >= 0):
-            raise CNFInputError(
-                "kinetic_weight and jacobian_weight must be >= 0 (Finlay et al. use 0.01), got "
-                f"{kinetic_weight!r} and {jacobian_weight!r}."
-            )
+        _check_weights(kinetic_weight=kinetic_weight, jacobian_weight=jacobian_weight)
         self.dim, self.divergence, self.noise = dim, divergence, noise
         self.kinetic_weight, self.jacobian_weight = float(kinetic_weight), float(jacobian_weight)
         self.field = CNFField(dim, hidden, activation)
@@ -300,6 +306,7 @@ class CNF(nn.Module):
             error=CNFInputError,
             reserved=("adjoint_params",),  # the adjoint's parameters are the field's
         )
+        check_step_size("CNF", method, step_size, float(T), "T", CNFInputError)
         self.register_buffer("t", torch.tensor([0.0, float(T)]), persistent=False)
         self._stats: SolveStats | None = None
 
@@ -322,9 +329,17 @@ class CNF(nn.Module):
         """``log N(z; 0, I)`` per row: ``(B, d) -> (B,)``."""
         return -0.5 * (z.pow(2).sum(dim=1) + self.dim * math.log(2 * math.pi))
 
-    def _solve(self, func: Callable[[Tensor, State], State], state: State, t: Tensor) -> State:
+    def _solve(
+        self, func: Callable[[Tensor, State], State], state: State, t: Tensor, given: Tensor
+    ) -> State:
+        """Solve from ``state``; a solver failure on a non-finite input ``given`` (the caller's
+        points) is the input's fault and raised as `CNFInputError` naming its rows."""
         params = tuple(self.field.parameters())
-        sol = solve(func, state, t, adjoint_params=params, **self.solve_kwargs)
+        try:
+            sol = solve(func, state, t, adjoint_params=params, **self.solve_kwargs)
+        except SolverError as err:
+            refuse_non_finite(given, "the points", err, CNFInputError)
+            raise
         self._stats = sol.stats
         return sol.ys
 
@@ -334,8 +349,16 @@ class CNF(nn.Module):
         return _draw(self.noise, tuple(like.shape), generator, like)  # (B, d)
 
     def _check_x(self, x: Tensor) -> None:
+        """Shape and dtype of the points (metadata only: no read from the device)."""
+        dtype = param_dtype(self.field)
+        if not isinstance(x, Tensor):
+            raise CNFInputError(
+                f"expected a tensor of points (B, {self.dim}), got {type(x).__name__}; convert "
+                f"it with torch.as_tensor(x, dtype={dtype})."
+            )
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise CNFInputError(f"expected points (B, {self.dim}), got shape {tuple(x.shape)}.")
+        check_dtype(x, dtype, "the points", CNFInputError)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> CNFOutput:
         """Flow ``x`` (``t = 0``) to the base (``t = T``) with its log-density and penalties.
@@ -348,7 +371,7 @@ class CNF(nn.Module):
         zero = x.new_zeros(x.shape[0])  # (B,)
         state = (x, zero, zero, zero) if self.regularize else (x, zero)
         dyn = _Dynamics(self.field, self._noise(x, generator), self.regularize)
-        ys = self._solve(dyn, state, self.t.to(x))
+        ys = self._solve(dyn, state, self.t.to(x), x)
         z, dlogp = ys[0][-1], ys[1][-1]  # (B, d), (B,)
         log_prob = self.base_log_prob(z) - dlogp  # (B,)
         if not self.regularize:
@@ -364,12 +387,12 @@ class CNF(nn.Module):
     def transform(self, x: Tensor) -> Tensor:
         """Data to base: ``z(T)`` from ``z(0) = x``, ``(B, d) -> (B, d)``."""
         self._check_x(x)
-        return self._solve(self.field, x, self.t.to(x))[-1]
+        return self._solve(self.field, x, self.t.to(x), x)[-1]
 
     def inverse(self, z: Tensor) -> Tensor:
         """Base to data: integrate from ``t = T`` back to ``0``, ``(B, d) -> (B, d)``."""
         self._check_x(z)
-        return self._solve(self.field, z, self.t.to(z).flip(0))[-1]
+        return self._solve(self.field, z, self.t.to(z).flip(0), z)[-1]
 
     def sample_and_log_prob(
         self, n: int, generator: torch.Generator | None = None
@@ -384,7 +407,7 @@ class CNF(nn.Module):
         """
         z = self._base_sample(n, generator)  # (n, d)
         dyn = _Dynamics(self.field, self._noise(z, generator), regularize=False)
-        ys = self._solve(dyn, (z, self.base_log_prob(z)), self.t.to(z).flip(0))
+        ys = self._solve(dyn, (z, self.base_log_prob(z)), self.t.to(z).flip(0), z)
         return ys[0][-1], ys[1][-1]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -419,8 +442,15 @@ def _check_args(
     `solve_keywords`)."""
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise CNFInputError(f"dim must be a positive integer, got {dim!r}.")
-    if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
-        raise CNFInputError(f"hidden must be a non-empty list of positive ints, got {hidden!r}.")
+    if (
+        not isinstance(hidden, Sequence)
+        or isinstance(hidden, str)
+        or not hidden
+        or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden)
+    ):
+        raise CNFInputError(
+            f"hidden must be a non-empty list of positive ints (e.g. [64, 64]), got {hidden!r}."
+        )
     choices = {
         "activation": (activation, tuple(_ACTIVATIONS)),
         "divergence": (divergence, ("exact", "hutchinson")),
@@ -429,5 +459,19 @@ def _check_args(
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise CNFInputError(f"unknown {name} {value!r}; choose one of {list(allowed)}.")
-    if not T > 0:
-        raise CNFInputError(f"T must be > 0, got {T!r}.")
+    if not _finite_real(T) or not T > 0:
+        raise CNFInputError(f"T must be a finite number > 0, got {T!r}.")
+
+
+def _finite_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_weights(**weights: object) -> None:
+    """The RNODE weights: finite and ``>= 0``."""
+    for name, value in weights.items():
+        if not _finite_real(value) or not value >= 0:  # type: ignore[operator]
+            raise CNFInputError(
+                f"{name} must be a finite number >= 0 (Finlay et al. use 0.01; 0 turns the "
+                f"penalty off), got {value!r}."
+            )

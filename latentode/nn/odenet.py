@@ -13,13 +13,22 @@ Usage::
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..solver import FIXED_METHODS, SolveStats, solve
-from .base import ModelInputError, solve_keywords
+from ..solver import FIXED_METHODS, SolverError, SolveStats, solve
+from .base import (
+    ModelInputError,
+    check_dtype,
+    check_step_size,
+    param_dtype,
+    refuse_non_finite,
+    solve_keywords,
+)
 from .vector_fields import ACTIVATIONS, ODEFunc
 
 __all__ = [
@@ -50,6 +59,35 @@ def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ODENetInputError(f"unknown activation {name!r}; choose one of {list(ACTIVATIONS)}.")
     return ACTIVATIONS[name]()
+
+
+def _check_images(x: Tensor, in_channels: int, image_size: int, dtype: torch.dtype | None) -> None:
+    """Images ``(B, in_channels, image_size, image_size)`` of the model's dtype (metadata only:
+    no read from the device).
+
+    Raises:
+        ODENetInputError: another shape (a convolutional model would run on the wrong
+            resolution without a word) or dtype.
+    """
+    want = (in_channels, image_size, image_size)
+    if not isinstance(x, Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != want:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        advice = ""
+        if isinstance(x, Tensor) and x.dim() == 4 and x.shape[1] == in_channels:
+            side, resize = x.shape[2], f"resize the images to {image_size}x{image_size}"
+            advice = f" {resize.capitalize()}."
+            if side == x.shape[3] and side >= 4:  # the smallest image_size a model takes
+                advice = f" Build the model with image_size={side}, or {resize}."
+        elif isinstance(x, Tensor) and x.dim() == 4 and x.shape[3] == in_channels:
+            advice = " Channels come first: pass x.permute(0, 3, 1, 2)."
+        elif isinstance(x, Tensor) and x.dim() == 3 and in_channels == 1:
+            advice = " Add the channel dimension: pass x.unsqueeze(1)."
+        raise ODENetInputError(
+            f"expected images (B, {in_channels}, {image_size}, {image_size}) (in_channels="
+            f"{in_channels}, image_size={image_size}), got {got}.{advice}"
+        )
+    cast = f"x.to({dtype}) / 255 for 8-bit pixels (the model takes images in [0, 1])"
+    check_dtype(x, dtype, "the images", ODENetInputError, cast)
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
@@ -116,7 +154,8 @@ class ODEBlock(nn.Module):
         gradient: ``"backprop"``, ``"adjoint"`` (O(1) memory) or ``"checkpoint"``.
         method: a solver method (dopri5, tsit5, bosh3; euler, midpoint, heun, rk4).
         rtol, atol: tolerances of the adaptive methods.
-        step_size: step of the fixed-step methods (``None``: one step over ``[0, t1]``).
+        step_size: step of the fixed-step methods (euler, midpoint, heun, rk4), which need
+            one in ``(0, t1]``; ``None`` for the adaptive methods.
         augment_dim: zero channels appended along dim 1 (ANODE); ``func`` acts on ``C + A``.
         options: further solver options (``max_num_steps``, ``adjoint_rtol``, ...).
     """
@@ -145,9 +184,10 @@ class ODEBlock(nn.Module):
             options=options,
             error=ODENetInputError,
         )
-        if not t1 > 0 or (step_size is not None and not 0 < step_size <= t1):
-            msg = f"need t1 > 0 and 0 < step_size <= t1, got t1={t1!r}, step_size={step_size!r}."
-            raise ODENetInputError(msg)
+        finite = isinstance(t1, numbers.Real) and not isinstance(t1, bool) and math.isfinite(t1)
+        if not finite or not t1 > 0:
+            raise ODENetInputError(f"t1 must be a finite number > 0, got {t1!r}.")
+        check_step_size("ODEBlock", method, step_size, float(t1), "t1", ODENetInputError)
         _check_ints(0, augment_dim=augment_dim)
         self.func, self.augment_dim = func, augment_dim
         self.register_buffer("t", torch.tensor([0.0, float(t1)]), persistent=False)
@@ -212,7 +252,7 @@ class _ConvClassifier(nn.Module):
         _check_ints(1, in_channels=in_channels, width=width)
         _check_ints(2, num_classes=num_classes)
         _check_ints(4, image_size=image_size)
-        self.in_channels = in_channels
+        self.in_channels, self.image_size = in_channels, image_size
         n_down = 2 if image_size >= 16 else 1  # halvings: 28 -> 7 for MNIST, 8 -> 4 for digits
         stem: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1)]
         for _ in range(n_down):
@@ -223,12 +263,19 @@ class _ConvClassifier(nn.Module):
         self.fc = nn.Linear(head_width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, num_classes)`` for images ``(B, C, H, W)``."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            msg = f"expected images (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}."
-            raise ODENetInputError(msg)
-        h = self.pool(self.block(self.stem(x)))  # (B, C', 1, 1)
-        return self.fc(h.flatten(1))  # (B, K)
+        """Logits ``(B, num_classes)`` for images ``(B, C, H, W)``, ``H = W = image_size``.
+
+        Raises:
+            ODENetInputError: images of another shape or dtype, or, when the ODE solver
+                fails, images holding NaN or inf (named by row).
+        """
+        _check_images(x, self.in_channels, self.image_size, param_dtype(self))
+        try:
+            h = self.block(self.stem(x))  # (B, C', H', W')
+        except SolverError as err:
+            refuse_non_finite(x, "the images", err, ODENetInputError)
+            raise
+        return self.fc(self.pool(h).flatten(1))  # (B, K)
 
 
 class ODENetClassifier(_ConvClassifier):
@@ -335,11 +382,13 @@ class MLPClassifier(nn.Module):
         super().__init__()
         _check_ints(1, in_channels=in_channels, image_size=image_size, hidden=hidden)
         _check_ints(2, num_classes=num_classes)
+        self.in_channels, self.image_size = in_channels, image_size
         self.hidden = nn.Linear(in_channels * image_size * image_size, hidden)
         self.fc = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, num_classes)`` for images ``(B, C, H, W)``."""
+        """Logits ``(B, num_classes)`` for images ``(B, C, H, W)``, ``H = W = image_size``."""
+        _check_images(x, self.in_channels, self.image_size, param_dtype(self))
         return self.fc(torch.relu(self.hidden(x.flatten(1))))  # (B, K)
 
 
@@ -379,9 +428,15 @@ class NeuralODE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, D) -> (B, out_dim)``, or ``(B, D)`` with the identity readout."""
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ODENetInputError(f"expected input (B, {self.dim}), got {tuple(x.shape)}.")
-        h = self.block(x)  # (B, D + A)
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ODENetInputError(f"expected input (B, {self.dim}), got {got}.")
+        check_dtype(x, param_dtype(self), "the inputs", ODENetInputError)
+        try:
+            h = self.block(x)  # (B, D + A)
+        except SolverError as err:
+            refuse_non_finite(x, "the inputs", err, ODENetInputError)
+            raise
         return h[:, : self.dim] if self.readout is None else self.readout(h)
 
 

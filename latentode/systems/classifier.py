@@ -12,6 +12,7 @@ Usage::
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytorch_lightning as pl
@@ -44,8 +45,13 @@ CLASSIFIERS: dict[str, type[nn.Module]] = {
 }
 
 
+#: The ODE solver settings of `ODENetClassifier` among its keywords.
+_SOLVER_KEYS = frozenset({"gradient", "method", "rtol", "atol", "step_size", "options"})
+
+
 class ClassifierConfigError(ModelInputError):
-    """An unknown classifier name or argument; the message says what to change."""
+    """An unknown classifier name or argument, or data the model does not fit; the message
+    says what to change."""
 
 
 def build_classifier(
@@ -66,16 +72,44 @@ def build_classifier(
             ``augment_dim`` for the ODE-Net, ``num_blocks`` for the ResNet).
 
     Raises:
-        ClassifierConfigError: unknown name or keyword.
+        ClassifierConfigError: unknown name, or a keyword the class does not take.
     """
     if model not in CLASSIFIERS:
         raise ClassifierConfigError(f"unknown model {model!r}; choose one of {list(CLASSIFIERS)}.")
     kw = dict(model_kwargs or {})
     size_key = "hidden" if model == "mlp" else "width"
+    _check_model_kwargs(model, size_key, kw)
     try:
         return CLASSIFIERS[model](in_channels, image_size, num_classes, **{size_key: width}, **kw)
     except TypeError as err:
         raise ClassifierConfigError(f"bad model_kwargs {kw!r} for model {model!r}: {err}") from err
+
+
+def _check_model_kwargs(model: str, size_key: str, kw: dict[str, Any]) -> None:
+    """Refuse keywords the class of ``model`` does not take, saying which it does."""
+    own = ("in_channels", "image_size", "num_classes", size_key)
+    if given := sorted(set(kw) & set(own)):
+        raise ClassifierConfigError(
+            f"set {given} as ODENetSystem arguments (--model.init_args.{given[0]} ...), not in "
+            "model_kwargs."
+        )
+    params = inspect.signature(CLASSIFIERS[model]).parameters
+    takes = [name for name in params if name not in own]
+    unknown = sorted(set(kw) - set(takes))
+    if not unknown:
+        return
+    solver = sorted(set(unknown) & _SOLVER_KEYS)
+    why = (
+        f" ({', '.join(solver)}: the ODE-Net's solver settings; 'rknet' takes method and "
+        "step_size of them, 'resnet' and 'mlp' none)"
+        if solver
+        else ""
+    )
+    raise ClassifierConfigError(
+        f"model {model!r} does not take model_kwargs {unknown}{why}; it takes "
+        f"{takes or 'none'}. Give only those, or none for its defaults: "
+        "--model.init_args.model_kwargs '{}'."
+    )
 
 
 def ode_blocks(module: nn.Module) -> list[ODEBlock]:
@@ -99,6 +133,10 @@ class ODENetSystem(ExactResume, pl.LightningModule):
         lr_schedule: ``"constant"`` or ``"cosine"`` (to zero over ``trainer.max_epochs``, or
             per step over ``max_steps`` for a run without an epoch limit;
             `latentode.systems.schedules`).
+
+    Raises:
+        ClassifierConfigError: in `setup`, a data module whose labels or image shape do not
+            fit ``num_classes``, ``in_channels`` and ``image_size``.
     """
 
     def __init__(
@@ -121,6 +159,7 @@ class ODENetSystem(ExactResume, pl.LightningModule):
             model, in_channels, image_size, num_classes, width, model_kwargs
         )
         self.lr, self.weight_decay, self.lr_schedule = lr, weight_decay, lr_schedule
+        self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
         self.blocks = ode_blocks(self.model)
         # One metric object per stage (ModuleDict keys may not be "train": nn.Module.train).
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -128,9 +167,62 @@ class ODENetSystem(ExactResume, pl.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
+    def setup(self, stage: str) -> None:
+        """Check the data module's labels and image shape against the model once, before any
+        step (`check_data`); a data module without ``label_range`` is not checked."""
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "label_range") and hasattr(dm, "image_shape"):
+            self.check_data(type(dm).__name__, dm.label_range(), dm.image_shape())
+
+    def check_data(self, name: str, labels: tuple[int, int], shape: tuple[int, int, int]) -> None:
+        """Refuse data the model cannot classify.
+
+        Args:
+            name: the data's name, for the messages.
+            labels: the smallest and largest label.
+            shape: ``(C, H, W)`` of the images.
+
+        Raises:
+            ClassifierConfigError: labels outside ``[0, num_classes)``, or images of another
+                shape than ``(in_channels, image_size, image_size)``.
+        """
+        lo, hi = labels
+        if lo < 0 or hi >= self.num_classes:
+            fix = (
+                f"set --model.init_args.num_classes {hi + 1}"
+                if lo >= 0
+                else "relabel the classes 0, 1, ..., K - 1"
+            )
+            raise ClassifierConfigError(
+                f"num_classes={self.num_classes} but the labels of {name} run from {lo} to "
+                f"{hi}; the labels must lie in 0..num_classes - 1: {fix}."
+            )
+        if tuple(shape) != (self.in_channels, self.image_size, self.image_size):
+            c, h, w = shape
+            fix = f"--model.init_args.in_channels {c} --model.init_args.image_size {h}"
+            raise ClassifierConfigError(
+                f"the images of {name} are {c}x{h}x{w} (channels x height x width) but the model "
+                f"takes in_channels={self.in_channels}, image_size={self.image_size}"
+                + (f": set {fix}." if h == w else "; the models take square images.")
+            )
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, K)`` for images ``(B, C, H, W)``."""
         return self.model(x)
+
+    def _cross_entropy(self, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+        """Cross-entropy; a label outside ``[0, num_classes)`` (data given without a data
+        module that `setup` checks) raises `ClassifierConfigError` instead of torch's
+        IndexError."""
+        try:
+            return F.cross_entropy(logits, y, reduction=reduction)
+        except IndexError as err:
+            raise ClassifierConfigError(
+                f"a label lies outside 0..{self.num_classes - 1} (num_classes="
+                f"{self.num_classes}; torch: {err}). Set --model.init_args.num_classes to the "
+                "number of classes (largest label + 1)."
+            ) from err
 
     @property
     def nfe_forward(self) -> int:
@@ -147,7 +239,7 @@ class ODENetSystem(ExactResume, pl.LightningModule):
         """Cross-entropy on one batch of ``(images, labels)``."""
         x, y = batch  # (B, C, H, W), (B,)
         logits = self(x)  # (B, K)
-        loss = F.cross_entropy(logits, y)
+        loss = self._cross_entropy(logits, y)
         self.train_acc(logits.detach(), y)
         B = y.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
@@ -165,8 +257,8 @@ class ODENetSystem(ExactResume, pl.LightningModule):
         x, y = batch
         logits = self(x)  # (B, K)
         acc, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
+        mean_loss(self._cross_entropy(logits, y, reduction="none"))  # before acc: checks y
         acc(logits, y)
-        mean_loss(F.cross_entropy(logits, y, reduction="none"))
         B = y.shape[0]
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, batch_size=B)
         self.log(f"{stage}/loss", mean_loss, on_epoch=True, batch_size=B)

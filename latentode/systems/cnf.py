@@ -44,7 +44,9 @@ class CNFSystem(ExactResume, pl.LightningModule):
         T: integration time.
         divergence: ``"exact"`` or ``"hutchinson"`` during training.
         noise: Hutchinson noise, ``"rademacher"`` or ``"gaussian"``.
-        method, rtol, atol, gradient: solver settings of the training solves.
+        method, rtol, atol, gradient: solver settings of the solves.
+        step_size: the step of a fixed-step method (euler, midpoint, heun, rk4), which needs
+            one: e.g. ``T / 20``; None for the adaptive methods.
         kinetic_weight, jacobian_weight: RNODE weights (Finlay et al.: 0.01 each; 0 turns off).
         eval_exact: score validation and test with the exact trace.
         lr: Adam learning rate.
@@ -64,6 +66,7 @@ class CNFSystem(ExactResume, pl.LightningModule):
         method: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
+        step_size: float | None = None,
         gradient: str = "backprop",
         kinetic_weight: float = 0.0,
         jacobian_weight: float = 0.0,
@@ -75,9 +78,10 @@ class CNFSystem(ExactResume, pl.LightningModule):
         super().__init__()
         check_schedule(lr_schedule, CNFInputError)
         check_optimizer(lr, weight_decay, CNFInputError)
-        hidden = [int(h) for h in hidden]
+        if isinstance(hidden, tuple):  # a list: plain values for weights_only
+            hidden = list(hidden)
         self.save_hyperparameters()
-        self.hparams["hidden"] = hidden  # a list, not a tuple: plain values for weights_only
+        self.hparams["hidden"] = hidden  # as given: `CNF` refuses widths that are not ints
         self.flow = CNF(
             dim,
             hidden,
@@ -88,6 +92,7 @@ class CNFSystem(ExactResume, pl.LightningModule):
             method=method,
             rtol=rtol,
             atol=atol,
+            step_size=step_size,
             gradient=gradient,
             kinetic_weight=kinetic_weight,
             jacobian_weight=jacobian_weight,
