@@ -95,6 +95,7 @@ from .data.prep import Segment, forecast_segment
 from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .evaluate import Case, case_predictives, case_seeds, held_out_cases
+from .forecast import check_table
 from .nn.latent_ode import LatentODE
 from .predictive import (
     _TINY,
@@ -578,6 +579,7 @@ def calibrate(
         A `Calibration`; its ``scale`` is None (with the reason) when the file lacks the
         validation series or they are too few (`MIN_SERIES`, `MIN_VALUES`).
     """
+    check_table(table, data_state)
     D = table.n_channels
     levels = band_levels(levels)
     cases, why = validation_cases(table, data_state)
@@ -611,7 +613,14 @@ def calibrate(
     found = lead_scales(scores, groups, lead, by_lead)
     if found is None:
         fix = "raise the fit's val_fraction or holdout"
-        if data_state.get("val_windows") is not None:  # every series already validates
+        fitted = data_state.get("val_series") or []
+        held = sum(i in set(table.series_ids) for i in fitted)
+        if held < len(fitted):  # the file is not the training file
+            fix = (
+                f"the file holds {held} of the fit's {len(fitted)} validation series; give "
+                "the training file"
+            )
+        elif data_state.get("val_windows") is not None:  # every series already validates
             fix = "every series validates already (held out in time): more series are needed"
         why = (
             f"the validation forecasts hold {int(n_values.sum())} values of {len(cases)} "

@@ -47,14 +47,13 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .calibration import Calibration, calibrate
-from .data.csv import csv_columns, read_series_csv
 from .data.errors import DataError
 from .data.prep import Segment
 from .data.table import SeriesTable
-from .data.transforms import forward, kinds_of, transform_of
+from .data.transforms import forward, kinds_of
 from .ensemble import Ensemble
 from .evaluate import scored_note, scored_series
-from .forecast import forecast, future_times, merge_shards, parse_horizon
+from .forecast import forecast, future_times, merge_shards, parse_horizon, read_history
 from .nn.base import ModelInputError
 from .parse_errors import ConciseParser
 from .paths import STDOUT, check_output_dir, check_output_file, write_whole
@@ -1018,50 +1017,6 @@ def _load_system(ckpt_path: str):
     return system, state
 
 
-def _read_table(data_path: str, state: dict[str, Any], duplicates: str | None = None):
-    """The CSV file read as the fit read its training file: its columns, time unit,
-    handling of repeated rows (``duplicates`` overrides that) and channel transforms, and the
-    model's channels by name (other value columns are ignored).
-
-    Raises:
-        DataError: the file lacks one of the model's channels, has times of another kind
-            (numbers, date-times) than the training file, or breaks a rule of
-            `read_series_csv`.
-    """
-    channels = list(state["channels"])
-    time_column = state.get("time_column", "time")
-    header = csv_columns(data_path)
-    missing = [c for c in channels if c not in header]
-    if missing:
-        raise DataError(
-            f"{data_path}: no column {', '.join(map(repr, missing))}: the checkpoint was fitted "
-            f"on the channels {channels}. Give a file with these columns (others are ignored)."
-        )
-    if time_column not in header:
-        raise DataError(
-            f"{data_path}: no column {time_column!r}: the checkpoint was fitted with its times "
-            f"in {time_column!r}. Give a file whose times are in that column."
-        )
-    table = read_series_csv(
-        data_path,
-        time_column=time_column,
-        series_column=state.get("series_column", "series_id"),
-        channels=channels,
-        time_unit=state["time_encoding"].get("unit") or "D",
-        duplicates=duplicates or state.get("duplicates", "error"),
-        allow_unobserved=True,  # the model forecasts a channel from the others
-        transform=transform_of(state),  # a transformed channel's values must be in its domain
-    )
-    fitted = state["time_encoding"].get("kind", "numeric")
-    if table.encoding.kind != fitted:  # the model's time axis would be read in another unit
-        kinds = {"numeric": "numbers", "datetime": "date-times"}
-        raise DataError(
-            f"{data_path}: its times are {kinds[table.encoding.kind]}, but the checkpoint was "
-            f"fitted on {kinds[fitted]}; give times of the kind the training file had."
-        )
-    return table
-
-
 def _pooled(model: Ensemble, n_samples: int) -> str:
     return (
         f"the forecasts of {len(model)} checkpoints pooled with equal weights "
@@ -1072,7 +1027,7 @@ def _pooled(model: Ensemble, n_samples: int) -> str:
 def _load_forecaster(ckpt_paths: list[str], data_path: str, duplicates: str | None = None):
     """``(model, data_state, table)``: one checkpoint's latent ODE, or several pooled into an
     `Ensemble` (they must share their data settings, `latentode.ensemble.shared_state`), and
-    the file read as they read theirs (`_read_table`)."""
+    the file read as they read theirs (`latentode.forecast.read_history`)."""
     if len(set(ckpt_paths)) != len(ckpt_paths):
         raise DataError(f"--ckpt_path names a checkpoint twice: {ckpt_paths}.")
     loaded = [_load_system(c) for c in ckpt_paths]
@@ -1081,7 +1036,7 @@ def _load_forecaster(ckpt_paths: list[str], data_path: str, duplicates: str | No
     else:
         model = Ensemble([s.model for s, _ in loaded], [st for _, st in loaded], ckpt_paths)
         state = model.state
-    return model, state, _read_table(data_path, state, duplicates)
+    return model, state, read_history(data_path, state, duplicates)
 
 
 def test_main(argv: list[str]) -> int:

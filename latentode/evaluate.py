@@ -41,7 +41,7 @@ from .data.errors import DataError
 from .data.prep import Segment, _observed_rows
 from .data.table import SeriesTable
 from .ensemble import Ensemble
-from .forecast import check_channels
+from .forecast import check_table
 from .nn.base import ModelInputError
 from .nn.latent_ode import AggregatePosterior, LatentODE
 from .predictive import (
@@ -490,7 +490,7 @@ def evaluate(
         DataError: channels differ from the model's, or no series has a held-out part with
             two observations before it.
     """
-    check_channels(table, data_state["channels"])
+    check_table(table, data_state)
     levels = band_levels(levels)
     model.eval()
     series = scored_series(table, data_state)

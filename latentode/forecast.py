@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 import pandas as pd
 
+from .data.csv import csv_columns, read_series_csv
 from .data.errors import DataError
 from .data.prep import Segment, whole_series
 from .data.table import TIME_UNITS, SeriesTable
+from .data.transforms import domain_of, kinds_of, outside_domain, transform_of
 from .ensemble import Ensemble
 from .nn.latent_ode import LatentODE
 from .predictive import (
@@ -53,6 +55,7 @@ __all__ = [
     "ForecastResult",
     "Predictive",
     "check_channels",
+    "check_table",
     "conditioned_batch",
     "forecast",
     "future_times",
@@ -60,6 +63,7 @@ __all__ = [
     "parse_horizon",
     "predictive_summary",
     "predictives",
+    "read_history",
     "scale_bands",
     "summary_columns",
 ]
@@ -109,7 +113,9 @@ class ForecastResult:
 
     @property
     def frame(self) -> pd.DataFrame:
-        """The whole long table in memory (`write_csv` writes it without building it)."""
+        """The whole long table in memory, as `write_csv` writes it (without building it):
+        its ``time`` column holds the times as text in the file's format; compare with a
+        table's times after ``table.encoding.encode(frame["time"])``."""
         parts = list(self._frames())
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=self.columns)
 
@@ -173,6 +179,90 @@ def check_channels(table: SeriesTable, expected: Sequence[str]) -> None:
         )
 
 
+def read_history(
+    data_path: str | Path, state: dict[str, Any], duplicates: str | None = None
+) -> SeriesTable:
+    """A history file read as the fit read its training file (``state``: the checkpoint's
+    ``data_state``, ``system.hparams["data_state"]``): its columns, time unit,
+    handling of repeated rows (``duplicates`` overrides that) and channel transforms, and the
+    model's channels by name (other value columns are ignored).
+
+    Raises:
+        DataError: the file lacks one of the model's channels, has times of another kind
+            (numbers, date-times) than the training file, or breaks a rule of
+            `read_series_csv`.
+    """
+    channels = list(state["channels"])
+    time_column = state.get("time_column", "time")
+    header = csv_columns(data_path)
+    missing = [c for c in channels if c not in header]
+    if missing:
+        raise DataError(
+            f"{data_path}: no column {', '.join(map(repr, missing))}: the checkpoint was fitted "
+            f"on the channels {channels}. Give a file with these columns (others are ignored)."
+        )
+    if time_column not in header:
+        raise DataError(
+            f"{data_path}: no column {time_column!r}: the checkpoint was fitted with its times "
+            f"in {time_column!r}. Give a file whose times are in that column."
+        )
+    table = read_series_csv(
+        data_path,
+        time_column=time_column,
+        series_column=state.get("series_column", "series_id"),
+        channels=channels,
+        time_unit=state["time_encoding"].get("unit") or "D",
+        duplicates=duplicates or state.get("duplicates", "error"),
+        allow_unobserved=True,  # the model forecasts a channel from the others
+        transform=transform_of(state),  # a transformed channel's values must be in its domain
+    )
+    fitted = state["time_encoding"].get("kind", "numeric")
+    if table.encoding.kind != fitted:  # the model's time axis would be read in another unit
+        kinds = {"numeric": "numbers", "datetime": "date-times"}
+        raise DataError(
+            f"{data_path}: its times are {kinds[table.encoding.kind]}, but the checkpoint was "
+            f"fitted on {kinds[fitted]}; give times of the kind the training file had."
+        )
+    return table
+
+
+def check_table(table: SeriesTable, data_state: dict[str, Any]) -> None:
+    """Refuse a history table the checkpoint cannot read as its training data was read:
+    not a `SeriesTable`, other channels (`check_channels`), times of another kind or unit
+    (hours read as days would compress the model's time axis 24x, without a word), or a
+    value outside a transformed channel's domain (it would turn into a missing value).
+
+    Raises:
+        DataError: naming what differs and how to read the file as the fit did.
+    """
+    if not isinstance(table, SeriesTable):
+        raise DataError(
+            f"the histories must be a SeriesTable (read_series_csv(path, ...) reads one), got "
+            f"{type(table).__name__}."
+        )
+    check_channels(table, data_state["channels"])
+    fitted = data_state.get("time_encoding")  # a checkpoint's; a state built by hand may lack it
+    kind, unit = (fitted or {}).get("kind", "numeric"), (fitted or {}).get("unit") or ""
+    if fitted is not None and (table.encoding.kind, table.encoding.unit or "") != (kind, unit):
+        mine = f"{table.encoding.kind} times, unit {table.encoding.unit or 'none'!r}"
+        raise DataError(
+            f"{table.source}: {mine}, but the checkpoint was fitted on {kind} times, unit "
+            f"{unit or 'none'!r}; read the file as the fit did (read_series_csv(path, "
+            f"time_unit={unit or 'D'!r}, ...), or `latentode predict`, which does)."
+        )
+    kinds = kinds_of(data_state.get("normalisation"), table.n_channels)
+    bad = outside_domain(table.values, kinds)  # (N, D)
+    if bad.any():
+        row, d = (int(v[0]) for v in np.nonzero(bad))
+        sid = table.series_ids[int(np.searchsorted(table.offsets, row, side="right")) - 1]
+        raise DataError(
+            f"{table.source}: series {sid!r}: channel {table.channels[d]!r} is modelled on a "
+            f"{kinds[d]} scale, which takes values {domain_of(kinds[d])}, but it has "
+            f"{table.values[row, d]:g} at time {table.encoding.format(table.times[[row]])[0]} "
+            f"({int(bad[:, d].sum())} such value(s)); correct them or leave them empty."
+        )
+
+
 def parse_horizon(horizon: str | float, table: SeriesTable, option: str = "--horizon") -> float:
     """A span in the table's time units, from a number or (date-times) a span like ``104W``.
 
@@ -185,6 +275,8 @@ def parse_horizon(horizon: str | float, table: SeriesTable, option: str = "--hor
     Raises:
         DataError: for a non-positive or unreadable span, naming ``option``.
     """
+    if isinstance(horizon, bool) or not isinstance(horizon, (str, int, float, np.number)):
+        raise DataError(f"{option} must be a number or a span like 30D, got {horizon!r}.")
     try:
         value = float(horizon)
     except ValueError:
@@ -222,6 +314,27 @@ def _span(text: str, option: str) -> float:
         raise DataError(
             f"{option} {text!r} is not a number or a span like 730D, 104W or 2Y."
         ) from e
+
+
+def _span_value(value: Any, table: SeriesTable, name: str) -> float:
+    """A horizon or step given to the library: a positive finite number of the table's time
+    units, or a span `parse_horizon` reads (``"30D"``, a `pandas.Timedelta` for date-times).
+
+    Raises:
+        DataError: anything else, naming ``name``.
+    """
+    if isinstance(value, pd.Timedelta):
+        value = f"{value.value}ns"
+    if isinstance(value, str):
+        return parse_horizon(value, table, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DataError(
+            f"{name} must be a number of the table's time units or a span like '30D', got "
+            f"{value!r}."
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise DataError(f"{name} must be positive and finite, got {value!r}.")
+    return float(value)
 
 
 def _recent(seg: Segment, history: float | None) -> Segment:
@@ -263,7 +376,18 @@ def _explicit_future(
     hidden values inside its own 5-95% band (52% and an MSE of 1.1 for the session-24
     default; `reports/csv_seeds.md`).
     """
-    f = np.sort(np.asarray([] if given is None else given, dtype=np.float64))
+    raw = np.asarray([] if given is None else given)
+    if raw.dtype.kind in "iuf" or raw.size == 0:
+        f = np.sort(raw.astype(np.float64))
+    elif table.encoding.kind == "datetime":  # ISO strings, Timestamps, datetime64
+        f = np.sort(table.encoding.encode(pd.Series(list(raw)).astype(str)))
+    else:
+        raise DataError(
+            f"series {sid!r}: forecast times must be numbers for this table (numeric times), "
+            f"got {raw[:3].tolist()}."
+        )
+    if np.isnan(f).any():
+        raise DataError(f"series {sid!r}: a forecast time (--times) is missing (NaN).")
     fmt = table.encoding.format
     if len(f) == 0:
         raise DataError(
@@ -305,7 +429,21 @@ def future_times(
             series' paths at its times are more than one model call holds
             (`draws_per_call`), which would exhaust the memory.
     """
-    check_channels(table, data_state["channels"])
+    check_table(table, data_state)
+    horizon = _span_value(horizon, table, "horizon")
+    step = None if step is None else _span_value(step, table, "step")
+    if step is not None and step > horizon:
+        raise DataError(
+            f"the step ({step:g}, --step) is longer than the horizon ({horizon:g}, --horizon): "
+            "no forecast time would fall within it; give a step of at most the horizon."
+        )
+    if times is not None:
+        unknown = [k for k in times if k not in set(table.series_ids)]
+        if unknown:
+            raise DataError(
+                f"times names series the table does not hold: {unknown[:5]} (the keys are "
+                "series ids, as strings)."
+            )
     segs = [_recent(g, data_state.get("history")) for g in whole_series(table)]
     future, latest = [], table.encoding.latest()
     given = "--times" if times is not None else "--horizon and --step"
@@ -433,6 +571,13 @@ def forecast(
     Raises:
         DataError: as `future_times`.
     """
+    whole = (int, np.integer)
+    if isinstance(chunk, bool) or not isinstance(chunk, whole) or chunk < 1:
+        raise DataError(
+            f"chunk (series per model call) must be a whole number >= 1, got {chunk!r}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, whole):
+        raise DataError(f"seed must be a whole number, got {seed!r}.")
     segs, future = future_times(
         model, table, data_state, horizon, step, times, n_samples, importance or refine > 0
     )

@@ -148,12 +148,14 @@ _TINY = 1e-12  # a half-band narrower than this has zero width
 
 
 def band_levels(levels: Sequence[float] | None = None) -> tuple[float, ...]:
-    """The central bands a summary holds: ``levels`` (coverages in (0, 1)) and `LEVEL`,
-    ascending, each once (None: `LEVEL` alone).
+    """The central bands a summary holds: ``levels`` (coverages in (0, 1); one number is one
+    band) and `LEVEL`, ascending, each once (None: `LEVEL` alone).
 
     Raises:
         ValueError: a level outside (0, 1) or not a number.
     """
+    if isinstance(levels, (int, float, np.number)):  # one band
+        levels = (levels,)
     return tuple(sorted({_level(v) for v in [*(levels or ()), LEVEL]}))
 
 

@@ -141,6 +141,22 @@ def test_validation_cases_are_the_fits_validation_forecasts() -> None:
         np.testing.assert_array_equal(c.t_target, g.times[g.times >= t_val])
 
 
+def test_a_file_holding_few_of_the_validation_series_is_named_as_the_reason() -> None:
+    """Before: 'fewer than 20 values of 9 series; raise the fit's val_fraction or holdout',
+    when the cause was a file other than the training file."""
+    many = CSVDataModule(str(DATA / "fertility_worldbank.csv"), holdout=10.0, seed=2)
+    many.setup()
+    state = many.data_state()
+    some = many.table.select([many.table.index_of(i) for i in state["val_series"][:8]])
+    torch.manual_seed(0)
+    model = LatentODE(LatentODEConfig(input_dim=1, latent_dim=2))
+    cal = calibrate(model, some, state, n_samples=4)
+    assert cal.scale is None
+    assert cal.reason.endswith(
+        "the file holds 8 of the fit's 21 validation series; give the training file"
+    ), cal.reason
+
+
 def test_a_value_scored_at_the_factor_stays_inside_its_scaled_band() -> None:
     """The factor is a validation value's own score; scaled by it, the band's end is that value
     up to rounding, on either side. `conformal_scale` widens it by `WIDEN` so the value stays

@@ -1201,3 +1201,25 @@ def test_plot_names_of_very_long_ids_fit_a_file_system_and_stay_apart() -> None:
         "short.png",
     ]
     assert max(len(n.encode()) for n in names) < 255
+
+
+def test_the_readmes_python_forecast_is_what_predict_writes(fitted, tmp_path: Path) -> None:
+    """The README's code block, run on this fit and file, gives the table `latentode predict`
+    writes with the same settings, to every digit."""
+    from latentode.cli import predict_main
+
+    ckpt, data = fitted
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("```python\nfrom latentode.calibration import calibrate")
+    code = text[start + len("```python\n") : text.index("```", start + 10)]
+    code = code.replace("runs/csv/checkpoints/last.ckpt", str(ckpt))
+    code = code.replace("data/fertility_worldbank.csv", str(data))
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    out = tmp_path / "f.csv"
+    args = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--horizon", "10", "--step", "1"]
+    assert predict_main([*args, "--output", str(out)]) == 0
+    written = pd.read_csv(out)
+    assert len(written) == 6 * 10 * 2
+    pd.testing.assert_frame_equal(scope["result"].frame.reset_index(drop=True), written,
+                                  check_dtype=False)  # fmt: skip

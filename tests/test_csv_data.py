@@ -735,7 +735,14 @@ def test_a_text_column_that_names_series_in_a_file_without_series_id_is_pointed_
 
 
 def test_a_channel_list_naming_a_column_twice_or_the_time_is_refused(tmp_path: Path) -> None:
+    """Also: one channel given as a string is that channel, not its letters; a data frame
+    instead of a path is named (once a bare os.PathLike TypeError)."""
     path = _write(tmp_path, "series_id,time,a,b\ns,1,2,3\ns,2,3,4\n")
+    assert read_series_csv(path, channels="b").channels == ["b"]
+    with pytest.raises(CSVDataError, match="reads a CSV file by its path, got DataFrame"):
+        read_series_csv(pd.read_csv(path))
+    with pytest.raises(DataError, match="path must be a CSV file's path, got DataFrame"):
+        CSVDataModule(pd.read_csv(path))
     with pytest.raises(CSVDataError, match="channels: 'a' listed more than once"):
         read_series_csv(path, channels=["a", "b", "a"])
     with pytest.raises(CSVDataError, match="channels include 'time', the time or series"):

@@ -3,6 +3,7 @@ time origins of a forecast; the held-out problems it scores."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from latentode.data.csv import read_series_csv
 from latentode.data.errors import DataError
 from latentode.data.prep import Segment, collate_segments
-from latentode.data.table import TimeEncoding
+from latentode.data.table import SeriesTable, TimeEncoding
 from latentode.ensemble import Ensemble
 from latentode.evaluate import (
     GAPS,
@@ -526,3 +527,82 @@ def test_a_forecast_is_written_a_few_series_at_a_time_as_its_whole_table(
     assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "frame.csv").read_bytes()
     with pytest.raises(RuntimeError, match=r"no process forecast series \['b'\]"):
         fc.merge_shards(shards[0], [shards[0].summary])
+
+
+def test_the_library_forecast_refuses_what_the_command_line_would_not_pass(
+    tmp_path: Path,
+) -> None:
+    """`forecast` called from Python: a history read in another time unit than the fit's
+    (days read as weeks compressed the model's time axis 7x without a word), a value a log
+    channel cannot take (turned into a missing value), a horizon or step that is not positive
+    (forecasts inside the history) or a step past the horizon (a time past it), explicit
+    times for ids the table lacks; dates as text and spans as strings are read."""
+    torch.manual_seed(0)
+    model = LatentODE(LatentODEConfig(input_dim=1, latent_dim=2)).double()
+    path = tmp_path / "days.csv"
+    rows = "".join(f"{s},2024-01-{d:02d},{d + 1}\n" for s in "ab" for d in (1, 3, 4, 7))
+    path.write_text("series_id,time,v\n" + rows)
+    days = read_series_csv(path)
+    enc = {"kind": "datetime", "unit": "D", "origin": "2024-01-01T00:00:00"}
+    norm = {"channels": ["v"], "mean": [0.0], "std": [1.0], "transform": ["log"]}
+    state = {"channels": ["v"], "normalisation": norm, "time_scale": 1.0, "time_encoding": enc}
+    with pytest.raises(DataError, match=r"datetime times, unit 'W', but the checkpoint was fitted "
+                       r"on datetime times, unit 'D'; read the file as the fit did"):  # fmt: skip
+        forecast(model, read_series_csv(path, time_unit="W"), state, 1.0)
+    negative = tmp_path / "negative.csv"
+    negative.write_text(path.read_text().replace("b,2024-01-04,5", "b,2024-01-04,-5"))
+    logged = r"series 'b': channel 'v' is modelled on a log scale, which takes values greater"
+    with pytest.raises(DataError, match=logged + " than 0, but it has -5 at time 2024-01-04"):
+        forecast(model, read_series_csv(negative), state, 1.0)
+    for horizon, step, needle in (
+        (-5.0, None, "horizon must be positive and finite, got -5.0"),
+        (3.0, -1.0, "step must be positive and finite, got -1.0"),
+        (3.0, 10.0, "the step (10, --step) is longer than the horizon (3, --horizon)"),
+        (float("nan"), None, "horizon must be positive and finite, got nan"),
+        (None, None, "horizon must be a number of the table's time units or a span like"),
+    ):
+        with pytest.raises(DataError, match=re.escape(needle)):
+            forecast(model, days, state, horizon, step)
+    with pytest.raises(DataError, match=r"times names series the table does not hold: \[0\]"):
+        forecast(model, days, state, 1.0, times={0: [100.0]})
+    with pytest.raises(DataError, match=r"chunk .* must be a whole number >= 1, got 0"):
+        forecast(model, days, state, 1.0, chunk=0)
+    spans = forecast(model, days, state, "2D", "1D", n_samples=4)
+    assert list(spans.frame.time.unique()) == ["2024-01-08", "2024-01-09"]
+    dated = {"a": ["2024-01-10", "2024-01-08"], "b": pd.to_datetime(["2024-01-09"])}
+    at = forecast(model, days, state, 1.0, times=dated, n_samples=4).frame
+    assert at.groupby("series_id").time.agg(list).to_dict() == {
+        "a": ["2024-01-08", "2024-01-10"],
+        "b": ["2024-01-09"],
+    }
+
+
+def test_a_series_table_refuses_arrays_that_do_not_fit_and_reads_positions_as_lists_do(
+    tmp_path: Path,
+) -> None:
+    """Negative positions gave empty series, a boolean mask an ambiguity error, a t_end of
+    another length was indexed silently; a hand-built table with unsorted times was accepted."""
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "series_id,time,v\n" + "".join(f"{s},{t},{t}\n" for s in "abc" for t in range(s == "b", 4))
+    )
+    table = read_series_csv(path)
+    assert table.series(-1)[0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert table.select([-1, 0]).series_ids == ["c", "a"]
+    assert table.select(np.array([False, True, True])).series_ids == ["b", "c"]
+    assert table.select([-2]).lengths.tolist() == [3]
+    with pytest.raises(DataError, match=r"series position 3 is out of range \(3 series\)"):
+        table.series(3)
+    with pytest.raises(DataError, match="one entry per series \\(3\\), got shape \\(2,\\)"):
+        table.select(np.array([True, False]))
+    with pytest.raises(DataError, match=r"t_end must be one time or one per series \(3\)"):
+        table.before(np.arange(4.0))
+    assert table.before([2.0, 9.0, 1.0]).lengths.tolist() == [2, 3, 1]
+    with pytest.raises(DataError, match=r"values must be \[N, D\] = \[3, 1\], got shape \(3,\)"):
+        SeriesTable(np.arange(3.0), np.zeros(3), np.array([0, 3]), ["x"], ["v"], table.encoding)
+    with pytest.raises(DataError, match=r"series 'y': times must increase strictly within a "
+                       r"series; row 3 has 0.5 after 2.0"):  # fmt: skip
+        SeriesTable(
+            np.array([0.0, 1.0, 2.0, 0.5]), np.zeros((4, 1)), np.array([0, 1, 4]),
+            ["x", "y"], ["v"], table.encoding,
+        )  # fmt: skip

@@ -381,6 +381,22 @@ def test_integrate_per_series_grids_agree_with_the_shared_grid() -> None:
         model.integrate(z0, t0, grid - 0.1)
     with pytest.raises(ModelInputError, match="strictly increasing"):
         model.integrate(z0, t0, grid.flip(0))
+    with pytest.raises(ModelInputError, match="query times must be finite numbers"):
+        model.integrate(z0, t0, grid.where(torch.arange(7) != 3, math.nan))
+    # times as a list or an array are read as the tensor of them
+    assert torch.equal(model.integrate(z0, t0, grid.tolist()), shared)
+
+
+def test_observed_that_is_not_a_batch_of_tensors_is_named() -> None:
+    """A SeriesTable or a dict passed as ``observed`` was an AttributeError or a TypeError
+    deep inside the encoder."""
+    model = _latent("gru")
+    batch = make_batch()
+    as_dict = {"times": batch.times, "values": batch.values, "mask": batch.mask}
+    for call in (model.encode, lambda o: model.predict(o, batch.times, 2), model):
+        with pytest.raises(ModelInputError, match="observed must hold tensors times, values and "
+                           "mask \\(an IrregularBatch\\), got dict"):  # fmt: skip
+            call(as_dict)
 
 
 @pytest.mark.parametrize("name", ["gru", "odernn", "GRUBaseline", "ODERNN"])

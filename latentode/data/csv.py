@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -604,7 +605,14 @@ def read_series_csv(
             warn, and so does a text column that looks like series ids in a file read as one
             series.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise CSVDataError(
+            f"read_series_csv reads a CSV file by its path, got {type(path).__name__}; write a "
+            "data frame out first (frame.to_csv(path, index=False))."
+        )
     path = Path(path)
+    if isinstance(channels, str):  # one channel, not its letters
+        channels = [channels]
     if duplicates not in ("error", "mean"):
         raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
     if channels is not None:

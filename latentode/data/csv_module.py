@@ -34,6 +34,7 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import suppress
 from dataclasses import replace
@@ -143,6 +144,11 @@ class CSVDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        if not isinstance(path, (str, os.PathLike)):
+            raise DataError(
+                f"path must be a CSV file's path, got {type(path).__name__}; write a data "
+                "frame out first (frame.to_csv(path, index=False))."
+            )
         lo, hi = train_condition
         bad_scale = time_scale is not None and not time_scale > 0
         if not 0 < lo <= hi < 1 or batch_size < 1 or bad_scale or not holdout > 0:

@@ -243,6 +243,38 @@ class SeriesTable:
     encoding: TimeEncoding
     source: str = "<memory>"
 
+    def __post_init__(self) -> None:
+        """Refuse arrays that do not fit together (a table built by hand): shapes, offsets
+        and the order of times within each series.
+
+        Raises:
+            DataError: naming the array and what it should be.
+        """
+        t, x, off = self.times, self.values, self.offsets
+        n, d, s = len(t) if t.ndim == 1 else -1, len(self.channels), len(self.series_ids)
+        problems = []
+        if t.ndim != 1:
+            problems.append(f"times must be [N], got shape {t.shape}")
+        elif x.ndim != 2 or x.shape != (n, d):
+            problems.append(f"values must be [N, D] = [{n}, {d}], got shape {x.shape}")
+        if off.ndim != 1 or len(off) != s + 1:
+            problems.append(f"offsets must be [S + 1] = [{s + 1}], got shape {off.shape}")
+        elif off[0] != 0 or off[-1] != n or (np.diff(off) < 0).any():
+            problems.append(f"offsets must rise from 0 to N = {n}, got {off[:3]}...{off[-1:]}")
+        if problems:
+            raise DataError(f"{self.source}: a SeriesTable's " + "; ".join(problems) + ".")
+        step = np.diff(t)  # (N - 1,) within a series where the next row is not a series start
+        within = np.ones(max(n - 1, 0), dtype=bool)
+        within[off[1:-1][(off[1:-1] > 0) & (off[1:-1] < n)] - 1] = False
+        bad = within & ~(step > 0)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0]) + 1
+            sid = self.series_ids[int(np.searchsorted(off, row, side="right")) - 1]
+            raise DataError(
+                f"{self.source}: series {sid!r}: times must increase strictly within a "
+                f"series; row {row} has {float(t[row])!r} after {float(t[row - 1])!r}."
+            )
+
     @property
     def n_series(self) -> int:
         """S."""
@@ -263,8 +295,27 @@ class SeriesTable:
         """``[S]`` rows per series (including rows with every channel missing)."""
         return np.diff(self.offsets)
 
+    def _position(self, s: int) -> int:
+        """``s`` as a position in ``0..S-1`` (negative counts from the end, as in a list).
+
+        Raises:
+            DataError: ``s`` is not a whole number or out of range.
+        """
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+            raise DataError(f"a series position must be an integer, got {s!r}.")
+        S = self.n_series
+        if not -S <= s < S:
+            raise DataError(f"{self.source}: series position {s} is out of range ({S} series).")
+        return int(s) % S
+
     def series(self, s: int) -> tuple[np.ndarray, np.ndarray]:
-        """Times ``[n]`` and values ``[n, D]`` (NaN = missing) of series ``s`` (views)."""
+        """Times ``[n]`` and values ``[n, D]`` (NaN = missing) of series ``s`` (views;
+        negative ``s`` counts from the end).
+
+        Raises:
+            DataError: ``s`` out of range.
+        """
+        s = self._position(s)
         a, b = int(self.offsets[s]), int(self.offsets[s + 1])
         return self.times[a:b], self.values[a:b]
 
@@ -279,8 +330,22 @@ class SeriesTable:
         except ValueError:
             raise DataError(f"{self.source}: no series {series_id!r}.") from None
 
-    def select(self, index: Sequence[int]) -> SeriesTable:
-        """The table of the series at ``index`` (in that order)."""
+    def select(self, index: Sequence[int] | np.ndarray) -> SeriesTable:
+        """The table of the series at ``index`` (in that order; negative positions count
+        from the end), or where a boolean ``[S]`` mask is True.
+
+        Raises:
+            DataError: a position out of range, or a mask of another length than S.
+        """
+        index = np.asarray(index)
+        if index.dtype == bool:
+            if index.shape != (self.n_series,):
+                raise DataError(
+                    f"a boolean selection must have one entry per series ({self.n_series}), "
+                    f"got shape {index.shape}."
+                )
+            index = np.flatnonzero(index)
+        index = [self._position(s) for s in index.reshape(-1).tolist()]
         rows = [np.arange(self.offsets[s], self.offsets[s + 1]) for s in index]
         rows_all = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
@@ -296,9 +361,19 @@ class SeriesTable:
 
     def before(self, t_end: float | np.ndarray) -> SeriesTable:
         """The rows with ``times < t_end`` (series left empty are dropped); ``t_end`` is one
-        time for every series or ``[S]``, one per series."""
+        time for every series or ``[S]``, one per series.
+
+        Raises:
+            DataError: ``t_end`` has another shape.
+        """
+        end = np.asarray(t_end, dtype=np.float64)
+        if end.ndim not in (0, 1) or (end.ndim == 1 and len(end) != self.n_series):
+            raise DataError(
+                f"t_end must be one time or one per series ({self.n_series}), got shape "
+                f"{end.shape}."
+            )
         code = np.repeat(np.arange(self.n_series), self.lengths)  # (N,)
-        bound = t_end[code] if isinstance(t_end, np.ndarray) else t_end
+        bound = end[code] if end.ndim == 1 else float(end)
         keep = self.times < bound  # (N,)
         code = code[keep]  # (N',)
         counts = np.bincount(code, minlength=self.n_series)  # (S,)

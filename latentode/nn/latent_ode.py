@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
@@ -40,6 +41,7 @@ from .base import (
     Observations,
     Prediction,
     SolverSettings,
+    check_observed_type,
     check_query_times,
     observed_columns,
 )
@@ -200,6 +202,8 @@ def _time_like(t: Tensor, z: Tensor) -> Tensor:
     """Times on ``z``'s device at ``z``'s precision, but never below float32: a latent state
     computed under autocast is half precision, and times rounded to its 3 significant digits
     collide (the solver integrates such a state in float32 anyway)."""
+    if not isinstance(t, Tensor):  # a list or an array of times
+        t = torch.as_tensor(np.asarray(t, dtype=np.float64))
     return t.to(device=z.device, dtype=torch.float32 if z.dtype in HALF else z.dtype)
 
 
@@ -399,6 +403,7 @@ class LatentODE(nn.Module):
             level: ``[B, D]`` level to subtract first when centering (default: `level` of
                 ``observed``).
         """
+        check_observed_type(observed)
         return self._encode(observed, level, self._anchor_index(observed))
 
     def _encode(self, observed: Observations, level: Tensor | None, anchor: int) -> Normal:
@@ -532,6 +537,7 @@ class LatentODE(nn.Module):
         """
         if n_samples < 1:
             raise ModelInputError(f"n_samples must be >= 1, got {n_samples}.")
+        check_observed_type(observed)
         level = self.level(observed) if self.config.center != "none" else None  # (B, D)
         anchor = self._anchor_index(observed)
         q_z0 = self._encode(observed, level, anchor)
@@ -728,6 +734,7 @@ class LatentODE(nn.Module):
                 ``prior`` without ``importance``, of another latent size, with ``refine``, or
                 (``anchor="first"``) at a time after the batch's first time.
         """
+        check_observed_type(observed)
         if prior is not None and not importance:
             raise ModelInputError(
                 "prior= weights the paths by the model's likelihood: pass importance=True too."
