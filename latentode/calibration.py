@@ -614,7 +614,7 @@ def calibrate(
     if found is None:
         fix = "raise the fit's val_fraction or holdout"
         fitted = data_state.get("val_series") or []
-        held = sum(i in set(table.series_ids) for i in fitted)
+        held = len(set(fitted) & set(table.series_ids))
         if held < len(fitted):  # the file is not the training file
             fix = (
                 f"the file holds {held} of the fit's {len(fitted)} validation series; give "

@@ -241,9 +241,9 @@ def check_table(table: SeriesTable, data_state: dict[str, Any]) -> None:
             f"{type(table).__name__}."
         )
     check_channels(table, data_state["channels"])
-    fitted = data_state.get("time_encoding")  # a checkpoint's; a state built by hand may lack it
-    kind, unit = (fitted or {}).get("kind", "numeric"), (fitted or {}).get("unit") or ""
-    if fitted is not None and (table.encoding.kind, table.encoding.unit or "") != (kind, unit):
+    fitted = data_state.get("time_encoding") or {}  # a state built by hand may lack it
+    kind, unit = fitted.get("kind", "numeric"), fitted.get("unit") or ""
+    if fitted and (table.encoding.kind, table.encoding.unit or "") != (kind, unit):
         mine = f"{table.encoding.kind} times, unit {table.encoding.unit or 'none'!r}"
         raise DataError(
             f"{table.source}: {mine}, but the checkpoint was fitted on {kind} times, unit "
@@ -438,7 +438,8 @@ def future_times(
             "no forecast time would fall within it; give a step of at most the horizon."
         )
     if times is not None:
-        unknown = [k for k in times if k not in set(table.series_ids)]
+        ids = set(table.series_ids)
+        unknown = [k for k in times if k not in ids]
         if unknown:
             raise DataError(
                 f"times names series the table does not hold: {unknown[:5]} (the keys are "

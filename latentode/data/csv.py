@@ -128,7 +128,7 @@ def csv_columns(path: str | Path) -> list[str]:
     if header and header[0].strip().lower().startswith("sep="):
         raise _fail(
             path,
-            f"the first line is {_first_line(path)!r}, a spreadsheet's separator hint",
+            f"the first line is {','.join(_raw_header(path))!r}, a spreadsheet's separator hint",
             "Delete that line, so that the header with the column names comes first.",
         )
     named = Counter(_raw_header(path))
@@ -141,11 +141,6 @@ def csv_columns(path: str | Path) -> list[str]:
             "Give each column its own name.",
         )
     return header
-
-
-def _first_line(path: Path) -> str:
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        return f.readline().rstrip("\r\n")
 
 
 def _raw_header(path: Path) -> list[str]:
@@ -292,15 +287,15 @@ def _refuse_comma_numbers(
     """Refuse a text column whose values are mostly numbers written with a comma (a decimal
     comma, or thousands separators): left out as text, the channel would be lost silently."""
     for c in columns:
-        text = frame[c].dropna().astype(str)
-        comma = text.str.match(_COMMA_NUMBER)
-        if len(text) and comma.mean() >= 0.5:
+        present = frame[c].notna().to_numpy()  # (N,)
+        comma = frame[c].astype(str).str.match(_COMMA_NUMBER).to_numpy() & present  # (N,)
+        if present.any() and comma.sum() >= 0.5 * present.sum():
             raise _fail(
                 path,
                 f"column {c!r} holds numbers written with a comma, e.g. "
-                f"{text[comma].iloc[0]!r} (a decimal comma, or a thousands separator)",
+                f"{frame[c][comma].iloc[0]!r} (a decimal comma, or a thousands separator)",
                 "Write them as plain numbers with '.' as the decimal point (0.5, 1234).",
-                lines[frame[c].astype(str).str.match(_COMMA_NUMBER).to_numpy()],
+                lines[comma],
             )
 
 

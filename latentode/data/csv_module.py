@@ -338,28 +338,30 @@ class CSVDataModule(pl.LightningDataModule):
                 h = self.holdout * (t[-1] - t[0]) if self.holdout < 1 else self.holdout
                 g = forecast_segment(table, s, float(t[-1] - h), self.history, None)
                 if g is None:
-                    lost.append(table.series_ids[s])
+                    lost.append(s)
                 else:
                     out.append(g)
             if lost:
                 self._lost_holdout(stage, lost, len(index), table)
         return train
 
-    def _lost_holdout(self, stage: str, lost: list[str], n: int, table: SeriesTable) -> None:
-        """Say that ``lost`` of the ``n`` ``stage`` series have no observation before their
-        held-out last ``holdout`` (or none in it): a warning, or an error if all of them.
+    def _lost_holdout(self, stage: str, lost: list[int], n: int, table: SeriesTable) -> None:
+        """Say that the series at positions ``lost``, of the ``n`` ``stage`` series, have no
+        observation before their held-out last ``holdout`` (or none in it): a warning, or an
+        error if all of them.
 
         Raises:
             DataError: none of the ``stage`` series can be forecast.
         """
-        spans = [float(np.ptp(table.series(table.index_of(i))[0])) for i in lost]
+        spans = [float(np.ptp(table.series(s)[0])) for s in lost]
         one = len(lost) == 1
         what = (
             f"{100 * self.holdout:g}% of {'its' if one else 'their'} span"
             if self.holdout < 1
             else f"{self.holdout:g} time units"
         )
-        names = f"{', '.join(map(repr, lost[:5]))}{' ...' if len(lost) > 5 else ''}"
+        shown = [table.series_ids[s] for s in lost[:5]]
+        names = f"{', '.join(map(repr, shown))}{' ...' if len(lost) > 5 else ''}"
         span = f"span {spans[0]:.4g}" if one else f"spans {min(spans):.4g} to {max(spans):.4g}"
         whose = "the" if len(lost) == n else f"{len(lost)} of the {n}"
         why = (

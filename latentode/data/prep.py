@@ -89,9 +89,9 @@ def fit_normalisation(
         top = float(np.nanmax(np.abs(table.values[:, d])))
         raise DataError(
             f"{table.source}: channel {table.channels[d]!r}: its values reach {top:.4g} in "
-            "magnitude, too large "
-            "for their mean and spread to be computed (they overflow); rescale the channel (a "
-            "unit a thousand or a million times larger), or fix the value if it is an error."
+            "magnitude, too large for their mean and spread to be computed (they overflow); "
+            "rescale the channel (a unit a thousand or a million times larger), or fix the "
+            "value if it is an error."
         )
     std = np.where(np.isfinite(std) & (std >= min_std), std, 1.0)
     if not centre:

@@ -8,6 +8,7 @@ Models take observations as three tensors (``times [T]``, ``values [B, T, D]``, 
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ __all__ = [
     "check_observations",
     "check_query_times",
     "check_step_size",
+    "finite_real",
     "observed_columns",
     "param_dtype",
     "refuse_non_finite",
@@ -148,6 +150,11 @@ def solve_keywords(
     return {**(options or {}), **kw, "gradient": gradient}
 
 
+def finite_real(value: object) -> bool:
+    """Whether ``value`` is a finite real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_step_size(
     owner: str,
     method: str,
@@ -183,8 +190,7 @@ def check_step_size(
                 f"adaptive method ({', '.join(ADAPTIVE_METHODS)})."
             )
         return
-    ok = isinstance(step_size, numbers.Real) and not isinstance(step_size, bool)
-    if not ok or not 0 < step_size <= span:
+    if not finite_real(step_size) or not 0 < step_size <= span:
         raise error(
             f"{owner}: step_size must be a number in (0, {span_name}={span:g}], got {step_size!r}."
         )

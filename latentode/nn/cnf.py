@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from .base import (
     ModelInputError,
     check_dtype,
     check_step_size,
+    finite_real,
     param_dtype,
     refuse_non_finite,
     solve_keywords,
@@ -459,18 +459,14 @@ def _check_args(
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise CNFInputError(f"unknown {name} {value!r}; choose one of {list(allowed)}.")
-    if not _finite_real(T) or not T > 0:
+    if not finite_real(T) or not T > 0:
         raise CNFInputError(f"T must be a finite number > 0, got {T!r}.")
-
-
-def _finite_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_weights(**weights: object) -> None:
     """The RNODE weights: finite and ``>= 0``."""
     for name, value in weights.items():
-        if not _finite_real(value) or not value >= 0:  # type: ignore[operator]
+        if not finite_real(value) or not value >= 0:  # type: ignore[operator]
             raise CNFInputError(
                 f"{name} must be a finite number >= 0 (Finlay et al. use 0.01; 0 turns the "
                 f"penalty off), got {value!r}."

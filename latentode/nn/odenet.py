@@ -13,8 +13,6 @@ Usage::
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import torch
@@ -25,6 +23,7 @@ from .base import (
     ModelInputError,
     check_dtype,
     check_step_size,
+    finite_real,
     param_dtype,
     refuse_non_finite,
     solve_keywords,
@@ -184,8 +183,7 @@ class ODEBlock(nn.Module):
             options=options,
             error=ODENetInputError,
         )
-        finite = isinstance(t1, numbers.Real) and not isinstance(t1, bool) and math.isfinite(t1)
-        if not finite or not t1 > 0:
+        if not finite_real(t1) or not t1 > 0:
             raise ODENetInputError(f"t1 must be a finite number > 0, got {t1!r}.")
         check_step_size("ODEBlock", method, step_size, float(t1), "t1", ODENetInputError)
         _check_ints(0, augment_dim=augment_dim)
