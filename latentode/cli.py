@@ -29,6 +29,7 @@ import math
 import re
 import signal
 import sys
+import typing
 import warnings
 import zipfile
 from collections import Counter
@@ -58,6 +59,14 @@ from .nn.base import ModelInputError
 from .parse_errors import ConciseParser
 from .paths import STDOUT, check_output_dir, check_output_file, write_whole
 from .predictive import call_memory, percent, quantile_probs
+from .resume import (
+    check_classes,
+    data_differences,
+    differences,
+    last_candidate,
+    overridden_note,
+    saved_settings,
+)
 from .solver import SolverError, SolverInputError
 from .systems.guard import (
     TrainingStoppedError,
@@ -139,11 +148,26 @@ def gather_shards(result: Any, failure: BaseException | None, world: int) -> lis
 
 
 class RunSummary(Callback):
-    """Prints where a fit left its checkpoints and logs."""
+    """Prints where a fit left its checkpoints and logs, and when it trained nothing (resumed
+    at or past its step or epoch limit), that it did not."""
+
+    trained = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Training starts: a fit resumed at its limit ends before this."""
+        self.trained = True
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Report the last and best checkpoints."""
         lines = ["", "latentode: fit finished."]
+        if not self.trained:
+            at = (
+                f"step {trainer.global_step}, at or past --trainer.max_steps {trainer.max_steps}"
+                if 0 <= trainer.max_steps <= trainer.global_step
+                else f"epoch {trainer.current_epoch}, at or past --trainer.max_epochs "
+                f"{trainer.max_epochs}"
+            )
+            lines[1] = f"latentode: nothing was trained: the run is at {at}; give a larger limit."
         for ckpt in trainer.checkpoint_callbacks:
             if not isinstance(ckpt, ModelCheckpoint):
                 continue
@@ -276,15 +300,42 @@ class LatentODECLI(LightningCLI):
         """
         sub = self.config.get("subcommand")
         ckpt = self.config[sub].get("ckpt_path") if sub else None
-        if ckpt is not None:
-            check_ckpt_path(str(ckpt))
+        if ckpt is None:
+            return
+        check_ckpt_path(str(ckpt))
+        config = self.config[sub]
+        # "last": the file before_fit will resume from, so that its settings are used too
+        # (Lightning reads those of a named file only)
+        local = last_candidate(config.trainer.default_root_dir) if ckpt == "last" else ckpt
+        if local is None or not Path(str(local)).is_file():
+            return
+        given = config.model.clone()
         try:
-            super()._parse_ckpt_path()
+            saved_model, saved_data = saved_settings(local)
+            check_classes(
+                str(local),
+                saved_model,
+                saved_data,
+                {"model": given.class_path, "data": config.data.class_path, "subcommand": sub},
+            )
+            config.ckpt_path = local
+            super()._parse_ckpt_path()  # a new self.config, the model's settings the saved ones
+        except DataError:
+            raise
         except Exception as e:  # any failure to read it is the file's
             raise DataError(
                 f"--ckpt_path {ckpt}: not a readable checkpoint ({type(e).__name__}: {e}); "
                 "give a .ckpt file that latentode fit wrote."
             ) from None
+        config = self.config[sub]
+        config.ckpt_path = ckpt  # "last" is resolved by before_fit, once the trainer exists
+        if rank_zero_only.rank == 0:
+            data = sub == "fit" and data_differences(config.data.init_args.as_dict(), saved_data)
+            overridden_note(
+                str(local),
+                differences(given.init_args.as_dict(), config.model.init_args.as_dict()),
+                data or [],
+            )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Checkpoints under ``<default_root_dir>/checkpoints``: the best by ``val/mse`` and
@@ -367,6 +418,8 @@ class LatentODECLI(LightningCLI):
             config["ckpt_path"] = resolve_last(self.trainer)
         if config.get("ckpt_path") is None:
             _refuse_earlier_fit(self.trainer)
+        elif Path(str(config["ckpt_path"])).is_file():
+            _check_epoch_limit(str(config["ckpt_path"]), self.trainer.max_epochs)
         _read_data_first(self.datamodule)
         from .data.csv_module import CSVDataModule
 
@@ -477,6 +530,22 @@ def _read_data_first(datamodule: pl.LightningDataModule | None) -> None:
     except USER_ERRORS as e:
         setattr(e, SAME_ON_EVERY_PROCESS, True)
         raise
+
+
+def _check_epoch_limit(ckpt: str, max_epochs: int | None) -> None:
+    """Refuse to resume a checkpoint past ``max_epochs`` (Lightning's refusal is a traceback).
+    At or past ``max_steps`` the fit ends at once and `RunSummary` says nothing was trained.
+
+    Raises:
+        DataError: naming the checkpoint's epoch and the limit.
+    """
+    epoch = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    if max_epochs is not None and 0 <= max_epochs < epoch:
+        raise DataError(
+            f"--ckpt_path {ckpt} was saved in epoch {epoch} (counted from 0), past "
+            f"--trainer.max_epochs {max_epochs}: nothing to train. Give a larger "
+            "--trainer.max_epochs to go on."
+        )
 
 
 def _refuse_earlier_fit(trainer: pl.Trainer) -> None:
@@ -1212,9 +1281,33 @@ class _NoTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
+def _int_before_float(cls: type = pl.Trainer) -> None:
+    """Let ``--trainer.limit_val_batches 1`` mean one batch again, not 100% of them.
+
+    ``typing`` caches unions by equality, which ignores order: lightning_fabric builds
+    ``Union[float, int]`` first, so the Trainer's ``Union[int, float]`` options come out
+    float-first and jsonargparse reads ``1`` as ``1.0`` (Lightning issue 21259; a limit of
+    1.0 is every batch, ``val_check_interval 100`` a fraction). The options of ``cls`` whose
+    annotation puts float before int are given the same union with int first (``int |
+    float``, which ``typing`` does not cache), once, before the parser reads them.
+    """
+    annotations = cls.__init__.__annotations__
+    for name, hint in list(annotations.items()):
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is not typing.Union or int not in args or float not in args:
+            continue
+        if args.index(float) < args.index(int):
+            union: Any = int | float
+            for other in args:
+                if other not in (int, float):
+                    union = union | other
+            annotations[name] = union
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``latentode`` console script."""
     argv = sys.argv[1:] if args is None else list(args)
+    _int_before_float()
     _show_own_warnings()
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
     # Lightning's own use of a torch API that torch 2.13 deprecates: nothing a user can act on

@@ -49,6 +49,76 @@ def test_fit_test_and_resume(tmp_path: Path) -> None:
     assert state["global_step"] == 10
 
 
+def test_a_checkpoint_brings_its_model_settings_and_names_those_it_overrides(
+    tmp_path: Path,
+) -> None:
+    """Another model or data class is refused; given settings the checkpoint overrides are
+    named, with ``--ckpt_path last`` as with a file (before: a file's settings replaced the
+    given ones without a word, ``last`` built the given model and failed on a size mismatch or
+    resumed the weights under another activation); a resume at its limit says so."""
+    fit = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "2")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+
+    other = tmp_path / "other"
+    cnf = run_cli(
+        "fit", "--config", "configs/cnf_8gaussians.yaml", "--trainer.default_root_dir",
+        str(other), "--ckpt_path", str(last),
+    )  # fmt: skip
+    assert cnf.returncode == 2 and "Traceback" not in cnf.stderr
+    assert f"--ckpt_path {last} holds a LatentODESystem" in cnf.stderr
+    assert "the configuration gives a CNFSystem" in cnf.stderr
+    periodic = run_cli(
+        "fit", "--config", "configs/periodic.yaml", "--trainer.default_root_dir", str(other),
+        "--ckpt_path", str(last),
+    )  # fmt: skip
+    assert periodic.returncode == 2 and "was fitted on a SpiralsDataModule" in periodic.stderr
+
+    changed = ["--model.init_args.lr", "0.5", "--model.init_args.config.dynamics_hidden", "30"]
+    resumed = run_cli(
+        "fit", *tiny(tmp_path), *changed, "--data.init_args.n", "80", "--trainer.max_steps",
+        "4", "--ckpt_path", "last",
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (
+        "these given ones differ and are not used: config.dynamics_hidden 30 (checkpoint: 20); "
+        "lr 0.5 (checkpoint: 0.01)."
+    ) in resumed.stderr
+    assert "other than it started with: n 80 (checkpoint: 60)." in resumed.stderr
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 4 and state["hyper_parameters"]["lr"] == 0.01
+    assert state["state_dict"]["model.dynamics.net.0.bias"].shape == (20,)
+
+    done = run_cli("fit", *tiny(tmp_path), "--trainer.max_steps", "3", "--ckpt_path", "last")
+    assert done.returncode == 0
+    assert "nothing was trained: the run is at step 4, at or past --trainer.max_steps 3" in (
+        done.stdout + done.stderr
+    )
+    # Lightning's own refusal (a checkpoint "epoch" past max_epochs) was a traceback
+    past = run_cli("fit", *tiny(tmp_path), "--trainer.max_epochs", "0", "--ckpt_path", "last")
+    assert past.returncode == 2 and "Traceback" not in past.stderr
+    assert "was saved in epoch 1 (counted from 0), past --trainer.max_epochs 0" in past.stderr
+
+
+def test_a_whole_number_batch_limit_is_a_count_not_a_fraction() -> None:
+    """``--trainer.limit_val_batches 1`` is one batch and ``1.0`` all of them; before, a union
+    cached float-first by lightning_fabric read both as 1.0 (Lightning issue 21259)."""
+    printed = run_cli(
+        "fit", "--config", "configs/spirals.yaml", "--trainer.limit_val_batches", "1",
+        "--trainer.limit_train_batches", "0.5", "--trainer.val_check_interval", "100",
+        "--print_config",
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    lines = set(printed.stdout.splitlines())
+    assert {"  limit_val_batches: 1", "  limit_train_batches: 0.5"} <= lines
+    assert "  val_check_interval: 100" in lines
+    full = run_cli(
+        "fit", "--config", "configs/spirals.yaml", "--trainer.limit_val_batches", "1.0",
+        "--print_config",
+    )  # fmt: skip
+    assert "  limit_val_batches: 1.0" in full.stdout.splitlines()
+
+
 def test_print_config_and_bad_option(tmp_path: Path) -> None:
     printed = run_cli("fit", "--config", "configs/spirals.yaml", "--print_config")
     assert printed.returncode == 0 and "LatentODESystem" in printed.stdout

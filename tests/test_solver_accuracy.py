@@ -10,7 +10,7 @@ import torch
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
-from latentode import odeint
+from latentode import odeint, solve
 from latentode.solver import ADAPTIVE_METHODS, FIXED_METHODS, METHODS
 
 F64 = torch.float64
@@ -85,6 +85,23 @@ def test_fixed_step_dense_output_converges(method: str) -> None:
         assert ed <= 1.5 * eg + 0.5 * h**2, f"{method} h={h}: off-grid {ed:.3e}, grid {eg:.3e}"
     slope = _slope(hs, err_off)
     assert slope > min(order, 2) - 0.2, f"{method}: dense output order {slope:.3f}"
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_an_adaptive_method_given_a_step_size_takes_fixed_steps_of_its_order(method: str) -> None:
+    """``step_size`` turns the error control off: exactly ``T / h`` steps, none rejected, and
+    the error falls at the order of the tableau's propagated solution."""
+    order = {"bosh3": 3, "dopri5": 5, "tsit5": 5}[method]
+    hs = [2.0**-k for k in (3, 4, 5, 6)]
+    t = torch.tensor([0.0, 2.0], dtype=F64)
+    exact = forced_decay_exact(t, Y0_FORCED)[-1]
+    errs = []
+    for h in hs:
+        sol = solve(forced_decay, Y0_FORCED, t, method=method, step_size=h)
+        assert (sol.stats.n_accepted, sol.stats.n_rejected) == (round(2.0 / h), 0)
+        errs.append((sol.ys[-1] - exact).abs().max().item())
+    slope = _slope(hs, errs)
+    assert abs(slope - order) < 0.5, f"{method}: observed order {slope:.3f}, errors {errs}"
 
 
 # --- adaptive methods against closed forms and scipy --------------------------------------------

@@ -324,6 +324,24 @@ def test_adjoint_method_and_options_are_used(
         assert info.value.reason == "max_num_steps"
 
 
+def test_a_fixed_step_adjoint_needs_a_step_size_after_an_adaptive_forward(
+    make_mlp: Callable[..., nn.Module], rng: torch.Generator
+) -> None:
+    field = make_mlp(dim=3, hidden=16, seed=5)
+    y0 = torch.randn(3, dtype=F64, generator=rng, requires_grad=True)
+    t = torch.tensor([0.0, 1.5, 3.0], dtype=F64)
+    # dopri5 forward, rk4 backward on the output grid: one coarse step per interval
+    with pytest.raises(SolverInputError, match=r"adjoint_options=\{'step_size'"):
+        odeint(field, y0, t, gradient="adjoint", adjoint_method="rk4")
+    # a forward on the output grid may be matched by a backward on it
+    weights = torch.randn(3, 3, dtype=F64, generator=rng)
+    grid = {"method": "rk4", "gradient": "adjoint", "adjoint_method": "rk4"}
+    got = loss_and_grads(field, y0, t, weights, **grid)
+    ref = loss_and_grads(field, y0, t, weights, method="rk4", gradient="backprop")
+    # both coarse, 2 steps of 1.5: the continuous against the discrete gradient (1e-3 here)
+    assert rel_err(got, ref) < 5e-3
+
+
 @pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
 def test_tuple_state_gradients_agree_with_backprop(gradient: str, rng: torch.Generator) -> None:
     W = (0.5 * torch.randn(2, 2, dtype=F64, generator=rng)).requires_grad_(True)

@@ -161,6 +161,23 @@ def _check_resolution(ctl: Control, dtype: torch.dtype | None, method: str, what
         )
 
 
+def _check_adjoint_steps(method: str, ctl: Control, adj_method: str, adj_ctl: Control) -> None:
+    """Refuse a fixed-step backward solve without ``step_size`` after an error-controlled
+    forward one: it would take one step per output interval, backwards, and the gradient of an
+    accurate solution would come out of a coarse one without a word (an MLP field on [0, 3]
+    read out at 3 times, dopri5 forward at rtol 1e-7: rk4 backwards in 2 steps gave a
+    relative gradient error of 5e-4, dopri5 backwards 2e-7). A fixed-step forward on the
+    output grid may be matched by one."""
+    forward_adaptive = METHODS[method].adaptive and ctl.step_size is None
+    if forward_adaptive and not METHODS[adj_method].adaptive and adj_ctl.step_size is None:
+        raise SolverInputError(
+            f"adjoint_method={adj_method!r} takes fixed steps, and no adjoint step_size is "
+            f"given: the backward solve of this adaptive {method!r} forward would take one step "
+            "per output interval. Give adjoint_options={'step_size': ...} (or "
+            "adjoint_options={'first_step': ...}), or an adaptive adjoint_method."
+        )
+
+
 def _method(name: str, what: str = "method") -> str:
     if name not in METHODS:
         raise SolverInputError(f"unknown {what} {name!r}; choose one of {list(METHODS)}.")
@@ -204,15 +221,21 @@ def solve(
     integrated as given; its ``rtol`` must be at least the dtype's resolution.
 
     Args:
-        func: the vector field ``func(t, y)``; ``t`` is a 0-d tensor.
+        func: the vector field ``func(t, y)``; ``t`` is a 0-d tensor of the state's dtype
+            (the solver keeps time in float64 and lands on ``t`` exactly, but a float32 ``t``
+            handed to ``func`` near 1e6 is rounded to 0.06: shift the time origin, or solve in
+            float64, if ``func`` reads small differences of large times).
         y0: initial state, a floating tensor or a tuple of them.
         t: ``[T]`` strictly monotone times, or ``[B, T]`` per-sample grids sharing ``t[:, 0]``.
-        method: one of ``METHODS`` (euler, midpoint, heun, rk4, bosh3, dopri5, tsit5).
+        method: one of ``METHODS`` (euler, midpoint, heun, rk4, bosh3, dopri5, tsit5). An
+            adaptive method given ``step_size`` takes fixed steps of its higher-order
+            solution, without error control.
         rtol, atol: relative and absolute tolerances (adaptive methods).
         options: step options as a mapping (torchdiffeq style); same keys as ``step_options``.
         gradient: ``"backprop"``, ``"adjoint"`` or ``"checkpoint"``.
         adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options: backward solve settings
-            of the adjoint (default: the forward's).
+            of the adjoint (default: the forward's). A fixed-step ``adjoint_method`` after an
+            adaptive forward needs ``adjoint_options={"step_size": ...}``.
         adjoint_params: tensors to differentiate for ``adjoint``/``checkpoint`` (default: the
             parameters of ``func`` if it is an ``nn.Module``).
         seminorm: leave the parameter channels out of the adjoint's error norm.
@@ -284,6 +307,7 @@ def solve(
                 adj_opts,
                 "adjoint",
             )
+            _check_adjoint_steps(method, ctl, adj_method, problem.adj_ctl)
             problem.adj_ctl.norm_n = 2 * packer.n if seminorm else None
             _check_resolution(problem.adj_ctl, dtype, adj_method, "adjoint_")
 
