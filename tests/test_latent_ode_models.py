@@ -274,8 +274,9 @@ def test_training_step_syncs_with_the_host_about_once_per_solver_step(
 ) -> None:
     """A GRU-encoder latent ODE's loss and backward read from the device about once per
     attempted solver step (forward and backward), plus a fixed dozen per training step: the
-    initial step size of each solve (a few norms), the read-out grid, the input checks.
-    Measured: backprop 19 reads for 11 attempts, adjoint 35 for 25, checkpoint 19 for 22."""
+    initial step size of each solve (a few norms), the read-out grid, the input checks, and
+    for the adjoint one read of its backward solve's drift from the forward solution.
+    Measured: backprop 19 reads for 11 attempts, adjoint 36 for 25, checkpoint 19 for 22."""
     batch = make_batch()
     model = _latent("gru", solver=SolverSettings("dopri5", 1e-10, 1e-12, gradient=gradient))
 
@@ -288,7 +289,8 @@ def test_training_step_syncs_with_the_host_about_once_per_solver_step(
     attempts = stats.n_accepted + stats.n_rejected
     attempts += (stats.n_accepted_backward or 0) + (stats.n_rejected_backward or 0)
     assert attempts > 10
-    assert syncs <= attempts + 12, f"{syncs} host syncs for {attempts} attempted solver steps"
+    fixed = 12 + (gradient == "adjoint")  # the drift check (`adjoint._check_drift`)
+    assert syncs <= attempts + fixed, f"{syncs} host syncs for {attempts} attempted solver steps"
 
 
 def test_direct_euler_hidden_flow_matches_the_solver_at_one_evaluation_per_interval(

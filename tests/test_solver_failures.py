@@ -159,7 +159,28 @@ BAD_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
     "step_size_nan": ({"method": "rk4", "step_size": math.nan}, "step_size must be"),
     "safety_0": ({"safety": 0.0}, "safety must be in (0, 1]"),
     "ifactor_below_1": ({"ifactor": 0.5}, "ifactor must be a finite number >= 1"),
-    "dfactor_above_1": ({"dfactor": 2.0}, "dfactor must be in (0, 1]"),
+    "dfactor_above_1": ({"dfactor": 2.0}, "dfactor must be in (0, 1)"),
+    # 1: a rejected step was retried at the same size 10,000 times, then "raise max_num_steps"
+    "dfactor_1": ({"dfactor": 1.0}, "dfactor must be in (0, 1) (1: a rejected step would"),
+    # a state component at 0 had no error scale: a false "initial state contains NaN or inf"
+    "atol_0": ({"atol": 0.0}, "atol must be a finite number > 0 (with atol=0 a state"),
+    "adjoint_atol_0": ({"gradient": "adjoint", "adjoint_atol": 0.0}, "adjoint_atol must be"),
+    # a fixed-step solve ignored them: max_step=0.01 with euler took one step over [0, 1]
+    "max_step_with_euler": (
+        {"method": "euler", "max_step": 0.01},
+        "step option(s) ['max_step'] control an adaptive solve's steps, and this one takes "
+        "fixed steps (the fixed-step method 'euler')",
+    ),
+    "safety_with_a_step_size": (
+        {"step_size": 0.1, "safety": 0.5, "first_step": 0.2},
+        "step option(s) ['safety', 'first_step'] control an adaptive solve's steps, and this "
+        "one takes fixed steps (step_size=0.1)",
+    ),
+    "adjoint_min_step_with_rk4": (
+        {"gradient": "adjoint", "adjoint_method": "rk4", "adjoint_options": {"min_step": 0.1}},
+        "adjoint option(s) ['min_step'] control",
+    ),
+    "options_not_a_mapping": ({"options": ["step_size"]}, "options must be a mapping"),
     "gains_that_grow_the_step": ({"pcoeff": -5.0}, "pcoeff + icoeff must be > 0"),
     "fractional_max_num_steps": ({"max_num_steps": 2.5}, "max_num_steps must be a whole"),
     "min_step_above_max_step": ({"min_step": 0.5, "max_step": 0.1}, "min_step (0.5) must be"),
@@ -271,3 +292,46 @@ def test_fixed_step_respects_max_num_steps() -> None:
         max_num_steps=100,
     )
     assert torch.allclose(ys[-1], y0 * 0.99**100)
+
+
+def test_the_steps_on_the_given_times_are_not_bounded_by_max_num_steps() -> None:
+    """Without step_size a fixed-step method steps on ``t``, as many steps as the user asked
+    for (20,000 were refused as "a fixed step of None ... more than max_num_steps")."""
+    t = torch.linspace(0.0, 1.0, 20_001, dtype=F64)
+    sol = solve(lambda t, y: -y, torch.ones(1, dtype=F64), t, method="rk4")
+    assert sol.stats.n_accepted == 20_000
+    assert abs(float(sol.ys[-1, 0]) - math.exp(-1.0)) < 1e-14
+
+
+def test_min_step_bounds_the_first_step_too() -> None:
+    """The first step is chosen within [min_step, max_step]: a first guess of 1e-4 below
+    min_step=0.01 was taken, and the growing steps after it were stopped as "below
+    min_step" on a problem that needs five steps."""
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    sol = solve(lambda t, y: t * torch.ones_like(y), torch.ones(1, dtype=F64), t, min_step=0.01)
+    assert abs(float(sol.ys[-1, 0]) - 1.5) < 1e-9
+    assert sol.stats.n_rejected == 0
+
+
+def test_a_reused_output_buffer_is_refused_where_stages_are_kept() -> None:
+    """With autograd the stages are kept as func returned them: a field writing into one
+    buffer made every stage its last value (exp(-1) off by 1e-3). Refused there; fine
+    without autograd, where each stage is copied, and for a constant returned unchanged."""
+    buf = torch.zeros(2, dtype=F64)
+
+    def into_buffer(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        buf.copy_(-y)
+        return buf
+
+    y0, t = torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(SolverInputError, match="a reused output buffer"):
+        odeint(into_buffer, y0, t)
+    with torch.no_grad():
+        assert abs(float(odeint(into_buffer, y0, t)[-1, 0]) - math.exp(-1.0)) < 1e-8
+    rate = torch.tensor([1.0, 2.0], dtype=F64)
+    torch.testing.assert_close(odeint(lambda t, y: rate, y0, t)[-1], y0 + rate)
+
+
+def test_a_field_that_turns_nan_says_so_not_only_the_state() -> None:
+    with pytest.raises(SolverError, match="the vector field returns NaN or inf just past"):
+        odeint(nan_after_half, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from latentode import SolverError, SolverInputError, odeint, odeint_adjoint, solve
+from latentode.solver import BacksolveDriftWarning
 
 F64 = torch.float64
 GRADIENTS = ("backprop", "adjoint", "checkpoint")
@@ -393,3 +395,60 @@ def test_a_double_backward_is_refused_by_the_adjoints_and_exact_by_backprop() ->
             torch.autograd.grad(out, y0, create_graph=True)
         (first,) = torch.autograd.grad(odeint(q, y0, t, gradient=gradient, **TIGHT)[-1].sum(), y0)
         torch.testing.assert_close(first, (1 + y0d) ** -2, rtol=1e-6, atol=0)
+
+
+def test_the_backsolve_adjoint_warns_when_it_loses_the_forward_solution() -> None:
+    """On contracting dynamics the backward solve of y is unstable: with rates -1 and -20
+    over [0, 2] and no read-out between, y(0) came back as 65,566 instead of 1 and dL/dA[0,1]
+    as 528 instead of 0.022, without a word. The distance to the forward values is measured
+    in tolerances and warned about; read-outs every 0.1 reset it and keep it small."""
+    A = torch.tensor([[-1.0, 0.0], [1.0, -20.0]], dtype=F64, requires_grad=True)
+    y0 = torch.ones(2, dtype=F64)
+
+    def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y @ A.T
+
+    grads, drifts = {}, {}
+    for n, mode in ((2, "backprop"), (2, "adjoint"), (21, "adjoint")):
+        sol = solve(field, y0, torch.linspace(0.0, 2.0, n, dtype=F64), gradient=mode,
+                    adjoint_params=(A,))  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (grads[n, mode],) = torch.autograd.grad(sol.ys[-1].sum(), A)
+        drifts[n, mode] = sol.stats.backsolve_drift
+        warned = [w for w in caught if issubclass(w.category, BacksolveDriftWarning)]
+        assert len(warned) == int((n, mode) == (2, "adjoint")), (n, mode, drifts)
+    exact = grads[2, "backprop"][0, 1]
+    assert abs(float(grads[2, "adjoint"][0, 1] / exact)) > 1e3  # the failure, still there
+    assert drifts[2, "adjoint"] > 1e6 and drifts[2, "backprop"] == 0.0
+    assert drifts[21, "adjoint"] < 10
+    assert abs(float(grads[21, "adjoint"][0, 1] / exact) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
+def test_a_tensor_listed_twice_in_adjoint_params_gets_its_gradient_once(gradient: str) -> None:
+    W = torch.tensor([[-1.0, 0.5], [0.0, -2.0]], dtype=F64, requires_grad=True)
+    y0, t = torch.tensor([1.0, 2.0], dtype=F64), torch.linspace(0.0, 1.0, 5, dtype=F64)
+
+    def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y @ W.T
+
+    (ref,) = torch.autograd.grad(odeint(field, y0, t, **TIGHT).sum(), W)
+    twice = odeint(field, y0, t, gradient=gradient, adjoint_params=(W, W), **TIGHT)
+    (got,) = torch.autograd.grad(twice.sum(), W)  # was 2x: 3.0951 against 1.5475
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
+def test_a_parameter_changed_in_place_before_backward_is_refused(
+    gradient: str, make_mlp: Callable[..., nn.Module]
+) -> None:
+    """Backprop refuses it (autograd's version check); the adjoints gave the gradient at the
+    changed values."""
+    field = make_mlp(dim=3, hidden=8)
+    ys = odeint(field, torch.ones(3, dtype=F64), torch.linspace(0, 1, 3, dtype=F64),
+                gradient=gradient)  # fmt: skip
+    with torch.no_grad():
+        next(field.parameters()).mul_(2.0)
+    with pytest.raises(SolverInputError, match="changed in place between the solve and its"):
+        ys.sum().backward()

@@ -4,7 +4,7 @@ Explicit Runge-Kutta methods (fixed and adaptive) with dense output, PI step-siz
 three gradient methods (backprop, backsolve adjoint, checkpointed adjoint).
 """
 
-from .errors import SolverError, SolverInputError
+from .errors import BacksolveDriftWarning, SolverError, SolverInputError
 from .problem import SolveStats
 from .solve import GRADIENTS, Solution, odeint, odeint_adjoint, solve
 from .tableaus import ADAPTIVE_METHODS, FIXED_METHODS, METHODS, ButcherTableau
@@ -14,6 +14,7 @@ __all__ = [
     "FIXED_METHODS",
     "GRADIENTS",
     "METHODS",
+    "BacksolveDriftWarning",
     "ButcherTableau",
     "Solution",
     "SolveStats",

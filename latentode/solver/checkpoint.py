@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .adjoint import first_order
+from .adjoint import first_order, versions
 from .problem import Problem
 from .rk import integrate, read_out, step_autograd
 from .state import autocast_state, solver_arithmetic
@@ -34,7 +34,7 @@ class CheckpointAdjoint(torch.autograd.Function):
             p = problem
             run = integrate(p.rhs, y0, p.grid, p.coef, p.ctl, derivs=p.want_derivs, record=True)
         problem.record_forward(run, problem.rhs.nfe - nfe0)
-        ctx.problem = problem
+        ctx.problem, ctx.versions = problem, versions(params)
         return run.outputs
 
     @staticmethod

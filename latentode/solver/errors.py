@@ -7,7 +7,7 @@ problem with the arguments, found before any work is done.
 
 from __future__ import annotations
 
-__all__ = ["SolverError", "SolverInputError"]
+__all__ = ["BacksolveDriftWarning", "SolverError", "SolverInputError"]
 
 _REMEDIES = {
     "step_size_underflow": (
@@ -46,3 +46,8 @@ class SolverError(RuntimeError):
 
 class SolverInputError(ValueError):
     """The arguments given to the solver are invalid; the message says what to change."""
+
+
+class BacksolveDriftWarning(UserWarning):
+    """The backsolve adjoint's backward solve strayed from the forward solution, so its
+    gradient was computed along another path (`SolveStats.backsolve_drift` says how far)."""

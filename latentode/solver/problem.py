@@ -23,6 +23,11 @@ class SolveStats:
         nfe_backward: evaluations made by the backward pass (adjoint: of the augmented field,
             each one vector-Jacobian product; checkpoint: recomputation). 0 for backprop.
         n_accepted_backward, n_rejected_backward: backward steps.
+        backsolve_drift: the backsolve adjoint's largest distance, in units of its tolerance
+            ``adjoint_atol + adjoint_rtol * |y|``, between the state it integrated backwards
+            and the forward solution at the read-out times and at t0 (0 for other gradients
+            and for a fixed-step backward solve, which has no tolerance). Above
+            `adjoint.DRIFT_WARN` it warns: the gradient was computed along another path.
     """
 
     nfe: int = 0
@@ -31,6 +36,7 @@ class SolveStats:
     nfe_backward: int = 0
     n_accepted_backward: int = 0
     n_rejected_backward: int = 0
+    backsolve_drift: float = 0.0
 
 
 @dataclass

@@ -337,10 +337,12 @@ class _Collector:
 
 def _fixed(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs, readouts, dest):
     times = grid.times if readouts else []
-    n_steps = (
-        math.ceil(abs(t_end - t0) / ctl.step_size) if ctl.step_size else len(times) + len(stops)
-    )
-    if n_steps > ctl.max_num_steps:
+    # Without step_size the steps are the given times, as many as asked for; with it they
+    # are bounded by max_num_steps, so that a step_size off by orders of magnitude is named.
+    if (
+        ctl.step_size
+        and (n_steps := math.ceil(abs(t_end - t0) / ctl.step_size)) > ctl.max_num_steps
+    ):
         raise SolverError(
             "max_num_steps",
             t0,
@@ -407,7 +409,10 @@ def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs
     out = _Collector(grid, coef, readouts, derivs, record, dest)
     with torch.no_grad():
         h = ctl.first_step or initial_step(rhs, t0, y, f0, direction, coef, ctl)
-    h = min(abs(h), ctl.max_step)
+    # within [min_step, max_step]: an initial guess below min_step (1e-4 on a smooth problem
+    # with min_step=0.01) was taken, and the growing steps after it stopped the solve as
+    # having "fallen below min_step"
+    h = max(min(abs(h), ctl.max_step), ctl.min_step)
     targets = [direction * s for s in stops] + [direction * t_end]
     tau, tau_end, j = direction * t0, direction * t_end, 0
     inv_sqrt_n = 1.0 / math.sqrt(ctl.norm_n or y.shape[1])
@@ -470,7 +475,9 @@ def _adaptive(rhs, y, grid, coef, ctl, t0, t_end, stops, on_stop, record, derivs
                     "non_finite",
                     direction * tau,
                     h,
-                    "the state became NaN or inf for every step size tried",
+                    "the step's stages became NaN or inf for every step size tried: the "
+                    "vector field returns NaN or inf just past this time, or the solution "
+                    "blows up here",
                 )
             raise SolverError(
                 "step_size_underflow",

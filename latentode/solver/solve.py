@@ -67,12 +67,23 @@ def _number(label: str, value: Any, test: Callable[[float], bool], must: str) ->
 
 
 def _tolerance(name: str, value: Any) -> float:
-    """``rtol`` / ``atol`` as a float, or a `SolverInputError` naming it."""
+    """``rtol`` (>= 0) / ``atol`` (> 0) as a float, or a `SolverInputError` naming it.
+
+    ``atol = 0`` is refused: a state component at 0 then has no error scale, its error ratio
+    is 0/0, and the solve stopped with a false "the initial state contains NaN or inf"."""
     if isinstance(value, Tensor) and value.numel() != 1:
         raise SolverInputError(
             f"{name} must be one number; got a tensor of shape {tuple(value.shape)}. "
             "Per-component tolerances are not supported: rescale the state's components so "
             "that one tolerance suits them all."
+        )
+    if name.endswith("atol"):
+        return _number(
+            name,
+            value,
+            lambda v: 0 < v < math.inf,
+            "a finite number > 0 (with atol=0 a state component at 0 has no error scale; for "
+            "a relative tolerance alone give an atol far below the state's size, e.g. 1e-12)",
         )
     return _number(name, value, lambda v: 0 <= v < math.inf, "a finite number >= 0")
 
@@ -87,7 +98,7 @@ _OPTION_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "max_num_steps": (lambda v: v >= 1 and v.is_integer(), "a whole number >= 1"),
     "safety": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "ifactor": (lambda v: 1 <= v < math.inf, "a finite number >= 1"),
-    "dfactor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "dfactor": (lambda v: 0 < v < 1, "in (0, 1) (1: a rejected step would never shrink)"),
     "pcoeff": (math.isfinite, "a finite number"),
     "icoeff": (math.isfinite, "a finite number"),
 }
@@ -113,7 +124,28 @@ def _check_options(kw: dict[str, Any], what: str) -> None:
         )
 
 
-def _control(method: str, rtol: Any, atol: Any, options: Mapping[str, Any], what: str) -> Control:
+# options only an error-controlled solve reads: a fixed-step one would ignore them
+_ADAPTIVE_ONLY = ("max_step", "min_step", "safety", "ifactor", "dfactor", "pcoeff", "icoeff")
+
+
+def _control(
+    method: str,
+    rtol: Any,
+    atol: Any,
+    options: Mapping[str, Any],
+    what: str,
+    given: Iterable[str] | None = None,
+) -> Control:
+    """The checked `Control` of a solve (``what``: "step" or "adjoint").
+
+    ``given``: the option names the user gave for this solve (default: all of ``options``;
+    the adjoint's inherits the forward's, which are not its own to refuse).
+
+    Raises:
+        SolverInputError: an unknown option, one out of its range, or one of step control
+            given to a solve that takes fixed steps (it would be ignored: ``max_step=0.01``
+            with euler took one step over [0, 1]).
+    """
     unknown = sorted(set(options) - set(_STEP_OPTIONS))
     if unknown:
         raise SolverInputError(
@@ -123,12 +155,34 @@ def _control(method: str, rtol: Any, atol: Any, options: Mapping[str, Any], what
     _check_options(kw, what)
     prefix = "adjoint_" if what == "adjoint" else ""
     rtol, atol = _tolerance(f"{prefix}rtol", rtol), _tolerance(f"{prefix}atol", atol)
-    if rtol == 0 and atol == 0:
-        raise SolverInputError(f"{prefix}rtol and {prefix}atol cannot both be 0.")
     ctl = Control(rtol=rtol, atol=atol, **kw)
-    if not METHODS[method].adaptive and ctl.step_size is None and ctl.first_step is not None:
+    adaptive = METHODS[method].adaptive
+    mine = set(kw) & set(options if given is None else given)
+    ignored = sorted(mine & set(_ADAPTIVE_ONLY))
+    if adaptive and ctl.step_size is not None and "first_step" in mine:
+        ignored.append("first_step")
+    if ignored and (not adaptive or ctl.step_size is not None):
+        why = f"step_size={ctl.step_size}" if adaptive else f"the fixed-step method {method!r}"
+        raise SolverInputError(
+            f"{what} option(s) {ignored} control an adaptive solve's steps, and this one takes "
+            f"fixed steps ({why}): they would be ignored. Leave them out, or use an adaptive "
+            "method without step_size."
+        )
+    if not adaptive and ctl.step_size is None and ctl.first_step is not None:
         ctl.step_size = ctl.first_step
     return ctl
+
+
+def _mapping(name: str, value: Any) -> Mapping[str, Any]:
+    """``options`` / ``adjoint_options`` as a mapping (None: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SolverInputError(
+            f"{name} must be a mapping of option names to values, such as "
+            f"{{'step_size': 0.1}}; got {type(value).__name__} {value!r}."
+        )
+    return value
 
 
 def _empty_solution(y0: State, t: Tensor, method: str) -> Solution:
@@ -192,7 +246,10 @@ def _params(func: Callable, adjoint_params: Iterable[Tensor] | None) -> tuple[Te
                 "an nn.Module, or pass adjoint_params=(tensors...) explicitly."
             )
         adjoint_params = func.parameters()
-    return tuple(p for p in adjoint_params if p.requires_grad)
+    # each tensor once: a shared parameter listed twice (the parameters of two modules that
+    # share one, concatenated) would receive its gradient twice
+    unique = {id(p): p for p in adjoint_params if p.requires_grad}
+    return tuple(unique.values())
 
 
 def solve(
@@ -215,6 +272,9 @@ def solve(
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and read the solution out at ``t``.
 
+    The gradient for ``t`` is the exact flow's ``<dL/dy(t_i), f(t_i, y(t_i))>``: for fixed
+    steps it differs from the discrete solution's by the discretisation error.
+
     Called under ``torch.autocast``, ``func`` runs under it (also in the backward passes)
     while the state, the stage sums and the error control stay float32: a float16 / bfloat16
     ``y0`` is promoted and the result is float32. Outside autocast a half-precision state is
@@ -236,8 +296,9 @@ def solve(
         adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options: backward solve settings
             of the adjoint (default: the forward's). A fixed-step ``adjoint_method`` after an
             adaptive forward needs ``adjoint_options={"step_size": ...}``.
-        adjoint_params: tensors to differentiate for ``adjoint``/``checkpoint`` (default: the
-            parameters of ``func`` if it is an ``nn.Module``).
+        adjoint_params: tensors to differentiate for ``adjoint``/``checkpoint``, each once
+            (default: the parameters of ``func`` if it is an ``nn.Module``; a tensor ``func``
+            reads that is not among them gets no gradient from these two).
         seminorm: leave the parameter channels out of the adjoint's error norm.
         **step_options: ``step_size``, ``first_step``, ``max_step``, ``min_step``,
             ``max_num_steps``, ``safety``, ``ifactor``, ``dfactor``, and the PI gains
@@ -255,10 +316,11 @@ def solve(
     method = _method(method)
     if gradient not in GRADIENTS:
         raise SolverInputError(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}.")
-    clash = set(options or {}) & set(step_options)
+    options = _mapping("options", options)
+    clash = set(options) & set(step_options)
     if clash:
         raise SolverInputError(f"option(s) {sorted(clash)} given both in options= and as keywords.")
-    opts = {**(options or {}), **step_options}
+    opts = {**options, **step_options}
     ctl = _control(method, rtol, atol, opts, "step")
     pieces = tuple(y0) if isinstance(y0, tuple | list) else (y0,)
     first = pieces[0] if pieces and isinstance(pieces[0], Tensor) else None
@@ -298,7 +360,13 @@ def solve(
         )
         if gradient == "adjoint":
             adj_method = _method(adjoint_method or method, "adjoint_method")
-            adj_opts = {**opts, **(adjoint_options or {})}
+            own = _mapping("adjoint_options", adjoint_options)
+            adj_opts = {**opts, **own}
+            if not METHODS[adj_method].adaptive or own.get("step_size") is not None:
+                # the forward's step control is not the fixed-step backward solve's to refuse
+                adj_opts = {
+                    k: v for k, v in adj_opts.items() if k in own or k not in _ADAPTIVE_ONLY
+                }
             problem.adj_coef = Coefficients.get(METHODS[adj_method], dtype, device)
             problem.adj_ctl = _control(
                 adj_method,
@@ -306,6 +374,7 @@ def solve(
                 atol if adjoint_atol is None else adjoint_atol,
                 adj_opts,
                 "adjoint",
+                given=own,
             )
             _check_adjoint_steps(method, ctl, adj_method, problem.adj_ctl)
             problem.adj_ctl.norm_n = 2 * packer.n if seminorm else None
