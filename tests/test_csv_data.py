@@ -336,6 +336,22 @@ def _few_series_csv(tmp_path: Path) -> Path:
     return _write(tmp_path, "\n".join(rows) + "\n", "few.csv")
 
 
+def test_a_time_on_the_test_boundary_is_scored_in_the_test_block_only(tmp_path: Path) -> None:
+    """Whole-year holdouts on whole-year times put an observation exactly at ``t_test``: it
+    was a validation target and a test target both (one test value per series leaked into
+    the choice of checkpoint and the calibration). train < t_val <= val < t_test <= test."""
+    dm = CSVDataModule(str(_few_series_csv(tmp_path)), holdout=5.0, batch_size=4)
+    dm.setup()
+    windows = dm.data_state()["val_windows"]
+    for val, test in zip(dm.val_segments, dm.test_segments, strict=True):
+        t_val, t_test = windows["abc"[val.series]]
+        assert t_test == float(int(t_test))  # on an observation
+        scored_val = val.times[val.times >= val.t_split]
+        scored_test = test.times[test.times >= test.t_split]
+        np.testing.assert_array_equal(scored_val, np.arange(t_val, t_test))  # 5 years
+        assert scored_test[0] == t_test and not set(scored_val) & set(scored_test)
+
+
 def test_a_channel_constant_in_training_is_warned_about(tmp_path: Path) -> None:
     """k is 5 wherever the training part has it (its one other value lies in a held-out
     block), so the warning names k, and not x."""

@@ -310,11 +310,16 @@ def forecast_segment(
     table: SeriesTable, s: int, t_split: float, history: float | None, t_end: float | None
 ) -> Segment | None:
     """The segment conditioning on ``[t_split - history, t_split)`` and scored on
-    ``[t_split, t_end]`` (None: everything before / after); None if either side is empty."""
+    ``[t_split, t_end)`` (None: everything before / after); None if either side is empty.
+
+    ``t_end`` is where the next block starts and is left out: with an inclusive end an
+    observation at exactly ``t_test`` (a whole-unit holdout on whole-unit times) was scored
+    in the validation block and again in the test block, leaking a test value into the
+    choice of checkpoint and into the calibration."""
     t, x = _observed_rows(table, s)
     lo = -np.inf if history is None else t_split - history
     hi = np.inf if t_end is None else t_end
-    keep = (t >= lo) & (t <= hi)
+    keep = (t >= lo) & (t < hi)
     t, x = t[keep], x[keep]
     if not ((t < t_split).any() and (t >= t_split).any()):
         return None
