@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -276,3 +277,18 @@ def test_one_output_time_returns_a_copy_of_y0() -> None:
         assert torch.equal(ys[0], y0)
         ys.fill_(5.0)
         assert torch.equal(y0, torch.ones_like(y0))
+
+
+def test_a_first_solve_in_inference_mode_leaves_training_solves_working() -> None:
+    """The method's coefficient tensors are cached by the first solve of a process; built in
+    inference mode (Lightning's validate before fit) they could not be saved for backward,
+    and every later training solve failed."""
+    from latentode.solver import rk
+
+    rk._COEF_CACHE.clear()
+    w = torch.tensor(-0.7, dtype=torch.float64, requires_grad=True)
+    y0, t = torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with torch.inference_mode():
+        odeint(lambda t, y: w * y, y0, t, method="tsit5")
+    (grad,) = torch.autograd.grad(odeint(lambda t, y: w * y, y0, t, method="tsit5")[-1].sum(), w)
+    assert abs(float(grad) - 2 * math.exp(-0.7)) < 1e-6  # d/dw 2 e^w at w = -0.7

@@ -53,10 +53,13 @@ class Coefficients:
 
     @classmethod
     def get(cls, tab: ButcherTableau, dtype: torch.dtype, device: torch.device) -> Coefficients:
-        """Coefficients for ``tab`` on ``dtype``/``device``, built once."""
+        """Coefficients for ``tab`` on ``dtype``/``device``, built once, outside inference
+        mode: tensors built inside it (a first solve in Lightning's validate or test) cannot
+        be saved for backward, and every later training solve in the process failed."""
         key = (tab.name, dtype, device)
         if key not in _COEF_CACHE:
-            _COEF_CACHE[key] = cls(tab, dtype, device)
+            with torch.inference_mode(False):
+                _COEF_CACHE[key] = cls(tab, dtype, device)
         return _COEF_CACHE[key]
 
     def weights(self, theta: Tensor) -> Tensor:
