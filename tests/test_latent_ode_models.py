@@ -958,7 +958,7 @@ def test_bad_arguments_raise_model_input_error() -> None:
         ODEFunc(L, activation="relu")
     with pytest.raises(ModelInputError, match="unknown solver method"):
         SolverSettings("rk45")
-    with pytest.raises(ModelInputError, match=r"values must be \[B, T, 3\]"):
+    with pytest.raises(ModelInputError, match="the model's input_dim is 3 but the data have 2"):
         GRUEncoder(3, L)(batch.times, batch.values, batch.mask)
     with pytest.raises(ModelInputError, match="union grid"):
         GRUEncoder(D, L)(batch.times[:-1], batch.values, batch.mask)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from latentode.data import DataError, IrregularBatch
+from latentode.data.datamodules import PeriodicDataModule, SpiralsDataModule
 from latentode.data.synthetic import Spirals, make_periodic, make_spirals
 
 F64 = torch.float64
@@ -195,3 +196,69 @@ def test_spirals_bayes_forecast_refuses_what_it_cannot_score() -> None:
     shifted = IrregularBatch(sp.times + 1.0, sp.values, torch.ones_like(sp.values))
     with pytest.raises(DataError, match="window times"):
         sp.bayes_forecast(shifted)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: SpiralsDataModule(num_workers=2),
+            "num_workers=2: this data module draws which points of each training batch are "
+            "conditioned on from one seeded generator as it collates the batch, and every worker "
+            "process would copy that generator and repeat the others' draws. The data are in "
+            "memory and collate quickly: set num_workers 0.",
+        ),
+        (
+            lambda: SpiralsDataModule(n_observed=500),
+            "n_observed=500: the spirals are conditioned on n_observed of the 100 points of "
+            "their conditioning window; choose 1 to 100 (Chen 2018: 30, 50 or 100).",
+        ),
+        (
+            lambda: SpiralsDataModule(noise_std=-0.1),
+            "noise_std is the std of the Gaussian noise on every point: a finite number >= 0 "
+            "(0: clean spirals), got -0.1.",
+        ),
+        (
+            lambda: PeriodicDataModule(task="interpolation", t_split=1.0),
+            "t_split=1.0 splits the time range for task 'extrapolation'; interpolation observes "
+            "frac_observed of every time point and scores them all. Leave t_split unset, or set "
+            "task: extrapolation.",
+        ),
+        (
+            lambda: PeriodicDataModule(frac_observed=0.0),
+            "frac_observed is the share of the time points observed: in (0, 1], got 0.0.",
+        ),
+    ],
+    ids=["workers", "n_observed", "noise_std", "t_split", "frac_observed"],
+)
+def test_datamodule_settings_are_refused_when_built(build, message: str) -> None:
+    """Before: workers repeated the same conditioning subsets (batch 0 and batch 1 of an epoch
+    drew the same), 500 observed points conditioned on 100, t_split was ignored by
+    interpolation, and a negative noise_std was refused at setup without its value."""
+    with pytest.raises(DataError) as err:
+        build()
+    assert str(err.value) == message
+
+
+def test_csv_module_refuses_workers() -> None:
+    """The CSV module draws its conditioned spans while collating too (with two workers the
+    epoch's first two batches conditioned on the same spans)."""
+    from latentode.data.csv_module import CSVDataModule
+
+    with pytest.raises(DataError, match="num_workers=2: this data module draws"):
+        CSVDataModule("series.csv", num_workers=2)
+
+
+def test_a_fraction_that_rounds_to_no_series_says_so() -> None:
+    """Before: 'no val series: set val_fraction > 0.', although it was 0.1."""
+    dm = SpiralsDataModule(n=4, batch_size=2, test_fraction=0.0)
+    dm.setup()
+    with pytest.raises(DataError) as err:
+        dm.val_dataloader()
+    assert str(err.value) == (
+        "no val series: val_fraction 0.1 x 4 series = 0.4 rounds to 0 series. Raise n (the "
+        "number of series) above 5 or val_fraction above 0.125."
+    )
+    with pytest.raises(DataError) as err:
+        dm.test_dataloader()
+    assert str(err.value) == "no test series: test_fraction is 0; set it above 0."

@@ -12,7 +12,8 @@ Usage::
 
 Splits: `split_interpolation` conditions on a random subset of each series' observation times
 and scores every point (``heldout_mask`` marks the points the model did not see);
-`split_extrapolation` conditions on ``times < t_split`` and scores ``times >= t_split``.
+`split_extrapolation` conditions on ``times < t_split`` and scores ``times >= t_split``;
+`align_last` shifts each series of a split so that its last conditioning time is 0.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "IrregularBatch",
     "Series",
     "Split",
+    "align_last",
     "collate_series",
     "split_extrapolation",
     "split_interpolation",
@@ -362,3 +364,52 @@ def split_extrapolation(batch: IrregularBatch, t_split: float | None = None) -> 
         )
     target = batch.subset_times(~before)
     return Split(batch.subset_times(before), target, target.mask)
+
+
+def _shift_rows(batch: IrregularBatch, origin: Tensor, masks: Sequence[Tensor]) -> list[Tensor]:
+    """Each series' observed times less its ``origin [B]``, on their union grid: ``[times
+    [G], values [B, G, D], *masks]`` (each of ``masks`` ``[B, T, D]`` carried to the grid)."""
+    point = batch.point_mask  # (B, T)
+    # In float64, so that one time less one origin is the same number in every series.
+    shifted = batch.times.double().unsqueeze(0) - origin.double().unsqueeze(1)  # (B, T)
+    grid, index = torch.unique(shifted[point].to(batch.times.dtype), return_inverse=True)
+    rows = torch.nonzero(point)[:, 0]  # (N,) the series of each kept entry, row-major as index
+    B, D = batch.batch_size, batch.n_features
+    if len(torch.unique(rows * len(grid) + index)) < len(index):
+        raise DataError(
+            f"shifting the series' times by their last conditioning times merges two times of "
+            f"one series in {batch.times.dtype}; use float64 times (precision 64-true)."
+        )
+    out = [grid]
+    for m in (batch.values, *masks):
+        carried = m.new_zeros(B, len(grid), D)  # (B, G, D)
+        carried[rows, index] = m[point]
+        out.append(carried)
+    return out
+
+
+def align_last(split: Split) -> Split:
+    """The split with each series' times shifted so that its last conditioning time is 0.
+
+    For a latent ODE anchored at the last observation (``anchor: last``): the model places its
+    latent state at the last observed time of the batch, so on an unaligned batch a series'
+    anchor, and its prediction, would depend on the other series. Aligned, every series'
+    anchor is its own last observation (`CSVDataModule.align_to` does the same for files).
+    The grids become the unions of the shifted times (larger when the series' last
+    observations differ); columns that no series observes are dropped.
+
+    Args:
+        split: conditioning and target batches of the same series (a series without a
+            conditioning observation is not shifted).
+
+    Returns:
+        The aligned `Split` (``heldout_mask`` carried along).
+    """
+    obs, target = split.observed, split.target
+    point = obs.point_mask  # (B, T)
+    times = obs.times.unsqueeze(0).expand_as(point)  # (B, T)
+    origin = torch.where(point, times, -torch.inf).amax(dim=1)  # (B,) last conditioning time
+    origin = torch.where(point.any(dim=1), origin, 0.0)  # (B,)
+    t_obs, v_obs, m_obs = _shift_rows(obs, origin, [obs.mask])
+    t_tgt, v_tgt, m_tgt, held = _shift_rows(target, origin, [target.mask, split.heldout_mask])
+    return Split(IrregularBatch(t_obs, v_obs, m_obs), IrregularBatch(t_tgt, v_tgt, m_tgt), held)

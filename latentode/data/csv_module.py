@@ -66,7 +66,7 @@ from .prep import (
     value_range,
     whole_series,
 )
-from .resumable import ResumableLoader
+from .resumable import ResumableLoader, check_num_workers
 from .sharding import eval_loader
 from .table import SeriesTable
 
@@ -116,7 +116,8 @@ class CSVDataModule(pl.LightningDataModule):
             ``test`` apply it too.
         batch_size: segments per batch.
         seed: seeds the series division and the training draws.
-        num_workers: DataLoader workers (keep 0: data are in memory).
+        num_workers: DataLoader workers: 0 (the training draws are made while collating;
+            `check_num_workers`).
     """
 
     def __init__(
@@ -162,6 +163,7 @@ class CSVDataModule(pl.LightningDataModule):
         if not 0 < train_keep <= 1:
             raise DataError(f"need 0 < train_keep <= 1 (a share of times kept); got {train_keep}.")
         check_fractions(val_fraction, test_fraction)
+        check_num_workers(num_workers)
         self.save_hyperparameters()
         self.path, self.time_unit, self.duplicates = path, time_unit, duplicates
         self.time_column, self.series_column = time_column, series_column

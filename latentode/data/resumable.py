@@ -33,7 +33,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["ResumableLoader"]
+from .errors import DataError
+
+__all__ = ["ResumableLoader", "check_num_workers"]
 
 
 class _Skipping:
@@ -108,3 +110,19 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at ``state`` when the next pass begins (Lightning calls this on resume)."""
         self._resume = state or None
+
+
+def check_num_workers(num_workers: int) -> None:
+    """Refuse DataLoader workers for a data module that draws its training batches' random
+    parts (observed subsets, conditioned spans) from its own generator while collating.
+
+    Raises:
+        DataError: ``num_workers`` other than 0.
+    """
+    if num_workers != 0:
+        raise DataError(
+            f"num_workers={num_workers!r}: this data module draws which points of each training "
+            "batch are conditioned on from one seeded generator as it collates the batch, and "
+            "every worker process would copy that generator and repeat the others' draws. The "
+            "data are in memory and collate quickly: set num_workers 0."
+        )

@@ -23,7 +23,14 @@ from torch import Tensor
 from .batch import IrregularBatch, Split, split_extrapolation, subsample_observations
 from .errors import DataError
 
-__all__ = ["PeriodicSeries", "Spirals", "make_periodic", "make_spirals"]
+__all__ = [
+    "N_CONDITIONING",
+    "PeriodicSeries",
+    "Spirals",
+    "check_spiral_settings",
+    "make_periodic",
+    "make_spirals",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,10 +150,29 @@ def _spiral(theta: Tensor, a: float, b: float, clockwise: bool, style: str) -> T
     return torch.stack([r * torch.cos(theta) + centre, sign * r * torch.sin(theta)], dim=-1)
 
 
+N_CONDITIONING = 100  # `make_spirals`' default n_sample: the conditioning window's points
+
+
+def check_spiral_settings(noise_std: float, style: str) -> None:
+    """Refuse a noise std that is not a number >= 0, or an unknown spiral style.
+
+    Raises:
+        DataError: naming the setting and the value given.
+    """
+    if style not in ("archimedean", "torchdiffeq"):
+        raise DataError(f"style must be 'archimedean' or 'torchdiffeq', got {style!r}.")
+    number = isinstance(noise_std, int | float) and not isinstance(noise_std, bool)
+    if not (number and 0 <= noise_std < math.inf):
+        raise DataError(
+            f"noise_std is the std of the Gaussian noise on every point: a finite number "
+            f">= 0 (0: clean spirals), got {noise_std!r}."
+        )
+
+
 def make_spirals(
     n: int = 1000,
     n_total: int = 500,
-    n_sample: int = 100,
+    n_sample: int = N_CONDITIONING,
     n_forecast: int = 100,
     start: float = 0.0,
     stop: float = 6 * math.pi,
@@ -191,8 +217,7 @@ def make_spirals(
             f"n_forecast (windows start at index >= n_sample); got n={n}, n_total={n_total}, "
             f"n_sample={n_sample}, n_forecast={n_forecast}."
         )
-    if style not in ("archimedean", "torchdiffeq") or noise_std < 0:
-        raise DataError("style must be 'archimedean' or 'torchdiffeq' and noise_std >= 0.")
+    check_spiral_settings(noise_std, style)
     gen = torch.Generator().manual_seed(seed)
     grid = torch.linspace(start, stop, n_total, dtype=torch.float64)  # (n_total,)
     paths = torch.stack([_spiral(grid, a, b, cw, style) for cw in (False, True)])  # (2, N, 2)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from ..solver import ADAPTIVE_METHODS, GRADIENTS, METHODS
+from ..solver import ADAPTIVE_METHODS, GRADIENTS, METHODS, SolverInputError, solve
 
 __all__ = [
     "ModelInputError",
@@ -24,8 +24,11 @@ __all__ = [
     "Prediction",
     "SolverSettings",
     "check_dtype",
+    "check_obs_std",
     "check_observations",
     "check_query_times",
+    "check_sizes",
+    "check_solver_settings",
     "check_step_size",
     "finite_real",
     "observed_columns",
@@ -113,6 +116,46 @@ class SolverSettings:
         return kw
 
 
+class _Still(nn.Module):
+    """``dy/dt = 0``: the field of `check_solver_settings`' trial solve."""
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        return torch.zeros_like(y)
+
+
+def check_solver_settings(solver: SolverSettings, what: str) -> None:
+    """Have the solver check ``solver``'s options now, at the model's construction, rather
+    than at its first solve: a trial solve of ``dy/dt = 0`` over one step, whose argument
+    checks are the solver's own.
+
+    Args:
+        solver: the settings.
+        what: the setting's name for the message (``"encoder_solver"``).
+
+    Raises:
+        ModelInputError: the solver's reason, prefixed with ``what``.
+    """
+    step = solver.step_size
+    if step is not None and not (finite_real(step) and step > 0):
+        raise ModelInputError(
+            f"{what}: step_size must be a finite number > 0 (or null: the method's own steps), "
+            f"got {step!r}."
+        )
+    if solver.gradient not in GRADIENTS:
+        raise ModelInputError(
+            f"{what}: unknown gradient {solver.gradient!r}; choose one of {list(GRADIENTS)}."
+        )
+    try:
+        # Never in inference mode: the solver caches its tableau's tensors on the first solve
+        # of a method and dtype, and inference tensors there break later training solves.
+        with torch.inference_mode(False), torch.no_grad():
+            y0 = torch.zeros(1, dtype=torch.float64)
+            t = torch.tensor([0.0, 1.0 if step is None else float(step)], dtype=torch.float64)
+            solve(_Still(), y0, t, **solver.kwargs())
+    except SolverInputError as err:
+        raise ModelInputError(f"{what}: {err}") from None
+
+
 def solve_keywords(
     owner: str,
     *,
@@ -153,6 +196,27 @@ def solve_keywords(
 def finite_real(value: object) -> bool:
     """Whether ``value`` is a finite real number (not a bool)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_sizes(**sizes: int | None) -> None:
+    """Refuse model widths below 1 (None: not given, not checked); one message for all.
+
+    Raises:
+        ModelInputError: ``model sizes must be 1 or more; got hidden = 0, ...``.
+    """
+    small = [f"{name} = {v}" for name, v in sizes.items() if v is not None and not v >= 1]
+    if small:
+        raise ModelInputError(f"model sizes must be 1 or more; got {', '.join(small)}.")
+
+
+def check_obs_std(obs_std: float) -> None:
+    """Refuse an observation std that is not a finite number > 0.
+
+    Raises:
+        ModelInputError: naming the value.
+    """
+    if not (finite_real(obs_std) and obs_std > 0):
+        raise ModelInputError(f"obs_std must be a positive number; got {obs_std}.")
 
 
 def check_step_size(
@@ -295,9 +359,16 @@ def check_observations(
         ModelInputError: on a shape or dtype mismatch, unsorted or non-finite times, or a
             non-finite observed value (named by series, time index and feature).
     """
-    if values.dim() != 3 or values.shape[-1] != input_dim:
+    if values.dim() != 3:
         raise ModelInputError(
-            f"values must be [B, T, {input_dim}]; got shape {tuple(values.shape)}."
+            f"values must be [B, T, D] (series, times, channels); got shape {tuple(values.shape)}."
+        )
+    if values.shape[-1] != input_dim:
+        D = values.shape[-1]
+        raise ModelInputError(
+            f"the model's input_dim is {input_dim} but the data have {D} channel"
+            f"{'s' if D != 1 else ''} (values of shape {tuple(values.shape)}): set the "
+            f"model's input_dim to {D}, or give it data with {input_dim} channels."
         )
     if mask.shape != values.shape:
         raise ModelInputError(

@@ -12,9 +12,12 @@ scoring the conditioning points themselves measures one-step-ahead prediction, n
   through our solver; GRU update at observations; the prediction at ``t`` decodes ``h(t)``.
   Forecasting is the ODE flow of the hidden state after the last observation.
 
-A series' hidden state is 0 until its first observation (its predictions do not depend on the
-other series). Losses are negative log-likelihoods per observed target value, as in
-`LatentODE.elbo`.
+A series' hidden state is 0 until its first observation. Its predictions depend on the other
+series in the batch only through the ODE-RNN's discretisation: each stretch between two event
+times of the batch is one solve, so with a fixed-step solver the other series' times are step
+boundaries (an extrapolation moved by up to 0.15 between a batch of 12 and the series alone;
+`latentode.nn.encoders` says what was tried). Losses are negative log-likelihoods per observed
+target value, as in `LatentODE.elbo`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from .base import (
     Observations,
     Prediction,
     SolverSettings,
+    check_obs_std,
     check_observations,
+    check_sizes,
+    check_solver_settings,
     observed_columns,
     param_dtype,
 )
@@ -64,10 +70,15 @@ class RecurrentBaseline(nn.Module):
     Args:
         input_dim: number of features D.
         hidden: width of the hidden state.
+        sizes: the subclass's other widths, checked with these (each 1 or more).
+
+    Raises:
+        ModelInputError: a width below 1.
     """
 
-    def __init__(self, input_dim: int, hidden: int) -> None:
+    def __init__(self, input_dim: int, hidden: int, **sizes: int) -> None:
         super().__init__()
+        check_sizes(input_dim=input_dim, hidden=hidden, **sizes)
         self.input_dim = input_dim
         self.hidden_dim = hidden
 
@@ -125,7 +136,8 @@ class GRUBaseline(RecurrentBaseline):
         obs_std: float = 0.01,
         learn_std: bool = False,
     ) -> None:
-        super().__init__(input_dim, hidden)
+        super().__init__(input_dim, hidden, decoder_hidden=decoder_hidden)
+        check_obs_std(obs_std)
         self.cell = nn.GRUCell(2 * input_dim + 1, hidden)
         self.decoder = GaussianDecoder(
             hidden + 1, input_dim, decoder_hidden, decoder_depth, "relu", obs_std, learn_std
@@ -191,13 +203,15 @@ class ODERNN(RecurrentBaseline):
         learn_std: bool = False,
         solver: SolverSettings | None = None,
     ) -> None:
-        super().__init__(input_dim, hidden)
+        super().__init__(input_dim, hidden, ode_hidden=ode_hidden, decoder_hidden=decoder_hidden)
+        check_obs_std(obs_std)
+        self.solver = solver or SolverSettings(method="euler")
+        check_solver_settings(self.solver, "solver")
         self.cell = nn.GRUCell(2 * input_dim, hidden)
         self.ode_func = ODEFunc(hidden, ode_hidden, ode_depth, activation)
         self.decoder = GaussianDecoder(
             hidden, input_dim, decoder_hidden, decoder_depth, obs_std=obs_std, learn_std=learn_std
         )
-        self.solver = solver or SolverSettings(method="euler")
 
     def forward(self, times: Tensor, values: Tensor, mask: Tensor, t_out: Tensor) -> Normal:
         """Predict ``p(x(t))`` at ``t_out [T_out]``; a ``Normal`` of shape ``[B, T_out, D]``.

@@ -41,8 +41,11 @@ from .base import (
     Observations,
     Prediction,
     SolverSettings,
+    check_obs_std,
     check_observed_type,
     check_query_times,
+    check_sizes,
+    check_solver_settings,
     observed_columns,
 )
 from .decoders import GaussianDecoder, masked_log_likelihood
@@ -94,7 +97,11 @@ class LatentODEConfig:
             order with times ``-t``), the ODE integrated forwards to later query times and
             backwards to earlier ones. A forecast then integrates only over the horizon, from
             a state inferred last at the latest observations, instead of across the whole
-            history from ``t0``; query times may lie before ``t_a`` and before ``t0``.
+            history from ``t0``; query times may lie before ``t_a`` and before ``t0``. On a
+            batch whose series end their conditioning at different times, ``t_a`` is the
+            latest: align the batch first (`latentode.data.align_last`; the data modules do
+            it when `LatentODESystem` calls their ``align_to``), so that each series' state
+            sits at its own last observation and does not depend on the other series.
     """
 
     input_dim: int = 2
@@ -327,13 +334,12 @@ class LatentODE(nn.Module):
         if config.anchor not in ("first", "last"):
             raise ModelInputError(f"anchor must be 'first' or 'last', got {config.anchor!r}.")
         sizes = ("input_dim", "latent_dim", "encoder_hidden", "dynamics_hidden", "decoder_hidden")
-        small = [f"{n} = {getattr(config, n)}" for n in sizes if getattr(config, n) < 1]
-        if config.encoder_ode_hidden is not None and config.encoder_ode_hidden < 1:
-            small.append(f"encoder_ode_hidden = {config.encoder_ode_hidden}")
-        if small:
-            raise ModelInputError(f"model sizes must be 1 or more; got {', '.join(small)}.")
-        if not (math.isfinite(config.obs_std) and config.obs_std > 0):
-            raise ModelInputError(f"obs_std must be a positive number; got {config.obs_std}.")
+        check_sizes(
+            **{n: getattr(config, n) for n in sizes}, encoder_ode_hidden=config.encoder_ode_hidden
+        )
+        check_obs_std(config.obs_std)
+        check_solver_settings(config.solver, "solver")
+        check_solver_settings(config.encoder_solver, "encoder_solver")
         self.config = config
         D, L = config.input_dim, config.latent_dim
         self.encoder: Encoder

@@ -78,6 +78,7 @@ class SequenceSystem(ExactResume, pl.LightningModule):
         products in half precision and the solver in float32 (`latentode.solver.solve`).
         """
         super().setup(stage)
+        self._check_channels()
         precision = str(self.trainer.precision) if self._trainer is not None else ""
         if precision in ("16-true", "bf16-true"):  # Lightning reads "16" / "bf16" as mixed
             mixed = precision.split("-")[0] + "-mixed"
@@ -87,6 +88,20 @@ class SequenceSystem(ExactResume, pl.LightningModule):
                 f"rounds the state every solver step. Use --trainer.precision {mixed} (half "
                 "precision matrix products, the solver in float32), 32-true or 64-true."
             )
+
+    def _check_channels(self) -> None:
+        """Refuse, before any step, a model whose ``input_dim`` is not the number of channels
+        of a data module that states it (``n_features``: the synthetic modules)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        n = getattr(dm, "n_features", None)
+        encoder = getattr(self.model, "encoder", self.model)  # a latent ODE's, or a baseline
+        input_dim = getattr(encoder, "input_dim", None)
+        if n is None or input_dim is None or input_dim == n:
+            return
+        raise ModelInputError(
+            f"the model's input_dim is {input_dim} but {type(dm).__name__} has {n} channel"
+            f"{'s' if n != 1 else ''}: set the model's input_dim to {n}."
+        )
 
     # ------------------------------------------------------------------ to implement
     def training_loss(self, split: Split) -> tuple[Tensor, dict[str, Tensor]]:

@@ -7,7 +7,7 @@ from typing import Literal
 from torch import Tensor
 
 from ..data.batch import Split
-from ..nn.base import Prediction, SolverSettings
+from ..nn.base import Prediction, SolverSettings, check_solver_settings
 from ..nn.baselines import ODERNN, GRUBaseline, RecurrentBaseline
 from .base import SequenceSystem
 
@@ -32,6 +32,14 @@ class GRUBaselineSystem(_RecurrentSystem):
     Args:
         input_dim: number of features; hidden: GRU width (paper: 25).
         lr, optimizer, lr_decay, weight_decay: as `SequenceSystem`.
+        obs_std: the std of the Gaussian observation noise its NLL (loss and ``val/nll``)
+            assumes, the initial value if ``learn_std``; the same setting as a latent ODE's
+            ``config.obs_std`` (default 0.01 for both), so that their NLLs compare when both
+            are given the same value (the spirals: 0.3, the noise's std).
+        learn_std: learn the std (one per feature) instead of fixing it.
+
+    Raises:
+        ModelInputError: a width below 1 or an ``obs_std`` that is not a positive number.
     """
 
     def __init__(
@@ -42,10 +50,12 @@ class GRUBaselineSystem(_RecurrentSystem):
         optimizer: Literal["adam", "adamax"] = "adam",
         lr_decay: float = 1.0,
         weight_decay: float = 0.0,
+        obs_std: float = 0.01,
+        learn_std: bool = False,
     ) -> None:
         super().__init__(lr, optimizer, lr_decay, weight_decay)
         self.save_hyperparameters()
-        self.model = GRUBaseline(input_dim, hidden)
+        self.model = GRUBaseline(input_dim, hidden, obs_std=obs_std, learn_std=learn_std)
 
 
 class ODERNNSystem(_RecurrentSystem):
@@ -55,6 +65,11 @@ class ODERNNSystem(_RecurrentSystem):
         input_dim: number of features; hidden: hidden-state width.
         method, step_size: how the hidden state is integrated between observations.
         lr, optimizer, lr_decay, weight_decay: as `SequenceSystem`.
+        obs_std, learn_std: the Gaussian observation std, as `GRUBaselineSystem`.
+
+    Raises:
+        ModelInputError: a width below 1, an ``obs_std`` that is not a positive number, or
+            solver settings the solver refuses.
     """
 
     def __init__(
@@ -67,7 +82,11 @@ class ODERNNSystem(_RecurrentSystem):
         optimizer: Literal["adam", "adamax"] = "adam",
         lr_decay: float = 1.0,
         weight_decay: float = 0.0,
+        obs_std: float = 0.01,
+        learn_std: bool = False,
     ) -> None:
         super().__init__(lr, optimizer, lr_decay, weight_decay)
         self.save_hyperparameters()
-        self.model = ODERNN(input_dim, hidden, solver=SolverSettings(method, step_size=step_size))
+        solver = SolverSettings(method, step_size=step_size)
+        check_solver_settings(solver, "ODERNNSystem (method, step_size)")
+        self.model = ODERNN(input_dim, hidden, obs_std=obs_std, learn_std=learn_std, solver=solver)

@@ -16,7 +16,7 @@ from torch import Tensor
 from ..data.batch import Split
 from ..data.errors import DataError
 from ..data.transforms import base_of, kinds_of
-from ..nn.base import Prediction, SolverSettings
+from ..nn.base import ModelInputError, Prediction, SolverSettings
 from ..nn.latent_ode import LatentODE, LatentODEConfig
 from .base import SequenceSystem
 
@@ -48,6 +48,11 @@ class LatentODESystem(SequenceSystem):
             ``time_encoding``, ``normalisation``, ``time_scale``), stored in the checkpoint for
             ``latentode predict``; filled in from a data module with ``data_state()`` at setup.
         lr, optimizer, lr_decay, weight_decay: as `SequenceSystem`.
+
+    Raises:
+        ModelInputError: ``n_samples`` or ``eval_samples`` not a whole number >= 1,
+            ``kl_anneal_steps`` not a whole number >= 0, or a model setting `LatentODE`
+            refuses.
     """
 
     def __init__(
@@ -64,6 +69,9 @@ class LatentODESystem(SequenceSystem):
         data_state: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(lr, optimizer, lr_decay, weight_decay)
+        _check_count("n_samples", n_samples, 1, "posterior samples per training series")
+        _check_count("eval_samples", eval_samples, 1, "posterior paths per evaluated series")
+        _check_count("kl_anneal_steps", kl_anneal_steps, 0, "steps of KL annealing; 0: none")
         cfg = config_from_dict(config if config is not None else LatentODEConfig())
         self.save_hyperparameters()
         # Plain Python values only, so checkpoints load with weights_only=True.
@@ -137,6 +145,12 @@ class LatentODESystem(SequenceSystem):
     def predict_split(self, split: Split) -> Prediction:
         """Posterior predictive at the target times, from ``eval_samples`` paths."""
         return self.model.predict(split.observed, split.target.times, self.eval_samples)
+
+
+def _check_count(name: str, value: Any, least: int, what: str) -> None:
+    """Refuse a setting that is not a whole number >= ``least`` (``what``: its meaning)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ModelInputError(f"{name} ({what}) must be a whole number >= {least}; got {value!r}.")
 
 
 def _close(a: Any, b: Any) -> bool:

@@ -10,10 +10,11 @@ training generators, which it lists in a ``generators()`` method) with each chec
 restores them on resume. Every system returns it from ``configure_callbacks``, so any Trainer
 that fits them gets it.
 
-Validation draws (posterior samples) come from a stream of their own, seeded the same at every
-validation and set aside from training's: the fit's path does not depend on how often, or
-whether, it validates, a checkpoint saved before an epoch's validation resumes exactly, and one
-set of weights gets the same validation score whenever it is evaluated.
+Validation and test draws (posterior samples) come from a stream of their own, seeded the same
+at every validation (and every test) and set aside from training's: the fit's path does not
+depend on how often, or whether, it validates, a checkpoint saved before an epoch's validation
+resumes exactly, and one set of weights gets the same validation score, and the same test
+score, whenever it is evaluated (``trainer.test`` twice in one process once gave two scores).
 
 A resume from a mid-epoch checkpoint (the SLURM requeue's ``hpc_ckpt_*.ckpt``, or one saved every
 N steps) is exact too when the training loader is a `ResumableLoader` (every data module's is):
@@ -144,13 +145,27 @@ class RNGCheckpoint(pl.Callback):
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Validation draws from a stream of its own, the same at every validation: set the
         generators aside and seed them with `EVAL_SEED` (plus the fit's seed and the rank)."""
-        self._training_state = rng_state()
-        base = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        torch.manual_seed(EVAL_SEED + base + 7919 * trainer.global_rank)
+        self._evaluation_start(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Give training its generators back as validation found them (before a checkpoint
         saved at this validation's end stores them)."""
+        self._evaluation_end()
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Test draws from the same stream as validation, seeded alike at every test."""
+        self._evaluation_start(trainer)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Give the process its generators back as the test found them."""
+        self._evaluation_end()
+
+    def _evaluation_start(self, trainer: pl.Trainer) -> None:
+        self._training_state = rng_state()
+        base = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(EVAL_SEED + base + 7919 * trainer.global_rank)
+
+    def _evaluation_end(self) -> None:
         held, self._training_state = self._training_state, None
         if held is not None:
             set_rng_state(held)
