@@ -565,8 +565,10 @@ def calibrate(
         table: a file holding the validation series (the training file).
         data_state: the checkpoint's data description.
         n_samples, importance, refine: as the forecasts to be calibrated are made.
-        seed: seeds the posterior and noise draws (each series' from the seed and its id:
-            `case_seeds`, so the factors do not depend on ``chunk``).
+        seed: seeds the posterior paths (each series' from the seed and its id:
+            `case_seeds`, so the factors do not depend on ``chunk``); the scores rest on the
+            exact quantiles of the paths' mixture (`latentode.predictive.mixture_quantiles`),
+            so the noise draws do not move them.
         chunk: series per model call.
         by_lead: one factor per lead-time bin (`lead_bins`; one bin when the validation
             values cannot fill two); False: one for every lead time.

@@ -997,8 +997,9 @@ def _unobserved(history: list[Segment], table: SeriesTable) -> str:
 
 
 def _few_paths(n_samples: int, levels: tuple[float, ...] = ()) -> str:
-    """A note when ``--n_samples`` is too few for the widest band's ends: fewer than one
-    path beyond each (20 paths for the 5-95% band, 40 for 2.5-97.5%)."""
+    """A note when ``--n_samples`` is too few for the widest band: fewer paths than one per
+    tail beyond its ends (20 for the 5-95% band, 40 for 2.5-97.5%) sample the posterior's
+    spread there poorly. The quantiles are those of these paths' mixture, exactly."""
     low = quantile_probs(levels)[0]
     need = math.ceil(1 / low - 1e-9)
     if n_samples >= need:
@@ -1006,8 +1007,9 @@ def _few_paths(n_samples: int, levels: tuple[float, ...] = ()) -> str:
     lo, hi = percent(low), percent(1 - low)
     return (
         f"--n_samples {n_samples}: the {lo}% and {hi}% quantiles of fewer than {need} paths "
-        "lie at or next to the extreme paths (with one path they equal q50), so the bands are "
-        f"rough; use {max(100, 5 * need)} or more for bands to rely on."
+        "rest on the few most extreme of them (with one path the band is its observation "
+        f"noise alone), so the bands are rough; use {max(100, 5 * need)} or more for bands to "
+        "rely on."
     )
 
 
@@ -1121,7 +1123,9 @@ def test_main(argv: list[str]) -> int:
     p.add_argument("--ckpt_path", required=True, nargs="+", help=CKPT_HELP)
     p.add_argument("--data.path", dest="data_path", required=True)
     p.add_argument("--data.duplicates", dest="duplicates", **DUPLICATES_ARG)
-    p.add_argument("--n_samples", type=int, default=100)
+    p.add_argument(
+        "--n_samples", type=int, default=200, help="posterior paths per series (as predict)"
+    )
     p.add_argument("--importance", action="store_true", help=IMPORTANCE_HELP)
     p.add_argument("--refine", type=int, default=0, metavar="STEPS", help=REFINE_HELP)
     p.add_argument(

@@ -10,9 +10,10 @@ their members' mean MSE on three series splits (0.64x last value's, against 0.76
 fits). With the session-24 default the fits agree more closely, and pairs forecast at 0.43x
 against 0.47x for single fits, with calibrated coverage 0.93-1.00 (``reports/csv_seeds.md``).
 
-The mixture gives each member the same weight: ``n_samples`` paths from each, each path with
-its own draw of that member's observation noise, pooled for the quantiles; the mean is the
-members' average mean and the variance the mixture's (law of total variance). Each member
+The mixture gives each member the same weight: ``n_samples`` paths from each, each path a
+Gaussian with that member's observation noise, all pooled into one mixture whose quantiles
+are solved exactly (`latentode.predictive.mixture_quantiles`); the mean is the members'
+average mean and the variance the mixture's (law of total variance). Each member
 reads the history through its own normalisation and time scale and keeps its own anchor and
 encoder, so members may differ in architecture; they must agree on what the data are: the
 channels, the time encoding, the conditioning history and the series split (the calibration

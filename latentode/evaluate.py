@@ -450,7 +450,7 @@ def evaluate(
     model: LatentODE | Ensemble,
     table: SeriesTable,
     data_state: dict[str, Any],
-    n_samples: int = 100,
+    n_samples: int = 200,
     seed: int = 0,
     importance: bool = False,
     calibration: Calibration | None = None,
@@ -463,7 +463,8 @@ def evaluate(
         model: the fitted latent ODE, or an `Ensemble` of them.
         table: the file to score (the training file: its test series / block).
         data_state: the checkpoint's data description.
-        n_samples: posterior paths per series.
+        n_samples: posterior paths per series (200: as `latentode.forecast.forecast` and
+            `latentode.calibration.calibrate` draw them).
         seed: seeds the draws (each case's from the seed, its task and its series id: `case_seeds`).
         importance: the model's predictions weight its posterior paths (`LatentODE.predict`).
         calibration: band factors from the validation series (`latentode.calibration`);

@@ -167,7 +167,7 @@ def test_forecast_of_a_model_anchored_last_does_not_depend_on_the_other_series()
 def test_predictive_mean_and_std_come_from_the_paths_not_the_noise_draws() -> None:
     """The summary's mean and std are the predictive's moments from the posterior paths
     (`LatentODE.predict`), mapped to the user's units: independent of the observation-noise
-    draws (which only the quantiles use), and equal to ``mean_k path`` and
+    draws (which the summary does not use), and equal to ``mean_k path`` and
     ``sqrt(var_k path + sigma^2)`` times the channel's std. Averaging the noisy draws instead
     would add ``sigma^2 / K`` of Monte-Carlo variance to the point forecast."""
     torch.manual_seed(0)
@@ -200,7 +200,7 @@ def test_predictive_mean_and_std_come_from_the_paths_not_the_noise_draws() -> No
     for b_, s in enumerate(a):
         np.testing.assert_allclose(s[..., 0], want_mean[b_], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(s[..., 1], want_std[b_], rtol=1e-12, atol=1e-12)
-        # The quantiles are the noisy draws', not the paths' alone.
+        # The quantiles are the predictive's (the paths with their noise), not the paths'.
         path_median = np.median(paths[:, b_], axis=0) * scale + shift
         assert np.abs(s[..., 3] - path_median).max() > 1e-3
 

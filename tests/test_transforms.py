@@ -121,8 +121,9 @@ def test_a_log_channel_has_log_normal_moments_and_positive_quantiles() -> None:
     draws = big.draws[..., 0]  # (K, n) the mixture's mean and std agree with its draws
     np.testing.assert_allclose(stats[:, 0, 0], draws.mean(axis=0), rtol=0.01)
     np.testing.assert_allclose(stats[:, 0, 1], draws.std(axis=0), rtol=0.02)
+    # The quantiles are the mixture's exact ones; the draws' carry Monte-Carlo error.
     np.testing.assert_allclose(
-        stats[:, 0, 2:], np.quantile(draws, [0.05, 0.5, 0.95], axis=0).T, rtol=1e-3
+        stats[:, 0, 2:], np.quantile(draws, [0.05, 0.5, 0.95], axis=0).T, rtol=0.01
     )
     assert (stats[:, 0, 2] > 0).all()
     # The band is longer above the median than below it.
@@ -137,22 +138,22 @@ def test_a_log1p_channel_is_censored_at_zero() -> None:
     np.testing.assert_allclose(stats[:, 0, 0], y.mean(axis=0), rtol=0.01)
     np.testing.assert_allclose(stats[:, 0, 1], y.std(axis=0), rtol=0.01)
     np.testing.assert_allclose(
-        stats[:, 0, 2:], np.quantile(y, [0.05, 0.5, 0.95], axis=0).T, atol=2e-3
-    )
+        stats[:, 0, 2:], np.quantile(y, [0.05, 0.5, 0.95], axis=0).T, rtol=0.01, atol=2e-3
+    )  # the mixture's exact quantiles against the draws' (Monte-Carlo error)
     assert (stats[:, 0, 2] == 0).all()  # q05 is 0 where more than 5% sits at 0
 
 
 @pytest.mark.parametrize("kind", ["log", "log1p", "logit(0, 100)"])
 def test_a_scaled_band_is_the_draws_scaled_in_log_space(kind: str) -> None:
-    """`summary(lam)`'s quantiles are those of the draws scaled by lam about the log-space
-    median, its mean and std the model's own; on a channel as it is, `scale_bands`."""
+    """`summary(lam)`'s quantiles are those of the predictive scaled by lam about the
+    log-space median (every path's mean and noise std), its mean and std the model's own; on
+    a channel as it is, `scale_bands`."""
     p = _predictive([kind, "none"], K=5000)
     lam = np.array([4.0, 0.8])  # (D,)
-    z = forward(p.draws, p.kinds)  # (K, n, D)
-    m = np.median(z, axis=0)  # (n, D)
-    wide = Predictive(inverse(m + lam * (z - m), p.kinds), p.mean, p.std, p.paths, p.noise, p.kinds)
+    m = p.quantiles([0.5])[0]  # (n, D) the median on each channel's scale
+    wide = Predictive(p.draws, p.mean, p.std, m + lam * (p.paths - m), lam * p.noise, p.kinds)
     got, own = p.summary(lam), p.summary()
-    np.testing.assert_allclose(got[:, 0, 2:], wide.summary()[:, 0, 2:], rtol=1e-10)
+    np.testing.assert_allclose(got[:, 0, 2:], wide.summary()[:, 0, 2:], rtol=1e-9)
     np.testing.assert_array_equal(got[:, 0, :2], own[:, 0, :2])
     np.testing.assert_allclose(got[:, 1], scale_bands(own, lam)[:, 1], rtol=1e-12)
     assert (got[:, 0, 2] >= 0).all()  # a 4x wider band stays positive ...
@@ -278,8 +279,8 @@ def test_a_logit_channel_has_the_mixture_moments_and_stays_between_its_bounds() 
     np.testing.assert_allclose(stats[:, 0, 0], draws.mean(axis=0), rtol=3e-3)
     np.testing.assert_allclose(stats[:, 0, 1], draws.std(axis=0), rtol=5e-3)
     np.testing.assert_allclose(
-        stats[:, 0, 2:], np.quantile(draws, [0.05, 0.5, 0.95], axis=0).T, rtol=1e-3
-    )
+        stats[:, 0, 2:], np.quantile(draws, [0.05, 0.5, 0.95], axis=0).T, rtol=0.01
+    )  # the mixture's exact quantiles against the draws' (Monte-Carlo error)
     assert (stats[:, 0, 2] > 0).all() and (stats[:, 0, 4] < 100).all()
     one = _predictive(["logit(10, 20)"], K=1, n=2)  # one path: its own moments, mapped
     ref = np.array([_logit_normal_reference(m, 0.6) for m in one.paths[0, :, 0]])  # (n, 2)
