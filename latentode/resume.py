@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .data.errors import DataError
+from .systems.guard import newest_file
 
 __all__ = [
     "check_classes",
@@ -43,9 +44,7 @@ def last_candidate(root: str | Path | None) -> str | None:
     file ``--ckpt_path last`` will resume from (`cli.resolve_last` picks it the same way
     once the trainer exists), or None."""
     root = Path(root or ".")
-    files = [*root.glob("checkpoints/last*.ckpt"), *root.glob("hpc_ckpt_*.ckpt")]
-    files = [p for p in files if p.is_file()]
-    return str(max(files, key=lambda p: p.stat().st_mtime)) if files else None
+    return newest_file([*root.glob("checkpoints/last*.ckpt"), *root.glob("hpc_ckpt_*.ckpt")])
 
 
 def saved_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

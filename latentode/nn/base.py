@@ -141,10 +141,6 @@ def check_solver_settings(solver: SolverSettings, what: str) -> None:
             f"{what}: step_size must be a finite number > 0 (or null: the method's own steps), "
             f"got {step!r}."
         )
-    if solver.gradient not in GRADIENTS:
-        raise ModelInputError(
-            f"{what}: unknown gradient {solver.gradient!r}; choose one of {list(GRADIENTS)}."
-        )
     try:
         # Never in inference mode: the solver caches its tableau's tensors on the first solve
         # of a method and dtype, and inference tensors there break later training solves.
