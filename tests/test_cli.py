@@ -290,6 +290,19 @@ def test_a_class_that_refuses_its_options_stops_with_its_message(tmp_path: Path)
     assert "Traceback" not in res.stderr and not root.exists()
 
 
+def test_a_bad_depth_in_the_model_config_names_the_setting(tmp_path: Path) -> None:
+    """Before: 'latentode: error: depth must be >= 0, got -1.' (which of the model's MLPs?)."""
+    root = tmp_path / "run"
+    args = ["--config", "configs/spirals.yaml", "--trainer.default_root_dir", str(root)]
+    res = run_cli("fit", *args, "--model.init_args.config.decoder_depth", "-1")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().endswith(
+        "latentode: error: decoder_depth is the number of hidden layers of an MLP: a whole "
+        "number >= 0 (0: one linear layer); got -1. Set decoder_depth to 0 or more."
+    )
+    assert "Traceback" not in res.stderr and not root.exists()
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("tensorboard") is not None
     or importlib.util.find_spec("tensorboardX") is not None,

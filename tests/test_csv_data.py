@@ -654,6 +654,31 @@ def test_trailing_delimiters_extra_values_and_ids_that_read_like_missing(tmp_pat
         read_series_csv(tmp_path)
 
 
+def test_a_spreadsheets_sep_line_names_the_delimiter(tmp_path: Path) -> None:
+    """Excel writes, and honours, a first line ``sep=;``: the table under it reads as the
+    comma-separated file does (it was refused), padded (``sep=;;;``) or with a BOM, and line
+    numbers in messages count the hint line."""
+    rows = [["series_id", "time", "a", "b"], ["A", "1", "1.5", ""], ["A", "2", "2", "7"]]
+    rows += [["B", "1", "3", "8"], ["B", "3", "4.25", "9"]]
+    plain = _write(tmp_path, "".join(",".join(r) + "\n" for r in rows))
+    want = read_series_csv(plain)
+    for i, hint in enumerate(("sep=;\n", "sep=;;;\r\n", "\ufeffSEP=;\n")):
+        path = tmp_path / f"excel{i}.csv"
+        path.write_text(hint + "".join(";".join(r) + "\n" for r in rows), encoding="utf-8")
+        got = read_series_csv(path)
+        assert (got.series_ids, got.channels) == (["A", "B"], ["a", "b"])
+        np.testing.assert_array_equal(got.times, want.times)
+        np.testing.assert_array_equal(got.values, want.values)
+        np.testing.assert_array_equal(got.offsets, want.offsets)
+    tabs = tmp_path / "tabs.csv"
+    tabs.write_text("sep=\t\n" + "".join("\t".join(r) + "\n" for r in rows))
+    np.testing.assert_array_equal(read_series_csv(tabs).values, want.values)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sep=;\nseries_id;time;x\na;1;2\na;2;abc\na;3;4\n")
+    with pytest.raises(CSVDataError, match=r"column 'x', e.g. 'abc' \(line 4\)"):
+        read_series_csv(bad)
+
+
 def _rows(times: list[str], ids: str = "s") -> str:
     return "".join(f"{ids},{t},{i % 3}\n" for i, t in enumerate(times))
 
@@ -662,8 +687,9 @@ def _rows(times: list[str], ids: str = "s") -> str:
     ("text", "needle"),
     [
         (
-            "sep=,\nseries_id,time,a\ns,1,2\ns,2,3\n",
-            "the first line is 'sep=,', a spreadsheet's separator hint. Delete that line",
+            "sep=ab\nseries_id,time,a\ns,1,2\ns,2,3\n",
+            "the first line 'sep=ab' is a spreadsheet's separator hint that names no single "
+            "delimiter. Write it as sep=, or sep=;",
         ),
         (
             "series_id,time,a,a\ns,1,2,3\ns,2,3,4\n",
@@ -702,7 +728,7 @@ def _rows(times: list[str], ids: str = "s") -> str:
         ),
     ],
     ids=[
-        *("sep-line", "name-twice", "decimal-comma", "yyyymmdd", "yyyymm", "before-1677"),
+        *("bad-sep-line", "name-twice", "decimal-comma", "yyyymmdd", "yyyymm", "before-1677"),
         *("after-2262", "over-292-years"),
     ],
 )

@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from cli_helpers import QUIET_FIT, ROOT
+from cli_helpers import QUIET_FIT, ROOT, run_cli
 from lightning_helpers import quiet_trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from latentode.cli import USER_ERRORS
 from latentode.data.datamodules import SpiralsDataModule
+from latentode.nn.base import ModelInputError
 from latentode.nn.latent_ode import LatentODEConfig
-from latentode.systems import LatentODESystem, TrainingStoppedError
+from latentode.systems import LatentODESystem, StepInputError, TrainingStoppedError
 
 LR, DECAY = 0.01, 0.99
 STEPS_PER_EPOCH = 100  # 1500 spirals: 1200 for training, batches of 12
@@ -218,6 +219,11 @@ def _tiny_data(n: int = 60) -> SpiralsDataModule:
 def _fit_until_stopped(root: Path, poison: pl.Callback) -> str:
     """Fit a tiny Latent ODE on 60 spirals (4 batches per epoch, one validation batch,
     ``root/last.ckpt`` after each epoch) with ``poison``; the `TrainingStoppedError` message."""
+    return str(_stopped_fit(root, poison))
+
+
+def _stopped_fit(root: Path, poison: pl.Callback) -> TrainingStoppedError:
+    """The `TrainingStoppedError` of `_fit_until_stopped`'s fit."""
     system = _tiny_system()
     ckpt = ModelCheckpoint(dirpath=root, filename="last", monitor=None)
     trainer = quiet_trainer(
@@ -229,7 +235,7 @@ def _fit_until_stopped(root: Path, poison: pl.Callback) -> str:
     )
     with pytest.raises(TrainingStoppedError) as err:
         trainer.fit(system, datamodule=_tiny_data())
-    return str(err.value)
+    return err.value
 
 
 @pytest.mark.parametrize(
@@ -286,6 +292,81 @@ def test_solver_failure_in_validation_and_testing_stops_with_a_message(tmp_path:
     message = str(err.value)
     assert message.startswith("testing stopped at epoch 0, test batch 0")
     assert "the ODE solver failed" in message and "checkpoint" not in message
+
+
+# ------------------------------------------------- a batch the model refuses, in any stage
+class PoisonBatch(pl.Callback):
+    """Writes NaN at the first observed value of batch ``batch`` of epoch ``epoch`` of
+    ``stage`` (``"train"``, ``"val"`` or ``"test"``) before its step; the mask stays 1, so the
+    model's input check refuses it (sanity-check batches are left alone)."""
+
+    def __init__(self, stage: str = "train", epoch: int = 0, batch: int = 0) -> None:
+        self.stage, self.epoch, self.batch = stage, epoch, batch
+
+    def _poison(self, trainer: pl.Trainer, stage: str, split, batch_idx: int) -> None:
+        at = (stage, trainer.current_epoch, batch_idx) == (self.stage, self.epoch, self.batch)
+        if at and not trainer.sanity_checking:
+            b, t, d = torch.nonzero(split.observed.mask)[0].tolist()
+            split.observed.values[b, t, d] = float("nan")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._poison(trainer, "train", batch, batch_idx)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        self._poison(trainer, "val", batch, batch_idx)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        self._poison(trainer, "test", batch, batch_idx)
+
+
+@pytest.mark.parametrize(
+    ("stage", "where"),
+    [
+        ("train", "training stopped at epoch 1, batch 2 (global step 6): "),
+        ("val", "validation stopped at epoch 1, validation batch 0 (global step 8): "),
+        ("test", "testing stopped at epoch 0, test batch 1 (global step 0): "),
+    ],
+)
+def test_a_batch_the_model_refuses_names_the_stage_epoch_and_batch(
+    tmp_path: Path, stage: str, where: str
+) -> None:
+    """A ModelInputError in a step (here a NaN observed value) came out bare: 'values[0, 1, 0]
+    is nan where mask is 1 (series 0, ...)', a series index within a batch nobody could find."""
+    epoch, batch = {"train": (1, 2), "val": (1, 0), "test": (0, 1)}[stage]
+    poison = PoisonBatch(stage, epoch, batch)
+    if stage == "test":
+        trainer = quiet_trainer(tmp_path, callbacks=[poison])
+        with pytest.raises(TrainingStoppedError) as err:
+            data = SpiralsDataModule(n=60, n_observed=30, batch_size=3, seed=0)  # 2 batches
+            trainer.test(_tiny_system(), datamodule=data, verbose=False)
+        stopped = err.value
+    else:
+        stopped = _stopped_fit(tmp_path, poison)
+    message, cause = str(stopped), stopped.__cause__
+    assert isinstance(stopped, StepInputError) and isinstance(stopped, ModelInputError)
+    assert isinstance(cause, ModelInputError)
+    assert message.startswith(where + str(cause)), message
+    assert "is nan where mask is 1 (series 0, time index" in message
+    assert ("Nothing of this step was applied" in message) == (stage == "train")
+    assert StepInputError.__mro__[1] is TrainingStoppedError  # in USER_ERRORS: status 2
+
+
+def test_a_refused_batch_stops_the_cli_with_one_line_naming_the_batch(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    res = run_cli(
+        *("fit", "--config", "configs/spirals.yaml", "--trainer.default_root_dir", str(root)),
+        *(*QUIET_FIT, "--trainer.max_epochs", "1", "--data.init_args.n", "60"),
+        *("--data.init_args.batch_size", "12", "--model.init_args.eval_samples", "2"),
+        *("--trainer.callbacks+=test_faults.PoisonBatch", "--trainer.callbacks.batch", "1"),
+        env={"PYTHONPATH": str(ROOT / "tests")},
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert errors[0].startswith(
+        "latentode: error: training stopped at epoch 0, batch 1 (global step 1): values["
+    )
+    assert "is nan where mask is 1" in errors[0]
 
 
 _DDP_EVAL_SCRIPT = """

@@ -6,8 +6,9 @@ numbers (any unit) or ISO date-times; date-times become a float axis (``unit`` a
 kept in the table's `TimeEncoding`). Rows are sorted by time within each series.
 
 Every rule is checked here, in `read_series_csv`, and every violation raises `CSVDataError`
-naming the file, the line numbers (the header is line 1), the column or the series, and what to
-change. Series with fewer than two observed times are dropped with a warning.
+naming the file, the line numbers (the header is line 1, or line 2 under a spreadsheet's
+``sep=;`` line), the column or the series, and what to change. Series with fewer than two
+observed times are dropped with a warning.
 
 Usage::
 
@@ -72,6 +73,35 @@ _NA_TEXT = [
 ]
 
 
+# the first line Excel writes, and honours, to name a file's delimiter: ``sep=;``
+_SEP_HINT = "sep="
+
+
+def _separator(path: Path) -> tuple[str, int]:
+    """The delimiter of ``path`` and the number of lines above its header.
+
+    A first line ``sep=X`` (Excel writes it, and reads the file by it) names the delimiter
+    ``X`` and is skipped: ``(";", 1)`` for ``sep=;``. Without one: ``(",", 0)``. The hint may
+    be padded with its own delimiter (``sep=;;;``, as a spreadsheet re-exports it).
+
+    Raises:
+        CSVDataError: a ``sep=`` line that names no single delimiter character.
+    """
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        line = f.readline(1024).rstrip("\r\n")
+    if line.lstrip()[: len(_SEP_HINT)].lower() != _SEP_HINT:
+        return ",", 0
+    named = line.lstrip()[len(_SEP_HINT) :]
+    if not named or set(named) != {named[0]} or named[0] in "\"'.\r\n" or named[0].isalnum():
+        raise _fail(
+            path,
+            f"the first line {line!r} is a spreadsheet's separator hint that names no single "
+            "delimiter",
+            "Write it as sep=, or sep=; (the character between the columns), or delete it.",
+        )
+    return named[0], 1
+
+
 def _read_frame(
     path: Path,
     usecols: list[str] | None = None,
@@ -82,11 +112,13 @@ def _read_frame(
 ) -> pd.DataFrame:
     """The file as pandas reads it, every cell of the ``text`` columns as a string, and the
     ``ids`` column's cells missing only when empty (``header``: the file's columns, needed
-    with ``ids``). A trailing delimiter on each row (a spreadsheet export) is not taken for an
-    index column; values past the header's last column are refused, not dropped."""
+    with ``ids``); under a ``sep=`` first line, by the delimiter it names. A trailing
+    delimiter on each row (a spreadsheet export) is not taken for an index column; values
+    past the header's last column are refused, not dropped."""
     if not path.is_file():
         what = "a directory, not a file" if path.is_dir() else "file not found"
         raise _fail(path, what, "Check the path (--data.path).")
+    sep, skip = _separator(path)
     na: dict[str, Any] = {"keep_default_na": True}
     if ids is not None:
         na_values = {c: [""] if c == ids else _NA_TEXT for c in header}
@@ -96,6 +128,8 @@ def _read_frame(
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(
                 path,
+                sep=sep,
+                skiprows=skip,
                 usecols=usecols,
                 dtype=dict.fromkeys(text, str),
                 skip_blank_lines=False,
@@ -118,19 +152,15 @@ def _read_frame(
 def csv_columns(path: str | Path) -> list[str]:
     """The column names of a CSV file's header.
 
+    A spreadsheet's ``sep=;`` first line is skipped and its delimiter used (`_separator`).
+
     Raises:
-        CSVDataError: a missing, empty or unreadable file; a first line that is a
-            spreadsheet's ``sep=,`` hint; a name given to two columns (pandas would rename
-            the second ``a.1`` and read it as another channel).
+        CSVDataError: a missing, empty or unreadable file; a ``sep=`` first line that names
+            no single delimiter; a name given to two columns (pandas would rename the second
+            ``a.1`` and read it as another channel).
     """
     path = Path(path)
     header = [str(c) for c in _read_frame(path, nrows=0).columns]
-    if header and header[0].strip().lower().startswith("sep="):
-        raise _fail(
-            path,
-            f"the first line is {','.join(_raw_header(path))!r}, a spreadsheet's separator hint",
-            "Delete that line, so that the header with the column names comes first.",
-        )
     named = Counter(_raw_header(path))
     twice = [name for name, n in named.items() if n > 1]
     if twice:
@@ -145,8 +175,11 @@ def csv_columns(path: str | Path) -> list[str]:
 
 def _raw_header(path: Path) -> list[str]:
     """The header's names as written (pandas renames a repeated name ``a`` to ``a.1``)."""
+    sep, skip = _separator(path)
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        return next(csv.reader(f), [])
+        for _ in range(skip):
+            f.readline()
+        return next(csv.reader(f, delimiter=sep), [])
 
 
 def _columns(
@@ -204,7 +237,8 @@ def _header_advice(header: list[str], missing: list[str]) -> str | None:
         if sep is not None:
             return (
                 f"the file looks separated by {sep!r}, and latentode reads comma-separated "
-                "files: save it with ',' between columns (and '.' as decimal point)."
+                "files: save it with ',' between columns (and '.' as decimal point), or "
+                f"make its first line sep={sep} (a spreadsheet's separator hint)."
             )
     padded = [h for h in header if h != h.strip() and h.strip() in missing]
     if padded:
@@ -590,15 +624,15 @@ def read_series_csv(
         The `SeriesTable`, sorted by time within each series, series in order of appearance.
 
     Raises:
-        CSVDataError: a missing or empty file, missing columns, a header that names a column
-            twice or follows a ``sep=`` line, non-numeric or infinite values, numbers written
-            with a comma, unreadable or mixed times, whole-number times that read as dates
-            (20231202), date-times outside 1677-2262, a channel list naming a column twice,
-            duplicate rows, a channel with no observation (unless allowed), a value a
-            channel's transform cannot take, an unknown transform or channel in
-            ``transform``, or no series with two observed times. Dropped short series only
-            warn, and so does a text column that looks like series ids in a file read as one
-            series.
+        CSVDataError: a missing or empty file, a ``sep=`` first line naming no single
+            delimiter, missing columns, a header that names a column twice, non-numeric or
+            infinite values, numbers written with a comma, unreadable or mixed times,
+            whole-number times that read as dates (20231202), date-times outside 1677-2262,
+            a channel list naming a column twice, duplicate rows, a channel with no
+            observation (unless allowed), a value a channel's transform cannot take, an
+            unknown transform or channel in ``transform``, or no series with two observed
+            times. Dropped short series only warn, and so does a text column that looks like
+            series ids in a file read as one series.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise CSVDataError(
@@ -619,7 +653,8 @@ def read_series_csv(
     usecols = _columns(path, header, time_column, series_column, channels)
     text = [time_column, *([series_column] if series_column else [])]
     frame = _read_frame(path, usecols if channels else None, text, ids=series_column, header=header)
-    lines = np.arange(len(frame), dtype=np.int64) + 2  # header = line 1
+    above = _separator(path)[1]  # a sep= line above the header
+    lines = np.arange(len(frame), dtype=np.int64) + 2 + above  # header = line 1 + above
     blank = frame.isna().all(axis=1).to_numpy()
     frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]
     if len(frame) == 0:

@@ -12,6 +12,7 @@ Usage::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from .base import ModelInputError
 
-__all__ = ["ACTIVATIONS", "SMOOTH_ACTIVATIONS", "ODEFunc", "make_mlp"]
+__all__ = ["ACTIVATIONS", "SMOOTH_ACTIVATIONS", "ODEFunc", "check_depth", "make_mlp"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
@@ -28,6 +29,25 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
 }
 SMOOTH_ACTIVATIONS = ("tanh", "softplus", "elu")
+
+
+def check_depth(depth: object, name: str = "depth") -> None:
+    """Refuse a number of hidden layers that is not a whole number >= 0.
+
+    Args:
+        depth: the value given.
+        name: the setting that gave it (``dynamics_depth``, ``decoder_depth``, ...), named in
+            the message.
+
+    Raises:
+        ModelInputError: ``dynamics_depth is the number of hidden layers ...; got -1. ...``.
+    """
+    if isinstance(depth, numbers.Integral) and not isinstance(depth, bool) and depth >= 0:
+        return
+    raise ModelInputError(
+        f"{name} is the number of hidden layers of an MLP: a whole number >= 0 (0: one linear "
+        f"layer); got {depth!r}. Set {name} to 0 or more."
+    )
 
 
 def make_mlp(
@@ -45,14 +65,14 @@ def make_mlp(
         The network, acting on the last dimension.
 
     Raises:
-        ModelInputError: for an unknown activation or a negative depth.
+        ModelInputError: for an unknown activation or a depth that is not a whole number
+            >= 0 (`check_depth`; a model checks its own depth settings first, by name).
     """
     if activation not in ACTIVATIONS:
         raise ModelInputError(
             f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}."
         )
-    if depth < 0:
-        raise ModelInputError(f"depth must be >= 0, got {depth}.")
+    check_depth(depth)
     widths = [in_dim] + [hidden] * depth + [out_dim]
     layers: list[nn.Module] = []
     for i in range(len(widths) - 1):

@@ -4,7 +4,7 @@ from .base import SequenceSystem
 from .baselines import GRUBaselineSystem, ODERNNSystem
 from .classifier import ODENetSystem
 from .cnf import CNFSystem
-from .guard import TrainingStoppedError
+from .guard import StepInputError, TrainingStoppedError
 from .latent_ode import LatentODESystem
 from .metrics import ForecastMetrics
 from .rng import RNGCheckpoint
@@ -18,5 +18,6 @@ __all__ = [
     "ODERNNSystem",
     "RNGCheckpoint",
     "SequenceSystem",
+    "StepInputError",
     "TrainingStoppedError",
 ]

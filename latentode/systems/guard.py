@@ -1,13 +1,16 @@
-"""Stop training or evaluation cleanly on a non-finite loss or an ODE solver failure.
+"""Stop training or evaluation cleanly on a non-finite loss, an ODE solver failure or a batch
+the model refuses.
 
 `guarded` wraps a ``training_step``, ``validation_step`` or ``test_step``. In training, if the
 loss is NaN or infinite, or the solver raises `SolverError`, training stops *before* the
 backward pass and the optimizer step, with a `TrainingStoppedError` that names the epoch, the
 batch and the global step, says what to change, and points at the last checkpoint written
 (which is left as it was). In validation and testing a `SolverError` stops the run the same
-way. Under DDP the processes agree on the decision, so they all stop together with the message
-instead of leaving the others waiting in the gradient all-reduce or in the metrics' epoch-end
-gather (which NCCL only ends at its timeout):
+way. A `ModelInputError` in any of these steps (a batch with a non-finite observed value or
+unsorted times) stops it the same way too, as a `StepInputError`: the model's own message
+behind the stage, epoch and batch. Under DDP the processes agree on the decision, so they all
+stop together with the message instead of leaving the others waiting in the gradient
+all-reduce or in the metrics' epoch-end gather (which NCCL only ends at its timeout):
 
 - in training, one all-reduce of a flag per step (every process takes the same steps);
 - in evaluation, the shards may hold different numbers of batches (they are not padded, see
@@ -43,11 +46,14 @@ from typing import Any, NoReturn, TypeVar
 import pytorch_lightning as pl
 import torch.distributed as dist
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerStatus
 from torch import Tensor
 
+from ..nn.base import ModelInputError
 from ..solver import SolverError
 
 __all__ = [
+    "StepInputError",
     "TrainingStoppedError",
     "end_process",
     "guarded",
@@ -102,8 +108,17 @@ def end_process(status: int) -> NoReturn:
 
 
 class TrainingStoppedError(RuntimeError):
-    """Training or evaluation was stopped on a non-finite loss or a solver failure (the
-    message says where)."""
+    """Training or evaluation was stopped on a non-finite loss, a solver failure or a batch
+    the model refused (the message says where)."""
+
+
+class StepInputError(TrainingStoppedError, ModelInputError):
+    """A training, validation or test step stopped on a `ModelInputError`: the message is the
+    stage, epoch and batch, then the model's own message (the error is its ``__cause__``).
+
+    A `ModelInputError` still, for code that catches those; a `TrainingStoppedError`, so that
+    the processes of a multi-process run stop together with it.
+    """
 
 
 def newest_file(paths: Iterable[str | Path]) -> str | None:
@@ -153,21 +168,26 @@ def guarded(step: Step) -> Step:
     ``validation_step`` / ``test_step`` returning None.
 
     Raises:
+        StepInputError: the model refused this process's batch (a `ModelInputError`).
         TrainingStoppedError: the loss is not finite or the solver failed, in this process or in
-            another DDP process.
+            another DDP process, or another process's batch was refused.
     """
 
     @functools.wraps(step)
     def wrapper(self: pl.LightningModule, batch: Any, batch_idx: int, *args: Any) -> Any:
         if _deferred(self):
             return _evaluate_deferred(step, self, batch, batch_idx, *args)
-        failure: SolverError | None = None
+        failure: SolverError | ModelInputError | None = None
         out: Any = None
         try:
             out = step(self, batch, batch_idx, *args)
         except SolverError as e:
             failure = e
-        # an evaluation step returns None: only a solver failure stops it
+        except ModelInputError as e:
+            if not _running(self):  # a step called by hand: no epoch or batch to name
+                raise
+            failure = e
+        # an evaluation step returns None: only a solver failure or a refused batch stops it
         value = float(out.detach()) if isinstance(out, Tensor) else 0.0
         ok_here = failure is None and math.isfinite(value)
         ok = ok_here
@@ -176,18 +196,27 @@ def guarded(step: Step) -> Step:
         if ok:
             return out
         remedy: str | None
+        if isinstance(failure, ModelInputError):  # its message says what to change
+            raise StepInputError(_message(self, batch_idx, str(failure), None)) from failure
         if failure is not None:  # its message ends with its own "What to do"
             problem, remedy = f"the ODE solver failed: {failure}", None
         elif not ok_here:
             problem, remedy = f"the training loss is {value}.", _NAN_REMEDY
         else:
             problem, remedy = (
-                "another process hit a non-finite loss or a solver failure (see its message).",
+                "another process hit a non-finite loss, a solver failure or a batch the model "
+                "refused (see its message).",
                 _NAN_REMEDY,
             )
         raise TrainingStoppedError(_message(self, batch_idx, problem, remedy)) from failure
 
     return wrapper  # type: ignore[return-value]
+
+
+def _running(module: pl.LightningModule) -> bool:
+    """Whether a trainer is running ``module``'s steps (not a step called by hand, perhaps on
+    a module a stopped trainer is still attached to)."""
+    return module._trainer is not None and module.trainer.state.status == TrainerStatus.RUNNING
 
 
 _FAILURE = "_latentode_eval_failure"  # the module attribute a failing process keeps its message in
@@ -204,8 +233,9 @@ def _deferred(module: pl.LightningModule) -> bool:
 def _evaluate_deferred(
     step: Callable[..., Any], module: pl.LightningModule, batch: Any, batch_idx: int, *args: Any
 ) -> Any:
-    """Run an evaluation step; keep a solver failure's message and skip the shard's remaining
-    steps; after the shard's last batch, stop every process if one of them failed."""
+    """Run an evaluation step; keep a solver failure's or a refused batch's message and skip
+    the shard's remaining steps; after the shard's last batch, stop every process if one of
+    them failed."""
     out = None
     if getattr(module, _FAILURE, None) is None:
         try:
@@ -213,6 +243,8 @@ def _evaluate_deferred(
         except SolverError as e:
             problem = f"the ODE solver failed: {e}"
             setattr(module, _FAILURE, _message(module, batch_idx, problem, None))
+        except ModelInputError as e:
+            setattr(module, _FAILURE, _message(module, batch_idx, str(e), None))
     # Lightning sets is_last_batch before the step; every process has exactly one last batch
     # (no shard is empty: `eval_sampler`), and it comes before the metrics' epoch-end gather.
     if module.trainer._evaluation_loop.batch_progress.is_last_batch:
