@@ -966,6 +966,21 @@ def test_bad_arguments_raise_model_input_error() -> None:
         ODERNN(D).double()(batch.times, batch.values, batch.mask, batch.times.flip(0))
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"), [("dynamics_depth", -1), ("decoder_depth", -2), ("decoder_depth", 1.5)]
+)
+def test_a_bad_depth_names_its_setting(setting: str, value: float) -> None:
+    """make_mlp said 'depth must be >= 0, got -1.', naming neither the setting nor the network
+    (the latent ODE has two MLPs); a fractional depth was a TypeError from list repetition."""
+    with pytest.raises(ModelInputError) as err:
+        LatentODE(LatentODEConfig(**{setting: value}))
+    assert str(err.value) == (
+        f"{setting} is the number of hidden layers of an MLP: a whole number >= 0 (0: one "
+        f"linear layer); got {value!r}. Set {setting} to 0 or more."
+    )
+    assert len(LatentODE(LatentODEConfig(**{setting: 0})).state_dict()) > 0  # 0 is linear
+
+
 # ---- a tiny seeded fit on spirals ----------------------------------------------------------
 
 

@@ -50,7 +50,8 @@ from .base import (
 )
 from .decoders import GaussianDecoder, masked_log_likelihood
 from .encoders import Encoder, GRUEncoder, ODERNNEncoder
-from .vector_fields import ODEFunc
+from .row_flow import check_row_flow
+from .vector_fields import ODEFunc, check_depth
 
 __all__ = [
     "AggregatePosterior",
@@ -69,7 +70,8 @@ class LatentODEConfig:
     Attributes:
         input_dim: features D; latent_dim: width of ``z``.
         encoder: ``"gru"`` (Chen 2018) or ``"odernn"`` (Rubanova 2019).
-        encoder_hidden: encoder width; encoder_solver: ODE-RNN gap integration.
+        encoder_hidden: encoder width; encoder_solver: ODE-RNN gap integration (with
+            a ``step_size`` each series steps on its own grid: `latentode.nn.encoders`).
         encoder_ode_hidden: hidden width of the ODE-RNN encoder's vector field (default
             ``None``: ``encoder_hidden``; Rubanova used 100 units with a 20-wide state).
         encoder_head_hidden: the encoder's posterior head: 0 (default) linear, > 0 an MLP
@@ -337,9 +339,13 @@ class LatentODE(nn.Module):
         check_sizes(
             **{n: getattr(config, n) for n in sizes}, encoder_ode_hidden=config.encoder_ode_hidden
         )
+        check_depth(config.dynamics_depth, "dynamics_depth")
+        check_depth(config.decoder_depth, "decoder_depth")
         check_obs_std(config.obs_std)
         check_solver_settings(config.solver, "solver")
         check_solver_settings(config.encoder_solver, "encoder_solver")
+        if config.encoder == "odernn":
+            check_row_flow(config.encoder_solver, "encoder_solver")
         self.config = config
         D, L = config.input_dim, config.latent_dim
         self.encoder: Encoder

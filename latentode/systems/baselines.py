@@ -63,7 +63,9 @@ class ODERNNSystem(_RecurrentSystem):
 
     Args:
         input_dim: number of features; hidden: hidden-state width.
-        method, step_size: how the hidden state is integrated between observations.
+        method, step_size: how the hidden state is integrated between observations (a
+            ``step_size``: each series on its own grid, batch-independent; none: one step
+            per gap of the batch's times, `latentode.nn.baselines`).
         lr, optimizer, lr_decay, weight_decay: as `SequenceSystem`.
         obs_std, learn_std: the Gaussian observation std, as `GRUBaselineSystem`.
 
