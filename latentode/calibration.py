@@ -54,9 +54,18 @@ L)`` above 0.9: 19 at 0.95). A model's band can have the wrong shape as well as 
 width: on the fertility data the model's own 50% band held 90-92% of the held-out values, and
 the 5-95% band's factors left it at 0.63-0.69, where its own gave 0.51-0.53
 (``reports/calibration_levels.md``). A level with too few validation series takes the 5-95%
-band's factors (0.93-0.94 coverage at 95% there). Where a band's scaled end falls inside a
-narrower band's it is moved out to it (`latentode.predictive.scale_bands`), so every band
-keeps at least its coverage.
+band's factors (0.93-0.94 coverage at 95% there).
+
+The factors of one end are made non-decreasing in the level (`nested_factors`): a band whose
+own factor is below a narrower band's takes that one. Each level's factor is estimated on its
+own, and its noise could put a wider band's scaled end inside a narrower one's; moved out to
+it (`latentode.predictive.scale_bands`) the two quantiles tied. With ``--levels 95
+--calibrate_tails`` on a fertility fit, q02.5 = q05 on 49% of the test rows and q95 = q97.5
+on 31% (both ends of the 95% band, too few series for their own, at its central factors; the
+5-95% band's ends each at the most extreme of 21 series' scores). Raised, every end lies its
+factor times the model's own half-band out, so the quantiles are strictly ordered wherever
+the model's are, and a raise only widens a band: each keeps the coverage its own factor gives
+(there: none tied; the 95% band covered 0.966 of the test values, 0.941 before, 10% wider).
 
 Each end on its own (``latentode predict --calibrate_tails``, `TailFactors`): a band that
 covers 90% can still hold its misses all on one side, when the model's median is biased. On
@@ -123,6 +132,7 @@ __all__ = [
     "lead_bins",
     "lead_scales",
     "min_series",
+    "nested_factors",
     "tail_scales",
     "validation_cases",
 ]
@@ -219,17 +229,22 @@ class Calibration:
         With ``levels``: ``[L, n, D]``, one row per band of `band_levels` (ascending), each
         by its own factors, or the 5-95% band's where it has none (`BandFactors`). With
         `tails` and ``levels``: ``[2, L, n, D]``, the lower ends' then the upper ends' (a band
-        whose ends could not be calibrated on their own has its central factors on both);
-        without ``levels`` the central ``[n, D]`` still (the mean and std's, ``center`` of
-        `latentode.predictive.scale_bands`).
+        whose ends could not be calibrated on their own has its central factors on both).
+        With ``levels`` each end's factors are `nested_factors`: a band whose own factor is
+        below a narrower band's takes that one, so the calibrated quantiles are strictly
+        ordered wherever the model's are. Without ``levels`` the 5-95% band's own central
+        ``[n, D]`` still (the mean and std's, ``center`` of
+        `latentode.predictive.scale_bands`, which so do not depend on ``levels``).
 
         Raises:
             ValueError: not calibrated, or not for one of ``levels``.
         """
         if self.scale is None:
             raise ValueError(f"not calibrated: {self.reason}")
-        if not self.tails or levels is None:
+        if levels is None:
             return self._central(lead, levels)
+        if not self.tails:
+            return nested_factors(self._central(lead, levels))
         levels = band_levels(levels)
         central = self._central(lead, levels)  # (L, n, D); raises for a level not calibrated
         lower, upper = central.copy(), central.copy()
@@ -239,7 +254,7 @@ class Calibration:
             if t.lower is not None and t.upper is not None:
                 b = bin_index(t.edges, lead)
                 lower[i], upper[i] = t.lower[b], t.upper[b]
-        return np.stack([lower, upper])
+        return nested_factors(np.stack([lower, upper]))
 
     def scaling(
         self, lead: np.ndarray, levels: Sequence[float] | None
@@ -365,6 +380,36 @@ def conformal_scale(
     # A hair wider than the score (1e-9 relative), so that the value whose score it is stays
     # inside the scaled band, ``q50 + lam * (q95 - q50)``, after that sum is rounded.
     return value * (1.0 + WIDEN) if np.isfinite(value) else None
+
+
+def nested_factors(scale: np.ndarray) -> np.ndarray:
+    """Band factors made non-decreasing in the level: each band's the largest of its own and
+    every narrower band's (the running maximum over levels).
+
+    Each level's factor is estimated on its own scores, so their noise can put a wider band's
+    below a narrower one's (module docstring): the wider band's end then falls inside the
+    narrower one's, and moved out to it the two quantiles tie. With factors ``0 < lam_a <=
+    lam_b`` for levels ``a < b`` and the model's own half-bands ``h_a < h_b``, the scaled ends
+    are strictly ordered, ``lam_b h_b >= lam_a h_b > lam_a h_a``: at least the model's own
+    spacing times ``lam_a`` apart. The running maximum is the least such raise, and raising a
+    factor only widens its band, so each band keeps the coverage its own factor gives;
+    pooling neighbouring levels' factors (isotonic regression) would instead lower some
+    band's below its own conformal quantile and void its guarantee.
+
+    Args:
+        scale: ``[..., L, n, D]`` factors of each band (ascending levels on the third axis
+            from the end), e.g. `Calibration.factors`' ``[L, n, D]`` or ``[2, L, n, D]``.
+
+    Returns:
+        ``[..., L, n, D]``: ``max(scale[..., :i + 1, :, :])`` for level ``i``.
+
+    Raises:
+        ValueError: ``scale`` has fewer than three axes.
+    """
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.ndim < 3:
+        raise ValueError(f"band factors are [..., L, n, D], got shape {scale.shape}")
+    return np.maximum.accumulate(scale, axis=-3)
 
 
 def bin_index(edges: np.ndarray, lead: np.ndarray) -> np.ndarray:

@@ -17,9 +17,11 @@ model's 90% interval coverage says whether its uncertainty is honest (0.90 is ca
 ``width90`` what the band costs (its mean width), and ``wis`` (the weighted interval score,
 `weighted_interval_score`) weighs the two against each other in one proper score. Given
 band factors calibrated on the validation series (`latentode.calibration`), the forecast is
-scored a second time with the scaled bands: the row ``latent ODE, calibrated bands``. The
-row ``latent ODE, half-observed history`` forecasts the same values from every other
-observation of each history (the last kept): how much the forecast leans on dense histories
+scored a second time with the scaled bands: the row ``latent ODE, calibrated bands`` (its
+``mse`` and ``mae`` are the calibrated predictive's mean's, which moves with the factors, on
+a log or logit channel by more: `latentode.predictive`). The row ``latent ODE,
+half-observed history`` forecasts the same values from every other observation of each
+history (the last kept): how much the forecast leans on dense histories
 (on the fertility data, 1.8x the MSE for a model trained on complete histories, none for
 one trained with ``train_keep: 0.5``). The task ``history gaps`` reconstructs the
 observations that row drops (the first kept too) from the rest, beside last value and

@@ -1,6 +1,6 @@
 """A series' prediction and score depend on its own observations only, not on the other series
 that share its batch: latent ODEs anchored at the last observation on the synthetic data
-modules. (The ODE-RNN's fixed-step flow still steps on the batch's times: `nn.encoders`.)"""
+modules. (The ODE-RNN without a step_size steps on the batch's times: `nn.encoders`.)"""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from latentode.calibration import (
     MIN_VALUES,
     WIDEN,
     Calibration,
+    bin_index,
     calibrate,
     conformal_scale,
     lead_bins,
@@ -178,6 +179,17 @@ def _fertility_fit() -> tuple[LatentODE, CSVDataModule]:
     return model, dm
 
 
+def own_factors(cal: Calibration, lead: np.ndarray) -> np.ndarray:
+    """``[L, M, D]`` each band's own central factors at ``lead``, ascending levels, before
+    `nested_factors` (a band without its own: the 5-95% band's)."""
+    principal = cal.factors(lead)  # (M, D)
+    rows = {0.9: principal}
+    for band in cal.others:
+        own = band.scale is not None
+        rows[band.level] = band.scale[bin_index(band.edges, lead)] if own else principal
+    return np.stack([rows[v] for v in sorted(rows)])
+
+
 def test_calibrate_gives_each_band_its_own_conformal_factors() -> None:
     """19 validation series on an untrained tiny model: the 50, 80 and 95% bands each get
     factors that make them hold their level of the series (each weighted once) in every bin
@@ -193,22 +205,23 @@ def test_calibrate_gives_each_band_its_own_conformal_factors() -> None:
     preds = list(case_predictives(model, cases, state, 30, seeds, chunk=16))
     lead = np.concatenate([c.lead for c in cases])  # (M,)
     group = np.concatenate([np.full(len(c.t_target), i) for i, c in enumerate(cases)])
-    rows = cal.factors(lead, levels)  # (5, M, 1)
-    assert rows.shape == (5, len(lead), 1)
-    np.testing.assert_array_equal(rows[2], cal.factors(lead))  # the 5-95% band's own
+    own = own_factors(cal, lead)  # (5, M, 1) 50, 80, 90, 95, 99
+    rows = cal.factors(lead, levels)  # (5, M, 1) what the bands are scaled by
+    np.testing.assert_array_equal(rows, np.maximum.accumulate(own, axis=0))  # nested
+    assert (rows > own).any()  # somewhere a band's own factor was below a narrower one's
     for k, band in enumerate(cal.others):
         scores = np.concatenate(
             [p.scores(c.target, band.level) for p, c in zip(preds, cases, strict=True)]
         )
         raw = float((scores <= 1.0).mean())  # fertility: no gaps
         assert band.raw_coverage == pytest.approx(raw)
-        row = rows[k if k < 2 else k + 1]  # rows: 50, 80, 90, 95, 99
+        row = own[k if k < 2 else k + 1]  # rows: 50, 80, 90, 95, 99
         if band.level == 0.99:
             assert (
                 band.scale is None
                 and "a 99% band needs at least 99 validation series" in band.reason
             )
-            np.testing.assert_array_equal(row, rows[2])
+            np.testing.assert_array_equal(row, own[2])
             continue
         assert band.scale is not None and band.reason == ""
         index = np.searchsorted(band.edges, lead, side="right")

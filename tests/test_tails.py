@@ -8,18 +8,37 @@ import dataclasses
 import numpy as np
 import pytest
 from scipy.stats import norm
-from test_levels import LEVELS, W, _fertility_fit, _normal_stats, predictive_and_targets
+from test_levels import (
+    LEVELS,
+    W,
+    _fertility_fit,
+    _normal_stats,
+    own_factors,
+    predictive_and_targets,
+)
 
 from latentode.calibration import (
     MIN_VALUES,
+    BandFactors,
+    Calibration,
+    TailFactors,
+    bin_index,
     calibrate,
     conformal_scale,
     min_series,
+    nested_factors,
     tail_scales,
     validation_cases,
 )
 from latentode.evaluate import case_predictives, case_seeds, evaluate
-from latentode.predictive import _TINY, band_columns, band_levels, band_scores, scale_bands
+from latentode.predictive import (
+    _TINY,
+    Predictive,
+    band_columns,
+    band_levels,
+    band_scores,
+    scale_bands,
+)
 
 
 def test_signed_scores_by_hand() -> None:
@@ -145,9 +164,14 @@ def test_calibrate_with_tails_gives_each_end_its_own_factors() -> None:
     )
     lead = np.concatenate([c.lead for c in cases])  # (M,)
     group = np.concatenate([np.full(len(c.t_target), i) for i, c in enumerate(cases)])
-    rows = cal.factors(lead, LEVELS)  # (2, L, M, 1)
+    rows = cal.factors(lead, LEVELS)  # (2, L, M, 1) what the ends are scaled by
     assert rows.shape == (2, 4, len(lead), 1)
-    central = dataclasses.replace(cal, tails=()).factors(lead, LEVELS)  # (L, M, 1)
+    central = own_factors(cal, lead)  # (L, M, 1) each band's own central factors
+    own = np.stack([central, central])  # (2, L, M, 1) each end's own, before nesting
+    for i, t in enumerate(cal.tails):
+        if t.lower is not None and t.upper is not None:
+            own[:, i] = np.stack([t.lower, t.upper])[:, bin_index(t.edges, lead)]
+    np.testing.assert_array_equal(rows, np.maximum.accumulate(own, axis=1))  # nested
     for i, t in enumerate(cal.tails):
         signed = {
             e: np.concatenate(
@@ -159,11 +183,12 @@ def test_calibrate_with_tails_gives_each_end_its_own_factors() -> None:
         assert t.above == pytest.approx(float((signed["upper"] > 1).mean()))
         if t.level == 0.95:
             assert t.lower is None and "needs at least 39 validation series" in t.reason
-            np.testing.assert_array_equal(rows[:, i], np.stack([central[i], central[i]]))
+            # its central factors, raised where the 5-95% band's ends reach further
+            np.testing.assert_array_equal(rows[:, i], np.maximum(central[i], rows[:, i - 1]))
             continue
         assert t.lower is not None and t.reason == ""
         index = np.searchsorted(t.edges, lead, side="right")
-        for side, row in (("lower", rows[0, i]), ("upper", rows[1, i])):
+        for side, row in (("lower", own[0, i]), ("upper", own[1, i])):
             for b in range(len(t.edges) + 1):
                 m = index == b
                 _, g, count = np.unique(group[m], return_inverse=True, return_counts=True)
@@ -193,3 +218,41 @@ def test_calibrate_with_tails_gives_each_end_its_own_factors() -> None:
     row = frame.method == "latent ODE, calibrated bands"
     assert frame[row].mse.item() == plain[row].mse.item()
     assert frame[row].width90.item() != plain[row].width90.item()
+
+
+def test_calibrated_quantiles_are_strictly_ordered_where_a_wider_bands_factor_is_smaller() -> None:
+    """The audit's tie: the 5-95% band's ends at factors 0.8 (lower) and 0.7 (upper), each on
+    its own; the 95% band, too few series for its ends, at its central 0.5. Scaled by its own
+    factor the 95% band's ends (0.5 x 1.96) lay inside the 5-95% band's (0.8 x 1.645, 0.7 x
+    1.645), and moved out to them q02.5 = q05 and q95 = q97.5. Its factors raised to the
+    narrower band's (`nested_factors`), each end lies that factor times 1.96 out: strictly
+    beyond. A log channel likewise, on the log scale. The mean and std keep the 5-95% band's
+    central factor 0.6."""
+    one, none = np.zeros(0), np.full((2, 2), np.nan)  # no bins; (n, D) draws, unused
+    cal = Calibration(
+        np.full((1, 2), 0.6),
+        np.array([40, 40]),
+        20,
+        1.0,
+        6.0,
+        others=(BandFactors(0.95, one, np.full((1, 2), 0.5), 1.0),),
+        tails=(
+            TailFactors(0.9, one, np.full((1, 2), 0.8), np.full((1, 2), 0.7), 0.0, 0.0),
+            TailFactors(0.95, one, None, None, 0.0, 0.0, "too few"),
+        ),
+    )
+    lead = np.array([1.0, 3.0])
+    mean, std = np.zeros((2, 2)), np.ones((2, 2))  # N(0, 1) on each channel's scale
+    p = Predictive(none[None], mean, std, np.zeros((1, 2, 2)), np.ones((1, 2)), ["none", "log"])
+    factors, center = cal.scaling(lead, [0.95])  # what `predict` and `test` pass
+    stats = p.summary(factors, [0.95], center)  # (n, D, 7): mean, std, q02.5 ... q97.5
+    assert (np.diff(stats[..., 2:], axis=-1) > 0.05).all()  # strictly, by more than rounding
+    z95, z975 = norm.ppf(0.95), norm.ppf(0.975)
+    want = np.array([-0.8 * z975, -0.8 * z95, 0.0, 0.7 * z95, 0.7 * z975])
+    np.testing.assert_allclose(stats[:, 0, 2:], np.tile(want, (2, 1)), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats[:, 1, 2:], np.tile(np.exp(want), (2, 1)), rtol=1e-9)
+    np.testing.assert_allclose(stats[:, 0, :2], [[0.0, 0.6]] * 2, atol=1e-12)
+    np.testing.assert_array_equal(factors[0, 1], np.full((2, 2), 0.8))  # raised from 0.5
+    np.testing.assert_array_equal(factors[1, 1], np.full((2, 2), 0.7))
+    with pytest.raises(ValueError, match=r"band factors are \[\.\.\., L, n, D\]"):
+        nested_factors(np.ones((2, 3)))

@@ -24,6 +24,7 @@ from latentode.data.transforms import (
     transform_kinds,
     transform_of,
 )
+from latentode.mixture import ndtr
 from latentode.predictive import Predictive, _logit_normal_moments, band_scores, scale_bands
 
 
@@ -145,16 +146,16 @@ def test_a_log1p_channel_is_censored_at_zero() -> None:
 
 @pytest.mark.parametrize("kind", ["log", "log1p", "logit(0, 100)"])
 def test_a_scaled_band_is_the_draws_scaled_in_log_space(kind: str) -> None:
-    """`summary(lam)`'s quantiles are those of the predictive scaled by lam about the
-    log-space median (every path's mean and noise std), its mean and std the model's own; on
-    a channel as it is, `scale_bands`."""
+    """`summary(lam)` is the summary of the predictive scaled by lam about the log-space
+    median (every path's mean and noise std): its quantiles and its mean and std, one
+    distribution; on a channel as it is, `scale_bands`."""
     p = _predictive([kind, "none"], K=5000)
     lam = np.array([4.0, 0.8])  # (D,)
     m = p.quantiles([0.5])[0]  # (n, D) the median on each channel's scale
     wide = Predictive(p.draws, p.mean, p.std, m + lam * (p.paths - m), lam * p.noise, p.kinds)
     got, own = p.summary(lam), p.summary()
-    np.testing.assert_allclose(got[:, 0, 2:], wide.summary()[:, 0, 2:], rtol=1e-9)
-    np.testing.assert_array_equal(got[:, 0, :2], own[:, 0, :2])
+    np.testing.assert_allclose(got[:, 0], wide.summary()[:, 0], rtol=1e-9)
+    assert (got[:, 0, 1] > 2 * own[:, 0, 1]).all()  # 4x as wide: not the model's std
     np.testing.assert_allclose(got[:, 1], scale_bands(own, lam)[:, 1], rtol=1e-12)
     assert (got[:, 0, 2] >= 0).all()  # a 4x wider band stays positive ...
     if kind == "log":  # ... scaled on the raw values, it would not
@@ -165,6 +166,73 @@ def test_a_scaled_band_is_the_draws_scaled_in_log_space(kind: str) -> None:
     got = p.summary(per_time)
     np.testing.assert_allclose(got[2, 0], p.summary(lam)[2, 0], rtol=1e-12)
     np.testing.assert_allclose(got[1, 0], own[1, 0], rtol=1e-12)
+
+
+def _two_paths(kind: str, a: np.ndarray, s: float) -> Predictive:
+    """Paths ``+-a`` ``[n]`` with noise std ``s`` on one channel of ``kind``: the mixture of
+    ``z`` is symmetric, so its median is 0."""
+    mu = np.stack([a, -a])[..., None]  # (2, n, 1)
+    nan = np.full(mu.shape[1:], np.nan)  # mean, std and draws: the summaries do not use them
+    return Predictive(np.stack([nan, nan]), nan, nan, mu, np.full((2, 1), s), [kind])
+
+
+def _scaled_moments(g, a: float, s: float) -> tuple[float, float]:
+    """Mean and std of ``g(z)``, ``z`` the mixture of ``N(+-a, s^2)``, by `scipy.integrate.quad`."""
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    def moment(k: int) -> float:
+        def f(z: float, m: float) -> float:
+            return g(z) ** k * norm.pdf(z, m, s)
+
+        # each path weighs 1/2
+        return sum(0.5 * quad(f, m - 12 * s, m + 12 * s, args=(m,))[0] for m in (a, -a))
+
+    mean = moment(1)
+    return mean, math.sqrt(moment(2) - mean**2)
+
+
+def test_a_calibrated_log_channel_has_the_moments_of_its_calibrated_quantiles() -> None:
+    """The mixture of ``N(+-a, s^2)`` in ``z = log x``, its median 0, scaled about it by ``c``
+    (the 5-95% band's factor): paths ``+-c a``, noise ``c s``, so ``E x = exp(c^2 s^2 / 2)
+    cosh(c a)`` and ``E x^2 = exp(2 c^2 s^2) cosh(2 c a)``; the reported q05 and q95 are that
+    distribution's (its CDF there is 0.05 and 0.95). With each end on its own, the mean and
+    std take ``center``."""
+    a, s = np.array([0.1, 0.5, 1.2]), 0.4
+    p = _two_paths("log", a, s)
+    c = np.array([0.5, 1.0, 2.5])  # (n,) a factor per time (by lead)
+    stats = p.summary(c[:, None])[:, 0]  # (n, 5)
+    mean = np.exp(c**2 * s**2 / 2) * np.cosh(c * a)
+    std = np.sqrt(np.exp(2 * c**2 * s**2) * np.cosh(2 * c * a) - mean**2)
+    np.testing.assert_allclose(stats[:, 0], mean, rtol=1e-12)
+    np.testing.assert_allclose(stats[:, 1], std, rtol=1e-12)
+    z = np.log(stats[:, 2:]).T  # (3, n) q05, q50, q95 on the log scale
+    cdf = 0.5 * (ndtr((z - c * a) / (c * s)) + ndtr((z + c * a) / (c * s)))
+    np.testing.assert_allclose(cdf, np.tile([[0.05], [0.5], [0.95]], 3), atol=1e-9)
+    np.testing.assert_allclose(p.summary()[1, 0], stats[1], rtol=1e-9)  # c = 1: the model's
+    ends = np.broadcast_to(np.array([0.7, 3.0])[:, None, None, None], (2, 1, 3, 1))
+    tails = p.summary(ends, None, c[:, None])[:, 0]  # lower ends x0.7, upper x3, center c
+    np.testing.assert_allclose(tails[:, :2], stats[:, :2], rtol=1e-12)
+    with pytest.raises(ValueError, match="pass center"):
+        p.summary(ends)
+
+
+@pytest.mark.parametrize("kind", ["log1p", "logit(-5, 20)"])
+def test_a_calibrated_channels_moments_match_quadrature_of_its_scaled_density(kind: str) -> None:
+    """A ``log1p`` channel (censored at 0) and a ``logit`` one: the calibrated mean and std
+    are those of ``x = inverse(z)``, ``z`` the mixture scaled by ``c`` about its median 0
+    (`_scaled_moments`)."""
+    a, s, c = np.array([0.3, 1.5]), 0.8, np.array([0.6, 2.0])
+    p = _two_paths(kind, a, s)
+    stats = p.summary(c[:, None])[:, 0]  # (n, 5)
+    lo, hi = (-5.0, 20.0) if kind.startswith("logit") else (0.0, 0.0)
+    g = {
+        "log1p": lambda z: max(math.expm1(z), 0.0),
+        "logit(-5, 20)": lambda z: lo + (hi - lo) / (1 + math.exp(-z)),
+    }[kind]
+    for i in range(2):
+        ref = _scaled_moments(g, c[i] * a[i], c[i] * s)
+        np.testing.assert_allclose(stats[i, :2], ref, rtol=1e-8)
 
 
 def test_log_space_scores_say_exactly_which_values_a_scaled_band_holds() -> None:
