@@ -120,14 +120,24 @@ def test_baseline_queries_do_not_move_the_grid_and_euler_reads_the_polygon() -> 
         torch.testing.assert_close(some, full[:, ::4], rtol=0, atol=1e-13)
         # past the last observation (t = 3 at most) the grid is t_last + 0.2 k: three
         # queries inside one step lie on a line
-        last = float(times[-1])
-        a, b = last + 0.2 * 2, last + 0.2 * 3
+        a = float(times[-1]) + 0.2 * 2
         q = torch.tensor([a + 0.01, a + 0.08, a + 0.17], dtype=F64)
         h = base._hidden_rows(times, torch.where(mask > 0, values, 0.0), mask, q)  # (B, 3, H)
     slope1 = (h[:, 1] - h[:, 0]) / 0.07
     slope2 = (h[:, 2] - h[:, 1]) / 0.09
     torch.testing.assert_close(slope1, slope2, rtol=1e-9, atol=1e-11)
-    assert b > a
+
+
+def test_a_batch_observing_nothing_reads_the_unseen_state_as_before() -> None:
+    """With a step_size a batch without any observation ended in an IndexError; it predicts
+    what the batch-union flow predicts there, the decoded state 0."""
+    times, values, _ = _data()
+    none = torch.zeros(B, T, D, dtype=F64)
+    with torch.no_grad():
+        got = _baseline(SolverSettings("euler", step_size=0.1))(times, values, none, times)
+        want = _baseline(SolverSettings("euler"))(times, values, none, times)
+    torch.testing.assert_close(got.mean, want.mean, rtol=0, atol=0)
+    assert got.mean.shape == (B, T, D)
 
 
 def test_fixed_step_flow_settings_are_refused_with_the_setting_named() -> None:

@@ -203,6 +203,8 @@ def readout(
     """
     L, B, H = states.shape
     Q = len(t_out)
+    if L == 0:  # no row observes anything: every query reads the unseen state 0
+        return states.new_zeros(B, Q, H)
     index = np.full((B, Q), -1, dtype=np.int64)  # flat index into states, -1: zero state
     start = np.zeros((B, Q))
     for b in range(B):
