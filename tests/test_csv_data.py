@@ -555,6 +555,61 @@ def test_a_numeric_id_column_is_named_not_averaged_silently(tmp_path: Path) -> N
             read_series_csv(rep, duplicates="mean")
 
 
+def test_numeric_ids_of_series_whose_times_never_coincide_are_refused(tmp_path: Path) -> None:
+    """No series column and the ids in a column of whole numbers, the series written one
+    after another at times that never coincide: no repeated time gives the ids away, and
+    the file was read as one series with ``station`` a channel, the series merged into one.
+    Refused with the column, the lines where its runs start and both ways on."""
+    rng = np.random.default_rng(0)
+    rows = ["station,time,temp"]
+    for s, n in ((1, 4), (2, 3), (3, 5)):
+        times = np.sort(rng.uniform(0, 10, n)).round(3)  # overlapping, never equal
+        rows += [f"{s},{t},{rng.normal():.3f}" for t in times]
+    path = _write(tmp_path, "\n".join(rows) + "\n", "stations.csv")
+    for series_column, read in (
+        ("series_id", "no 'series_id' column, so the file was read as one series"),
+        (None, "the file was read as one series \\(no series column given\\)"),
+    ):
+        with pytest.raises(
+            CSVDataError,
+            match=rf"stations.csv: {read}, but column 'station' reads like series ids, not a "
+            r"value: its whole numbers \(1, 2, 3\) each fill one unbroken run of rows, .* "
+            r"\(lines 2, 6, 9\)\. If 'station' names the series, say so: "
+            r"--data.init_args.series_column station .* list the channels: "
+            r"--data.init_args.channels '\[station, temp\]'",
+        ):
+            read_series_csv(path, series_column=series_column)
+    table = read_series_csv(path, series_column="station")
+    assert table.series_ids == ["1", "2", "3"] and table.channels == ["temp"]
+    np.testing.assert_array_equal(np.diff(table.offsets), [4, 3, 5])
+    kept = read_series_csv(path, channels=["station", "temp"])  # declared a value: kept
+    assert kept.n_series == 1 and kept.channels == ["station", "temp"]
+
+
+def test_whole_number_channels_of_one_series_are_still_read(tmp_path: Path) -> None:
+    """Counts that vary in time, cumulative counts that stay level for a while (each value on
+    one run of rows, in time order or newest first) and a regime that steps up: channels of
+    one series, read as such without a word."""
+    rng = np.random.default_rng(1)
+    t = np.arange(12.0)
+    frames = {
+        "counts": rng.poisson(3.0, 12),
+        "cumulative": np.repeat([1, 4, 9, 9 + 7, 30, 31], 2),
+        "regime": np.repeat([1, 2, 3], 4),
+    }
+    for name, col in frames.items():
+        for newest_first in (False, True):
+            frame = pd.DataFrame({"time": t, name: col, "y": rng.normal(size=12)})
+            frame = frame[::-1] if newest_first else frame
+            path = tmp_path / f"{name}.csv"
+            frame.to_csv(path, index=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                table = read_series_csv(path)
+            assert table.n_series == 1 and table.channels == [name, "y"]
+            np.testing.assert_array_equal(table.values[:, 0], col)
+
+
 def test_table_before_cuts_each_series_at_its_own_time() -> None:
     table = _table(3)
     cuts = np.array([5.0, -1.0, 20.0])  # series 1 is left empty and dropped

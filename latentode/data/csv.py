@@ -362,10 +362,10 @@ def _check_unnamed_series(
     lines: np.ndarray,
     duplicates: str,
     x: np.ndarray,
-) -> None:
+) -> bool:
     """A file without a series column is one series. When its rows at one time differ in a
     column that is likely the series id, refused with that said (``duplicates="error"``), or
-    averaged as asked, with a warning that names it.
+    averaged as asked, with a warning that names it (and True returned: the column is named).
 
     Likely ids: a text column the reader ignored that differs between rows at one time, or a
     channel of whole numbers that never repeats at one time, with at least two rows per
@@ -393,7 +393,7 @@ def _check_unnamed_series(
             k, why = at[0], ", whole numbers never the same at one time"
             found = names[d], f"{x[k, d]:g}", f"{x[k + 1, d]:g}", k, why
     if found is None:
-        return
+        return False
     c, a, b, k, why = found
     problem = (
         "no 'series_id' column, so the file was read as one series, but rows at the same "
@@ -413,6 +413,7 @@ def _check_unnamed_series(
         UserWarning,
         stacklevel=3,
     )
+    return True
 
 
 def _id_like(col: np.ndarray, same: np.ndarray) -> bool:
@@ -425,6 +426,66 @@ def _id_like(col: np.ndarray, same: np.ndarray) -> bool:
         return False
     group = np.concatenate([[0], np.cumsum(~same)])  # (N,) time group of each row
     return not pd.DataFrame({"t": group, "v": col}).duplicated().any()
+
+
+def _runs(col: np.ndarray) -> np.ndarray:
+    """The first row of each run of equal values in ``col [N]`` (file order): ``[R]``."""
+    return np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+
+
+def _stacked_ids(col: np.ndarray, t: np.ndarray) -> bool:
+    """Whether a channel ``col [N]`` (rows in file order, ``t [N]`` their times) reads like
+    the ids of series written one after another: whole numbers, never a NaN, each value on
+    one unbroken run of rows (at least two values, two rows each on average), and the time
+    spans of two runs overlapping. A channel of one series written in time order (counts,
+    a regime that steps up) takes a value again, or moves on in time from run to run."""
+    if not (np.isfinite(col).all() and (col == np.round(col)).all()):
+        return False
+    start = _runs(col)  # (R,)
+    if not 2 <= len(start) <= len(col) // 2 or len(np.unique(col)) != len(start):
+        return False
+    lo, hi = np.minimum.reduceat(t, start), np.maximum.reduceat(t, start)  # (R,) each
+    order = np.argsort(lo, kind="stable")
+    lo, reach = lo[order], np.maximum.accumulate(hi[order])  # (R,) spans by their start
+    return bool((lo[1:] <= reach[:-1]).any())
+
+
+def _refuse_stacked_ids(
+    path: Path, names: list[str], t: np.ndarray, x: np.ndarray, lines: np.ndarray, unnamed: bool
+) -> None:
+    """Refuse a file read as one series, with channels left to the reader, when one of them
+    reads like the ids of series written one after another (`_stacked_ids`): their times
+    never coincide, so no repeated time gives them away, and the ids would be modelled as a
+    value, the series merged into one. ``t [N]``, ``x [N, D]`` and ``lines [N]`` are in file
+    order.
+
+    Raises:
+        CSVDataError: naming the column, where its runs start, and both ways on (name it the
+            series column, or list the channels to keep it as a value).
+    """
+    found = [d for d in range(x.shape[1]) if _stacked_ids(x[:, d], t)]
+    if not found:
+        return
+    d = max(found, key=lambda d: len(np.unique(x[:, d])))  # the finest grouping: the series
+    c, start = names[d], _runs(x[:, d])
+    values = _names([f"{v:g}" for v in x[start, d]]).replace("'", "")
+    read = (
+        "no 'series_id' column, so the file was read as one series"
+        if unnamed
+        else "the file was read as one series (no series column given)"
+    )
+    listed = ", ".join(names)
+    raise _fail(
+        path,
+        f"{read}, but column {c!r} reads like series ids, not a value: its whole numbers "
+        f"({values}) each fill one unbroken run of rows, and the runs' times overlap, as those "
+        "of series written one after another do; the runs start",
+        f"If {c!r} names the series, say so: --data.init_args.series_column {c} (`latentode "
+        f"fit`; series_column={c!r} in the library), or rename the column to series_id. If "
+        f"it is a value to model, list the channels: --data.init_args.channels '[{listed}]' "
+        f"(channels={names!r} in the library).",
+        lines[start],
+    )
 
 
 def _parse_times(
@@ -630,9 +691,11 @@ def read_series_csv(
             whole-number times that read as dates (20231202), date-times outside 1677-2262,
             a channel list naming a column twice, duplicate rows, a channel with no
             observation (unless allowed), a value a channel's transform cannot take, an
-            unknown transform or channel in ``transform``, or no series with two observed
-            times. Dropped short series only warn, and so does a text column that looks like
-            series ids in a file read as one series.
+            unknown transform or channel in ``transform``, no series with two observed
+            times, or, in a file read as one series with the channels left to the reader, a
+            column of whole numbers that reads like the ids of series written one after
+            another (`_stacked_ids`). Dropped short series only warn, and so does a text
+            column that looks like series ids in a file read as one series.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise CSVDataError(
@@ -678,16 +741,20 @@ def read_series_csv(
         codes, ids = pd.factorize(sid.astype(str).str.strip(), sort=False)
         codes, ids = codes.astype(np.int64), np.asarray(ids, dtype=object)
 
+    file_order = (t, x, lines)  # for `_refuse_stacked_ids`
     order = np.lexsort((t, codes))  # stable: (series, time), file order among equals
     t, x, codes, lines = t[order], x[order], codes[order], lines[order]
     same = (np.diff(codes) == 0) & (np.diff(t) == 0)  # (N - 1,) row equals the previous one
     if unnamed and not same.any():  # rows at one time would show the ids: see below
         _warn_text_ids(path, frame, unread)
+    named = False  # a column named as the likely series ids by `_check_unnamed_series`
+    if same.any() and unnamed:  # one series by default: are the rows at one time several?
+        named = _check_unnamed_series(
+            path, frame, names, time_column, order, same, lines, duplicates, x
+        )
+    if series_column is None and not channels and not named:
+        _refuse_stacked_ids(path, names, *file_order, unnamed)
     if same.any():
-        if unnamed:  # one series by default: are the rows at one time really several?
-            _check_unnamed_series(
-                path, frame, names, time_column, order, same, lines, duplicates, x
-            )
         if duplicates == "error":
             dup = np.unique(np.concatenate([np.flatnonzero(same), np.flatnonzero(same) + 1]))
             raise _fail(

@@ -4,7 +4,7 @@ from .base import SequenceSystem
 from .baselines import GRUBaselineSystem, ODERNNSystem
 from .classifier import ODENetSystem
 from .cnf import CNFSystem
-from .guard import StepInputError, TrainingStoppedError
+from .guard import StepInputError, StepSolverInputError, TrainingStoppedError
 from .latent_ode import LatentODESystem
 from .metrics import ForecastMetrics
 from .rng import RNGCheckpoint
@@ -19,5 +19,6 @@ __all__ = [
     "RNGCheckpoint",
     "SequenceSystem",
     "StepInputError",
+    "StepSolverInputError",
     "TrainingStoppedError",
 ]

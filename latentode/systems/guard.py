@@ -8,8 +8,10 @@ batch and the global step, says what to change, and points at the last checkpoin
 (which is left as it was). In validation and testing a `SolverError` stops the run the same
 way. A `ModelInputError` in any of these steps (a batch with a non-finite observed value or
 unsorted times) stops it the same way too, as a `StepInputError`: the model's own message
-behind the stage, epoch and batch. Under DDP the processes agree on the decision, so they all
-stop together with the message instead of leaving the others waiting in the gradient
+behind the stage, epoch and batch; and so does a `SolverInputError`, as a
+`StepSolverInputError` (times the solver cannot take: a batch's float64 times that coincide
+once cast to the float32 state, say). Under DDP the processes agree on the decision, so they
+all stop together with the message instead of leaving the others waiting in the gradient
 all-reduce or in the metrics' epoch-end gather (which NCCL only ends at its timeout):
 
 - in training, one all-reduce of a flag per step (every process takes the same steps);
@@ -17,7 +19,11 @@ all-reduce or in the metrics' epoch-end gather (which NCCL only ends at its time
   `latentode.data.sharding`), so a per-step collective would pair one process's step with
   another's epoch end and hang. A failing process keeps its message and skips its remaining
   evaluation batches; after each process's last batch (before the metrics' gather) the
-  processes exchange their messages once, and every process stops with the failing one's.
+  processes exchange their messages once.
+
+On a stop, the processes exchange their failures (one ``all_gather_object``), and every
+process raises the failing one's error type with its message (``process R failed: `` before
+it elsewhere): a refused batch is a `StepInputError` on every process, whichever holds it.
 
 The check reads one flag from the device per training step.
 
@@ -50,10 +56,11 @@ from pytorch_lightning.trainer.states import TrainerStatus
 from torch import Tensor
 
 from ..nn.base import ModelInputError
-from ..solver import SolverError
+from ..solver import SolverError, SolverInputError
 
 __all__ = [
     "StepInputError",
+    "StepSolverInputError",
     "TrainingStoppedError",
     "end_process",
     "guarded",
@@ -115,10 +122,30 @@ class TrainingStoppedError(RuntimeError):
 class StepInputError(TrainingStoppedError, ModelInputError):
     """A training, validation or test step stopped on a `ModelInputError`: the message is the
     stage, epoch and batch, then the model's own message (the error is its ``__cause__``).
+    The other processes of a multi-process run raise it too, with ``process R failed:``
+    before the message and no cause.
 
     A `ModelInputError` still, for code that catches those; a `TrainingStoppedError`, so that
     the processes of a multi-process run stop together with it.
     """
+
+
+class StepSolverInputError(StepInputError, SolverInputError):
+    """A step stopped on a `SolverInputError` raised inside it: times the solver cannot take
+    (not strictly monotone, NaN; the model's own checks catch most such batches first), or
+    a state or vector field it refuses. The message is the stage, epoch and batch, then the
+    solver's (the error is its ``__cause__``).
+
+    A `SolverInputError` still, for code that catches those, and a `StepInputError`.
+    """
+
+
+# the error a process stops with, by the kind of its failure (`_failure`)
+_STOPS: dict[str, type[TrainingStoppedError]] = {
+    "stop": TrainingStoppedError,  # a non-finite loss or a solver failure
+    "model": StepInputError,
+    "solver": StepSolverInputError,
+}
 
 
 def newest_file(paths: Iterable[str | Path]) -> str | None:
@@ -168,22 +195,23 @@ def guarded(step: Step) -> Step:
     ``validation_step`` / ``test_step`` returning None.
 
     Raises:
-        StepInputError: the model refused this process's batch (a `ModelInputError`).
+        StepInputError: the model refused a batch (a `ModelInputError`), in this process or,
+            under DDP, in another (whose message it carries).
+        StepSolverInputError: the solver refused its input in a step (a `SolverInputError`),
+            in this process or in another.
         TrainingStoppedError: the loss is not finite or the solver failed, in this process or in
-            another DDP process, or another process's batch was refused.
+            another DDP process.
     """
 
     @functools.wraps(step)
     def wrapper(self: pl.LightningModule, batch: Any, batch_idx: int, *args: Any) -> Any:
         if _deferred(self):
             return _evaluate_deferred(step, self, batch, batch_idx, *args)
-        failure: SolverError | ModelInputError | None = None
+        failure: Exception | None = None
         out: Any = None
         try:
             out = step(self, batch, batch_idx, *args)
-        except SolverError as e:
-            failure = e
-        except ModelInputError as e:
+        except (SolverError, ModelInputError, SolverInputError) as e:
             if not _running(self):  # a step called by hand: no epoch or batch to name
                 raise
             failure = e
@@ -191,26 +219,63 @@ def guarded(step: Step) -> Step:
         value = float(out.detach()) if isinstance(out, Tensor) else 0.0
         ok_here = failure is None and math.isfinite(value)
         ok = ok_here
-        if self._trainer is not None and self.trainer.world_size > 1:
+        several = self._trainer is not None and self.trainer.world_size > 1
+        if several:
             ok = self.trainer.strategy.reduce_boolean_decision(ok_here, all=True)
         if ok:
             return out
-        remedy: str | None
-        if isinstance(failure, ModelInputError):  # its message says what to change
-            raise StepInputError(_message(self, batch_idx, str(failure), None)) from failure
-        if failure is not None:  # its message ends with its own "What to do"
-            problem, remedy = f"the ODE solver failed: {failure}", None
+        mine: tuple[str, str] | None = None
+        if failure is not None:
+            mine = _failure(self, batch_idx, failure)
         elif not ok_here:
-            problem, remedy = f"the training loss is {value}.", _NAN_REMEDY
-        else:
-            problem, remedy = (
-                "another process hit a non-finite loss, a solver failure or a batch the model "
-                "refused (see its message).",
-                _NAN_REMEDY,
-            )
-        raise TrainingStoppedError(_message(self, batch_idx, problem, remedy)) from failure
+            problem = f"the training loss is {value}."
+            mine = _message(self, batch_idx, problem, _NAN_REMEDY), "stop"
+        # every process is here, the decision agreed: one exchange of the failures
+        _stop(mine, failure, _gather(self, mine) if several else [mine], self, batch_idx)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _failure(module: pl.LightningModule, batch_idx: int, error: Exception) -> tuple[str, str]:
+    """A step's failure as ``(message, kind)``, ``kind`` a key of `_STOPS`: plain strings, which
+    the processes exchange."""
+    if isinstance(error, SolverError):  # its message ends with its own "What to do"
+        return _message(module, batch_idx, f"the ODE solver failed: {error}", None), "stop"
+    kind = "solver" if isinstance(error, SolverInputError) else "model"
+    return _message(module, batch_idx, str(error), None), kind  # it says what to change
+
+
+def _gather(module: pl.LightningModule, mine: tuple[str, str] | None) -> list[Any]:
+    """Every process's failure (`_failure`, or None), by rank: one ``all_gather_object``
+    (only this process's without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [mine]
+    failures: list[Any] = [None] * module.trainer.world_size
+    dist.all_gather_object(failures, mine)
+    return failures
+
+
+def _stop(
+    mine: tuple[str, str] | None,
+    cause: Exception | None,
+    failures: list[Any],
+    module: pl.LightningModule,
+    batch_idx: int,
+) -> NoReturn:
+    """Raise this process's failure (``cause``: the error behind it), or else the first
+    failing process's, as the same type, its message behind ``process R failed:``."""
+    if mine is not None:
+        message, kind = mine
+        raise _STOPS[kind](message) from cause
+    for rank, failure in enumerate(failures):
+        if failure is not None:
+            message, kind = failure
+            raise _STOPS[kind](f"process {rank} failed: {message}")
+    problem = (  # without a process group to tell which
+        "another process hit a non-finite loss, a solver failure or a batch the model or "
+        "the solver refused (see its message)."
+    )
+    raise TrainingStoppedError(_message(module, batch_idx, problem, None))
 
 
 def _running(module: pl.LightningModule) -> bool:
@@ -219,7 +284,7 @@ def _running(module: pl.LightningModule) -> bool:
     return module._trainer is not None and module.trainer.state.status == TrainerStatus.RUNNING
 
 
-_FAILURE = "_latentode_eval_failure"  # the module attribute a failing process keeps its message in
+_FAILURE = "_latentode_eval_failure"  # the module attribute a failing process keeps its failure in
 
 
 def _deferred(module: pl.LightningModule) -> bool:
@@ -233,33 +298,26 @@ def _deferred(module: pl.LightningModule) -> bool:
 def _evaluate_deferred(
     step: Callable[..., Any], module: pl.LightningModule, batch: Any, batch_idx: int, *args: Any
 ) -> Any:
-    """Run an evaluation step; keep a solver failure's or a refused batch's message and skip
-    the shard's remaining steps; after the shard's last batch, stop every process if one of
-    them failed."""
+    """Run an evaluation step; keep a solver failure or a refused input (`_failure`, and the
+    error) and skip the shard's remaining steps; after the shard's last batch, stop every
+    process if one of them failed."""
     out = None
     if getattr(module, _FAILURE, None) is None:
         try:
             out = step(module, batch, batch_idx, *args)
-        except SolverError as e:
-            problem = f"the ODE solver failed: {e}"
-            setattr(module, _FAILURE, _message(module, batch_idx, problem, None))
-        except ModelInputError as e:
-            setattr(module, _FAILURE, _message(module, batch_idx, str(e), None))
+        except (SolverError, ModelInputError, SolverInputError) as e:
+            setattr(module, _FAILURE, (_failure(module, batch_idx, e), e))
     # Lightning sets is_last_batch before the step; every process has exactly one last batch
     # (no shard is empty: `eval_sampler`), and it comes before the metrics' epoch-end gather.
     if module.trainer._evaluation_loop.batch_progress.is_last_batch:
-        _agree(module)
+        _agree(module, batch_idx)
     return out
 
 
-def _agree(module: pl.LightningModule) -> None:
-    """Gather every process's failure message (one ``all_gather_object``); raise if any."""
-    mine = getattr(module, _FAILURE, None)
+def _agree(module: pl.LightningModule, batch_idx: int) -> None:
+    """Gather every process's failure (one ``all_gather_object``); raise if any (`_stop`)."""
+    mine, cause = getattr(module, _FAILURE, None) or (None, None)
     setattr(module, _FAILURE, None)
-    messages: list[str | None] = [None] * module.trainer.world_size
-    dist.all_gather_object(messages, mine)
-    if mine is not None:
-        raise TrainingStoppedError(mine)
-    for rank, message in enumerate(messages):
-        if message is not None:
-            raise TrainingStoppedError(f"process {rank} failed: {message}")
+    failures = _gather(module, mine)
+    if any(f is not None for f in failures):
+        _stop(mine, cause, failures, module, batch_idx)

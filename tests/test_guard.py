@@ -1,0 +1,204 @@
+"""The step guard on input the solver refuses, and on a refused batch in one of two processes.
+
+A `SolverInputError` raised inside a step (here the ODE-RNN encoder's solve over float64
+times that are distinct but coincide once cast to the float32 state) stops the run as a
+`StepSolverInputError` naming the stage, epoch and batch, as a `ModelInputError` stops it as a
+`StepInputError`; under DDP every process stops with the failing one's error type.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from cli_helpers import ROOT
+from lightning_helpers import quiet_trainer
+from torch.utils.data import DataLoader
+
+from latentode.data.batch import IrregularBatch, Split
+from latentode.nn.base import SolverSettings
+from latentode.nn.latent_ode import LatentODEConfig
+from latentode.solver import SolverError, SolverInputError
+from latentode.systems import (
+    LatentODESystem,
+    StepInputError,
+    StepSolverInputError,
+    TrainingStoppedError,
+)
+
+
+def _system(input_dim: int = 1) -> LatentODESystem:
+    """A tiny latent ODE whose ODE-RNN encoder solves its gaps with dopri5."""
+    pl.seed_everything(0)
+    config = LatentODEConfig(
+        input_dim=input_dim,
+        latent_dim=2,
+        encoder="odernn",
+        encoder_hidden=4,
+        dynamics_hidden=4,
+        decoder_hidden=4,
+        encoder_solver=SolverSettings("dopri5"),
+    )
+    return LatentODESystem(config, eval_samples=2)
+
+
+def _split(t0: float) -> Split:
+    """Two series observed at ``t0 + 0, 1, ..., 5`` in float64, values in float32: from
+    ``t0 = 1e8`` on the times coincide in float32 (its spacing there is 8)."""
+    g = torch.Generator().manual_seed(0)
+    times = t0 + torch.arange(6, dtype=torch.float64)  # (T,)
+    values, mask = torch.randn(2, 6, 1, generator=g), torch.ones(2, 6, 1)  # (B, T, D)
+    batch = IrregularBatch(times, values, mask)
+    return Split(batch, batch, mask.bool())
+
+
+def _loader(*t0: float) -> DataLoader:
+    return DataLoader([_split(t) for t in t0], batch_size=None)
+
+
+BAD = 1e8  # batch 1 of each stage: float64 times the float32 solve cannot tell apart
+
+
+@pytest.mark.parametrize(
+    ("stage", "where"),
+    [
+        ("train", "training stopped at epoch 0, batch 1 (global step 1): "),
+        ("val", "validation stopped at epoch 0, validation batch 1 (global step 1): "),
+        ("test", "testing stopped at epoch 0, test batch 1 (global step 0): "),
+    ],
+)
+def test_input_the_solver_refuses_in_a_step_names_the_stage_epoch_and_batch(
+    tmp_path: Path, stage: str, where: str
+) -> None:
+    """It came out bare: 't must be strictly increasing ... it breaks at index 1', with no
+    batch named, and under DDP it left the other processes waiting in a collective."""
+    trainer = quiet_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0)
+    with pytest.raises(SolverInputError) as err:
+        if stage == "train":
+            trainer.fit(_system(), train_dataloaders=_loader(0.0, BAD))
+        elif stage == "val":
+            trainer.fit(_system(), _loader(0.0), val_dataloaders=_loader(0.0, BAD))
+        else:
+            trainer.test(_system(), dataloaders=_loader(0.0, BAD), verbose=False)
+    stopped, cause = err.value, err.value.__cause__
+    assert isinstance(stopped, StepSolverInputError) and isinstance(stopped, StepInputError)
+    assert isinstance(stopped, TrainingStoppedError)  # the CLI: one line, status 2, all stop
+    assert isinstance(cause, SolverInputError) and not isinstance(cause, TrainingStoppedError)
+    assert str(cause).startswith("t must be strictly increasing or strictly decreasing; it ")
+    assert str(stopped).startswith(where + str(cause)), str(stopped)
+    assert ("Nothing of this step was applied" in str(stopped)) == (stage == "train")
+
+
+def test_a_step_called_by_hand_keeps_the_solvers_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a trainer there is no epoch or batch to name: the solver's own error. A solver
+    failure came out as Lightning's 'LatentODESystem is not attached to a `Trainer`'."""
+    system = _system()
+    for step in (system.training_step, system.validation_step):
+        with pytest.raises(SolverInputError) as err:
+            step(_split(BAD), 0)
+        assert type(err.value) is SolverInputError
+        assert str(err.value).startswith("t must be strictly increasing")
+    failed = SolverError("non_finite", 0.5, 0.1, "the vector field returned NaN or inf")
+
+    def fail(*args: object) -> None:
+        raise failed
+
+    monkeypatch.setattr(system, "training_loss", fail)
+    monkeypatch.setattr(system, "predict_split", fail)
+    for step in (system.training_step, system.validation_step):
+        with pytest.raises(SolverError) as err:
+            step(_split(0.0), 0)
+        assert err.value is failed
+
+
+# ------------------------------------------------------------- one process of two refuses
+_DDP_SCRIPT = """
+import sys
+import pytorch_lightning as pl
+import torch
+from test_guard import _system
+from latentode.data.datamodules import SpiralsDataModule
+from latentode.nn.base import ModelInputError
+from latentode.solver import SolverError, SolverInputError
+from latentode.systems import TrainingStoppedError
+from latentode.systems.guard import end_process, leave_process_group
+
+root, stage, kind, rank = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+
+class Refuse(pl.Callback):
+    def _refuse(self, trainer, split, batch_idx):
+        if trainer.global_rank != rank or batch_idx != 0 or trainer.sanity_checking:
+            return
+        observed = split.observed
+        if kind == "model":  # a NaN where the mask says observed: the model refuses it
+            b, t, d = torch.nonzero(observed.mask)[0].tolist()
+            observed.values[b, t, d] = float("nan")
+        else:  # distinct float64 times that coincide in the float32 solve: the solver does
+            observed.times = observed.times.double() + 1e8
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if stage == "train":
+            self._refuse(trainer, batch, batch_idx)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args):
+        if stage == "val":
+            self._refuse(trainer, batch, batch_idx)
+
+
+trainer = pl.Trainer(
+    default_root_dir=root, accelerator="cpu", devices=2, strategy="ddp", max_epochs=1,
+    logger=False, enable_progress_bar=False, enable_model_summary=False,
+    enable_checkpointing=False, limit_train_batches=1, limit_val_batches=1,
+    num_sanity_val_steps=0, callbacks=[Refuse()],
+)
+data = SpiralsDataModule(n=48, n_observed=10, batch_size=4, seed=0)
+try:
+    trainer.fit(_system(input_dim=2), datamodule=data)
+except TrainingStoppedError as e:  # as latentode.cli.main: the line, status 2
+    model, solver = isinstance(e, ModelInputError), isinstance(e, SolverInputError)
+    print(f"rank {trainer.global_rank}: {type(e).__name__} {model} {solver}: {e}", flush=True)
+    leave_process_group()
+    end_process(2)
+print(f"rank {trainer.global_rank} finished", flush=True)
+leave_process_group()
+end_process(0)
+"""
+
+
+@pytest.mark.parametrize(
+    ("stage", "kind", "rank", "error", "where"),
+    [
+        ("val", "model", 1, "StepInputError True False", "validation stopped at epoch 0, "),
+        ("val", "solver", 0, "StepSolverInputError True True", "validation stopped at epoch 0, "),
+        ("train", "solver", 1, "StepSolverInputError True True", "training stopped at epoch 0, "),
+    ],
+)
+def test_a_refused_batch_in_one_of_two_processes_stops_both_with_its_error(
+    tmp_path: Path, stage: str, kind: str, rank: int, error: str, where: str
+) -> None:
+    """Process ``rank``'s first ``stage`` batch is refused (by the model or by the solver).
+    Both processes stop with the same error type (a `StepInputError`, the solver's a
+    `StepSolverInputError`), the other one's message behind ``process R failed:``. Before,
+    in evaluation only the failing process's message was kept, in a plain
+    `TrainingStoppedError` on both, and a solver refusal stopped one process with a bare
+    `SolverInputError` while the other waited in a collective until gloo's connection closed."""
+    script = tmp_path / "ddp_refused.py"
+    script.write_text(_DDP_SCRIPT)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(ROOT / "tests")
+    run = [sys.executable, str(script), str(tmp_path / "run"), stage, kind, str(rank)]
+    res = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    log = res.stdout + res.stderr
+    assert res.returncode == 2, log[-3000:]
+    other = 1 - rank
+    assert f"rank {rank}: {error}: {where}" in log, log[-3000:]
+    assert f"rank {other}: {error}: process {rank} failed: {where}" in log, log[-3000:]
+    refusal = "is nan where mask is 1" if kind == "model" else "t must be strictly increasing"
+    assert log.count(refusal) == 2
+    assert "Traceback" not in log and "Connection closed" not in log
