@@ -402,6 +402,27 @@ def test_observed_that_is_not_a_batch_of_tensors_is_named() -> None:
 
 
 @pytest.mark.parametrize("name", ["gru", "odernn", "GRUBaseline", "ODERNN"])
+def test_float64_times_that_coincide_in_the_float32_model_are_refused(name: str) -> None:
+    """Times 1e8 + 0, 1, ..., T - 1 are distinct in float64, but float32's spacing there is
+    8: the encoders compute with the values' dtype, so several became one time. The ODE-RNN's
+    solve refused them as "t must be strictly increasing ... Sort the times" (the times were
+    sorted), the GRU encoder read gaps of 0; now the model names the precision."""
+    batch = make_batch()
+    values, mask = batch.values.float(), batch.mask.float()  # (B, T, D)
+    if name in ("gru", "odernn"):
+        encoder = _latent(name).float().encoder
+        run = lambda t: encoder(t, values, mask).mean  # noqa: E731
+    else:
+        model = GRUBaseline(D, 8) if name == "GRUBaseline" else ODERNN(D, 8, 8)
+        run = lambda t: model(t, values, mask, t[-2:]).mean  # noqa: E731
+    times = 1e8 + torch.arange(T, dtype=F64)  # (T,)
+    msg = r"strictly increasing in torch.float64 but not in the model's torch.float32: at index 1"
+    with pytest.raises(ModelInputError, match=msg):
+        run(times)
+    assert torch.isfinite(run(times - 1e8)).all()  # the same times from 0: read
+
+
+@pytest.mark.parametrize("name", ["gru", "odernn", "GRUBaseline", "ODERNN"])
 def test_observations_out_of_order_non_finite_or_of_another_dtype_are_refused(name: str) -> None:
     """The encoders and the baselines check what they are given, in one read from the
     device: unsorted or repeated times (once encoded without a word, the posterior moved), a

@@ -347,13 +347,16 @@ def check_observations(
     ``dtype`` (its parameters'; None: not checked).
 
     Beyond the shapes, one read from the device checks the contents: ``times`` finite and
-    strictly increasing, and every observed value (``mask`` nonzero) finite. Unsorted times
-    were once encoded without a word (the posterior moved), a NaN at an observed entry turned
-    the loss into NaN, and in `predict` was reported as a solver failure.
+    strictly increasing (as given, and in ``values``' dtype, which the encoders compute
+    with), and every observed value (``mask`` nonzero) finite. Unsorted times were once
+    encoded without a word (the posterior moved), a NaN at an observed entry turned the loss
+    into NaN, and in `predict` was reported as a solver failure; float64 times that coincide
+    in float32 reached the solver as "not strictly increasing".
 
     Raises:
-        ModelInputError: on a shape or dtype mismatch, unsorted or non-finite times, or a
-            non-finite observed value (named by series, time index and feature).
+        ModelInputError: on a shape or dtype mismatch, unsorted or non-finite times, times
+            that coincide once cast to ``values``' dtype, or a non-finite observed value
+            (named by series, time index and feature).
     """
     if values.dim() != 3:
         raise ModelInputError(
@@ -384,11 +387,14 @@ def check_observations(
             f"the other (values.to({dtype}) and times alike, or model.to({values.dtype}))."
         )
     bad_value = ~torch.isfinite(values) & (mask != 0)  # (B, T, D)
+    cast = times.to(values.dtype)  # (T,) the times the model computes with
+    no = times.new_zeros((), dtype=torch.bool)
     flags = torch.stack(
         [
             ~torch.isfinite(times).all(),
-            (times.diff() <= 0).any() if len(times) > 1 else times.new_zeros((), dtype=torch.bool),
+            (times.diff() <= 0).any() if len(times) > 1 else no,
             bad_value.any(),
+            (cast.diff() <= 0).any() if len(times) > 1 else no,
         ]
     ).tolist()  # one read from the device
     if flags[0]:
@@ -399,6 +405,15 @@ def check_observations(
             f"times must be strictly increasing; they break at index {i} "
             f"({float(times[i - 1])!r} -> {float(times[i])!r}). Sort the observations by "
             "time and merge repeated times (latentode.data.collate_series does both)."
+        )
+    if flags[3]:  # increasing as given, not once cast: the encoder would see repeated times
+        i = int(torch.nonzero(cast.diff() <= 0)[0]) + 1
+        raise ModelInputError(
+            f"times are strictly increasing in {times.dtype} but not in the model's "
+            f"{values.dtype}: at index {i}, {float(times[i - 1])!r} and {float(times[i])!r} "
+            f"both become {float(cast[i])!r}. Shift the times to start near 0 (subtract the "
+            "first time) or rescale them to a coarser unit, or run the model in float64 "
+            "(model.double(), values and times alike)."
         )
     if flags[2]:
         b, t, d = torch.nonzero(bad_value)[0].tolist()
