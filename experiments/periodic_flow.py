@@ -62,11 +62,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=float, nargs="+", default=[0.05])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--tasks", nargs="+", choices=periodic.TASKS, default=list(periodic.TASKS))
     args = parser.parse_args()
     runs = [
         (name, task, step, args.iters, args.seed)
-        for name in MODELS
-        for task in periodic.TASKS
+        for name in args.models
+        for task in args.tasks
         for step in [None, *args.steps]
     ]
     print("| model, task | step (None: batch union) | MSE x 1e-2, 10/20/30/50% | train s |")
