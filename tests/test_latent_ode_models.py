@@ -5,6 +5,7 @@ Numerics in float64 with fixed seeds; the fit runs in float32 (a few seconds on 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
@@ -381,8 +382,16 @@ def test_integrate_per_series_grids_agree_with_the_shared_grid() -> None:
         model.integrate(z0, t0, torch.stack([grid[:3], grid[1:4], grid[:3]]))
     with pytest.raises(ModelInputError, match="before the first observation"):
         model.integrate(z0, t0, grid - 0.1)
-    with pytest.raises(ModelInputError, match="strictly increasing"):
+    flipped = r"increasing in the model's torch\.float64; they are not at index 1"
+    with pytest.raises(ModelInputError, match=flipped):
         model.integrate(z0, t0, grid.flip(0))
+    rows_bad = torch.stack([grid, grid, grid.where(torch.arange(7) != 4, grid[3])])  # (3, 7)
+    with pytest.raises(ModelInputError, match="they are not at row 2, index 4"):
+        model.integrate(z0, t0, rows_bad)
+    # float64 times 1e8 apart by 1 coincide in float32 (spacing 8): the message says so
+    far = 1e8 + torch.arange(7, dtype=torch.float64)  # (7,)
+    with pytest.raises(ModelInputError, match=r"torch\.float32; they are not at index 1.*float32"):
+        copy.deepcopy(model).float().integrate(z0.float(), far[0].float(), far)
     with pytest.raises(ModelInputError, match="query times must be finite numbers"):
         model.integrate(z0, t0, grid.where(torch.arange(7) != 3, math.nan))
     # times as a list or an array are read as the tensor of them

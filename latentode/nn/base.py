@@ -452,7 +452,13 @@ def check_query_times(
     if not bool(finite & ordered):  # one read of both on the host
         if not bool(finite):
             raise ModelInputError("query times must be finite numbers; some are NaN or infinite.")
-        raise ModelInputError("query times must be strictly increasing (sort, drop duplicates).")
+        *row, i = torch.nonzero(host.diff(dim=-1) <= 0)[0].tolist()
+        where = f"row {row[0]}, index {i + 1}" if row else f"index {i + 1}"
+        raise ModelInputError(
+            f"query times must be strictly increasing in the model's {times.dtype}; they are "
+            f"not at {where}. Sort them and drop duplicates (times far from 0 can coincide in "
+            "float32: shift them to start near 0, or use float64)."
+        )
     if not before_t0 and bool((host[..., 0] < start).any()):
         raise ModelInputError(
             f"query times start before the first observation time t0 = {start:.6g}; "
