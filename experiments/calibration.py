@@ -53,7 +53,7 @@ from latentode.calibration import (  # noqa: E402
     lead_scales,
     tail_scales,
 )
-from latentode.cli import _load_forecaster  # noqa: E402
+from latentode.cli.forecaster import _load_forecaster  # noqa: E402
 from latentode.evaluate import case_seeds, held_out_cases, interval_score  # noqa: E402
 from latentode.forecast import predictive_summary, scale_bands  # noqa: E402
 

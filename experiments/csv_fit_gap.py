@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 import torch
 
-from latentode.cli import _load_forecaster
+from latentode.cli.forecaster import _load_forecaster
 from latentode.data.csv_module import split_series
 from latentode.data.prep import Segment, collate_segments
 from latentode.evaluate import evaluate

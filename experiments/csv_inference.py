@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from report_notes import publish  # noqa: E402
 
-from latentode.cli import _load_forecaster  # noqa: E402
+from latentode.cli.forecaster import _load_forecaster  # noqa: E402
 from latentode.data.prep import whole_series  # noqa: E402
 from latentode.evaluate import (  # noqa: E402
     COLUMNS,

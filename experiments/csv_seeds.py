@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from report_notes import publish  # noqa: E402
 
 from latentode.calibration import calibrate  # noqa: E402
-from latentode.cli import _load_forecaster  # noqa: E402
+from latentode.cli.forecaster import _load_forecaster  # noqa: E402
 from latentode.evaluate import (  # noqa: E402
     COLUMNS,
     _baselines,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from latentode.calibration import calibrate
-from latentode.cli import _load_forecaster
+from latentode.cli.forecaster import _load_forecaster
 from latentode.data.table import SeriesTable
 from latentode.forecast import forecast
 

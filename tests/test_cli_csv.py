@@ -212,7 +212,7 @@ def test_far_outside_is_judged_on_a_log_channels_own_scale() -> None:
     gets no note. A history in grams gets none on either scale."""
     from types import SimpleNamespace
 
-    from latentode.cli import _outside_training
+    from latentode.cli.predict_output import _outside_training
     from latentode.data.prep import Segment
 
     t = np.arange(4.0)
@@ -290,6 +290,18 @@ def test_histories_that_miss_a_channel_or_are_too_short(fitted, tmp_path: Path) 
     assert "Not scored: interpolation (no held-out part holds three observations" in stdout
 
 
+def _days_after_last(data: Path, days: tuple[int, ...]) -> tuple[pd.Series, list[tuple[str, str]]]:
+    """Each series' last time in ``data``, and ``--times`` rows ``(series_id, date)`` that
+    many ``days`` after it (for each day, every series)."""
+    last = pd.to_datetime(pd.read_csv(data).groupby("series_id")["time"].max())
+    rows = [
+        (sid, (t + pd.Timedelta(days=d)).strftime("%Y-%m-%d"))
+        for d in days
+        for sid, t in last.items()
+    ]
+    return last, rows
+
+
 def test_predict_at_explicit_times_and_refusals(fitted, tmp_path: Path, capsys) -> None:
     """``--times``: rows at exactly the given times (unsorted in the file), formatted as the
     history's; a time inside a history, a series not in the history file, a row without a
@@ -297,12 +309,7 @@ def test_predict_at_explicit_times_and_refusals(fitted, tmp_path: Path, capsys) 
     from latentode.cli import predict_main
 
     ckpt, data = fitted
-    last = pd.to_datetime(pd.read_csv(data).groupby("series_id")["time"].max())
-    rows = [
-        (sid, (t + pd.Timedelta(days=d)).strftime("%Y-%m-%d"))
-        for d in (9, 2)
-        for sid, t in last.items()
-    ]
+    last, rows = _days_after_last(data, (9, 2))
     times, out = tmp_path / "times.csv", tmp_path / "f.csv"
     pd.DataFrame(rows, columns=["series_id", "time"]).to_csv(times, index=False)
     args = [
@@ -351,6 +358,38 @@ def test_predict_at_explicit_times_and_refusals(fitted, tmp_path: Path, capsys) 
         assert not target.exists()
 
 
+def test_predict_times_honour_a_spreadsheets_separator_line(fitted, tmp_path: Path, capsys) -> None:
+    """A ``--times`` file whose first line is Excel's ``sep=;`` is read as the history file
+    would be (`latentode.data.csv`): the line skipped, ``;`` the delimiter, and counted in the
+    line numbers. It gives the forecast the comma-separated file gives; it used to be read as
+    one column named 'sep=;' and refused."""
+    from latentode.cli import predict_main
+
+    ckpt, data = fitted
+    rows = _days_after_last(data, (3, 7))[1]
+    comma, semi = tmp_path / "comma.csv", tmp_path / "semi.csv"
+    pd.DataFrame(rows, columns=["series_id", "time"]).to_csv(comma, index=False)
+    semi.write_text("sep=;\nseries_id;time\n" + "".join(f"{s};{t}\n" for s, t in rows))
+    args = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--horizon", "1"]
+    args += ["--n_samples", "4", "--no-calibrate"]
+    outs = {}
+    for name, path in (("comma", comma), ("semi", semi)):
+        outs[name] = tmp_path / f"{name}_out.csv"
+        assert predict_main([*args, "--times", str(path), "--output", str(outs[name])]) == 0
+    want, got = pd.read_csv(outs["comma"]), pd.read_csv(outs["semi"])
+    assert len(want) == 6 * 2 * 2  # series x times x channels
+    assert sorted(set(zip(got.series_id, got.time, strict=True))) == sorted(set(rows))
+    pd.testing.assert_frame_equal(got, want)
+    # the sep= line counts: the first data row is line 3
+    blank = tmp_path / "blank.csv"
+    blank.write_text("sep=;\nseries_id;time\ns0;\n")
+    capsys.readouterr()
+    target = tmp_path / "blank_out.csv"
+    assert predict_main([*args, "--times", str(blank), "--output", str(target)]) == 2
+    assert f"{blank}: line 3 has no 'time'" in capsys.readouterr().err
+    assert not target.exists()
+
+
 def test_predict_refuses_a_grid_too_fine_for_memory_before_anything_runs(
     fitted, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -358,32 +397,33 @@ def test_predict_refuses_a_grid_too_fine_for_memory_before_anything_runs(
     to be killed by the kernel after filling the memory, without a word. It is refused with
     the series, the count and what to change, before the calibration's forecasts run and with
     nothing written."""
-    from latentode import cli
+    from latentode.cli import predict  # where run_predict looks `_calibration` up
+    from latentode.cli.predict import predict_main
 
     ckpt, data = fitted
     out = tmp_path / "f.csv"
     ran = []
-    monkeypatch.setattr(cli, "_calibration", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(predict, "_calibration", lambda *a, **k: ran.append(1))
     args = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--output", str(out)]
     capsys.readouterr()
-    assert cli.predict_main([*args, "--horizon", "20D", "--step", "1s"]) == 2
+    assert predict_main([*args, "--horizon", "20D", "--step", "1s"]) == 2
     err = capsys.readouterr().err
     assert re.search(r"series 's\d': 1,728,000 forecast times \(--horizon and --step\) x 200 ", err)
     assert "coarser --step" in err and "Traceback" not in err
     assert not out.exists() and not ran
-    assert cli.predict_main([*args, "--horizon", "20D", "--step", "1D", "--n_samples", "8"]) == 0
+    assert predict_main([*args, "--horizon", "20D", "--step", "1D", "--n_samples", "8"]) == 0
     assert ran and len(pd.read_csv(out)) == 6 * 20 * 2  # series x days x channels
     # --call_memory sets the budget: 1e-6 GB holds 2 path-times (1000 bytes at 360 each) ...
     small = [*args, "--horizon", "20D", "--step", "1D", "--overwrite", "--call_memory", "1e-6"]
     capsys.readouterr()
-    assert cli.predict_main([*small, "--n_samples", "1"]) == 2
+    assert predict_main([*small, "--n_samples", "1"]) == 2
     err = capsys.readouterr().err
     assert "20 forecast times (--horizon and --step) x 1 paths need 20 path-times" in err
     assert "(2 with its channels, about 1e-06 GB)" in err and "raise --call_memory" in err
-    assert cli.predict_main([*small[:-1], "0", "--n_samples", "1"]) == 2
+    assert predict_main([*small[:-1], "0", "--n_samples", "1"]) == 2
     assert "--call_memory 0.0: give the GB" in capsys.readouterr().err
     # ... only for the command it is given to
-    assert cli.predict_main([*args, "--horizon", "20D", "--overwrite", "--n_samples", "1"]) == 0
+    assert predict_main([*args, "--horizon", "20D", "--overwrite", "--n_samples", "1"]) == 0
 
 
 def test_call_memory_sets_the_budget_inside_its_block_only() -> None:

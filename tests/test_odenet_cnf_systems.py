@@ -13,7 +13,7 @@ import torch
 from cli_helpers import run_cli
 from lightning_helpers import quiet_trainer
 
-from latentode.cli import ConciseParser, LatentODECLI
+from latentode.cli import LatentODECLI
 from latentode.data.errors import DataError
 from latentode.data.image_modules import DigitsDataModule, MNISTDataModule
 from latentode.data.toy_modules import Toy2DDataModule
@@ -24,6 +24,7 @@ from latentode.nn.odenet import (
     ResNetClassifier,
     RKNetClassifier,
 )
+from latentode.parse_errors import ConciseParser
 from latentode.systems import CNFSystem, ODENetSystem
 from latentode.systems.classifier import ClassifierConfigError
 

@@ -1,0 +1,48 @@
+"""What the ``latentode`` command treats as the user's errors (a message and exit status 2,
+no traceback), the marks it sets on them, and how a message lists names."""
+
+from __future__ import annotations
+
+import signal
+
+from ..data.errors import DataError
+from ..nn.base import ModelInputError
+from ..solver import SolverError, SolverInputError
+from ..systems.guard import TrainingStoppedError
+
+__all__ = [
+    "SAME_ON_EVERY_PROCESS",
+    "SIGTERM_STATUS",
+    "STOP_NOTE",
+    "USER_ERRORS",
+    "ForecastStoppedError",
+]
+
+_SHOW = 5  # series named in a note
+
+
+def _listed(items: list[str]) -> str:
+    """The first `_SHOW` of ``items`` joined by commas, and how many more there are."""
+    more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+    return ", ".join(items[:_SHOW]) + more
+
+
+class ForecastStoppedError(RuntimeError):
+    """A process of a multi-process ``latentode predict`` could not forecast its series (the
+    message names the process and its error); every process stops with it."""
+
+
+USER_ERRORS = (
+    DataError,
+    ModelInputError,
+    SolverInputError,
+    SolverError,
+    TrainingStoppedError,
+    ForecastStoppedError,
+    FileNotFoundError,
+)
+# Set on a user error that every process of a multi-process run raises alike (reading the
+# same file): only the first process prints it.
+SAME_ON_EVERY_PROCESS = "latentode_same_on_every_process"
+STOP_NOTE = "latentode_stop_note"  # what a fit stopped by SIGTERM saved, set by `LastCheckpoint`
+SIGTERM_STATUS = 128 + signal.SIGTERM  # the shell's status for a process ended by SIGTERM

@@ -1,0 +1,295 @@
+"""``latentode predict``: its options, the ``--times`` file, and the run that forecasts every
+series of a history file and writes the CSV (and plots)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.csv import _separator
+from ..data.errors import DataError
+from ..ensemble import Ensemble
+from ..forecast import forecast, future_times, merge_shards, parse_horizon
+from ..paths import STDOUT, check_output_file, write_whole
+from ..predictive import call_memory
+from .errors import USER_ERRORS
+from .forecaster import _calibration, _load_forecaster, _pooled
+from .launch import _first_process, _launch, gather_shards
+from .options import (
+    CALIBRATE_HELP,
+    CALL_HELP,
+    CKPT_HELP,
+    DUPLICATES_ARG,
+    IMPORTANCE_HELP,
+    LEVELS_HELP,
+    REFINE_HELP,
+    SEED_HELP,
+    _draws,
+    _levels,
+    add_band_options,
+)
+from .predict_output import _few_paths, _outside_training, _plot_files, _unobserved
+
+__all__ = ["predict_main", "run_predict"]
+
+
+def _signed_spans(argv: list[str], options: tuple[str, ...] = ("--horizon", "--step")) -> list[str]:
+    """``argv`` with ``--horizon -5D`` joined into ``--horizon=-5D``, so that a negative span
+    reaches `parse_horizon` and is refused as not positive; argparse would take ``-5D`` for an
+    option and say only that ``--horizon`` expected an argument."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in options and arg.startswith("-") and not arg.startswith("--"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def predict_main(argv: list[str]) -> int:
+    """``latentode predict``: returns the exit status (2 for user errors)."""
+    args = _predict_parser().parse_args(_signed_spans(argv))
+    try:
+        with call_memory(args.call_memory):
+            line = run_predict(args)
+        if line:  # beside a forecast written to standard output, on standard error
+            print(line, file=sys.stderr if args.output == STDOUT else sys.stdout)
+    except USER_ERRORS as e:
+        if _first_process():  # every process of a multi-process predict stops with it
+            print(f"latentode predict: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="latentode predict",
+        description="Forecast every series of a CSV with a fitted latent ODE checkpoint.",
+    )
+    p.add_argument("--ckpt_path", required=True, nargs="+", help=CKPT_HELP)
+    p.add_argument("--data.path", dest="data_path", required=True, help="history CSV")
+    p.add_argument("--data.duplicates", dest="duplicates", **DUPLICATES_ARG)
+    p.add_argument(
+        "--horizon",
+        required=True,
+        help="how far past each series' last observation: a number in the data's "
+        "time unit, or for date-times a span such as 730D or 104W",
+    )
+    p.add_argument("--output", required=True, help="forecast CSV to write")
+    p.add_argument("--step", default=None, help="grid spacing (default: median spacing)")
+    p.add_argument(
+        "--times",
+        default=None,
+        help="CSV of explicit future times (series_id, time) instead of a grid",
+    )
+    p.add_argument("--plot", default=None, help="directory for one PNG per series")
+    p.add_argument("--n_samples", type=int, default=200, help="posterior paths per series")
+    p.add_argument("--importance", action="store_true", help=IMPORTANCE_HELP)
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS", help=REFINE_HELP)
+    p.add_argument(
+        "--calibrate", action=argparse.BooleanOptionalAction, default=True, help=CALIBRATE_HELP
+    )
+    add_band_options(p)
+    p.add_argument("--levels", nargs="+", default=None, metavar="PERCENT", help=LEVELS_HELP)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output and --plot PNGs"
+    )
+    p.add_argument(
+        "--accelerator", default="cpu", help="cpu, gpu or auto (Lightning's accelerator names)"
+    )
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes per node: the series are shared out, the first process writes one "
+        "output in the file's series order",
+    )
+    p.add_argument("--num_nodes", type=int, default=1, help="nodes (under SLURM or torchrun)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=128,
+        help="series per model call (memory; the forecast does not depend on it)",
+    )
+    p.add_argument("--call_memory", type=float, default=None, metavar="GB", help=CALL_HELP)
+    return p
+
+
+def _explicit_times(path: str, table, series_column: str | None, time_column: str) -> dict:
+    # a spreadsheet's sep=X first line is honoured as the history file's is: skipped, X the
+    # delimiter, and counted in the line numbers (one rule, `latentode.data.csv`)
+    sep, skip = _separator(Path(path))
+    first = 2 + skip  # the line of the first row, under the header
+    try:
+        # every cell text, missing only when empty (a series may be named NA), as the
+        # history's ids are read
+        frame = pd.read_csv(
+            path, sep=sep, skiprows=skip, dtype=str, keep_default_na=False, na_values=[""]
+        )
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a CSV of series and times ({e}).") from None
+    missing = [c for c in (series_column, time_column) if c and c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}.")
+    ids = frame[series_column] if series_column else pd.Series([table.series_ids[0]] * len(frame))
+    unknown = sorted(set(ids.dropna()) - set(table.series_ids))
+    if unknown or ids.isna().any():
+        named = unknown[:5] if unknown else ["(empty)"]
+        raise DataError(
+            f"{path}: series {named} are not in the history file {table.source}; every "
+            f"--times row needs a series of --data.path."
+        )
+    empty = np.flatnonzero(frame[time_column].isna().to_numpy())
+    if len(empty):
+        raise DataError(
+            f"{path}: line {int(empty[0]) + first} has no {time_column!r}; give a time on every "
+            "row."
+        )
+    values = frame[time_column].to_numpy()
+    try:
+        encoded = table.encoding.encode(values)
+    except DataError:  # find the row to name
+        encoded = np.array([_encoded_or_nan(table, v) for v in values])
+    bad = np.flatnonzero(~np.isfinite(encoded))
+    if len(bad):
+        raise DataError(
+            f"{path}: line {int(bad[0]) + first}: {values[bad[0]]!r} is not a time in the history "
+            f"file's format (e.g. {table.encoding.format(table.times[:1])[0]})."
+        )
+    return {sid: encoded[(ids == sid).to_numpy()] for sid in ids.unique()}
+
+
+def _encoded_or_nan(table, value: str) -> float:
+    try:
+        return float(table.encoding.encode([value])[0])
+    except DataError:
+        return math.nan
+
+
+def run_predict(args: argparse.Namespace) -> str:
+    """Load the checkpoint, forecast, write the CSV (and plots); returns a summary line (empty
+    in the processes other than the first).
+
+    Raises:
+        DataError and the other `USER_ERRORS` for anything the user can fix.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..plots import plot_forecast
+
+    to_stdout = args.output == STDOUT
+    out = Path(args.output) if to_stdout else check_output_file(args.output, args.overwrite)
+    if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
+        raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
+    levels = _levels(args.levels)
+    rank, world, device = _launch(args)
+    model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
+    model.to(device)
+    pngs = _plot_files(args, table.series_ids) if args.plot else []
+    horizon = parse_horizon(args.horizon, table)
+    step = None if args.step is None else parse_horizon(args.step, table, "--step")
+    times = None
+    if args.times:
+        times = _explicit_times(
+            args.times, table, state.get("series_column"), state.get("time_column", "time")
+        )
+    # The requested times are refused, if at all, before the calibration's forecasts run.
+    on_history = args.importance or args.refine > 0
+    future_times(model, table, state, horizon, step, times, args.n_samples, on_history)
+    cal = None
+    if args.calibrate:
+        cal = _calibration(args, model, state, table, rank, world, args.chunk)
+    try:
+        result = forecast(
+            model,
+            table,
+            state,
+            horizon,
+            step,
+            times,
+            chunk=args.chunk,
+            shard=(rank, world),
+            calibration=cal,
+            levels=levels,
+            **_draws(args),
+        )
+        failure = None
+    except USER_ERRORS as e:  # this process's series only: tell the others before stopping
+        if world == 1:
+            raise
+        result, failure = None, e
+    if world > 1:
+        parts = gather_shards(None if result is None else result.summary, failure, world)
+        merged = merge_shards(result, parts)
+    else:
+        merged = result
+    if rank == 0 and to_stdout:
+        merged.write_csv(sys.stdout)
+        sys.stdout.flush()
+    elif rank == 0:
+        write_whole(out, merged.write_csv)
+    if args.plot:  # each process draws its own series
+        Path(args.plot).mkdir(parents=True, exist_ok=True)
+        to_orig = table.encoding.to_original
+        for seg, fut, summary in zip(result.history, result.future, result.summary, strict=True):
+            if summary is None:
+                continue
+            sid = table.series_ids[seg.series]
+            fig = plot_forecast(
+                to_orig(seg.times),
+                seg.values,
+                to_orig(fut),
+                summary,
+                table.channels,
+                f"{sid}",
+                result.levels,
+            )
+            fig.savefig(pngs[seg.series], dpi=110)
+            plt.close(fig)
+    n = len(merged.history)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # plots of every process are on disk when the command returns
+    if rank > 0:
+        return ""
+    procs = f" ({world} processes)" if world > 1 else ""
+    where = "standard output" if to_stdout else out
+    lines = [f"latentode predict: wrote {merged.n_rows} rows for {n} series to {where}{procs}"]
+    if isinstance(model, Ensemble):
+        lines.append(f"latentode predict: {_pooled(model, args.n_samples)}.")
+    for note in (
+        _unobserved(merged.history, table),
+        _outside_training(merged.history, table, state),
+        _few_paths(args.n_samples, levels),
+    ):
+        if note:
+            lines.append(f"latentode predict: note: {note}")
+    if cal is not None:
+        lines += [f"latentode predict: {x}." for x in cal.describe(table.channels).splitlines()]
+        furthest = max(
+            float(f[-1] - g.times[-1]) for g, f in zip(merged.history, merged.future, strict=True)
+        )
+        past = furthest > cal.max_lead * (1 + 1e-9)  # max_lead NaN: nothing was validated
+        unit = table.encoding.unit if table.encoding.kind == "datetime" else ""
+        reach, lead = f"{furthest:.4g}{unit}", f"{cal.max_lead:.4g}{unit}"
+        if past and cal.scale is not None:
+            lines.append(
+                f"latentode predict: note: forecasts reach {reach} ahead, past the calibrated "
+                f"lead times ({lead}); the last factor is carried on there untested (refit "
+                "with a larger holdout to calibrate further ahead)."
+            )
+        elif past:
+            lines.append(
+                f"latentode predict: note: forecasts reach {reach} ahead, past the fit's "
+                f"validation forecasts (lead times up to {lead}); how good they and their "
+                "bands are there is untested (refit with a larger holdout to validate further "
+                "ahead)."
+            )
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""What ``latentode predict`` writes besides the forecast CSV: the ``--plot`` file of each
+series, and the notes on forecasts to trust less (unobserved channels, histories far outside
+the training data, too few paths for the bands)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..data.errors import DataError
+from ..data.prep import Segment
+from ..data.table import SeriesTable
+from ..data.transforms import forward, kinds_of
+from ..paths import check_output_dir
+from ..predictive import percent, quantile_probs
+from .errors import _listed
+
+__all__ = ["PLOT_STEM", "plot_names"]
+
+PLOT_STEM = 120  # characters of a series id kept in its --plot file name
+
+
+def plot_names(series_ids: list[str]) -> list[str]:
+    """The PNG file name of each series' ``--plot``: its id with every run of characters other
+    than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``. Ids that come out the same,
+    also when case is ignored (as macOS and Windows file systems do), get ``__`` and their
+    1-based position in ``series_ids`` appended, so no series' plot replaces another's. A
+    stem is cut to its first `PLOT_STEM` characters (file systems take 255 bytes), and cut
+    ones sharing their start are numbered the same way."""
+    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", sid)[:PLOT_STEM] for sid in series_ids]
+    shared = {k for k, n in Counter(s.casefold() for s in stems).items() if n > 1}
+    taken: set[str] = set()
+    names = []
+    for i, stem in enumerate(stems):
+        name = f"{stem}__{i + 1}" if stem.casefold() in shared else stem
+        while name.casefold() in taken:  # an id that already reads like a renamed one
+            name += "_"
+        taken.add(name.casefold())
+        names.append(f"{name}.png")
+    return names
+
+
+def _plot_files(args: argparse.Namespace, series_ids: list[str]) -> list[Path]:
+    """The ``--plot`` PNG of each series, checked before anything is computed or written.
+
+    Raises:
+        DataError: ``--plot`` names a file, or some of the PNGs exist and ``--overwrite`` is
+            not given.
+    """
+    folder = check_output_dir(args.plot, "--plot")
+    files = [folder / name for name in plot_names(series_ids)]
+    there = [p.name for p in files if p.exists()]
+    if there and not args.overwrite:
+        raise DataError(
+            f"--plot {folder}: {len(there)} of the {len(files)} PNGs exist already "
+            f"({_listed(there)}); "
+            "pass --overwrite to replace them, or name another directory (nothing was written)."
+        )
+    return files
+
+
+def _unobserved(history: list[Segment], table: SeriesTable) -> str:
+    """A note on the series whose conditioned history never observes some channel (empty when
+    none does): their forecasts of it come from the other channels and what the model
+    learned in training, not from the series."""
+    blind = [
+        (table.series_ids[g.series], c)
+        for g in history
+        for c, seen in zip(table.channels, (~np.isnan(g.values)).any(0), strict=True)
+        if not seen
+    ]
+    if not blind:
+        return ""
+    shown = _listed([f"{sid!r} ({c})" for sid, c in blind])
+    return (
+        f"{len(blind)} forecast(s) of a channel the series' history never observes: {shown}. "
+        "They come from the series' other channels and the fitted model, not from the "
+        "series' own values of that channel; trust their bands less."
+    )
+
+
+def _few_paths(n_samples: int, levels: tuple[float, ...] = ()) -> str:
+    """A note when ``--n_samples`` is too few for the widest band: fewer paths than one per
+    tail beyond its ends (20 for the 5-95% band, 40 for 2.5-97.5%) sample the posterior's
+    spread there poorly. The quantiles are those of these paths' mixture, exactly."""
+    low = quantile_probs(levels)[0]
+    need = math.ceil(1 / low - 1e-9)
+    if n_samples >= need:
+        return ""
+    lo, hi = percent(low), percent(1 - low)
+    return (
+        f"--n_samples {n_samples}: the {lo}% and {hi}% quantiles of fewer than {need} paths "
+        "rest on the few most extreme of them (with one path the band is its observation "
+        f"noise alone), so the bands are rough; use {max(100, 5 * need)} or more for bands to "
+        "rely on."
+    )
+
+
+def _outside_training(history: list[Segment], table: SeriesTable, state: dict) -> str:
+    """A note on the histories holding values far outside the training data's (beyond its
+    range, per channel, by more than the range's width; empty when none do, or for a
+    checkpoint that does not keep the range): the model never saw such values, so their
+    forecasts and bands are extrapolations. A file in other units is the usual cause. A
+    transformed channel (log or logit) is compared on its scale, as the model sees it: a
+    history in kilograms for a fit in grams (0.05-0.2 against 50-200) is far outside on the
+    log scale, while in grams no positive value lies a range's width below 50."""
+    if not state.get("value_range"):
+        return ""
+    kinds, rng = kinds_of(state.get("normalisation"), len(table.channels)), state["value_range"]
+    lo, hi = (forward(np.asarray(rng[k], dtype=np.float64), kinds) for k in ("min", "max"))
+    width = hi - lo
+    far = []
+    for g in history:
+        z = forward(g.values, kinds)  # (n, D) as the model sees them, before normalising
+        for d, c in enumerate(table.channels):
+            ok = ~np.isnan(z[:, d])
+            v, zd = g.values[ok, d], z[ok, d]
+            if len(v) and (zd.min() < lo[d] - width[d] or zd.max() > hi[d] + width[d]):
+                far.append(
+                    f"{table.series_ids[g.series]!r} ({c}: {v.min():.4g} to {v.max():.4g}; "
+                    f"training {rng['min'][d]:.4g} to {rng['max'][d]:.4g})"
+                )
+    if not far:
+        return ""
+    return (
+        f"{len(far)} history channel(s) hold values far outside the training data's: "
+        f"{_listed(far)}. The model never saw such values, so these forecasts and their bands "
+        "are extrapolations; check the file's units, or refit with such series."
+    )
