@@ -801,7 +801,7 @@ def test_shared_prior_paths_are_scored_a_chunk_of_series_at_a_time(
     may change a number: one series per chunk, the default, and per-series times (which take
     the per-series formulas, checked against the exact posterior with a centred model above)
     agree, with a centred model (the level added back)."""
-    import latentode.nn.latent_ode as latent_ode
+    import latentode.nn.latent_paths as latent_paths
 
     model, batch = _latent("gru", center="mean"), make_batch()
     future = batch.times[-1] + torch.linspace(0.1, 1.0, 5, dtype=F64)
@@ -809,11 +809,11 @@ def test_shared_prior_paths_are_scored_a_chunk_of_series_at_a_time(
         prior = model.aggregate_posterior(batch)
         runs = {}
         for name, elements, times in [
-            ("default", latent_ode._CHUNK_ELEMENTS, future),
+            ("default", latent_paths._CHUNK_ELEMENTS, future),
             ("one series per chunk", 1, future),
-            ("per-series times", latent_ode._CHUNK_ELEMENTS, future.expand(B, 5)),
+            ("per-series times", latent_paths._CHUNK_ELEMENTS, future.expand(B, 5)),
         ]:
-            monkeypatch.setattr(latent_ode, "_CHUNK_ELEMENTS", elements)
+            monkeypatch.setattr(latent_paths, "_CHUNK_ELEMENTS", elements)
             torch.manual_seed(5)
             runs[name] = model.predict(batch, times, n_samples=64, importance=True, prior=prior)
     ref = runs.pop("default")
