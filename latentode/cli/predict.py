@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.csv import _separator
+from ..data.csv_header import _separator
 from ..data.errors import DataError
 from ..ensemble import Ensemble
 from ..forecast import forecast, future_times, merge_shards, parse_horizon
