@@ -16,14 +16,28 @@ exchangeable scores, ``lam`` is the ``ceil((n + 1) * 0.9)``-th smallest (split c
 prediction, Vovk et al. 2005; Lei et al. 2018), and the scaled band covers a new value with
 probability at least 0.90. Values of one series are not exchangeable draws (its errors grow
 together), the series are: so each validation series counts once, its values sharing its
-weight, and ``lam`` is the score where the cumulative weight reaches ``ceil((S + 1) * 0.9)``
-for ``S`` series (after Dunn, Wasserman and Ramdas 2022, whose guarantee over series is for
-one value drawn at random per series; this weighted rule uses every value and was checked
-on held-out series, not proved). It needs ``S >= 9`` and is conservative for few series
-(one factor for every lead time on the shipped fertility data's 21 validation series:
-0.93-0.96 coverage on average over random splits, ``reports/calibration.md``). A one-series
-fit has one validation block, one draw: it is not calibrated (on the CO2 record the model's
-band covered 42% of the validation block and 99% of the test block, so a factor from the one
+weight, and ``lam`` is the smallest score at which the cumulative weight reaches ``(S + 1) *
+0.9`` for ``S`` series, the 0.9 quantile of the scores so weighted with one more series'
+weight at infinity for the series to come (hierarchical conformal prediction: Lee, Barber
+and Willett 2023; Dunn, Wasserman and Ramdas 2022 pool the series' CDFs so). A value drawn
+at random from a new series exchangeable with the validation series then lies inside the
+scaled band with probability at least 0.90, however the values within a series depend on one
+another (`conformal_scale`). It needs ``S >= 9``. The guarantee is for the worst case,
+series whose values move as one, where the rule is the plain one over ``S`` scores; where a
+series holds several values in a bin that move apart, the pooled scores act as a larger
+sample and the band covers more, up to ``(S + 1) 0.9 / S``: at 9 series the factor is the
+largest of all their scores (exchangeable Gaussian series of 3 values a bin: 0.964 at 9
+series, 0.935 at 20, 0.917 at 40; ``reports/calibration_notes.md``, 2026-11-25). That is the
+price of the guarantee: one value of each series drawn at random covers 0.90 there too, but
+its factor rests on ``S`` values (one split in eight under 0.80 at 9 series), and its
+average over draws loses the guarantee (0.80 where each series holds one value far out among
+five). Until 2026-11-25 the weight to reach was rounded up, ``ceil((S + 1) 0.9)``, a rank
+correction for whole counts that weighted sums do not need (the same factor where every
+series holds one value; 0.945 -> 0.940 at 20 series of 10 independent values a bin). On the
+shipped fertility data's 21 validation series one factor for every lead time covered
+0.93-0.96 on average over random splits (``reports/calibration.md``). A one-series fit has
+one validation block, one draw: it is not calibrated (on the CO2 record the model's band
+covered 42% of the validation block and 99% of the test block, so a factor from the one
 would have misled on the other).
 
 The whole predictive distribution is scaled about its median, ``q50 + lam * (x - q50)``
@@ -66,6 +80,9 @@ on 31% (both ends of the 95% band, too few series for their own, at its central 
 factor times the model's own half-band out, so the quantiles are strictly ordered wherever
 the model's are, and a raise only widens a band: each keeps the coverage its own factor gives
 (there: none tied; the 95% band covered 0.966 of the test values, 0.941 before, 10% wider).
+What `Calibration.describe` prints (``latentode predict`` and ``test``) are the factors so
+raised, each raise named with the factor it replaced; the mean and std keep the 5-95% band's
+own.
 
 Each end on its own (``latentode predict --calibrate_tails``, `TailFactors`): a band that
 covers 90% can still hold its misses all on one side, when the model's median is biased. On
@@ -138,14 +155,14 @@ __all__ = [
 ]
 
 MIN_VALUES = 20  # fewer validation values than this: no calibration (too unsteady)
-MIN_SERIES = 9  # ceil((S + 1) 0.9) <= S needs S >= 9 validation series
+MIN_SERIES = 9  # (S + 1) 0.9 <= S needs S >= 9 validation series
 LEAD_BINS = 8  # at most this many lead-time bins (each factor rests on its bin alone)
 WIDEN = 1e-9  # `conformal_scale` widens its factor by this share: rounding at the boundary
 
 
 def min_series(level: float = LEVEL) -> int:
     """The validation series a band of coverage ``level`` needs for a finite factor: the
-    fewest ``S`` with ``ceil((S + 1) level) <= S``, and at least `MIN_SERIES` (9 at 0.9, 19 at
+    fewest ``S`` with ``(S + 1) level <= S``, and at least `MIN_SERIES` (9 at 0.9, 19 at
     0.95, 99 at 0.99)."""
     return max(MIN_SERIES, math.ceil(level / (1.0 - level) - 1e-9))
 
@@ -243,8 +260,12 @@ class Calibration:
             raise ValueError(f"not calibrated: {self.reason}")
         if levels is None:
             return self._central(lead, levels)
+        return nested_factors(self._own(lead, levels))
+
+    def _own(self, lead: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+        """`factors` with ``levels`` before `nested_factors`: each band's (or end's) own."""
         if not self.tails:
-            return nested_factors(self._central(lead, levels))
+            return self._central(lead, levels)
         levels = band_levels(levels)
         central = self._central(lead, levels)  # (L, n, D); raises for a level not calibrated
         lower, upper = central.copy(), central.copy()
@@ -254,7 +275,7 @@ class Calibration:
             if t.lower is not None and t.upper is not None:
                 b = bin_index(t.edges, lead)
                 lower[i], upper[i] = t.lower[b], t.upper[b]
-        return nested_factors(np.stack([lower, upper]))
+        return np.stack([lower, upper])
 
     def scaling(
         self, lead: np.ndarray, levels: Sequence[float] | None
@@ -281,42 +302,127 @@ class Calibration:
         return np.stack(rows)
 
     def describe(self, channels: list[str]) -> str:
-        """What was calibrated on and the factor(s) of the 5-95% band, one line for the
-        user; then a line per other band (`others`)."""
+        """What was calibrated on and the factors each band is scaled by, for the user: a
+        line for the 5-95% band, one per other band (`others`), one per band whose ends were
+        calibrated on their own (`tails`).
+
+        The factors are those applied (`factors` with the levels calibrated): where nesting
+        raised one above the band's own (`nested_factors`), the line gives it raised and says
+        from what and to which band's, by lead-time bin and channel; a band whose two ends
+        ended up with different factors gives each end's.
+        """
         if self.scale is None:
             line = f"5-95% bands are the model's own, not calibrated: {self.reason}"
             if self.others:
                 line += f" (so are the {_listed(b.level for b in self.others)} bands)"
             return line
+        w = self._applied(channels)
         head = (
             f"5-95% bands calibrated on {int(self.n_values.sum())} held-out values of "
             f"{self.n_series} validation series "
             f"(lead times up to {self.max_lead:.4g}), where the model's own band covered "
             f"{self.raw_coverage:.0%}"
         )
-        lines = [f"{head}: {_scaled(self.edges, self.scale, channels)}"]
+        if LEVEL in w.ends:
+            mid = _spans(self.edges, _rows(self.scale, channels))
+            lines = [f"{head}: the mean and std {mid}; q05 and q95 each on its own (below)"]
+        else:
+            text = w.band(LEVEL, self.edges)
+            if w.raised(LEVEL):
+                text += "; the mean and std by its own factors, before nesting"
+            lines = [f"{head}: {text}"]
         for b in self.others:
             name = f"{percent(b.level)}% bands, where the model's own covered {b.raw_coverage:.0%}"
-            if b.scale is None:
-                lines.append(f"{name}: the 5-95% band's factors, {b.reason}")
+            if b.level in w.ends:
+                lines.append(f"{name}: each end on its own (below)")
+            elif b.scale is None:
+                own = w.band(b.level, self.edges)
+                lines.append(f"{name}: the 5-95% band's factors, {b.reason}; {own}")
             else:
-                lines.append(f"{name}: {_scaled(b.edges, b.scale, channels)}")
+                lines.append(f"{name}: {w.band(b.level, b.edges)}")
         for t in self.tails:
-            names = quantile_names([t.level])  # the forecast CSV's columns
-            lo, _, hi = band_columns([t.level], t.level)
-            low, high = names[lo - 2], names[hi - 2]  # (after mean and std)
+            low, high = w.column(0, t.level), w.column(1, t.level)
             name = (
                 f"{low} and {high} each on its own (the model's own {percent(t.level)}% band "
                 f"left {t.below:.1%} below it and {t.above:.1%} above)"
             )
-            if t.lower is None or t.upper is None:
+            if t.level not in w.ends:
                 lines.append(f"{name}: not, {t.reason}")
             else:
-                lines.append(
-                    f"{name}: {low} {_scaled(t.edges, t.lower, channels)}; "
-                    f"{high} {_scaled(t.edges, t.upper, channels)}"
-                )
+                ends = f"{low} {w.end(0, t.level, t.edges)}; {high} {w.end(1, t.level, t.edges)}"
+                lines.append(f"{name}: {ends}")
         return "\n".join(lines)
+
+    def _applied(self, channels: list[str]) -> _Applied:
+        """The factors `factors` applies with the levels calibrated (`others`' and `LEVEL`),
+        on the bins of every band and end together, beside each end's own."""
+        assert self.scale is not None
+        levels = band_levels([b.level for b in self.others])
+        found = [self.edges, *(b.edges for b in self.others), *(t.edges for t in self.tails)]
+        edges = np.unique(np.concatenate(found))  # (P - 1,)
+        lead = np.concatenate([[-np.inf], edges])  # (P,) each piece's first lead (`bin_index`)
+        shape = (2, len(levels), len(lead), self.scale.shape[1])
+        own = np.broadcast_to(self._own(lead, levels), shape)
+        ends = {t.level for t in self.tails if t.lower is not None and t.upper is not None}
+        return _Applied(levels, edges, nested_factors(own), own, frozenset(ends), channels)
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """The factors of every band's ends as applied, in words (`Calibration.describe`).
+
+    Attributes:
+        levels: the bands, ascending (`band_levels`).
+        pieces: ``[P - 1]`` the edges of every band's and end's lead-time bins together.
+        applied, own: ``[2, L, P, D]`` each end's factor in each piece, after and before
+            `nested_factors`.
+        ends: the levels whose ends were calibrated on their own.
+        channels: the channels' names.
+    """
+
+    levels: tuple[float, ...]
+    pieces: np.ndarray
+    applied: np.ndarray
+    own: np.ndarray
+    ends: frozenset[float]
+    channels: list[str]
+
+    def column(self, e: int, level: float) -> str:
+        """The forecast CSV's column of end ``e`` (0 lower, 1 upper) of band ``level``."""
+        names = quantile_names(self.levels)
+        return names[band_columns(self.levels, level)[2 * e] - 2]  # (after mean and std)
+
+    def raised(self, level: float) -> bool:
+        """Whether nesting raised either end of band ``level`` anywhere."""
+        i = self.levels.index(level)
+        return bool((self.applied[:, i] > self.own[:, i]).any())
+
+    def end(self, e: int, level: float, edges: np.ndarray) -> str:
+        """End ``e`` of band ``level`` in words, by its own bins ``edges`` (split where a
+        raise differs within one), each raise named."""
+        i = self.levels.index(level)
+        rows = []
+        for p in range(len(self.pieces) + 1):
+            cells = []
+            for d, c in enumerate(self.channels):
+                v, mine = self.applied[e, i, p, d], self.own[e, i, p, d]
+                cell = f"{c} x{v:.3g}"
+                if v > mine:
+                    j = next(j for j in range(i) if self.own[e, j, p, d] == v)
+                    by = self.levels[j]  # the band (or end) whose factor it took
+                    by = self.column(e, by) if by in self.ends else f"the {percent(by)}% band"
+                    a, b = _apart(v, mine)
+                    cell = f"{c} x{a} (raised by nesting from {b} to {by}'s)"
+                cells.append(cell)
+            rows.append(", ".join(cells))
+        return _spans(self.pieces, rows, edges)
+
+    def band(self, level: float, edges: np.ndarray) -> str:
+        """Band ``level`` in words: one text for both ends where they agree."""
+        low, high = self.end(0, level, edges), self.end(1, level, edges)
+        if low == high:
+            return low
+        return f"{self.column(0, level)} {low}; {self.column(1, level)} {high}"
 
 
 def _listed(levels: Iterable[float]) -> str:
@@ -325,11 +431,27 @@ def _listed(levels: Iterable[float]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _scaled(edges: np.ndarray, scale: np.ndarray, channels: list[str]) -> str:
-    """A band's factors in words: ``scaled a x0.5`` or, by lead time, each bin's."""
-    per_bin = [
-        ", ".join(f"{c} x{v:.3g}" for c, v in zip(channels, row, strict=True)) for row in scale
-    ]
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` to 3 significant digits, or as many more (up to 9) as tell them apart."""
+    for digits in range(3, 10):
+        x, y = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if x != y:
+            break
+    return x, y
+
+
+def _rows(scale: np.ndarray, channels: list[str]) -> list[str]:
+    """``[B, D]`` factors in words, one text per bin: ``a x0.5, b x1``."""
+    return [", ".join(f"{c} x{v:.3g}" for c, v in zip(channels, row, strict=True)) for row in scale]
+
+
+def _spans(edges: np.ndarray, per_bin: list[str], keep: np.ndarray | None = None) -> str:
+    """A band's factors in words (``per_bin``: one text per bin of ``edges``): ``scaled a
+    x0.5`` or, by lead time, each bin's. With ``keep``: neighbouring bins whose texts are
+    equal are one unless an edge of ``keep`` (the band's own bins) lies between them."""
+    if keep is not None:
+        cut = [j for j, e in enumerate(edges) if e in keep or per_bin[j] != per_bin[j + 1]]
+        edges, per_bin = edges[cut], [per_bin[0], *(per_bin[j + 1] for j in cut)]
     if len(per_bin) == 1:
         return f"scaled {per_bin[0]}"
     e = [f"{v:.4g}" for v in edges]
@@ -351,9 +473,13 @@ def conformal_scale(
             the factor is the ``ceil((n + 1) level)``-th smallest. Given: the series are the
             units (values of one series are alike, so 115 values of 21 series are not 115
             independent draws): each series weighs 1 in total, spread evenly over its values,
-            and the factor is the smallest score whose cumulative weight reaches
-            ``ceil((S + 1) level)`` for ``S`` series (with one value per series, the rule
-            above).
+            and the factor is the smallest score whose cumulative weight reaches ``(S + 1)
+            level`` for ``S`` series (with one value per series, the rule above). It covers a
+            value drawn at random from a new series exchangeable with these with probability
+            at least ``level``: the weight of the ``S + 1`` series' scores above their own
+            weighted ``level`` quantile is at most ``1 - level``, the new series is any one of
+            them alike, and its weight at infinity only raises the quantile (Lee, Barber and
+            Willett 2023).
 
     Returns:
         The factor (times ``1 + WIDEN``), or None with fewer than `MIN_VALUES` scores, too
@@ -371,12 +497,14 @@ def conformal_scale(
     order = np.argsort(r, kind="stable")
     r, cum = r[order], np.cumsum(weight[order])
     total = round(float(cum[-1]))
-    k = math.ceil((total + 1) * level - 1e-9)  # (9 + 1) * 0.9 is 9.000000000000002
+    # Weighted sums need no rounding up to a whole count (whole weights reach ceil(k) anyway);
+    # the tolerance: (9 + 1) * 0.9 is 9.000000000000002, and a sum of weights may round down.
+    k = (total + 1) * level - 1e-9
     if k > total:
         return None
     # At least _TINY: a signed score (`band_scores` of one end) below 0 puts the end at the
     # median, which only widens it.
-    value = max(float(r[np.searchsorted(cum, k - 1e-9)]), _TINY)
+    value = max(float(r[np.searchsorted(cum, k)]), _TINY)
     # A hair wider than the score (1e-9 relative), so that the value whose score it is stays
     # inside the scaled band, ``q50 + lam * (q95 - q50)``, after that sum is rounded.
     return value * (1.0 + WIDEN) if np.isfinite(value) else None

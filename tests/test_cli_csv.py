@@ -884,13 +884,20 @@ def _check_levels(
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()
     first = next(i for i, x in enumerate(lines) if "5-95% bands calibrated on" in x)
-    assert lines[first] in plain  # the 5-95% band's factors are the default run's
+    # the 5-95% band's factors are the default run's, unless nesting raised them (printed)
+    assert lines[first] in plain or "raised by nesting" in lines[first]
     assert lines[first + 1].startswith("latentode predict: 50% bands, where the model's own")
     assert "95% bands" in lines[first + 3] and "the 5-95% band's factors" in lines[first + 3]
     assert "needs at least 19 validation series" in lines[first + 3]
     got = pd.read_csv(out)
     names = ["q02.5", "q05", "q10", "q25", "q50", "q75", "q90", "q95", "q97.5"]
     assert list(got.columns) == ["series_id", "time", "channel", "mean", "std", *names]
+    for lo, hi, factors in _printed_bins(lines[first]):  # printed as applied
+        for ch, lam in factors.items():
+            rows = (raw.channel == ch).to_numpy() & (lo <= lead) & (lead < hi)
+            for q in ("q05", "q95"):
+                ratio = (got[q] - got.q50)[rows] / (raw[q] - raw.q50)[rows]
+                np.testing.assert_allclose(ratio, lam, rtol=5e-3)
     default = pd.read_csv(tmp_path / "lead.csv")
     for column in ("mean", "std", "q50"):
         pd.testing.assert_series_equal(got[column], default[column])
