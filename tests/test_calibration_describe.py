@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from test_tails import audit_tie
 
-from latentode.calibration import BandFactors, Calibration, TailFactors, calibrate
+from latentode.calibration import BandFactors, Calibration, calibrate
 from latentode.data.csv_module import CSVDataModule
 from latentode.forecast import forecast
 from latentode.nn.latent_ode import LatentODE, LatentODEConfig
@@ -91,19 +92,7 @@ def test_describe_gives_each_end_where_nesting_raised_them_apart() -> None:
     """The audit's tie (`tests/test_tails.py`): the 5-95% band's ends at 0.8 and 0.7 on their
     own, the 95% band too few for its ends, at its central 0.5. Applied, q02.5 is at 0.8 and
     q97.5 at 0.7; before, its line read ``scaled a x0.5``."""
-    one = np.zeros(0)
-    cal = Calibration(
-        np.full((1, 2), 0.6),
-        np.array([40, 40]),
-        20,
-        1.0,
-        6.0,
-        others=(BandFactors(0.95, one, np.full((1, 2), 0.5), 1.0),),
-        tails=(
-            TailFactors(0.9, one, np.full((1, 2), 0.8), np.full((1, 2), 0.7), 0.0, 0.0),
-            TailFactors(0.95, one, None, None, 0.0, 0.0, "too few"),
-        ),
-    )
+    cal = audit_tie()
     lines = cal.describe(["a", "b"]).splitlines()
     assert lines[0].endswith(
         ": the mean and std scaled a x0.6, b x0.6; q05 and q95 each on its own (below)"

@@ -220,16 +220,12 @@ def test_calibrate_with_tails_gives_each_end_its_own_factors() -> None:
     assert frame[row].width90.item() != plain[row].width90.item()
 
 
-def test_calibrated_quantiles_are_strictly_ordered_where_a_wider_bands_factor_is_smaller() -> None:
+def audit_tie() -> Calibration:
     """The audit's tie: the 5-95% band's ends at factors 0.8 (lower) and 0.7 (upper), each on
-    its own; the 95% band, too few series for its ends, at its central 0.5. Scaled by its own
-    factor the 95% band's ends (0.5 x 1.96) lay inside the 5-95% band's (0.8 x 1.645, 0.7 x
-    1.645), and moved out to them q02.5 = q05 and q95 = q97.5. Its factors raised to the
-    narrower band's (`nested_factors`), each end lies that factor times 1.96 out: strictly
-    beyond. A log channel likewise, on the log scale. The mean and std keep the 5-95% band's
-    central factor 0.6."""
-    one, none = np.zeros(0), np.full((2, 2), np.nan)  # no bins; (n, D) draws, unused
-    cal = Calibration(
+    its own, its centre 0.6; the 95% band, too few series for its ends, at its central 0.5
+    (no lead bins: one factor for every lead)."""
+    one = np.zeros(0)
+    return Calibration(
         np.full((1, 2), 0.6),
         np.array([40, 40]),
         20,
@@ -241,6 +237,18 @@ def test_calibrated_quantiles_are_strictly_ordered_where_a_wider_bands_factor_is
             TailFactors(0.95, one, None, None, 0.0, 0.0, "too few"),
         ),
     )
+
+
+def test_calibrated_quantiles_are_strictly_ordered_where_a_wider_bands_factor_is_smaller() -> None:
+    """The audit's tie: the 5-95% band's ends at factors 0.8 (lower) and 0.7 (upper), each on
+    its own; the 95% band, too few series for its ends, at its central 0.5. Scaled by its own
+    factor the 95% band's ends (0.5 x 1.96) lay inside the 5-95% band's (0.8 x 1.645, 0.7 x
+    1.645), and moved out to them q02.5 = q05 and q95 = q97.5. Its factors raised to the
+    narrower band's (`nested_factors`), each end lies that factor times 1.96 out: strictly
+    beyond. A log channel likewise, on the log scale. The mean and std keep the 5-95% band's
+    central factor 0.6."""
+    none = np.full((2, 2), np.nan)  # (n, D) draws, unused
+    cal = audit_tie()
     lead = np.array([1.0, 3.0])
     mean, std = np.zeros((2, 2)), np.ones((2, 2))  # N(0, 1) on each channel's scale
     p = Predictive(none[None], mean, std, np.zeros((1, 2, 2)), np.ones((1, 2)), ["none", "log"])
