@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from calibration import KEYS, cover_width, held_out  # noqa: E402
 
 import latentode.calibration as calibration  # noqa: E402
+import latentode.conformal as conformal  # noqa: E402
 from latentode.calibration import bin_index, conformal_scale, lead_scales  # noqa: E402
 
 RULES = {"before": "before (ceil)", "now": "now", "one": "one a series", "mean": "averaged"}
@@ -86,9 +87,10 @@ def one_a_series(rng: np.random.Generator, draws: int = 1) -> Callable:
 
 @contextmanager
 def rule_in_use(name: str, rng: np.random.Generator) -> Iterator[None]:
-    """`latentode.calibration`'s bins take their factors by rule ``name`` meanwhile."""
-    kept = calibration.conformal_scale
-    calibration.conformal_scale = {
+    """`latentode.calibration`'s bins take their factors by rule ``name`` meanwhile (the
+    bins look the rule up in `latentode.conformal`, where it lives)."""
+    kept = conformal.conformal_scale
+    conformal.conformal_scale = {
         "before": before,
         "now": kept,
         "one": one_a_series(rng),
@@ -97,7 +99,7 @@ def rule_in_use(name: str, rng: np.random.Generator) -> Iterator[None]:
     try:
         yield
     finally:
-        calibration.conformal_scale = kept
+        conformal.conformal_scale = kept
 
 
 SPIKE = 10.0  # the "one far out" series: one value of five at +-SPIKE, the others N(0, 1)
