@@ -217,16 +217,16 @@ def lead_bins(
     key = np.round(lead, 9)  # equal leads computed by different subtractions stay together
     need = max(MIN_VALUES, math.ceil(n_obs.sum() / max_bins))
     fewest = min_series(level)
-    levels = np.unique(key)
+    leads = np.unique(key)
     edges: list[float] = []
     series: set[int] = set()
     values = 0
-    for j, level in enumerate(levels):
-        at = key == level
+    for j, t in enumerate(leads):
+        at = key == t
         series |= set(groups[at & (n_obs > 0)].tolist())
         values += int(n_obs[at].sum())
-        if len(series) >= fewest and values >= need and j + 1 < len(levels):
-            edges.append(float(level + levels[j + 1]) / 2)
+        if len(series) >= fewest and values >= need and j + 1 < len(leads):
+            edges.append(float(t + leads[j + 1]) / 2)
             series, values = set(), 0
     if edges and (len(series) < fewest or values < need):
         edges.pop()  # the short tail joins the bin before

@@ -394,7 +394,7 @@ def check_observations(
             ~torch.isfinite(times).all(),
             (times.diff() <= 0).any() if len(times) > 1 else no,
             bad_value.any(),
-            (cast.diff() <= 0).any() if len(times) > 1 else no,
+            (cast.diff() <= 0).any() if len(times) > 1 and cast is not times else no,
         ]
     ).tolist()  # one read from the device
     if flags[0]:
