@@ -4,11 +4,13 @@ A `SolverInputError` raised inside a step (here the ODE-RNN encoder's solve over
 times that are distinct but coincide once cast to the float32 state, with the model's own
 check of the times, which now refuses them first, switched off) stops the run as a
 `StepSolverInputError` naming the stage, epoch and batch, as a `ModelInputError` stops it as a
-`StepInputError`; under DDP every process stops with the failing one's error type.
+`StepInputError`; under DDP every process stops with the failing one's error type, and the
+``latentode`` command prints each failure once, from the process that failed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,8 +20,9 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from cli_helpers import ROOT
+from cli_helpers import QUIET_FIT, ROOT
 from lightning_helpers import quiet_trainer
+from test_signals import _free_port, _slurm_env
 from torch.utils.data import DataLoader
 
 from latentode.data.batch import IrregularBatch, Split
@@ -134,12 +137,58 @@ def test_a_step_called_by_hand_keeps_the_solvers_error(monkeypatch: pytest.Monke
         assert err.value is failed
 
 
+def test_a_non_finite_loss_in_a_step_called_by_hand_names_the_batch() -> None:
+    """Outside a trainer a NaN loss stops the step with our own error naming the batch; it
+    came out as Lightning's 'LatentODESystem is not attached to a `Trainer`'."""
+    system = _system()
+    with torch.no_grad():
+        system.model.decoder.net[0].bias.fill_(float("nan"))
+    with pytest.raises(TrainingStoppedError) as err:
+        system.training_step(_split(0.0), 3)
+    assert type(err.value) is TrainingStoppedError and not err.value.echo
+    assert str(err.value) == (
+        "training step on batch 3, called outside a running Trainer: the training loss is nan. "
+        "What to do: lower the learning rate (--model.init_args.lr), clip gradients "
+        "(--trainer.gradient_clip_val 1.0), check the data for extreme values, or train in "
+        "float64 (--trainer.precision 64-true)."
+    )
+
+
 # ------------------------------------------------------------- one process of two refuses
+class Refuse(pl.Callback):
+    """Makes the first ``stage`` batch (``"train"`` or ``"val"``, not the sanity check's) of
+    the processes ``ranks`` one that is refused: by the model (``kind`` ``"model"``: a NaN
+    where the mask says observed) or by the solver (``"solver"``: distinct float64 times that
+    coincide in the float32 solve; with `time_check_off`)."""
+
+    def __init__(
+        self, stage: str = "train", kind: str = "model", ranks: list[int] | None = None
+    ) -> None:
+        self.stage, self.kind, self.ranks = stage, kind, [0] if ranks is None else ranks
+
+    def _refuse(self, trainer: pl.Trainer, split: Split, batch_idx: int) -> None:
+        if trainer.global_rank not in self.ranks or batch_idx != 0 or trainer.sanity_checking:
+            return
+        observed = split.observed
+        if self.kind == "model":
+            b, t, d = torch.nonzero(observed.mask)[0].tolist()
+            observed.values[b, t, d] = float("nan")
+        else:
+            observed.times = observed.times.double() + BAD
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.stage == "train":
+            self._refuse(trainer, batch, batch_idx)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
+        if self.stage == "val":
+            self._refuse(trainer, batch, batch_idx)
+
+
 _DDP_SCRIPT = """
 import sys
 import pytorch_lightning as pl
-import torch
-from test_guard import _system, time_check_off
+from test_guard import Refuse, _system, time_check_off
 from latentode.data.datamodules import SpiralsDataModule
 from latentode.nn.base import ModelInputError
 from latentode.solver import SolverError, SolverInputError
@@ -150,32 +199,11 @@ root, stage, kind, rank = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]
 if kind == "solver":
     time_check_off()
 
-
-class Refuse(pl.Callback):
-    def _refuse(self, trainer, split, batch_idx):
-        if trainer.global_rank != rank or batch_idx != 0 or trainer.sanity_checking:
-            return
-        observed = split.observed
-        if kind == "model":  # a NaN where the mask says observed: the model refuses it
-            b, t, d = torch.nonzero(observed.mask)[0].tolist()
-            observed.values[b, t, d] = float("nan")
-        else:  # distinct float64 times that coincide in the float32 solve: the solver does
-            observed.times = observed.times.double() + 1e8
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if stage == "train":
-            self._refuse(trainer, batch, batch_idx)
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args):
-        if stage == "val":
-            self._refuse(trainer, batch, batch_idx)
-
-
 trainer = pl.Trainer(
     default_root_dir=root, accelerator="cpu", devices=2, strategy="ddp", max_epochs=1,
     logger=False, enable_progress_bar=False, enable_model_summary=False,
     enable_checkpointing=False, limit_train_batches=1, limit_val_batches=1,
-    num_sanity_val_steps=0, callbacks=[Refuse()],
+    num_sanity_val_steps=0, callbacks=[Refuse(stage, kind, [rank])],
 )
 data = SpiralsDataModule(n=48, n_observed=10, batch_size=4, seed=0)
 try:
@@ -222,3 +250,48 @@ def test_a_refused_batch_in_one_of_two_processes_stops_both_with_its_error(
     refusal = "is nan where mask is 1" if kind == "model" else "t must be strictly increasing"
     assert log.count(refusal) == 2
     assert "Traceback" not in log and "Connection closed" not in log
+
+
+@pytest.mark.parametrize(
+    ("stage", "ranks", "where"),
+    [
+        ("train", [1], "training stopped at epoch 0, batch 0 (global step 0): "),
+        ("val", [0, 1], "validation stopped at epoch 0, validation batch 0 (global step 2): "),
+    ],
+)
+def test_the_command_prints_a_failure_once_from_the_failing_process(
+    tmp_path: Path, stage: str, ranks: list[int], where: str
+) -> None:
+    """``latentode fit`` in two SLURM-style processes, the first ``stage`` batch refused in
+    the processes ``ranks``: each failing process prints its own message, the other stays
+    silent, and every process exits with status 2. Before, every process printed: the other
+    one the same message behind ``process R failed:`` (with 8 processes, 8 lines)."""
+    env = {**os.environ, **_slurm_env(tmp_path, ntasks=2), "MASTER_PORT": str(_free_port())}
+    env.update(PYTHONPATH=str(ROOT / "tests"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "latentode.cli", "fit", "--config", "configs/spirals.yaml"]
+    cmd += ["--config", "configs/trainer/ddp.yaml", "--trainer.accelerator", "cpu"]
+    cmd += ["--trainer.devices", "2", "--trainer.default_root_dir", str(tmp_path / "run")]
+    cmd += [*QUIET_FIT, "--trainer.max_epochs", "1", "--data.init_args.n", "60"]
+    cmd += ["--data.init_args.batch_size", "12", "--model.init_args.eval_samples", "2"]
+    cmd += ["--trainer.callbacks+=test_guard.Refuse", "--trainer.callbacks.stage", stage]
+    cmd += ["--trainer.callbacks.ranks", json.dumps(ranks)]
+    procs = []
+    for rank in (0, 1):
+        env_r = {**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
+        out = subprocess.PIPE
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env_r, stdout=out, stderr=out, text=True))
+    try:
+        ended = [(proc.communicate(timeout=240)[1], proc.returncode) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for rank, (stderr, status) in enumerate(ended):
+        assert status == 2, stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+        lines = [line for line in stderr.splitlines() if line.startswith("latentode: error:")]
+        if rank not in ranks:
+            assert lines == [], stderr[-3000:]
+            continue
+        assert len(lines) == 1, stderr[-3000:]
+        assert lines[0].startswith(f"latentode: error: {where}values["), lines[0]
+        assert "is nan where mask is 1" in lines[0]

@@ -43,11 +43,11 @@ from ..parse_errors import ConciseParser
 from ..systems.guard import TrainingStoppedError, end_process, leave_process_group
 from .checkpoints import LastCheckpoint, RunSummary, check_ckpt_path, resolve_last
 from .errors import (
-    SAME_ON_EVERY_PROCESS,
     SIGTERM_STATUS,
     STOP_NOTE,
     USER_ERRORS,
     ForecastStoppedError,
+    printed_here,
 )
 from .evaluate_cmd import test_main
 from .launch import gather_shards
@@ -151,7 +151,7 @@ def main(args: list[str] | None = None) -> None:
             parser_class=ConciseParser,
         )
     except USER_ERRORS as e:
-        if not (getattr(e, SAME_ON_EVERY_PROCESS, False) and rank_zero_only.rank > 0):
+        if printed_here(e):
             print(f"latentode: error: {e}", file=sys.stderr)
         if isinstance(e, TrainingStoppedError) and leave_process_group():  # all stop here
             end_process(2)

@@ -1,9 +1,12 @@
 """What the ``latentode`` command treats as the user's errors (a message and exit status 2,
-no traceback), the marks it sets on them, and how a message lists names."""
+no traceback), the marks it sets on them, which process of several prints one, and how a
+message lists names."""
 
 from __future__ import annotations
 
 import signal
+
+from pytorch_lightning.utilities import rank_zero_only
 
 from ..data.errors import DataError
 from ..nn.base import ModelInputError
@@ -16,6 +19,7 @@ __all__ = [
     "STOP_NOTE",
     "USER_ERRORS",
     "ForecastStoppedError",
+    "printed_here",
 ]
 
 _SHOW = 5  # series named in a note
@@ -46,3 +50,13 @@ USER_ERRORS = (
 SAME_ON_EVERY_PROCESS = "latentode_same_on_every_process"
 STOP_NOTE = "latentode_stop_note"  # what a fit stopped by SIGTERM saved, set by `LastCheckpoint`
 SIGTERM_STATUS = 128 + signal.SIGTERM  # the shell's status for a process ended by SIGTERM
+
+
+def printed_here(error: BaseException) -> bool:
+    """Whether this process prints ``error`` (one of `USER_ERRORS`): a multi-process run says
+    each failure once. Not an error marked `SAME_ON_EVERY_PROCESS` beyond the first process,
+    nor a `TrainingStoppedError` that only repeats another process's failure (its ``echo``:
+    the failing process prints its own)."""
+    if getattr(error, SAME_ON_EVERY_PROCESS, False) and rank_zero_only.rank > 0:
+        return False
+    return not (isinstance(error, TrainingStoppedError) and error.echo)

@@ -23,7 +23,12 @@ all-reduce or in the metrics' epoch-end gather (which NCCL only ends at its time
 
 On a stop, the processes exchange their failures (one ``all_gather_object``), and every
 process raises the failing one's error type with its message (``process R failed: `` before
-it elsewhere): a refused batch is a `StepInputError` on every process, whichever holds it.
+it elsewhere, and the error's ``echo`` set, so that the command says each failure once): a
+refused batch is a `StepInputError` on every process, whichever holds it.
+
+A training step called by hand (outside a running trainer, as in a test or a notebook) has
+no epoch or step to name: a solver failure or a refused batch comes out as the model's or the
+solver's own error, a non-finite loss as a `TrainingStoppedError` naming the batch.
 
 The check reads one flag from the device per training step.
 
@@ -116,7 +121,14 @@ def end_process(status: int) -> NoReturn:
 
 class TrainingStoppedError(RuntimeError):
     """Training or evaluation was stopped on a non-finite loss, a solver failure or a batch
-    the model refused (the message says where)."""
+    the model refused (the message says where).
+
+    Attributes:
+        echo: True on the processes of a multi-process run that did not fail themselves: the
+            error repeats another process's failure, which that process reports.
+    """
+
+    echo: bool = False
 
 
 class StepInputError(TrainingStoppedError, ModelInputError):
@@ -167,6 +179,12 @@ def last_checkpoint_path(trainer: pl.Trainer) -> str | None:
 
 
 def _message(module: pl.LightningModule, batch_idx: int, problem: str, remedy: str | None) -> str:
+    """Where the step stopped (stage, epoch, batch, global step), ``problem``, ``remedy`` and
+    the checkpoint to resume from; for a step called by hand, only its batch index."""
+    advice = f" What to do: {remedy}." if remedy else ""
+    if not _running(module):  # a step called by hand: no epoch or step (`guarded`)
+        where = f"training step on batch {batch_idx}, called outside a running Trainer"
+        return f"{where}: {problem}{advice}"
     stage = module.trainer.state.stage
     training = stage is None or not stage.evaluating  # else validation, its sanity check, test
     what, batch = "training", "batch"
@@ -183,7 +201,6 @@ def _message(module: pl.LightningModule, batch_idx: int, problem: str, remedy: s
     else:
         kept = " No checkpoint had been written yet." if training else ""
     applied = " Nothing of this step was applied." if training else ""
-    advice = f" What to do: {remedy}." if remedy else ""
     return (
         f"{what} stopped at epoch {module.current_epoch}, {batch} {batch_idx} (global step "
         f"{module.global_step}): {problem}{applied}{advice}{kept}"
@@ -263,19 +280,25 @@ def _stop(
     batch_idx: int,
 ) -> NoReturn:
     """Raise this process's failure (``cause``: the error behind it), or else the first
-    failing process's, as the same type, its message behind ``process R failed:``."""
+    failing process's, as the same type, its message behind ``process R failed:`` and its
+    ``echo`` set (the failing process reports it)."""
     if mine is not None:
         message, kind = mine
         raise _STOPS[kind](message) from cause
+    echo: TrainingStoppedError | None = None
     for rank, failure in enumerate(failures):
         if failure is not None:
             message, kind = failure
-            raise _STOPS[kind](f"process {rank} failed: {message}")
-    problem = (  # without a process group to tell which
-        "another process hit a non-finite loss, a solver failure or a batch the model or "
-        "the solver refused (see its message)."
-    )
-    raise TrainingStoppedError(_message(module, batch_idx, problem, None))
+            echo = _STOPS[kind](f"process {rank} failed: {message}")
+            break
+    if echo is None:  # without a process group to tell which
+        problem = (
+            "another process hit a non-finite loss, a solver failure or a batch the model or "
+            "the solver refused (see its message)."
+        )
+        echo = TrainingStoppedError(_message(module, batch_idx, problem, None))
+    echo.echo = True
+    raise echo
 
 
 def _running(module: pl.LightningModule) -> bool:
