@@ -188,9 +188,11 @@ class Calibration:
         by its own factors, or the 5-95% band's where it has none (`BandFactors`). With
         `tails` and ``levels``: ``[2, L, n, D]``, the lower ends' then the upper ends' (a band
         whose ends could not be calibrated on their own has its central factors on both).
-        With ``levels`` each end's factors are `nested_factors`: a band whose own factor is
-        below a narrower band's takes that one, so the calibrated quantiles are strictly
-        ordered wherever the model's are. Without ``levels`` the 5-95% band's own central
+        With ``levels`` each end's factors are `nested_factors` over every band calibrated
+        (``others``' levels and the 5-95% band): a band whose own factor is below a narrower
+        band's takes that one, so the calibrated quantiles are strictly ordered wherever the
+        model's are, and a band's factors do not depend on which others are asked for (they
+        are what `describe` prints). Without ``levels`` the 5-95% band's own central
         ``[n, D]`` still (the mean and std's, ``center`` of
         `latentode.predictive.scale_bands`, which so do not depend on ``levels``).
 
@@ -201,7 +203,10 @@ class Calibration:
             raise ValueError(f"not calibrated: {self.reason}")
         if levels is None:
             return self._central(lead, levels)
-        return nested_factors(self._own(lead, levels))
+        asked = band_levels(levels)
+        every = band_levels([*asked, *(b.level for b in self.others)])
+        nested = nested_factors(self._own(lead, every))  # raises for a level not calibrated
+        return nested[..., [every.index(v) for v in asked], :, :]
 
     def _own(self, lead: np.ndarray, levels: Sequence[float]) -> np.ndarray:
         """`factors` with ``levels`` before `nested_factors`: each band's (or end's) own."""

@@ -14,6 +14,7 @@ from test_transforms import _predictive
 from latentode.calibration import (
     MIN_VALUES,
     WIDEN,
+    BandFactors,
     Calibration,
     bin_index,
     calibrate,
@@ -209,6 +210,11 @@ def test_calibrate_gives_each_band_its_own_conformal_factors() -> None:
     rows = cal.factors(lead, levels)  # (5, M, 1) what the bands are scaled by
     np.testing.assert_array_equal(rows, np.maximum.accumulate(own, axis=0))  # nested
     assert (rows > own).any()  # somewhere a band's own factor was below a narrower one's
+    # A band's factors do not depend on the others asked for: nested over every band
+    # calibrated, then the asked ones (as `describe` prints), not over the asked ones alone.
+    np.testing.assert_array_equal(cal.factors(lead, ()), rows[[2]])  # forecast(levels=None)
+    np.testing.assert_array_equal(cal.factors(lead, [0.95, 0.99]), rows[2:])
+    np.testing.assert_array_equal(cal.factors(lead, [0.5, 0.99]), rows[[0, 2, 4]])
     for k, band in enumerate(cal.others):
         scores = np.concatenate(
             [p.scores(c.target, band.level) for p, c in zip(preds, cases, strict=True)]
@@ -244,6 +250,29 @@ def test_calibrate_gives_each_band_its_own_conformal_factors() -> None:
         cal.factors(lead, [0.7])
     plain = Calibration(cal.scale, cal.n_values, cal.n_series, 0.9, 9.0, edges=cal.edges)
     np.testing.assert_array_equal(plain.factors(lead, ()), cal.factors(lead)[None])
+
+
+def test_a_bands_factors_do_not_depend_on_the_other_bands_asked_for() -> None:
+    """A 50% band calibrated wider (factor 2) than the 5-95% band (1.2) in the first lead
+    bin raises the 5-95% band to 2 there, and the 95% band above its own 1.5, whether or not
+    the 50% band is asked for: the bands are nested over every band calibrated, so a forecast
+    of the 5-95% band alone (``levels=None``) gets the factors `describe` prints."""
+    edges = np.array([1.0])
+    fifty = BandFactors(0.5, edges, np.array([[2.0], [0.5]]), 0.6)
+    ninety_five = BandFactors(0.95, np.zeros(0), np.array([[1.5]]), 0.95)
+    cal = Calibration(
+        np.array([[1.2], [0.8]]), np.array([40]), 20, 0.9, 3.0, edges=edges,
+        others=(fifty, ninety_five),
+    )  # fmt: skip
+    lead = np.array([0.5, 2.0])  # one value in each bin
+    every = cal.factors(lead, [0.5, 0.95])  # (3, 2, 1): the 50, 90 and 95% bands
+    np.testing.assert_array_equal(every[..., 0], [[2.0, 0.5], [2.0, 0.8], [2.0, 1.5]])
+    np.testing.assert_array_equal(cal.factors(lead, ()), every[[1]])
+    np.testing.assert_array_equal(cal.factors(lead, 0.95), every[1:])
+    lam, center = cal.scaling(lead, band_levels(None))  # what `forecast(levels=None)` passes
+    np.testing.assert_array_equal(lam, every[[1]])
+    np.testing.assert_array_equal(center, [[1.2], [0.8]])  # the mean and std: its own
+    assert "x2 (raised by nesting from 1.2 to the 50% band's)" in cal.describe(["a"])
 
 
 def test_an_uncalibrated_fit_says_its_other_bands_are_the_models_own_too() -> None:
