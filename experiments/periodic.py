@@ -106,10 +106,11 @@ def make_split(batch: IrregularBatch, task: str, frac: float, gen: torch.Generat
     return Split(observed, split.target, split.heldout_mask)
 
 
-def latent_config(name: str) -> LatentODEConfig:
+def latent_config(name: str, ode_depth: int = 1) -> LatentODEConfig:
     """The configuration of the Latent ODE ``name`` with Rubanova's toy sizes (latent 10, 100
     units, rec. 20); ``+ time``: the GRU encoder is also fed each observation's time since t0
-    (``encoder_time``).
+    (``encoder_time``); ``ode_depth``: hidden layers of the ODE-RNN encoder's vector field
+    (Rubanova's ``create_net`` with ``--rec-layers 1`` has 2; the reports' runs had 1).
 
     The ODE-RNN encoder follows Rubanova's ``Encoder_z0_ODE_RNN``: a 100-unit vector field
     and a 100-unit tanh MLP from the final state to q(z0) (``transform_z0``); its GRU state is
@@ -124,6 +125,7 @@ def latent_config(name: str) -> LatentODEConfig:
         encoder="odernn" if odernn else "gru",
         encoder_hidden=40 if odernn else 20,
         encoder_ode_hidden=100 if odernn else None,
+        encoder_ode_depth=ode_depth if odernn and ode_depth != 1 else None,
         encoder_head_hidden=100 if odernn else 50,
         encoder_time="+ time" in name,
         anchor="last" if ANCHORED in name else "first",
@@ -134,13 +136,15 @@ def latent_config(name: str) -> LatentODEConfig:
     )
 
 
-def build(name: str) -> nn.Module:
+def build(name: str, ode_depth: int = 1) -> nn.Module:
     """The model ``name``: a Latent ODE (`latent_config`), the ODE-RNN (20 hidden, vector
-    field 100 hidden) or the GRU baseline (20 hidden)."""
+    field 100 hidden, ``ode_depth`` hidden layers) or the GRU baseline (20 hidden)."""
     if name.startswith("Latent ODE"):
-        return LatentODE(latent_config(name))
+        return LatentODE(latent_config(name, ode_depth))
     if name == "ODE-RNN":
-        return ODERNN(1, hidden=20, ode_hidden=100, decoder_hidden=100, obs_std=0.01)
+        return ODERNN(
+            1, hidden=20, ode_hidden=100, ode_depth=ode_depth, decoder_hidden=100, obs_std=0.01
+        )
     return GRUBaseline(1, hidden=20, decoder_hidden=100, obs_std=0.01)
 
 
@@ -304,6 +308,8 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
         cmd += " --tasks " + " ".join(args.tasks)
     if args.aggregate_prior:
         cmd += f" --aggregate-prior {args.aggregate_prior}"
+    if args.ode_depth != 1:
+        cmd += f" --ode-depth {args.ode_depth}"
     if args.seeds != [0]:  # the default; `--seeds S` alone is `--seed S`
         cmd += " --seeds " + " ".join(map(str, args.seeds))
     seeds = ("seeds " if len(args.seeds) > 1 else "seed ") + ", ".join(map(str, args.seeds))
@@ -419,7 +425,7 @@ def training_windows(train_set: IrregularBatch, task: str) -> IrregularBatch:
 
 # Config fields added after runs were cached, and their defaults: left out of the hash at
 # those defaults, so that the cached runs keep their names.
-LATER_FIELDS = {"anchor": "first"}
+LATER_FIELDS = {"anchor": "first", "encoder_ode_depth": None}
 
 
 def config_hash(config: LatentODEConfig) -> str:
@@ -445,9 +451,12 @@ def trained(
     slug = slug.replace("+", "plus").replace("-", "").replace(",", "")
     slug = re.sub(r"[^a-z0-9_]", "", slug)
     torch.manual_seed(args.seed)
-    model = make(name)
+    depth = getattr(args, "ode_depth", 1)
+    model = make(name) if depth == 1 else make(name, depth)
     if isinstance(model, LatentODE):  # a changed configuration is a new cache entry
         slug += "_" + config_hash(model.config)
+    elif isinstance(model, ODERNN) and depth != 1:
+        slug += f"_depth{depth}"
     path = args.workdir / f"{slug}_{task}_it{args.iters}_n{args.n_train}_s{args.seed}.pt"
     if path.exists():
         saved = torch.load(path, weights_only=True)
@@ -514,6 +523,13 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--jobs", type=int, default=2, help="(model, task) runs in parallel")
     parser.add_argument("--workdir", type=Path, default=Path("runs/periodic"))
+    parser.add_argument(
+        "--ode-depth",
+        type=int,
+        default=1,
+        help="hidden layers of the ODE-RNN vector fields (the Latent ODE's ODE-RNN encoder's "
+        "and the ODE-RNN baseline's): 1 (default, the reports' runs); Rubanova's is 2",
+    )
     parser.add_argument(
         "--aggregate-prior",
         type=int,

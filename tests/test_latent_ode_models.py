@@ -954,6 +954,10 @@ def test_encoder_sizes_are_the_configured_ones_and_the_defaults_keep_old_checkpo
     assert widths == [12, 8]  # state 8 -> 12 hidden units -> 8
     assert [m.out_features for m in enc.head if isinstance(m, nn.Linear)] == [6, 2 * L]
     assert isinstance(enc.head[1], nn.Tanh)
+    deep = _latent("odernn", encoder_hidden=8, encoder_ode_hidden=12, encoder_ode_depth=2)
+    widths = [m.out_features for m in deep.encoder.ode_func.net if isinstance(m, nn.Linear)]
+    assert widths == [12, 12, 8]  # two hidden layers
+    assert len(deep.encoder.ode_func.net) == 5 and isinstance(deep.encoder.ode_func.net[3], nn.Tanh)
     # q(z0) is the MLP head of the final hidden state
     batch = make_batch()
     h = enc.hidden(batch.times, torch.where(batch.mask > 0, batch.values, 0.0), batch.mask)
@@ -982,6 +986,10 @@ def test_bad_arguments_raise_model_input_error() -> None:
         LatentODE(LatentODEConfig(anchor="middle"))  # type: ignore[arg-type]
     with pytest.raises(ModelInputError, match="encoder_ode_hidden sizes the ODE-RNN"):
         LatentODE(LatentODEConfig(encoder="gru", encoder_ode_hidden=50))
+    with pytest.raises(ModelInputError, match="leave encoder_ode_depth unset"):
+        LatentODE(LatentODEConfig(encoder="gru", encoder_ode_depth=2))
+    with pytest.raises(ModelInputError, match="encoder_ode_depth is the number of hidden"):
+        LatentODE(LatentODEConfig(encoder="odernn", encoder_ode_depth=-1))
     with pytest.raises(ModelInputError, match="head_hidden must be >= 0"):
         GRUEncoder(D, L, head_hidden=-1)
     with pytest.raises(ModelInputError, match="smooth activation"):

@@ -39,6 +39,8 @@ class LatentODEConfig:
             a ``step_size`` each series steps on its own grid: `latentode.nn.encoders`).
         encoder_ode_hidden: hidden width of the ODE-RNN encoder's vector field (default
             ``None``: ``encoder_hidden``; Rubanova used 100 units with a 20-wide state).
+        encoder_ode_depth: hidden layers of that vector field (default ``None``: 1, as
+            Rubanova's ``--rec-layers`` default; their Latent ODE's ``ode_func_net``).
         encoder_head_hidden: the encoder's posterior head: 0 (default) linear, > 0 an MLP
             with one tanh layer of that width (Rubanova: 100 for the ODE-RNN encoder's
             ``transform_z0``, 50 for the RNN encoder's ``hiddens_to_z0``).
@@ -77,6 +79,7 @@ class LatentODEConfig:
     encoder_hidden: int = 25
     encoder_time: bool = False
     encoder_ode_hidden: int | None = None
+    encoder_ode_depth: int | None = None
     encoder_head_hidden: int = 0
     encoder_solver: SolverSettings = field(default_factory=lambda: SolverSettings("euler"))
     dynamics_hidden: int = 20
@@ -107,11 +110,12 @@ def check_config(config: LatentODEConfig) -> None:
             "encoder_time feeds the GRU encoder the time since t0; the ODE-RNN encoder "
             "carries time by its ODE. Set encoder: gru or encoder_time: false."
         )
-    if config.encoder_ode_hidden is not None and config.encoder != "odernn":
-        raise ModelInputError(
-            "encoder_ode_hidden sizes the ODE-RNN encoder's vector field; the GRU encoder "
-            "has none. Set encoder: odernn or leave encoder_ode_hidden unset."
-        )
+    for name in ("encoder_ode_hidden", "encoder_ode_depth"):
+        if getattr(config, name) is not None and config.encoder != "odernn":
+            raise ModelInputError(
+                f"{name} sizes the ODE-RNN encoder's vector field; the GRU encoder has none. "
+                f"Set encoder: odernn or leave {name} unset."
+            )
     if config.center not in ("none", "mean", "last"):
         raise ModelInputError(f"center must be 'none', 'mean' or 'last', got {config.center!r}.")
     if config.anchor not in ("first", "last"):
@@ -120,6 +124,8 @@ def check_config(config: LatentODEConfig) -> None:
     check_sizes(
         **{n: getattr(config, n) for n in sizes}, encoder_ode_hidden=config.encoder_ode_hidden
     )
+    if config.encoder_ode_depth is not None:
+        check_depth(config.encoder_ode_depth, "encoder_ode_depth")
     check_depth(config.dynamics_depth, "dynamics_depth")
     check_depth(config.decoder_depth, "decoder_depth")
     check_obs_std(config.obs_std)

@@ -52,6 +52,7 @@ class LatentODEBase(nn.Module):
                 L,
                 config.encoder_hidden,
                 ode_hidden,
+                1 if config.encoder_ode_depth is None else config.encoder_ode_depth,
                 solver=config.encoder_solver,
                 head_hidden=config.encoder_head_hidden,
             )
