@@ -44,7 +44,7 @@ against 0.4-3.9%), since each bin's factor rests on about one value a series.
 The factors of one end are made non-decreasing in the level (`nested_factors`): a band whose
 own factor is below a narrower band's takes that one. Each level's factor is estimated on its
 own, and its noise could put a wider band's scaled end inside a narrower one's; moved out to
-it (`latentode.predictive.scale_bands`) the two quantiles tied. With ``--levels 95
+it (`latentode.bands.scale_bands`) the two quantiles tied. With ``--levels 95
 --calibrate_tails`` on a fertility fit, q02.5 = q05 on 49% of the test rows and q95 = q97.5
 on 31% (both ends of the 95% band, too few series for their own, at its central factors; the
 5-95% band's ends each at the most extreme of 21 series' scores). Raised, every end lies its
@@ -76,7 +76,7 @@ import math
 
 import numpy as np
 
-from .predictive import _TINY, LEVEL
+from .bands import _TINY, LEVEL
 
 __all__ = [
     "LEAD_BINS",

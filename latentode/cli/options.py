@@ -90,7 +90,7 @@ LEVELS_HELP = (
 CALL_HELP = (
     "about the memory one model call may hold, in GB (default 1.5): more series than that "
     "are drawn a few at a time, and one series that needs more on its own is refused; raise "
-    "it on a machine with memory to spare (latentode/predictive.py, draws_per_call)"
+    "it on a machine with memory to spare (latentode/draws.py, draws_per_call)"
 )
 
 
