@@ -1,0 +1,165 @@
+"""The irregular batch type: B series on one shared time grid, with observation masks.
+
+A batch of B series with D features is ``times [T]`` (the sorted union of every series' times),
+``values [B, T, D]`` and ``mask [B, T, D]`` (1 = observed; values are 0 wherever the mask is 0).
+`IrregularBatch` checks this on construction; `Series` is one series on its own times. Build a
+batch from per-series tensors with `latentode.data.batch.collate_series`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .errors import DataError
+
+__all__ = ["IrregularBatch", "Series"]
+
+Index = int | slice | Sequence[int] | Tensor
+
+
+class Series(NamedTuple):
+    """One series: ``times [n]`` strictly increasing, ``values [n, D]``, ``mask [n, D]``."""
+
+    times: Tensor
+    values: Tensor
+    mask: Tensor
+
+
+@dataclass(eq=False)
+class IrregularBatch:
+    """B series on one strictly increasing time grid.
+
+    On construction the arguments are checked and ``values`` is set to 0 where ``mask`` is 0
+    (so NaN may mark missing values); a boolean mask becomes 0/1 in the dtype of ``values``.
+    Treat it as immutable. It is not a frozen dataclass so that Lightning's ``"64-true"``
+    precision can convert its tensors to float64 (`lightning_utilities.apply_to_collection`
+    refuses frozen ones).
+
+    Attributes:
+        times: ``[T]`` strictly increasing times shared by the batch.
+        values: ``[B, T, D]`` floating values, 0 where unobserved.
+        mask: ``[B, T, D]``, 1.0 where observed, 0.0 elsewhere (dtype of ``values``).
+
+    Raises:
+        DataError: for wrong shapes, unsorted or duplicate times, a mask other than 0/1, or a
+            non-finite observed value.
+    """
+
+    times: Tensor
+    values: Tensor
+    mask: Tensor
+
+    def __post_init__(self) -> None:
+        times, values, mask = self.times, self.values, self.mask
+        if values.dim() != 3 or not values.is_floating_point():
+            raise DataError(
+                f"values must be a floating tensor [B, T, D]; got {values.dtype} "
+                f"{tuple(values.shape)}."
+            )
+        if mask.shape != values.shape:
+            raise DataError(
+                f"mask {tuple(mask.shape)} must have the shape of values {tuple(values.shape)}."
+            )
+        if times.dim() != 1 or times.shape[0] != values.shape[1]:
+            raise DataError(
+                f"times must be [T={values.shape[1]}] (one grid for the batch); got "
+                f"{tuple(times.shape)}."
+            )
+        if not bool(torch.isfinite(times).all()):
+            i = int(torch.nonzero(~torch.isfinite(times))[0])
+            raise DataError(f"times[{i}] is {float(times[i])}; every time must be finite.")
+        if len(times) > 1 and not bool((times.diff() > 0).all()):
+            i = int(torch.nonzero(times.diff() <= 0)[0]) + 1
+            raise DataError(
+                f"times must be strictly increasing; times[{i - 1}] = {float(times[i - 1])!r} "
+                f"-> times[{i}] = {float(times[i])!r}. Sort the grid and merge duplicates."
+            )
+        if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+            raise DataError("mask must hold only 0 and 1 (or be boolean).")
+        observed = mask.bool() if mask.dtype == torch.bool else mask > 0  # (B, T, D)
+        bad = observed & ~torch.isfinite(values)  # (B, T, D)
+        if bool(bad.any()):
+            b, i, d = (int(v) for v in torch.nonzero(bad)[0])
+            raise DataError(
+                f"series {b} has a non-finite observed value at time {float(times[i])!r}, "
+                f"feature {d}; set its mask to 0 or fix the value."
+            )
+        object.__setattr__(self, "values", torch.where(observed, values, 0.0))
+        object.__setattr__(self, "mask", observed.to(values.dtype))
+
+    @property
+    def batch_size(self) -> int:
+        """B."""
+        return self.values.shape[0]
+
+    @property
+    def n_times(self) -> int:
+        """T, the length of the union grid."""
+        return self.values.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        """D."""
+        return self.values.shape[2]
+
+    @property
+    def point_mask(self) -> Tensor:
+        """``[B, T]`` bool: the series observes at least one feature at that time."""
+        return (self.mask > 0).any(dim=-1)
+
+    @property
+    def lengths(self) -> Tensor:
+        """``[B]`` long: the number of times at which each series observes something."""
+        return self.point_mask.sum(dim=1)
+
+    @property
+    def n_observed(self) -> int:
+        """The number of observed values in the batch."""
+        return int((self.mask > 0).sum())
+
+    def __len__(self) -> int:
+        return self.batch_size
+
+    def __getitem__(self, index: Index) -> IrregularBatch:
+        """The series selected by ``index`` (an int keeps the batch dimension)."""
+        if isinstance(index, int):
+            index = [index]
+        return IrregularBatch(self.times, self.values[index], self.mask[index])
+
+    def to(
+        self,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        non_blocking: bool = False,
+    ) -> IrregularBatch:
+        """Move (and/or cast) every tensor; ``dtype`` applies to times, values and mask."""
+        kw = {"device": device, "dtype": dtype, "non_blocking": non_blocking}
+        return IrregularBatch(self.times.to(**kw), self.values.to(**kw), self.mask.to(**kw))
+
+    def subset_times(self, index: Tensor | slice) -> IrregularBatch:
+        """Keep the time columns selected by ``index`` (bool ``[T]``, sorted longs, or a slice)."""
+        return IrregularBatch(self.times[index], self.values[:, index], self.mask[:, index])
+
+    def with_mask(self, mask: Tensor) -> IrregularBatch:
+        """The same grid and values with another mask ``[B, T, D]`` (values re-zeroed)."""
+        return IrregularBatch(self.times, self.values, mask)
+
+    def compact(self) -> IrregularBatch:
+        """Drop the time columns at which no series observes anything."""
+        return self.subset_times(self.point_mask.any(dim=0))
+
+    def uncollate(self) -> list[Series]:
+        """Per-series tensors: the times a series observes something, its values and mask.
+
+        Inverse of `collate_series` for series whose every time has an observed feature
+        (values under a 0 mask come back as 0).
+        """
+        point = self.point_mask  # (B, T)
+        return [
+            Series(self.times[p], self.values[b, p], self.mask[b, p]) for b, p in enumerate(point)
+        ]
