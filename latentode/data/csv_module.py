@@ -24,6 +24,7 @@ is inferred at its own latest observation.
 
 `channels`, `time_encoding`, `normalisation` and `time_scale` are plain values for the
 checkpoint (`data_state` gathers them), so a forecast can be put back in the user's units.
+The division is in `latentode.data.csv_split`, the checks in `latentode.data.csv_checks`.
 
 Usage::
 
@@ -34,14 +35,9 @@ Usage::
 
 from __future__ import annotations
 
-import os
-import warnings
-from contextlib import suppress
-from dataclasses import replace
 from functools import partial
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -49,24 +45,18 @@ from torch.utils.data import DataLoader
 
 from .batch import Split
 from .csv import csv_columns, read_series_csv
+from .csv_checks import check_options, check_training_part
+from .csv_split import divide_in_time, divide_series, divide_single, split_summary
 from .errors import DataError
 from .prep import (
     Segment,
-    _observed_rows,
-    check_fractions,
     collate_segments,
-    constant_within_series,
     fit_normalisation,
-    forecast_segment,
-    holdout_bounds,
-    make_windows,
     segment_spans,
     split_at,
-    split_series,
     value_range,
-    whole_series,
 )
-from .resumable import ResumableLoader, check_num_workers
+from .resumable import ResumableLoader
 from .sharding import eval_loader
 from .table import SeriesTable
 
@@ -145,25 +135,19 @@ class CSVDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if not isinstance(path, (str, os.PathLike)):
-            raise DataError(
-                f"path must be a CSV file's path, got {type(path).__name__}; write a data "
-                "frame out first (frame.to_csv(path, index=False))."
-            )
+        check_options(
+            path,
+            holdout,
+            val_fraction,
+            test_fraction,
+            split,
+            train_condition,
+            train_keep,
+            time_scale,
+            batch_size,
+            num_workers,
+        )
         lo, hi = train_condition
-        bad_scale = time_scale is not None and not time_scale > 0
-        if not 0 < lo <= hi < 1 or batch_size < 1 or bad_scale or not holdout > 0:
-            raise DataError(
-                "need 0 < train_condition[0] <= train_condition[1] < 1, batch_size >= 1, "
-                f"time_scale > 0 and holdout > 0; got {train_condition}, {batch_size}, "
-                f"{time_scale}, {holdout}."
-            )
-        if split not in ("auto", "series", "time"):
-            raise DataError(f"split must be 'auto', 'series' or 'time'; got {split!r}.")
-        if not 0 < train_keep <= 1:
-            raise DataError(f"need 0 < train_keep <= 1 (a share of times kept); got {train_keep}.")
-        check_fractions(val_fraction, test_fraction)
-        check_num_workers(num_workers)
         self.save_hyperparameters()
         self.path, self.time_unit, self.duplicates = path, time_unit, duplicates
         self.time_column, self.series_column = time_column, series_column
@@ -206,46 +190,28 @@ class CSVDataModule(pl.LightningDataModule):
             duplicates=self.duplicates,
             transform=self.transform,
         )
+        cut = (self.window, self.stride, self.holdout, self.history)  # as given
         if table.n_series == 1:
-            train = self._setup_single(table)
+            division = divide_single(table, *cut)
         elif self.split_mode(table.n_series) == "time":
-            train = self._setup_time(table)
+            division = divide_in_time(self.path, table, *cut)
         else:
-            train = self._setup_many(table)
+            division = divide_series(
+                self.path, table, *cut, self.val_fraction, self.test_fraction, self.seed
+            )
+        train = division.train
+        self.train_segments = division.train_segments
+        self.val_segments, self.test_segments = division.val_segments, division.test_segments
+        self.eval_history = division.eval_history
+        self.test_series, self.val_series = division.test_series, division.val_series
+        self.val_window, self.val_windows = division.val_window, division.val_windows
         self._norm = None
         if self.use_normalisation or self.transform:
             self._norm = fit_normalisation(
                 train, transform=self.transform, centre=self.use_normalisation
             )
         self._range = value_range(train)
-        lows, highs = self._range["min"], self._range["max"]
-        flat = [c for c, lo, hi in zip(table.channels, lows, highs, strict=True) if lo == hi]
-        if flat:
-            warnings.warn(
-                f"{self.path}: channel(s) {flat} hold one value throughout the training part, "
-                "so the model learns nothing from them; leave them out of the channels unless "
-                "they vary elsewhere.",
-                UserWarning,
-                stacklevel=1,  # here, in the package: the CLI prints it as one line
-            )
-        fixed = constant_within_series(table)
-        if fixed:
-            warnings.warn(
-                f"{self.path}: channel(s) {fixed} hold one value throughout each series and "
-                "differ between series: an id or a fixed attribute, not a time series; the "
-                "model learns nothing about time from them. Leave them out of the channels "
-                "(--data.init_args.channels [...] lists the ones to model).",
-                UserWarning,
-                stacklevel=1,  # here, in the package: the CLI prints it as one line
-            )
-        if not self.train_segments:
-            n_obs = int(table.mask.any(axis=-1).sum())
-            raise DataError(
-                f"{self.path}: no training segment with two observed times: the part left for "
-                f"training by the validation and test parts ({table.n_series} series, "
-                f"{n_obs} observed times in all) is too short; give longer series, or a "
-                "smaller holdout, val_fraction or test_fraction."
-            )
+        check_training_part(self.path, table, self._range, self.train_segments)
         if self.time_scale is None:
             span = float(segment_spans(self.train_segments).median())
             self.time_scale = span / 10 if span > 0 else 1.0
@@ -258,128 +224,12 @@ class CSVDataModule(pl.LightningDataModule):
         checkpoint stores their states so that a resumed fit repeats the uninterrupted one."""
         return {"fractions": self._train_gen, "shuffle": self._shuffle_gen}
 
-    def _setup_single(self, table: SeriesTable) -> SeriesTable:
-        t = table.times[table.mask.any(axis=1)]  # observed rows
-        t_val, t_test = holdout_bounds(float(t[0]), float(t[-1]), self.holdout)
-        h = t_test - t_val
-        window = self.window if self.window is not None else 3 * h
-        history = self.history if self.history is not None else max(window - h, 0.5 * window)
-        train = table.before(t_val)
-        self.train_segments = make_windows(train, window, self.stride or window / 10)
-        segs = [forecast_segment(table, 0, t_val, history, t_test)]
-        segs += [forecast_segment(table, 0, t_test, history, None)]
-        self.val_segments, self.test_segments = [[g] if g else [] for g in segs]
-        self.val_window = [t_val, t_test]
-        self.eval_history = history
-        return train
-
     def split_mode(self, n_series: int) -> Literal["series", "time"]:
         """How ``n_series`` (> 1) series are held out (``split``, with ``"auto"`` resolved)."""
         if self.split != "auto":
             return self.split
         few = round(self.val_fraction * n_series) < 1 or round(self.test_fraction * n_series) < 1
         return "time" if few else "series"
-
-    def _setup_time(self, table: SeriesTable) -> SeriesTable:
-        cuts = np.full((table.n_series, 2), np.inf)  # (S, 2) each series' [t_val, t_test]
-        for s in range(table.n_series):
-            t, _ = _observed_rows(table, s)
-            with suppress(DataError):  # too short for two blocks: trained whole, not held out
-                cuts[s] = holdout_bounds(float(t[0]), float(t[-1]), self.holdout)
-        ids = table.series_ids
-        held = np.flatnonzero(np.isfinite(cuts[:, 0])).tolist()
-        short = [ids[s] for s in np.flatnonzero(~np.isfinite(cuts[:, 0]))]
-        if not held:
-            raise DataError(
-                f"{self.path}: no series spans two holdout blocks of {self.holdout:g} time "
-                "units (validation and test) and some time before them; use a smaller holdout."
-            )
-        if short:
-            warnings.warn(
-                f"{self.path}: {len(short)} series too short for two holdout blocks of "
-                f"{self.holdout:g} time units are used for training only: "
-                f"{', '.join(map(repr, short[:5]))}{' ...' if len(short) > 5 else ''}.",
-                UserWarning,
-                stacklevel=2,
-            )
-        train = table.before(cuts[:, 0])
-        self.train_segments = self._train_segments(
-            train, [table.index_of(i) for i in train.series_ids]
-        )
-        for s in held:
-            t_val, t_test = cuts[s]
-            for seg, out in (
-                (forecast_segment(table, s, t_val, self.history, t_test), self.val_segments),
-                (forecast_segment(table, s, t_test, self.history, None), self.test_segments),
-            ):
-                if seg is not None:
-                    out.append(seg)
-        self.val_windows = {ids[s]: [float(cuts[s, 0]), float(cuts[s, 1])] for s in held}
-        self.test_series = [ids[s] for s in held]  # scored on their test blocks
-        return train
-
-    def _train_segments(self, train: SeriesTable, index: list[int]) -> list[Segment]:
-        """``train``'s series whole, or cut into windows when ``window`` is set, each named by
-        its index in the file (``index[s]`` for ``train``'s series ``s``)."""
-        if self.window is None:
-            segs = whole_series(train)
-        else:
-            segs = make_windows(train, self.window, self.stride or self.window / 10)
-        return [replace(g, series=index[g.series]) for g in segs]
-
-    def _setup_many(self, table: SeriesTable) -> SeriesTable:
-        tr, va, te = split_series(table.n_series, self.val_fraction, self.test_fraction, self.seed)
-        train = table.select(tr)
-        self.train_segments = self._train_segments(train, tr)
-        self.test_series = [table.series_ids[s] for s in te]
-        self.val_series = [table.series_ids[s] for s in va]
-        for stage, index, out in (("val", va, self.val_segments), ("test", te, self.test_segments)):
-            lost = []
-            for s in index:
-                t, _ = table.series(s)
-                h = self.holdout * (t[-1] - t[0]) if self.holdout < 1 else self.holdout
-                g = forecast_segment(table, s, float(t[-1] - h), self.history, None)
-                if g is None:
-                    lost.append(s)
-                else:
-                    out.append(g)
-            if lost:
-                self._lost_holdout(stage, lost, len(index), table)
-        return train
-
-    def _lost_holdout(self, stage: str, lost: list[int], n: int, table: SeriesTable) -> None:
-        """Say that the series at positions ``lost``, of the ``n`` ``stage`` series, have no
-        observation before their held-out last ``holdout`` (or none in it): a warning, or an
-        error if all of them.
-
-        Raises:
-            DataError: none of the ``stage`` series can be forecast.
-        """
-        spans = [float(np.ptp(table.series(s)[0])) for s in lost]
-        one = len(lost) == 1
-        what = (
-            f"{100 * self.holdout:g}% of {'its' if one else 'their'} span"
-            if self.holdout < 1
-            else f"{self.holdout:g} time units"
-        )
-        shown = [table.series_ids[s] for s in lost[:5]]
-        names = f"{', '.join(map(repr, shown))}{' ...' if len(lost) > 5 else ''}"
-        span = f"span {spans[0]:.4g}" if one else f"spans {min(spans):.4g} to {max(spans):.4g}"
-        whose = "the" if len(lost) == n else f"{len(lost)} of the {n}"
-        why = (
-            f"{whose} {stage} series {names} ({span} time units) "
-            f"{'has' if one else 'have'} no observation before {'its' if one else 'their'} "
-            f"held-out last {what}, or none in it"
-        )
-        if len(lost) == n:
-            raise DataError(
-                f"{self.path}: {why}, so nothing is left to forecast from; use a smaller holdout."
-            )
-        warnings.warn(
-            f"{self.path}: {why}; {'it is' if one else 'they are'} not scored.",
-            UserWarning,
-            stacklevel=3,
-        )
 
     # ------------------------------------------------------------------ what a model keeps
     def _ready(self) -> SeriesTable:
@@ -418,30 +268,14 @@ class CSVDataModule(pl.LightningDataModule):
         n_obs = int(table.mask.any(axis=-1).sum())
         used = {self.time_column, self.series_column, *table.channels}
         left = [c for c in csv_columns(self.path) if c.strip() not in used]
-        if self.val_series is not None:
-            split = (
-                f"{table.n_series - len(self.val_series) - len(self.test_series or [])} "
-                f"series to train on, {len(self.val_series)} for validation and "
-                f"{len(self.test_series or [])} for testing (each held out whole; their "
-                "last part is forecast)"
-            )
-        else:
-            held = 1 if self.val_window is not None else len(self.val_windows or {})
-            block = (
-                f"{100 * self.holdout:g}% of "
-                + ("its" if table.n_series == 1 else "each series'")
-                + " span"
-                if self.holdout < 1
-                else f"{self.holdout:g} time units"
-            )
-            split = f"a validation and a test block, each {block}, held out at the end of "
-            if table.n_series == 1:
-                split += "the series; trained on the part before them"
-            else:
-                short = table.n_series - held
-                split += f"{held} series; trained on the part before them" + (
-                    f" and on {short} series too short for the blocks, whole" if short else ""
-                )
+        split = split_summary(
+            table.n_series,
+            self.holdout,
+            self.val_series,
+            self.test_series,
+            self.val_window,
+            self.val_windows,
+        )
         channels = ", ".join(map(repr, table.channels))
         return (
             f"{self.path}: {table.n_series} series, {n_obs} observed times; channels "

@@ -1,0 +1,110 @@
+"""The checks `CSVDataModule` makes: on its options when built, on its training part at setup.
+
+`check_options` refuses options no division or training could use, with the values given;
+`check_training_part` refuses a training part without a segment to learn from and warns about
+channels the model learns nothing from. Both raise `DataError` with a message naming what to
+change.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from .errors import DataError
+from .prep import Segment, check_fractions, constant_within_series
+from .resumable import check_num_workers
+from .table import SeriesTable
+
+__all__ = ["check_options", "check_training_part"]
+
+
+def check_options(
+    path: Any,
+    holdout: float,
+    val_fraction: float,
+    test_fraction: float,
+    split: str,
+    train_condition: tuple[float, float],
+    train_keep: float,
+    time_scale: float | None,
+    batch_size: int,
+    num_workers: int,
+) -> None:
+    """Refuse `CSVDataModule` options that no setup could use.
+
+    Args:
+        path, holdout, val_fraction, test_fraction, split, train_condition, train_keep,
+            time_scale, batch_size, num_workers: as `CSVDataModule`.
+
+    Raises:
+        DataError: ``path`` is not a path, or an option is out of its range.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(
+            f"path must be a CSV file's path, got {type(path).__name__}; write a data "
+            "frame out first (frame.to_csv(path, index=False))."
+        )
+    lo, hi = train_condition
+    bad_scale = time_scale is not None and not time_scale > 0
+    if not 0 < lo <= hi < 1 or batch_size < 1 or bad_scale or not holdout > 0:
+        raise DataError(
+            "need 0 < train_condition[0] <= train_condition[1] < 1, batch_size >= 1, "
+            f"time_scale > 0 and holdout > 0; got {train_condition}, {batch_size}, "
+            f"{time_scale}, {holdout}."
+        )
+    if split not in ("auto", "series", "time"):
+        raise DataError(f"split must be 'auto', 'series' or 'time'; got {split!r}.")
+    if not 0 < train_keep <= 1:
+        raise DataError(f"need 0 < train_keep <= 1 (a share of times kept); got {train_keep}.")
+    check_fractions(val_fraction, test_fraction)
+    check_num_workers(num_workers)
+
+
+def check_training_part(
+    path: str,
+    table: SeriesTable,
+    value_range: dict[str, list[float]],
+    train_segments: list[Segment],
+) -> None:
+    """Warn about channels the model learns nothing from; refuse a training part without a
+    segment of two observed times.
+
+    Args:
+        path: the CSV file, for messages.
+        table: the whole table read from the file.
+        value_range: the training part's per-channel ``"min"`` and ``"max"`` (`value_range`).
+        train_segments: the training segments.
+
+    Raises:
+        DataError: there is no training segment.
+    """
+    lows, highs = value_range["min"], value_range["max"]
+    flat = [c for c, lo, hi in zip(table.channels, lows, highs, strict=True) if lo == hi]
+    if flat:
+        warnings.warn(
+            f"{path}: channel(s) {flat} hold one value throughout the training part, "
+            "so the model learns nothing from them; leave them out of the channels unless "
+            "they vary elsewhere.",
+            UserWarning,
+            stacklevel=1,  # here, in the package: the CLI prints it as one line
+        )
+    fixed = constant_within_series(table)
+    if fixed:
+        warnings.warn(
+            f"{path}: channel(s) {fixed} hold one value throughout each series and "
+            "differ between series: an id or a fixed attribute, not a time series; the "
+            "model learns nothing about time from them. Leave them out of the channels "
+            "(--data.init_args.channels [...] lists the ones to model).",
+            UserWarning,
+            stacklevel=1,  # here, in the package: the CLI prints it as one line
+        )
+    if not train_segments:
+        n_obs = int(table.mask.any(axis=-1).sum())
+        raise DataError(
+            f"{path}: no training segment with two observed times: the part left for "
+            f"training by the validation and test parts ({table.n_series} series, "
+            f"{n_obs} observed times in all) is too short; give longer series, or a "
+            "smaller holdout, val_fraction or test_fraction."
+        )
