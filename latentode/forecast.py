@@ -8,12 +8,13 @@ time encoding (`latentode.predictive`). Given band factors (`latentode.calibrati
 predictive is scaled about its median so that its 5-95% band covers 90% of the fit's
 validation forecasts, and each other band its own coverage (`Predictive.summary`; a
 transformed channel on its log or logit scale). Used by ``latentode predict``.
+
+The histories are read and checked in `latentode.history`, the future times parsed and
+checked in `latentode.horizon`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,23 +23,22 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 import pandas as pd
 
-from .data.csv import csv_columns, read_series_csv
 from .data.errors import DataError
-from .data.prep import Segment, whole_series
-from .data.table import TIME_UNITS, SeriesTable
-from .data.transforms import domain_of, kinds_of, outside_domain, transform_of
+from .data.prep import Segment
+from .data.table import SeriesTable
 from .ensemble import Ensemble
+from .history import check_channels, check_table, read_history
+from .horizon import _future_grid as _future_grid
+from .horizon import _recent as _recent
+from .horizon import future_times, parse_horizon
 from .nn.latent_ode import LatentODE
 from .predictive import (
     LEVEL,
     QUANTILES,
     Predictive,
     band_levels,
-    call_gb,
     conditioned_batch,
     draw_seeds,
-    draws_held,
-    draws_per_call,
     iter_predictives,
     predictive_summary,
     predictives,
@@ -163,360 +163,6 @@ def summary_columns(levels: Sequence[float] | None = None) -> list[str]:
     """The names of a summary's columns: ``mean, std`` and `quantile_names` (``mean, std,
     q05, q50, q95`` by default)."""
     return ["mean", "std", *quantile_names(levels)]
-
-
-def check_channels(table: SeriesTable, expected: Sequence[str]) -> None:
-    """Refuse a file whose channels differ from the model's.
-
-    Raises:
-        DataError: listing both sets of channels.
-    """
-    if list(table.channels) != list(expected):
-        raise DataError(
-            f"{table.source}: the file's channels {list(table.channels)} differ from the "
-            f"checkpoint's {list(expected)}. Give a file with exactly the model's channel "
-            "columns (drop or rename the others)."
-        )
-
-
-def read_history(
-    data_path: str | Path, state: dict[str, Any], duplicates: str | None = None
-) -> SeriesTable:
-    """A history file read as the fit read its training file (``state``: the checkpoint's
-    ``data_state``, ``system.hparams["data_state"]``): its columns, time unit,
-    handling of repeated rows (``duplicates`` overrides that) and channel transforms, and the
-    model's channels by name (other value columns are ignored).
-
-    Raises:
-        DataError: the file lacks one of the model's channels, has times of another kind
-            (numbers, date-times) than the training file, or breaks a rule of
-            `read_series_csv`.
-    """
-    channels = list(state["channels"])
-    time_column = state.get("time_column", "time")
-    header = csv_columns(data_path)
-    missing = [c for c in channels if c not in header]
-    if missing:
-        raise DataError(
-            f"{data_path}: no column {', '.join(map(repr, missing))}: the checkpoint was fitted "
-            f"on the channels {channels}. Give a file with these columns (others are ignored)."
-        )
-    if time_column not in header:
-        raise DataError(
-            f"{data_path}: no column {time_column!r}: the checkpoint was fitted with its times "
-            f"in {time_column!r}. Give a file whose times are in that column."
-        )
-    table = read_series_csv(
-        data_path,
-        time_column=time_column,
-        series_column=state.get("series_column", "series_id"),
-        channels=channels,
-        time_unit=state["time_encoding"].get("unit") or "D",
-        duplicates=duplicates or state.get("duplicates", "error"),
-        allow_unobserved=True,  # the model forecasts a channel from the others
-        transform=transform_of(state),  # a transformed channel's values must be in its domain
-    )
-    fitted = state["time_encoding"].get("kind", "numeric")
-    if table.encoding.kind != fitted:  # the model's time axis would be read in another unit
-        kinds = {"numeric": "numbers", "datetime": "date-times"}
-        raise DataError(
-            f"{data_path}: its times are {kinds[table.encoding.kind]}, but the checkpoint was "
-            f"fitted on {kinds[fitted]}; give times of the kind the training file had."
-        )
-    return table
-
-
-def check_table(table: SeriesTable, data_state: dict[str, Any]) -> None:
-    """Refuse a history table the checkpoint cannot read as its training data was read:
-    not a `SeriesTable`, other channels (`check_channels`), times of another kind or unit
-    (hours read as days would compress the model's time axis 24x, without a word), or a
-    value outside a transformed channel's domain (it would turn into a missing value).
-
-    Raises:
-        DataError: naming what differs and how to read the file as the fit did.
-    """
-    if not isinstance(table, SeriesTable):
-        raise DataError(
-            f"the histories must be a SeriesTable (read_series_csv(path, ...) reads one), got "
-            f"{type(table).__name__}."
-        )
-    check_channels(table, data_state["channels"])
-    fitted = data_state.get("time_encoding") or {}  # a state built by hand may lack it
-    kind, unit = fitted.get("kind", "numeric"), fitted.get("unit") or ""
-    if fitted and (table.encoding.kind, table.encoding.unit or "") != (kind, unit):
-        mine = f"{table.encoding.kind} times, unit {table.encoding.unit or 'none'!r}"
-        raise DataError(
-            f"{table.source}: {mine}, but the checkpoint was fitted on {kind} times, unit "
-            f"{unit or 'none'!r}; read the file as the fit did (read_series_csv(path, "
-            f"time_unit={unit or 'D'!r}, ...), or `latentode predict`, which does)."
-        )
-    kinds = kinds_of(data_state.get("normalisation"), table.n_channels)
-    bad = outside_domain(table.values, kinds)  # (N, D)
-    if bad.any():
-        row, d = (int(v[0]) for v in np.nonzero(bad))
-        sid = table.series_ids[int(np.searchsorted(table.offsets, row, side="right")) - 1]
-        raise DataError(
-            f"{table.source}: series {sid!r}: channel {table.channels[d]!r} is modelled on a "
-            f"{kinds[d]} scale, which takes values {domain_of(kinds[d])}, but it has "
-            f"{table.values[row, d]:g} at time {table.encoding.format(table.times[[row]])[0]} "
-            f"({int(bad[:, d].sum())} such value(s)); correct them or leave them empty."
-        )
-
-
-def parse_horizon(horizon: str | float, table: SeriesTable, option: str = "--horizon") -> float:
-    """A span in the table's time units, from a number or (date-times) a span like ``104W``.
-
-    Args:
-        horizon: the span as given.
-        table: the data, for its time encoding.
-        option: the command-line option that gave it, for messages (``--horizon``,
-            ``--step``).
-
-    Raises:
-        DataError: for a non-positive or unreadable span, naming ``option``.
-    """
-    if isinstance(horizon, bool) or not isinstance(horizon, (str, int, float, np.number)):
-        raise DataError(f"{option} must be a number or a span like 30D, got {horizon!r}.")
-    try:
-        value = float(horizon)
-    except ValueError:
-        if table.encoding.kind != "datetime":
-            raise DataError(
-                f"{option} {horizon!r}: this data has numeric times; give a number."
-            ) from None
-        value = _span(str(horizon), option) / TIME_UNITS[table.encoding.unit]
-    if not (value > 0 and math.isfinite(value)):
-        raise DataError(f"{option} must be positive, got {horizon!r}.")
-    return value
-
-
-_SPAN = re.compile(r"\s*(\d*\.?\d+(?:[eE][+-]?\d+)?)\s*([A-Za-z]+)\s*")
-
-
-def _span(text: str, option: str) -> float:
-    """Nanoseconds in a span like ``730D``, ``104W`` or ``2Y`` (a Julian year), or any span
-    `pandas.Timedelta` reads, except ``m`` / ``M`` (minutes to pandas, months to many).
-
-    Raises:
-        DataError: an unreadable or ambiguous span, naming ``option``.
-    """
-    match = _SPAN.fullmatch(text)
-    if match and match.group(2) in ("m", "M"):
-        raise DataError(
-            f"{option} {text!r}: 'm' could mean minutes or months; write "
-            f"{match.group(1)}min for minutes, or the span in D, W or Y (365.25 days)."
-        )
-    if match and match.group(2) in ("Y", "y"):
-        return float(match.group(1)) * TIME_UNITS["Y"]
-    try:
-        return float(pd.Timedelta(text).value)
-    except ValueError as e:
-        raise DataError(
-            f"{option} {text!r} is not a number or a span like 730D, 104W or 2Y."
-        ) from e
-
-
-def _span_value(value: Any, table: SeriesTable, name: str) -> float:
-    """A horizon or step given to the library: a positive finite number of the table's time
-    units, or a span `parse_horizon` reads (``"30D"``, a `pandas.Timedelta` for date-times).
-
-    Raises:
-        DataError: anything else, naming ``name``.
-    """
-    if isinstance(value, pd.Timedelta):
-        value = f"{value.value}ns"
-    if isinstance(value, str):
-        return parse_horizon(value, table, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise DataError(
-            f"{name} must be a number of the table's time units or a span like '30D', got "
-            f"{value!r}."
-        )
-    if not (math.isfinite(value) and value > 0):
-        raise DataError(f"{name} must be positive and finite, got {value!r}.")
-    return float(value)
-
-
-def _recent(seg: Segment, history: float | None) -> Segment:
-    """The part of a series' history the model conditions on (as in training)."""
-    if history is None:
-        return seg
-    keep = seg.times >= seg.times[-1] - history
-    t = seg.times[keep]
-    return replace(seg, t0=float(t[0]), times=t, values=seg.values[keep])
-
-
-def _future_grid(seg: Segment, horizon: float, step: float | None) -> np.ndarray:
-    """``(0, horizon]`` past the segment's last time every ``step`` (`_grid_size`)."""
-    every, n = _grid_size(seg, horizon, step)
-    return seg.times[-1] + every * np.arange(1, n + 1)  # (n,)
-
-
-def _grid_size(seg: Segment, horizon: float, step: float | None) -> tuple[float, int]:
-    """The step and the number of times of `_future_grid`: ``step``, by default the segment's
-    median spacing (the lower of the two middle ones: a spacing the series has, so on the
-    resolution its times are written in), at most ``horizon`` (so that a sparse series is not
-    forecast past it)."""
-    if step is None:
-        gaps = np.diff(seg.times)
-        spacing = float(np.quantile(gaps, 0.5, method="lower")) if len(gaps) else horizon
-        step = min(spacing, horizon)
-    return step, max(1, math.floor(horizon / step + 1e-9))
-
-
-def _explicit_future(
-    sid: str, given: np.ndarray | None, seg: Segment, table: SeriesTable
-) -> np.ndarray:
-    """A series' ``--times``, checked: distinct and after its last observation.
-
-    Times inside the history are refused rather than answered: the model and its calibrated
-    bands are for forecasts. The calibration factors are derived for leads after the
-    history, not before it; and filling every other value of whole fertility histories, the
-    default model misses by an MSE of 0.13, 100x linear interpolation's, with 89% of the
-    hidden values inside its own 5-95% band (52% and an MSE of 1.1 for the session-24
-    default; `reports/csv_seeds.md`).
-    """
-    raw = np.asarray([] if given is None else given)
-    if raw.dtype.kind in "iuf" or raw.size == 0:
-        f = np.sort(raw.astype(np.float64))
-    elif table.encoding.kind == "datetime":  # ISO strings, Timestamps, datetime64
-        f = np.sort(table.encoding.encode(pd.Series(list(raw)).astype(str)))
-    else:
-        raise DataError(
-            f"series {sid!r}: forecast times must be numbers for this table (numeric times), "
-            f"got {raw[:3].tolist()}."
-        )
-    if np.isnan(f).any():
-        raise DataError(f"series {sid!r}: a forecast time (--times) is missing (NaN).")
-    fmt = table.encoding.format
-    if len(f) == 0:
-        raise DataError(
-            f"series {sid!r} has no row in --times: give each series of --data.path at least "
-            "one time after its last observation."
-        )
-    if (np.diff(f) <= 0).any():
-        raise DataError(f"series {sid!r}: --times repeats a time; give each time once.")
-    if f[0] <= seg.times[-1]:
-        raise DataError(
-            f"series {sid!r}: --times has {fmt(f[:1])[0]}, not after its last observation "
-            f"{fmt(seg.times[-1:])[0]}. predict forecasts past each series' history; give "
-            "later times (`latentode test` scores the model's reconstructions instead)."
-        )
-    return f
-
-
-def future_times(
-    model: LatentODE | Ensemble,
-    table: SeriesTable,
-    data_state: dict[str, Any],
-    horizon: float,
-    step: float | None = None,
-    times: dict[str, np.ndarray] | None = None,
-    n_samples: int = 200,
-    on_history: bool = False,
-) -> tuple[list[Segment], list[np.ndarray]]:
-    """Each series' conditioning segment and future times, checked before anything is drawn.
-
-    Args:
-        model: the forecaster (for the size of its calls, `draws_held`).
-        table, data_state, horizon, step, times, n_samples: as `forecast`'s.
-        on_history: the paths are decoded at the history's times too (``importance`` or
-            ``refine``), which counts towards a call's size.
-
-    Raises:
-        DataError: channels differ from the model's; a requested time is not after the
-            series' history or is past the last date-time that can be written; or one
-            series' paths at its times are more than one model call holds
-            (`draws_per_call`), which would exhaust the memory.
-    """
-    check_table(table, data_state)
-    horizon = _span_value(horizon, table, "horizon")
-    step = None if step is None else _span_value(step, table, "step")
-    if step is not None and step > horizon:
-        raise DataError(
-            f"the step ({step:g}, --step) is longer than the horizon ({horizon:g}, --horizon): "
-            "no forecast time would fall within it; give a step of at most the horizon."
-        )
-    if times is not None:
-        ids = set(table.series_ids)
-        unknown = [k for k in times if k not in ids]
-        if unknown:
-            raise DataError(
-                f"times names series the table does not hold: {unknown[:5]} (the keys are "
-                "series ids, as strings)."
-            )
-    segs = [_recent(g, data_state.get("history")) for g in whole_series(table)]
-    future, latest = [], table.encoding.latest()
-    given = "--times" if times is not None else "--horizon and --step"
-    if on_history:
-        given += ", and the history for --importance / --refine"
-    for seg in segs:
-        sid = table.series_ids[seg.series]
-        if times is None:  # checked before the grid is built
-            every, n = _grid_size(seg, horizon, step)
-            end = seg.times[-1] + every * n
-        else:
-            f = _explicit_future(sid, times.get(sid), seg, table)
-            n, end = len(f), f[-1]
-        if end > latest:
-            raise DataError(
-                f"series {sid!r}: forecast times reach past {table.encoding.format([latest])[0]}, "
-                "the last date-time that can be written (before 2262-04-12, and at most 292 "
-                "years after the history's first time); shorten the horizon."
-            )
-        budget = draws_per_call(seg.values.shape[-1])
-        _check_size(sid, n, n * n_samples, budget, n_samples, given)
-        future.append(_future_grid(seg, horizon, step) if times is None else f)
-        _check_resolution(sid, future[-1], table, given)
-        if on_history:
-            held = draws_held(model, [seg], future[-1:], n_samples, on_history)
-            _check_size(sid, n, held, budget, n_samples, given, on_history=True)
-    return segs, future
-
-
-_RESOLUTION_NAMES = {
-    "D": "whole days",
-    "s": "whole seconds",
-    "ms": "milliseconds",
-    "us": "microseconds",
-}
-
-
-def _check_resolution(sid: str, future: np.ndarray, table: SeriesTable, given: str) -> None:
-    """Refuse forecast times between the steps of the history's resolution (hours of data in
-    whole days): written in its format they would be rounded, mislabelled or repeated."""
-    off = table.encoding.off_resolution(future)
-    if off.any():
-        steps = _RESOLUTION_NAMES[table.encoding.resolution]
-        raise DataError(
-            f"series {sid!r}: {int(off.sum())} forecast time(s) ({given}) fall between the "
-            f"history's times, which are written in {steps}; they would be written rounded. "
-            f"Give --step and --horizon (or --times) in {steps}, or a history file whose times "
-            "are written more finely."
-        )
-
-
-def _check_size(
-    sid: str,
-    n: int,
-    held: int,
-    budget: int,
-    n_samples: int,
-    given: str,
-    on_history: bool = False,
-) -> None:
-    """Refuse a series whose ``held`` path-times (`draws_held`) exceed the ``budget`` of its
-    channels (`draws_per_call`); ``on_history``: the count includes the history's times
-    (--importance / --refine)."""
-    if held > budget:
-        options = ", or leave out --importance / --refine" if on_history else ""
-        raise DataError(
-            f"series {sid!r}: {n:,} forecast times ({given}) x {n_samples} paths need "
-            f"{held:,} path-times, more than one model call holds ({budget:,} with its "
-            f"channels, about {call_gb():.3g} GB); nothing was computed. Ask for fewer times "
-            f"(a coarser --step or a shorter --horizon) or fewer --n_samples{options}, or on a "
-            "machine with the memory to spare raise --call_memory (GB per call)."
-        )
 
 
 def forecast(
