@@ -15,35 +15,29 @@ The band ``q50 +- lam * (half-band)`` holds ``y`` exactly when ``r <= lam``. ``l
 split-conformal quantile of the validation scores, each validation series counting once
 (`latentode.conformal`, whose module docstring gives the rule, its guarantee, the lead-time
 bins, the nesting of the levels' factors and the ends' own factors). On the shipped
-fertility data's 21 validation series one factor for every lead time covered 0.93-0.96 on
-average over random splits (``reports/calibration.md``). A one-series fit has one validation
-block, one draw: it is not calibrated (on the CO2 record the model's band covered 42% of the
-validation block and 99% of the test block, so a factor from the one would have misled on
-the other).
+fertility data's 21 validation series the bands by lead time covered 0.90-0.93 at every
+lead (``reports/calibration.md``). A one-series fit has one validation block, one draw: it is
+not calibrated (on the CO2 record the model's band covered 42% of the validation block and
+99% of the test block).
 
 The whole predictive distribution is scaled about its median, ``q50 + lam * (x - q50)``
-(`latentode.predictive.scale_bands`): every quantile moves so, the std is multiplied by
+(`latentode.bands.scale_bands`): every quantile moves so, the std is multiplied by
 ``lam``, the median stays and the mean moves by ``(lam - 1) * (mean - q50)`` (nothing for a
 symmetric predictive). A channel modelled on a log or logit scale
 (`latentode.data.transforms`) is scored and scaled there: its band stays positive, or between
-its bounds (`latentode.predictive.Predictive`).
+its bounds (`latentode.posterior_predictive.Predictive`).
 
-One ``lam`` per lead-time bin (by default, `lead_bins`), each value scaled by its bin's
-factor.
-
-Other central bands (``latentode predict --levels``, `BandFactors`): the band of coverage
-``L`` (quantiles ``(1 -+ L) / 2``) is scored by its own half-bands and gets its own factors
-at level ``L``, by lead-time bin, each bin holding at least `min_series` series (``L / (1 -
-L)`` above 0.9: 19 at 0.95). A model's band can have the wrong shape as well as the wrong
-width: on the fertility data the model's own 50% band held 90-92% of the held-out values, and
-the 5-95% band's factors left it at 0.63-0.69, where its own gave 0.51-0.53
+One ``lam`` per lead-time bin (by default, `lead_bins`). Other central bands (``latentode
+predict --levels``, `BandFactors`): the band of coverage ``L`` (quantiles ``(1 -+ L) / 2``)
+is scored by its own half-bands and gets its own factors at level ``L``, by lead-time bin,
+each bin holding at least `min_series` series (``L / (1 - L)`` above 0.9: 19 at 0.95): a
+model's band can have the wrong shape as well as the wrong width
 (``reports/calibration_levels.md``). A level with too few validation series takes the 5-95%
-band's factors (0.93-0.94 coverage at 95% there).
+band's factors.
 
-The factors of one end are made non-decreasing in the level (`nested_factors`).
-What `Calibration.describe` prints (``latentode predict`` and ``test``) are the factors so
-raised, each raise named with the factor it replaced; the mean and std keep the 5-95% band's
-own.
+The factors of one end are made non-decreasing in the level (`nested_factors`); what
+`Calibration.describe` prints are the factors so raised; the mean and std keep the 5-95%
+band's own.
 
 Each end on its own (``latentode predict --calibrate_tails``, `TailFactors`): each end's
 factors at level ``(1 + L) / 2`` from its signed half-bands (`tail_scales`).
@@ -65,6 +59,7 @@ import numpy as np
 import torch
 
 from . import calibration_text
+from .bands import LEVEL, band_levels, band_scores, percent
 from .conformal import (
     LEAD_BINS,
     MIN_SERIES,
@@ -78,13 +73,11 @@ from .conformal import (
     nested_factors,
     tail_scales,
 )
-from .data.prep import Segment, forecast_segment
 from .data.table import SeriesTable
 from .ensemble import Ensemble
-from .evaluate import Case, case_predictives, case_seeds, held_out_cases
-from .forecast import check_table
+from .history import check_table
+from .holdout import case_predictives, case_seeds, validation_cases
 from .nn.latent_ode import LatentODE
-from .predictive import LEVEL, band_levels, band_scores, percent
 
 __all__ = [
     "LEAD_BINS",
@@ -194,7 +187,7 @@ class Calibration:
         model's are, and a band's factors do not depend on which others are asked for (they
         are what `describe` prints). Without ``levels`` the 5-95% band's own central
         ``[n, D]`` still (the mean and std's, ``center`` of
-        `latentode.predictive.scale_bands`, which so do not depend on ``levels``).
+        `latentode.bands.scale_bands`, which so do not depend on ``levels``).
 
         Raises:
             ValueError: not calibrated, or not for one of ``levels``.
@@ -226,7 +219,7 @@ class Calibration:
     def scaling(
         self, lead: np.ndarray, levels: Sequence[float] | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The arguments of `latentode.predictive.Predictive.summary` for values ``lead``
+        """The arguments of `latentode.posterior_predictive.Predictive.summary` for values ``lead``
         past their history: each band's factors (`factors` with ``levels``) and ``center``,
         the 5-95% band's central ones that scale the mean and std."""
         return self.factors(lead, levels), self.factors(lead)
@@ -258,52 +251,6 @@ class Calibration:
         ended up with different factors gives each end's.
         """
         return calibration_text.describe(self, channels)
-
-
-def _block_case(seg: Segment, t_val: float) -> Case:
-    """A validation block's forecast: condition on ``seg`` before ``t_val``, score the rest."""
-    before = seg.times < t_val
-    hist = Segment(seg.series, float(seg.times[before][0]), seg.times[before], seg.values[before])
-    return Case(seg.series, hist, seg.times[~before], seg.values[~before])
-
-
-def validation_cases(table: SeriesTable, data_state: dict[str, Any]) -> tuple[list[Case], str]:
-    """The fit's validation forecasts found in ``table``: ``(cases, "")`` or ``([], why not)``.
-
-    Many series: each validation series (``data_state["val_series"]``) conditioned on its
-    history and scored on its last ``holdout``, as the fit validated. One series: the
-    validation block ``data_state["val_window"]``, conditioned on the history before it
-    (`calibrate` reports its coverage but does not calibrate on one block). Several series
-    held out in time: each series' own block (``data_state["val_windows"]``).
-    """
-    history = data_state.get("history")
-    window = data_state.get("val_window")
-    if window is not None:
-        t_val, t_test = window
-        seg = None
-        if table.n_series == 1:
-            seg = forecast_segment(table, 0, t_val, history, t_test)
-        if seg is None:
-            return [], "the file does not hold the fit's validation block of its one series"
-        return [_block_case(seg, t_val)], ""
-    windows = data_state.get("val_windows")
-    if windows is not None:  # held out in time: every series' own validation block
-        cases = []
-        for sid in (i for i in table.series_ids if i in windows):
-            t_val, t_test = windows[sid]
-            seg = forecast_segment(table, table.index_of(sid), t_val, history, t_test)
-            if seg is not None:
-                cases.append(_block_case(seg, t_val))
-        return cases, "" if cases else "the file holds none of the fit's validation blocks"
-    ids = data_state.get("val_series")
-    if ids is None:
-        return [], "the checkpoint stores no validation series (fitted before calibration)"
-    present = set(table.series_ids)
-    index = [table.index_of(i) for i in ids if i in present]
-    if not index:
-        return [], "the file holds none of the fit's validation series"
-    holdout = float(data_state.get("holdout") or 0.1)
-    return held_out_cases(table, index, holdout, history, "extrapolation"), ""
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ CALL_BYTES = 360 * 2**22
 """About the most memory one model call of `predictives` holds above the loaded process
 (1.5 GB), counted as path-times (paths x segments x times, `draws_held`) at `PATH_TIME_BYTES`
 each: `draws_per_call`. A larger list of segments is taken in halves, and a series that
-alone needs more is refused (`latentode.forecast.future_times`)."""
+alone needs more is refused (`latentode.horizon.future_times`)."""
 
 PATH_TIME_BYTES = (290, 35)
 """The bytes one path-time holds in a call: a fixed part (the latent path, the solver's

@@ -5,7 +5,8 @@ A `Case` is one series' problem: condition on a history, score the values at tar
 part; `half_observed` and `history_gaps` derive the half-observed forecast and the
 gap-filling problem from a case; `case_predictives` / `case_stats` draw the model's predictive
 at every case's targets, each case seeded on its own (`case_seeds`). Used by
-`latentode.evaluate` and `latentode.calibration`.
+`latentode.evaluate` and `latentode.calibration`. `validation_cases` gives the fit's own
+validation forecasts, which `latentode.calibration.calibrate` scores.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.prep import Segment, _observed_rows
+from .data.prep import Segment, _observed_rows, forecast_segment
 from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .nn.base import ModelInputError
@@ -31,6 +32,7 @@ __all__ = [
     "half_observed",
     "held_out_cases",
     "history_gaps",
+    "validation_cases",
 ]
 
 
@@ -166,3 +168,49 @@ def case_seeds(seed: int, table: SeriesTable, cases: Sequence[Case], task: str) 
         keys.append(f"{task}\x1f{sid}\x1f{count.get(sid, 0)}")
         count[sid] = count.get(sid, 0) + 1
     return draw_seeds(seed, keys)
+
+
+def _block_case(seg: Segment, t_val: float) -> Case:
+    """A validation block's forecast: condition on ``seg`` before ``t_val``, score the rest."""
+    before = seg.times < t_val
+    hist = Segment(seg.series, float(seg.times[before][0]), seg.times[before], seg.values[before])
+    return Case(seg.series, hist, seg.times[~before], seg.values[~before])
+
+
+def validation_cases(table: SeriesTable, data_state: dict[str, Any]) -> tuple[list[Case], str]:
+    """The fit's validation forecasts found in ``table``: ``(cases, "")`` or ``([], why not)``.
+
+    Many series: each validation series (``data_state["val_series"]``) conditioned on its
+    history and scored on its last ``holdout``, as the fit validated. One series: the
+    validation block ``data_state["val_window"]``, conditioned on the history before it
+    (`calibrate` reports its coverage but does not calibrate on one block). Several series
+    held out in time: each series' own block (``data_state["val_windows"]``).
+    """
+    history = data_state.get("history")
+    window = data_state.get("val_window")
+    if window is not None:
+        t_val, t_test = window
+        seg = None
+        if table.n_series == 1:
+            seg = forecast_segment(table, 0, t_val, history, t_test)
+        if seg is None:
+            return [], "the file does not hold the fit's validation block of its one series"
+        return [_block_case(seg, t_val)], ""
+    windows = data_state.get("val_windows")
+    if windows is not None:  # held out in time: every series' own validation block
+        cases = []
+        for sid in (i for i in table.series_ids if i in windows):
+            t_val, t_test = windows[sid]
+            seg = forecast_segment(table, table.index_of(sid), t_val, history, t_test)
+            if seg is not None:
+                cases.append(_block_case(seg, t_val))
+        return cases, "" if cases else "the file holds none of the fit's validation blocks"
+    ids = data_state.get("val_series")
+    if ids is None:
+        return [], "the checkpoint stores no validation series (fitted before calibration)"
+    present = set(table.series_ids)
+    index = [table.index_of(i) for i in ids if i in present]
+    if not index:
+        return [], "the file holds none of the fit's validation series"
+    holdout = float(data_state.get("holdout") or 0.1)
+    return held_out_cases(table, index, holdout, history, "extrapolation"), ""

@@ -48,7 +48,7 @@ def _pooled(model: Ensemble, n_samples: int) -> str:
 def _load_forecaster(ckpt_paths: list[str], data_path: str, duplicates: str | None = None):
     """``(model, data_state, table)``: one checkpoint's latent ODE, or several pooled into an
     `Ensemble` (they must share their data settings, `latentode.ensemble.shared_state`), and
-    the file read as they read theirs (`latentode.forecast.read_history`)."""
+    the file read as they read theirs (`latentode.history.read_history`)."""
     if len(set(ckpt_paths)) != len(ckpt_paths):
         raise DataError(f"--ckpt_path names a checkpoint twice: {ckpt_paths}.")
     loaded = [_load_system(c) for c in ckpt_paths]

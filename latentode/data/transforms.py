@@ -17,7 +17,7 @@ A transform is named per channel (``{"sales": "log"}``); the others stay as they
 a normalisation dict carries it (``norm["transform"]``, one name per channel; a dict without
 it, from a checkpoint written before transforms existed, means none). Quantiles map through
 the inverse exactly (the transforms are increasing); means and spreads do not, so they are
-the moments of the mixture over posterior paths (`latentode.predictive.Predictive`).
+the moments of the mixture over posterior paths (`latentode.posterior_predictive.Predictive`).
 
 Usage::
 
