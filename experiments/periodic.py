@@ -333,7 +333,8 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
         "for far longer (their README's periodic command, `--niters 500`: 500 epochs of 16 "
         "batches, 8000 iterations).",
         "- Latent ODEs: latent 10, dynamics MLP 100 hidden x 2 (tanh), decoder 100 hidden, "
-        "encoder: ODE-RNN (GRU state 40, vector field 100 hidden, one Euler step per gap, "
+        f"encoder: ODE-RNN (GRU state 40, vector field 100 hidden x {args.ode_depth}, one "
+        "Euler step per gap, "
         "posterior head an MLP of 100 tanh units, as Rubanova's `Encoder_z0_ODE_RNN` with its "
         "20 means + 20 stds) or GRU (20 hidden, posterior head an MLP of 50 tanh units, as "
         "Rubanova's `Encoder_z0_RNN`) with time gaps (`+ time`: and "
@@ -364,7 +365,8 @@ def report(args: argparse.Namespace, res: dict, walls: dict, total: float, out: 
             if args.aggregate_prior
             else ""
         ),
-        "- ODE-RNN (20 hidden, vector field 100 hidden) and GRU (20 hidden, fed time gaps) run "
+        f"- ODE-RNN (20 hidden, vector field 100 hidden x {args.ode_depth}) and GRU (20 hidden, "
+        "fed time gaps) run "
         "forwards: a prediction at t uses only observations before t; past the last observation "
         "the ODE-RNN follows its ODE, the GRU rolls out autoregressively. Gaussian NLL with std "
         "0.01 (= MSE).",
