@@ -65,6 +65,8 @@ from .conformal import (
     MIN_SERIES,
     MIN_VALUES,
     WIDEN,
+    _inside,
+    _past,
     bin_index,
     conformal_scale,
     lead_bins,
@@ -291,11 +293,10 @@ def calibrate(
         validation series or they are too few (`MIN_SERIES`, `MIN_VALUES`).
     """
     check_table(table, data_state)
-    D = table.n_channels
     levels = band_levels(levels)
     cases, why = validation_cases(table, data_state)
     if not cases:
-        others = _uncalibrated(levels, {}, why)
+        D, others = table.n_channels, _uncalibrated(levels, {}, why)
         return Calibration(None, np.zeros(D, dtype=int), 0, math.nan, math.nan, why, others=others)
     model.eval()
     seeds = case_seeds(seed, table, cases, "validation")
@@ -306,10 +307,8 @@ def calibrate(
         for v, e in by_level:
             by_level[v, e].append(p.scores(c.target, v, e))
     every = {v: np.concatenate(by_level[v, None]) for v in levels}  # (M, D) per band
-    scores = every[LEVEL]
-    target = np.concatenate([c.target for c in cases])  # (M, D)
-    n_values = (~np.isnan(target)).sum(axis=0)  # (D,)
-    raw = _inside(scores)
+    n_values = (~np.isnan(np.concatenate([c.target for c in cases]))).sum(axis=0)  # (D,)
+    raw = _inside(every[LEVEL])
     lead = np.concatenate([c.lead for c in cases])  # (M,)
     max_lead = float(lead.max())
     if data_state.get("val_window") is not None:
@@ -321,72 +320,72 @@ def calibrate(
         others = _uncalibrated(levels, every, why)
         return Calibration(None, n_values, 1, raw, max_lead, why, others=others)
     groups = np.concatenate([np.full(len(c.t_target), i) for i, c in enumerate(cases)])  # (M,)
-    found = lead_scales(scores, groups, lead, by_lead)
+    found, n = lead_scales(every[LEVEL], groups, lead, by_lead), len(cases)
     if found is None:
-        fix = "raise the fit's val_fraction or holdout"
-        fitted = data_state.get("val_series") or []
-        held = len(set(fitted) & set(table.series_ids))
-        if held < len(fitted):  # the file is not the training file
-            fix = (
-                f"the file holds {held} of the fit's {len(fitted)} validation series; give "
-                "the training file"
-            )
-        elif data_state.get("val_windows") is not None:  # every series already validates
-            fix = "every series validates already (held out in time): more series are needed"
-        why = (
-            f"the validation forecasts hold {int(n_values.sum())} values of {len(cases)} "
-            f"series, fewer than {MIN_VALUES} values of {MIN_SERIES} series; {fix}"
-        )
+        why = _too_few(table, data_state, int(n_values.sum()), n)
         others = _uncalibrated(levels, every, why)
-        return Calibration(None, n_values, len(cases), raw, max_lead, why, others=others)
+        return Calibration(None, n_values, n, raw, max_lead, why, others=others)
+    others = _band_factors(every, groups, lead, by_lead, n)
+    ends = _tail_factors(by_level, groups, lead, by_lead, n) if tails else ()
     edges, scale = found
+    return Calibration(scale, n_values, n, raw, max_lead, edges=edges, others=others, tails=ends)
+
+
+def _too_few(table: SeriesTable, data_state: dict[str, Any], n_values: int, n_series: int) -> str:
+    """Why ``n_values`` validation values of ``n_series`` series are too few, and the fix."""
+    fix = "raise the fit's val_fraction or holdout"
+    fitted = data_state.get("val_series") or []
+    held = len(set(fitted) & set(table.series_ids))
+    if held < len(fitted):  # the file is not the training file
+        fix = (
+            f"the file holds {held} of the fit's {len(fitted)} validation series; give "
+            "the training file"
+        )
+    elif data_state.get("val_windows") is not None:  # every series already validates
+        fix = "every series validates already (held out in time): more series are needed"
+    return (
+        f"the validation forecasts hold {n_values} values of {n_series} "
+        f"series, fewer than {MIN_VALUES} values of {MIN_SERIES} series; {fix}"
+    )
+
+
+def _band_factors(
+    every: dict[float, np.ndarray], groups: np.ndarray, lead: np.ndarray, by_lead: bool, n: int
+) -> tuple[BandFactors, ...]:
+    """The other bands' own factors, or none and why (``n`` validation series too few)."""
     others = []
-    for v in (v for v in levels if v != LEVEL):
+    for v in (v for v in every if v != LEVEL):
         band = lead_scales(every[v], groups, lead, by_lead, v)
         if band is None:
             why = (
                 f"not calibrated on its own: a {percent(v)}% band needs at least {min_series(v)} "
-                f"validation series with {MIN_VALUES} values, the fit has {len(cases)}"
+                f"validation series with {MIN_VALUES} values, the fit has {n}"
             )
             others.append(BandFactors(v, np.zeros(0), None, _inside(every[v]), why))
         else:
             others.append(BandFactors(v, *band, _inside(every[v])))
+    return tuple(others)
+
+
+def _tail_factors(
+    by_level: dict[tuple, list], groups: np.ndarray, lead: np.ndarray, by_lead: bool, n: int
+) -> tuple[TailFactors, ...]:
+    """Each band's ends' own factors, or none and why (``n`` validation series too few)."""
     ends = []
-    for v in levels if tails else ():
+    for v in dict.fromkeys(v for v, _ in by_level):  # the levels, in order
         low, up = (np.concatenate(by_level[v, e]) for e in ("lower", "upper"))
         past = (_past(low), _past(up))
         found = tail_scales(low, up, groups, lead, by_lead, v)
         if found is None:
-            need = min_series((1 + v) / 2)
             why = (
-                f"each end of a {percent(v)}% band needs at least {need} validation series with "
-                f"{MIN_VALUES} values, the fit has {len(cases)}: the band keeps its central factors"
+                f"each end of a {percent(v)}% band needs at least {min_series((1 + v) / 2)} "
+                f"validation series with {MIN_VALUES} values, the fit has {n}: the band keeps "
+                "its central factors"
             )
             ends.append(TailFactors(v, np.zeros(0), None, None, *past, why))
         else:
             ends.append(TailFactors(v, *found, *past))
-    return Calibration(
-        scale,
-        n_values,
-        len(cases),
-        raw,
-        max_lead,
-        edges=edges,
-        others=tuple(others),
-        tails=tuple(ends),
-    )
-
-
-def _past(scores: np.ndarray) -> float:
-    """The share of the values past the model's own end, from one end's signed scores."""
-    ok = ~np.isnan(scores)
-    return float((scores[ok] > 1.0).mean()) if ok.any() else math.nan
-
-
-def _inside(scores: np.ndarray) -> float:
-    """The share of the scored values inside the model's own band (score at most 1)."""
-    ok = ~np.isnan(scores)
-    return float((scores[ok] <= 1.0).mean()) if ok.any() else math.nan
+    return tuple(ends)
 
 
 def _uncalibrated(

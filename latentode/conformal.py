@@ -313,3 +313,15 @@ def _bin_scales(
         per_channel = [conformal_scale(r[:, d], level, g) for d in range(D)]
         rows.append([pooled if v is None else v for v in per_channel])
     return np.array(rows)
+
+
+def _past(scores: np.ndarray) -> float:
+    """The share of the values past the model's own end, from one end's signed scores."""
+    ok = ~np.isnan(scores)
+    return float((scores[ok] > 1.0).mean()) if ok.any() else math.nan
+
+
+def _inside(scores: np.ndarray) -> float:
+    """The share of the scored values inside the model's own band (score at most 1)."""
+    ok = ~np.isnan(scores)
+    return float((scores[ok] <= 1.0).mean()) if ok.any() else math.nan

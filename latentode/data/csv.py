@@ -218,50 +218,19 @@ def read_series_csv(
             another (`_stacked_ids`). Dropped short series only warn, and so does a text
             column that looks like series ids in a file read as one series.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise CSVDataError(
-            f"read_series_csv reads a CSV file by its path, got {type(path).__name__}; write a "
-            "data frame out first (frame.to_csv(path, index=False))."
-        )
-    path = Path(path)
-    if isinstance(channels, str):  # one channel, not its letters
-        channels = [channels]
-    if duplicates not in ("error", "mean"):
-        raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
-    if channels is not None:
-        _check_channel_names(path, list(channels), time_column, series_column)
+    path, channels = _check_arguments(path, channels, time_column, series_column, duplicates)
     header = csv_columns(path)
     unnamed = series_column == "series_id" and "series_id" not in {h.strip() for h in header}
     if unnamed:
         series_column = None  # the default name is optional: one series
-    usecols = _columns(path, header, time_column, series_column, channels)
-    text = [time_column, *([series_column] if series_column else [])]
-    frame = _read_frame(path, usecols if channels else None, text, ids=series_column, header=header)
-    above = _separator(path)[1]  # a sep= line above the header
-    lines = np.arange(len(frame), dtype=np.int64) + 2 + above  # header = line 1 + above
-    blank = frame.isna().all(axis=1).to_numpy()
-    frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]
-    if len(frame) == 0:
-        raise _fail(path, "no data rows under the header", "Add rows.")
-    names = list(channels) if channels else _default_channels(frame, {time_column, series_column})
-    unread = [] if channels else _text_columns(frame, {time_column, series_column, *names})
-    _refuse_comma_numbers(path, frame, unread, lines)
-    if not names:
-        raise _fail(path, "no numeric value columns", f"The columns are {_names(header)}.")
+    frame, lines, names, unread = _read_rows(path, header, time_column, series_column, channels)
 
     t, encoding = _parse_times(path, frame[time_column], time_column, lines, time_unit)
     x = np.stack([_to_number(path, frame, c, lines) for c in names], axis=1)  # (N, D)
     _check_domain(path, x, names, lines, transform)
-    if series_column is None:
-        ids, codes = np.array([path.stem], dtype=object), np.zeros(len(frame), dtype=np.int64)
-    else:
-        sid = frame[series_column]
-        if sid.isna().any():
-            missing = lines[sid.isna().to_numpy()]
-            raise _fail(path, f"empty {series_column!r}", "Every row needs a series id.", missing)
-        codes, ids = pd.factorize(sid.astype(str).str.strip(), sort=False)
-        codes, ids = codes.astype(np.int64), np.asarray(ids, dtype=object)
+    ids, codes = _series_codes(path, frame, series_column, lines)
 
+    # The checks that warn stay here: their `stacklevel` points at our caller.
     file_order = (t, x, lines)  # for `_refuse_stacked_ids`
     order = np.lexsort((t, codes))  # stable: (series, time), file order among equals
     t, x, codes, lines = t[order], x[order], codes[order], lines[order]
@@ -277,35 +246,135 @@ def read_series_csv(
         _refuse_stacked_ids(path, names, *file_order, unnamed)
     if same.any():
         if duplicates == "error":
-            dup = np.unique(np.concatenate([np.flatnonzero(same), np.flatnonzero(same) + 1]))
-            raise _fail(
-                path,
-                f"duplicate (series, time) rows, e.g. series {ids[codes[dup[0]]]!r} at time "
-                f"{frame[time_column].iloc[order[dup[0]]]!r}",
-                (
-                    "The file has no 'series_id' column, so it was read as one series: if it "
-                    "holds several, give their ids in a 'series_id' column. "
-                    if unnamed
-                    else ""
-                )
-                + "Remove them, or average them: --data.init_args.duplicates mean for "
-                "`latentode fit`, --data.duplicates mean for predict and test "
-                "(duplicates='mean' in the library).",
-                np.sort(lines[dup]),
+            raise _duplicates_error(
+                path, frame[time_column], order, ids, codes, lines, same, unnamed
             )
         group = np.concatenate([[0], np.cumsum(~same)])  # (N,) group index of each row
         mean = pd.DataFrame(x).groupby(group, sort=True).mean().to_numpy()  # NaN-skipping
         keep = np.concatenate([[True], ~same])
         t, x, codes = t[keep], mean, codes[keep]
 
-    observed = ~np.isnan(x)  # (N, D)
-    empty = ~observed.any(axis=0)
+    _check_observed(path, x, names, allow_unobserved)
+    t, x, codes, ids = _drop_short_series(path, t, x, codes, ids)
+    counts = np.bincount(codes, minlength=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return SeriesTable(t, x, offsets, [str(i) for i in ids], names, encoding, str(path))
+
+
+def _check_arguments(
+    path: str | Path,
+    channels: Sequence[str] | None,
+    time_column: str,
+    series_column: str | None,
+    duplicates: str,
+) -> tuple[Path, Sequence[str] | None]:
+    """Check the arguments before the file is opened. Returns ``path`` as a `Path` and the
+    channels (a single name given as a string made a list)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CSVDataError(
+            f"read_series_csv reads a CSV file by its path, got {type(path).__name__}; write a "
+            "data frame out first (frame.to_csv(path, index=False))."
+        )
+    path = Path(path)
+    if isinstance(channels, str):  # one channel, not its letters
+        channels = [channels]
+    if duplicates not in ("error", "mean"):
+        raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
+    if channels is not None:
+        _check_channel_names(path, list(channels), time_column, series_column)
+    return path, channels
+
+
+def _read_rows(
+    path: Path,
+    header: list[str],
+    time_column: str,
+    series_column: str | None,
+    channels: Sequence[str] | None,
+) -> tuple[pd.DataFrame, np.ndarray, list[str], list[str]]:
+    """Read the non-blank rows and pick the value columns (``channels``, else those holding
+    numbers). Returns the frame, ``[N]`` each row's file line, the value columns and the
+    text columns left out; refuses no rows, numbers with a comma, then no value column."""
+    usecols = _columns(path, header, time_column, series_column, channels)
+    text = [time_column, *([series_column] if series_column else [])]
+    frame = _read_frame(path, usecols if channels else None, text, ids=series_column, header=header)
+    above = _separator(path)[1]  # a sep= line above the header
+    lines = np.arange(len(frame), dtype=np.int64) + 2 + above  # header = line 1 + above
+    blank = frame.isna().all(axis=1).to_numpy()
+    frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]
+    if len(frame) == 0:
+        raise _fail(path, "no data rows under the header", "Add rows.")
+    names = list(channels) if channels else _default_channels(frame, {time_column, series_column})
+    unread = [] if channels else _text_columns(frame, {time_column, series_column, *names})
+    _refuse_comma_numbers(path, frame, unread, lines)
+    if not names:
+        raise _fail(path, "no numeric value columns", f"The columns are {_names(header)}.")
+    return frame, lines, names, unread
+
+
+def _series_codes(
+    path: Path, frame: pd.DataFrame, series_column: str | None, lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[S]`` the series ids in order of appearance (the file's stem for one series) and
+    ``[N]`` each row's index into them; refuses a row with an empty id."""
+    if series_column is None:
+        return np.array([path.stem], dtype=object), np.zeros(len(frame), dtype=np.int64)
+    sid = frame[series_column]
+    if sid.isna().any():
+        missing = lines[sid.isna().to_numpy()]
+        raise _fail(path, f"empty {series_column!r}", "Every row needs a series id.", missing)
+    codes, ids = pd.factorize(sid.astype(str).str.strip(), sort=False)
+    return np.asarray(ids, dtype=object), codes.astype(np.int64)
+
+
+def _duplicates_error(
+    path: Path,
+    times: pd.Series,
+    order: np.ndarray,
+    ids: np.ndarray,
+    codes: np.ndarray,
+    lines: np.ndarray,
+    same: np.ndarray,
+    unnamed: bool,
+) -> CSVDataError:
+    """The error for repeated (series, time) rows (``same``, in sorted ``order``): the first
+    pair's series and time as written, every repeated row's line, and the fix."""
+    dup = np.unique(np.concatenate([np.flatnonzero(same), np.flatnonzero(same) + 1]))
+    return _fail(
+        path,
+        f"duplicate (series, time) rows, e.g. series {ids[codes[dup[0]]]!r} at time "
+        f"{times.iloc[order[dup[0]]]!r}",
+        (
+            "The file has no 'series_id' column, so it was read as one series: if it "
+            "holds several, give their ids in a 'series_id' column. "
+            if unnamed
+            else ""
+        )
+        + "Remove them, or average them: --data.init_args.duplicates mean for "
+        "`latentode fit`, --data.duplicates mean for predict and test "
+        "(duplicates='mean' in the library).",
+        np.sort(lines[dup]),
+    )
+
+
+def _check_observed(path: Path, x: np.ndarray, names: list[str], allow_unobserved: bool) -> None:
+    """Refuse a channel with no observed value in the file, unless ``allow_unobserved``."""
+    empty = np.isnan(x).all(axis=0)  # (D,) no observed value
     if empty.any() and not allow_unobserved:
         raise _fail(
             path,
             f"channel {_names([names[d] for d in np.flatnonzero(empty)])} has no observed value",
             "Fill it, or leave it out of channels.",
         )
+
+
+def _drop_short_series(
+    path: Path, t: np.ndarray, x: np.ndarray, codes: np.ndarray, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Drop with a warning the series with fewer than two observed times (the ``stacklevel``
+    is `read_series_csv`'s caller); refuse a file where none has two. Returns the kept rows'
+    ``t``, ``x`` and renumbered ``codes``, and the kept ``ids``."""
+    observed = ~np.isnan(x)  # (N, D)
     n_obs = np.bincount(codes[observed.any(axis=1)], minlength=len(ids))  # (S,)
     short = np.flatnonzero(n_obs < 2)
     if len(short) == len(ids):
@@ -319,11 +388,9 @@ def read_series_csv(
             f"{path}: dropped {len(short)} series with fewer than two observed times: "
             f"{_names([str(ids[s]) for s in short])}.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         keep = np.isin(codes, short, invert=True)
         remap = np.cumsum(n_obs >= 2) - 1  # old code -> new code
         t, x, codes, ids = t[keep], x[keep], remap[codes[keep]], ids[n_obs >= 2]
-    counts = np.bincount(codes, minlength=len(ids))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return SeriesTable(t, x, offsets, [str(i) for i in ids], names, encoding, str(path))
+    return t, x, codes, ids
