@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.errors import DataError
 from ..ensemble import Ensemble
@@ -26,13 +27,45 @@ from .options import (
     add_band_options,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..calibration import Calibration
+    from ..data.table import SeriesTable
+    from ..nn.latent_ode import LatentODE
+
 __all__ = ["test_main"]
 
 
 def test_main(argv: list[str]) -> int:
     """``latentode test --ckpt_path CKPT --data.path FILE.csv``: model vs naive baselines."""
-    from ..evaluate import evaluate
+    args = _test_parser().parse_args(argv)
+    try:
+        _check_output(args)
+        model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
+        with call_memory(args.call_memory):
+            frame, cal, overlap = _scores(args, model, state, table)
+    except USER_ERRORS as e:
+        print(f"latentode test: error: {e}", file=sys.stderr)
+        return 2
+    _print_table(args, table, frame)
+    _print_notes(args, model, state, table, frame, cal, overlap)
+    if args.output:
+        try:
+            write_whole(Path(args.output), lambda tmp: frame.to_csv(tmp, index=False))
+        except DataError as e:
+            print(f"latentode test: error: {e}", file=sys.stderr)
+            return 2
+    return 0
 
+
+def _test_parser() -> argparse.ArgumentParser:
+    """The options of ``latentode test`` for a CSV checkpoint (the config form is Lightning's,
+    chosen in `latentode.cli`).
+
+    Returns:
+        The parser, with ``prog`` ``latentode test``.
+    """
     p = argparse.ArgumentParser(
         prog="latentode test",
         description="Held-out interpolation and extrapolation errors of a CSV checkpoint, "
@@ -67,32 +100,77 @@ def test_main(argv: list[str]) -> int:
     p.add_argument("--call_memory", type=float, default=None, metavar="GB", help=CALL_HELP)
     p.add_argument("--output", default=None, help="also write the table as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    args = p.parse_args(argv)
-    try:
-        if args.output == STDOUT:
-            raise DataError(
-                "--output -: the table is printed on standard output already; name a CSV "
-                "file for --output."
-            )
-        if args.output:
-            check_output_file(args.output, args.overwrite, example="scores.csv")
-        model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
-        with call_memory(args.call_memory):
-            cal = _calibration(args, model, state, table) if args.calibrate else None
-            # scored where calibrated: the calibrated row would be judged on its own series
-            overlap = cal is not None and cal.scale is not None and _overlap(table, state)
-            calibration = None if overlap else cal
-            frame = evaluate(
-                model,
-                table,
-                state,
-                calibration=calibration,
-                levels=_levels(args.levels),
-                **_draws(args),
-            )
-    except USER_ERRORS as e:
-        print(f"latentode test: error: {e}", file=sys.stderr)
-        return 2
+    return p
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Check ``--output`` before any checkpoint is loaded: standard output is refused (the
+    table is printed there already), and a file must be writable (`check_output_file`).
+
+    Args:
+        args: the parsed ``latentode test`` options.
+
+    Raises:
+        DataError: ``--output -``, or a file that exists without ``--overwrite``, is a
+            directory or cannot be written.
+    """
+    if args.output == STDOUT:
+        raise DataError(
+            "--output -: the table is printed on standard output already; name a CSV "
+            "file for --output."
+        )
+    if args.output:
+        check_output_file(args.output, args.overwrite, example="scores.csv")
+
+
+def _scores(
+    args: argparse.Namespace, model: LatentODE | Ensemble, state: dict, table: SeriesTable
+) -> tuple[pd.DataFrame, Calibration | None, bool]:
+    """Calibrate the bands (with ``--calibrate``) and score the model and the baselines.
+
+    The calibrated bands are scored only when the scored series are not the validation
+    series they were calibrated on; otherwise the model's own bands are scored and
+    ``overlap`` says why.
+
+    Args:
+        args: the parsed ``latentode test`` options.
+        model: the loaded latent ODE or `Ensemble`.
+        state: the checkpoint's data settings.
+        table: the file, read as the checkpoint reads it.
+
+    Returns:
+        ``(frame, cal, overlap)``: the table of errors (`latentode.evaluate.evaluate`), the
+        band factors (None without ``--calibrate``), and whether they went unscored.
+
+    Raises:
+        DataError and the other `USER_ERRORS` from the calibration or the scoring.
+    """
+    from ..evaluate import evaluate
+
+    cal = _calibration(args, model, state, table) if args.calibrate else None
+    # scored where calibrated: the calibrated row would be judged on its own series
+    overlap = cal is not None and cal.scale is not None and _overlap(table, state)
+    calibration = None if overlap else cal
+    frame = evaluate(
+        model,
+        table,
+        state,
+        calibration=calibration,
+        levels=_levels(args.levels),
+        **_draws(args),
+    )
+    return frame, cal, overlap
+
+
+def _print_table(args: argparse.Namespace, table: SeriesTable, frame: pd.DataFrame) -> None:
+    """Print the table of errors on standard output, under a line that says what each
+    column means.
+
+    Args:
+        args: the parsed ``latentode test`` options (``--levels``).
+        table: the file (its name).
+        frame: the table of errors.
+    """
     more = "; coverage and width likewise for the other --levels" if args.levels else ""
     print(
         f"Held-out errors on {table.source} (user units; wis: weighted interval score of the "
@@ -102,6 +180,29 @@ def test_main(argv: list[str]) -> int:
         f"quantiles{more}):"
     )
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+
+
+def _print_notes(
+    args: argparse.Namespace,
+    model: LatentODE | Ensemble,
+    state: dict,
+    table: SeriesTable,
+    frame: pd.DataFrame,
+    cal: Calibration | None,
+    overlap: bool,
+) -> None:
+    """Print the notes under the table: what was scored, the tasks that could not be, how
+    an ensemble was pooled, and the calibration.
+
+    Args:
+        args: the parsed ``latentode test`` options (``--n_samples``).
+        model: the loaded latent ODE or `Ensemble`.
+        state: the checkpoint's data settings.
+        table: the file.
+        frame: the table of errors (its tasks).
+        cal: the band factors, or None.
+        overlap: whether the calibrated bands went unscored (`_scores`).
+    """
     note = scored_note(table, state)
     if note:
         print(f"Scored: {note}")
@@ -121,10 +222,3 @@ def test_main(argv: list[str]) -> int:
                 "Calibrated bands not scored: the file's scored series include the validation "
                 "series (they were calibrated there)."
             )
-    if args.output:
-        try:
-            write_whole(Path(args.output), lambda tmp: frame.to_csv(tmp, index=False))
-        except DataError as e:
-            print(f"latentode test: error: {e}", file=sys.stderr)
-            return 2
-    return 0

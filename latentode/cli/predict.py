@@ -7,6 +7,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,12 @@ from .options import (
     add_band_options,
 )
 from .predict_output import _few_paths, _outside_training, _plot_files, _unobserved
+
+if TYPE_CHECKING:
+    from ..calibration import Calibration
+    from ..data.table import SeriesTable
+    from ..forecast import ForecastResult
+    from ..nn.latent_ode import LatentODE
 
 __all__ = ["predict_main", "run_predict"]
 
@@ -179,19 +186,77 @@ def run_predict(args: argparse.Namespace) -> str:
     Raises:
         DataError and the other `USER_ERRORS` for anything the user can fix.
     """
-    import matplotlib.pyplot as plt
-
-    from ..plots import plot_forecast
-
-    to_stdout = args.output == STDOUT
-    out = Path(args.output) if to_stdout else check_output_file(args.output, args.overwrite)
-    if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
-        raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
-    levels = _levels(args.levels)
+    out, levels = _checked_options(args)
     rank, world, device = _launch(args)
     model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
     model.to(device)
     pngs = _plot_files(args, table.series_ids) if args.plot else []
+    horizon, step, times = _requested_times(args, model, state, table)
+    cal = None
+    if args.calibrate:
+        cal = _calibration(args, model, state, table, rank, world, args.chunk)
+    result, merged = _sharded_forecast(
+        args, model, state, table, (horizon, step, times), cal, levels, (rank, world)
+    )
+    if rank == 0:
+        _write_forecast(merged, out, args.output == STDOUT)
+    if args.plot:  # each process draws its own series
+        _draw_plots(result, table, pngs, args.plot)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # plots of every process are on disk when the command returns
+    if rank > 0:
+        return ""
+    return "\n".join(_summary_lines(args, model, state, table, merged, levels, cal, out, world))
+
+
+def _checked_options(args: argparse.Namespace) -> tuple[Path, tuple[float, ...]]:
+    """Check the options that need no file read, before any work is done.
+
+    The ``--output`` file is checked first (`check_output_file`; ``-``, standard output, is
+    not checked), then the process counts and ``--chunk``, then ``--levels``.
+
+    Args:
+        args: the parsed ``latentode predict`` options.
+
+    Returns:
+        ``(out, levels)``: the output path (``Path("-")`` for standard output) and the extra
+        band levels as fractions.
+
+    Raises:
+        DataError: an ``--output`` that cannot be written, a count below 1, or a
+            ``--levels`` value that is not a percentage.
+    """
+    to_stdout = args.output == STDOUT
+    out = Path(args.output) if to_stdout else check_output_file(args.output, args.overwrite)
+    if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
+        raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
+    return out, _levels(args.levels)
+
+
+def _requested_times(
+    args: argparse.Namespace, model: LatentODE | Ensemble, state: dict, table: SeriesTable
+) -> tuple[float, float | None, dict[str, np.ndarray] | None]:
+    """Parse ``--horizon``, ``--step`` and ``--times`` and check the future times they ask.
+
+    The times are built once here (`future_times`) only to refuse them, if at all (a time
+    not after its series' history, or more paths at one series' times than one model call
+    holds), before the calibration's forecasts run; `forecast` builds them again.
+
+    Args:
+        args: the parsed ``latentode predict`` options.
+        model: the loaded latent ODE or `Ensemble`.
+        state: the checkpoint's data settings.
+        table: the history file, read as the checkpoint reads it.
+
+    Returns:
+        ``(horizon, step, times)`` in the table's time units (``step`` None: the median
+        spacing; ``times`` None: a grid rather than the ``--times`` file's rows).
+
+    Raises:
+        DataError: a span, ``--times`` file or time request that cannot be forecast.
+    """
     horizon = parse_horizon(args.horizon, table)
     step = None if args.step is None else parse_horizon(args.step, table, "--step")
     times = None
@@ -202,9 +267,45 @@ def run_predict(args: argparse.Namespace) -> str:
     # The requested times are refused, if at all, before the calibration's forecasts run.
     on_history = args.importance or args.refine > 0
     future_times(model, table, state, horizon, step, times, args.n_samples, on_history)
-    cal = None
-    if args.calibrate:
-        cal = _calibration(args, model, state, table, rank, world, args.chunk)
+    return horizon, step, times
+
+
+def _sharded_forecast(
+    args: argparse.Namespace,
+    model: LatentODE | Ensemble,
+    state: dict,
+    table: SeriesTable,
+    when: tuple[float, float | None, dict[str, np.ndarray] | None],
+    cal: Calibration | None,
+    levels: tuple[float, ...],
+    shard: tuple[int, int],
+) -> tuple[ForecastResult | None, ForecastResult]:
+    """Forecast this process's share of the series and gather every process's share.
+
+    With one process a user error is raised at once. With several, a process whose series
+    fail hands its error to the others through `gather_shards`, so that every process stops
+    with it rather than waiting on the others; the summaries are then merged in the file's
+    series order.
+
+    Args:
+        args: the parsed ``latentode predict`` options (chunk and draw settings).
+        model: the loaded latent ODE or `Ensemble`.
+        state: the checkpoint's data settings.
+        table: the history file.
+        when: ``(horizon, step, times)`` from `_requested_times`.
+        cal: the band factors, or None for the model's own bands.
+        levels: the extra band levels.
+        shard: ``(rank, world)``.
+
+    Returns:
+        ``(result, merged)``: this process's forecast (None only if it failed while others
+        gather) and the forecast of every series.
+
+    Raises:
+        DataError and the other `USER_ERRORS` raised by any process's forecast.
+    """
+    horizon, step, times = when
+    rank, world = shard
     try:
         result = forecast(
             model,
@@ -229,38 +330,90 @@ def run_predict(args: argparse.Namespace) -> str:
         merged = merge_shards(result, parts)
     else:
         merged = result
-    if rank == 0 and to_stdout:
+    return result, merged
+
+
+def _write_forecast(merged: ForecastResult, out: Path, to_stdout: bool) -> None:
+    """Write the forecast CSV: on standard output, or whole to ``out`` (`write_whole`: a
+    reader never sees half a file). Called in the first process only.
+
+    Args:
+        merged: the forecast of every series.
+        out: the checked ``--output`` path.
+        to_stdout: whether ``--output`` is ``-``.
+    """
+    if to_stdout:
         merged.write_csv(sys.stdout)
         sys.stdout.flush()
-    elif rank == 0:
+    else:
         write_whole(out, merged.write_csv)
-    if args.plot:  # each process draws its own series
-        Path(args.plot).mkdir(parents=True, exist_ok=True)
-        to_orig = table.encoding.to_original
-        for seg, fut, summary in zip(result.history, result.future, result.summary, strict=True):
-            if summary is None:
-                continue
-            sid = table.series_ids[seg.series]
-            fig = plot_forecast(
-                to_orig(seg.times),
-                seg.values,
-                to_orig(fut),
-                summary,
-                table.channels,
-                f"{sid}",
-                result.levels,
-            )
-            fig.savefig(pngs[seg.series], dpi=110)
-            plt.close(fig)
-    n = len(merged.history)
-    if world > 1:
-        import torch.distributed as dist
 
-        dist.barrier()  # plots of every process are on disk when the command returns
-    if rank > 0:
-        return ""
+
+def _draw_plots(result: ForecastResult, table: SeriesTable, pngs: list[Path], folder: str) -> None:
+    """Draw one PNG per series this process forecast, history and forecast bands in the
+    file's own time units, into ``folder`` (created if missing).
+
+    Args:
+        result: this process's forecast (the other processes' series have None summaries
+            and are skipped).
+        table: the history file.
+        pngs: one checked PNG path per series of the file (`_plot_files`).
+        folder: the ``--plot`` directory.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..plots import plot_forecast
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    to_orig = table.encoding.to_original
+    for seg, fut, summary in zip(result.history, result.future, result.summary, strict=True):
+        if summary is None:
+            continue
+        sid = table.series_ids[seg.series]
+        fig = plot_forecast(
+            to_orig(seg.times),
+            seg.values,
+            to_orig(fut),
+            summary,
+            table.channels,
+            f"{sid}",
+            result.levels,
+        )
+        fig.savefig(pngs[seg.series], dpi=110)
+        plt.close(fig)
+
+
+def _summary_lines(
+    args: argparse.Namespace,
+    model: LatentODE | Ensemble,
+    state: dict,
+    table: SeriesTable,
+    merged: ForecastResult,
+    levels: tuple[float, ...],
+    cal: Calibration | None,
+    out: Path,
+    world: int,
+) -> list[str]:
+    """The lines printed after the forecast is written: what was written where, how an
+    ensemble was pooled, notes on the histories and the paths, and the calibration.
+
+    Args:
+        args: the parsed ``latentode predict`` options.
+        model: the loaded latent ODE or `Ensemble`.
+        state: the checkpoint's data settings.
+        table: the history file.
+        merged: the forecast of every series.
+        levels: the extra band levels.
+        cal: the band factors, or None.
+        out: the ``--output`` path.
+        world: the number of processes.
+
+    Returns:
+        The lines, each starting ``latentode predict:``.
+    """
     procs = f" ({world} processes)" if world > 1 else ""
-    where = "standard output" if to_stdout else out
+    where = "standard output" if args.output == STDOUT else out
+    n = len(merged.history)
     lines = [f"latentode predict: wrote {merged.n_rows} rows for {n} series to {where}{procs}"]
     if isinstance(model, Ensemble):
         lines.append(f"latentode predict: {_pooled(model, args.n_samples)}.")
@@ -272,24 +425,40 @@ def run_predict(args: argparse.Namespace) -> str:
         if note:
             lines.append(f"latentode predict: note: {note}")
     if cal is not None:
-        lines += [f"latentode predict: {x}." for x in cal.describe(table.channels).splitlines()]
-        furthest = max(
-            float(f[-1] - g.times[-1]) for g, f in zip(merged.history, merged.future, strict=True)
+        lines += _calibration_lines(cal, table, merged)
+    return lines
+
+
+def _calibration_lines(cal: Calibration, table: SeriesTable, merged: ForecastResult) -> list[str]:
+    """The calibration's description, and a note when the forecasts reach past the lead
+    times it was validated (and, with factors, calibrated) on.
+
+    Args:
+        cal: the band factors.
+        table: the history file (its channels and time unit).
+        merged: the forecast of every series.
+
+    Returns:
+        The lines, each starting ``latentode predict:``.
+    """
+    lines = [f"latentode predict: {x}." for x in cal.describe(table.channels).splitlines()]
+    furthest = max(
+        float(f[-1] - g.times[-1]) for g, f in zip(merged.history, merged.future, strict=True)
+    )
+    past = furthest > cal.max_lead * (1 + 1e-9)  # max_lead NaN: nothing was validated
+    unit = table.encoding.unit if table.encoding.kind == "datetime" else ""
+    reach, lead = f"{furthest:.4g}{unit}", f"{cal.max_lead:.4g}{unit}"
+    if past and cal.scale is not None:
+        lines.append(
+            f"latentode predict: note: forecasts reach {reach} ahead, past the calibrated "
+            f"lead times ({lead}); the last factor is carried on there untested (refit "
+            "with a larger holdout to calibrate further ahead)."
         )
-        past = furthest > cal.max_lead * (1 + 1e-9)  # max_lead NaN: nothing was validated
-        unit = table.encoding.unit if table.encoding.kind == "datetime" else ""
-        reach, lead = f"{furthest:.4g}{unit}", f"{cal.max_lead:.4g}{unit}"
-        if past and cal.scale is not None:
-            lines.append(
-                f"latentode predict: note: forecasts reach {reach} ahead, past the calibrated "
-                f"lead times ({lead}); the last factor is carried on there untested (refit "
-                "with a larger holdout to calibrate further ahead)."
-            )
-        elif past:
-            lines.append(
-                f"latentode predict: note: forecasts reach {reach} ahead, past the fit's "
-                f"validation forecasts (lead times up to {lead}); how good they and their "
-                "bands are there is untested (refit with a larger holdout to validate further "
-                "ahead)."
-            )
-    return "\n".join(lines)
+    elif past:
+        lines.append(
+            f"latentode predict: note: forecasts reach {reach} ahead, past the fit's "
+            f"validation forecasts (lead times up to {lead}); how good they and their "
+            "bands are there is untested (refit with a larger holdout to validate further "
+            "ahead)."
+        )
+    return lines
