@@ -19,7 +19,7 @@ from ..forecast import forecast, future_times, merge_shards, parse_horizon
 from ..paths import STDOUT, check_output_file, write_whole
 from ..predictive import call_memory
 from .errors import USER_ERRORS
-from .forecaster import _calibration, _load_forecaster, _pooled
+from .forecaster import _calibration, _load_forecaster
 from .launch import _first_process, _launch, gather_shards
 from .options import (
     CALIBRATE_HELP,
@@ -34,7 +34,7 @@ from .options import (
     _levels,
     add_band_options,
 )
-from .predict_output import _few_paths, _outside_training, _plot_files, _unobserved
+from .predict_output import _draw_plots, _plot_files, _summary_lines
 
 if TYPE_CHECKING:
     from ..calibration import Calibration
@@ -347,118 +347,3 @@ def _write_forecast(merged: ForecastResult, out: Path, to_stdout: bool) -> None:
         sys.stdout.flush()
     else:
         write_whole(out, merged.write_csv)
-
-
-def _draw_plots(result: ForecastResult, table: SeriesTable, pngs: list[Path], folder: str) -> None:
-    """Draw one PNG per series this process forecast, history and forecast bands in the
-    file's own time units, into ``folder`` (created if missing).
-
-    Args:
-        result: this process's forecast (the other processes' series have None summaries
-            and are skipped).
-        table: the history file.
-        pngs: one checked PNG path per series of the file (`_plot_files`).
-        folder: the ``--plot`` directory.
-    """
-    import matplotlib.pyplot as plt
-
-    from ..plots import plot_forecast
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    to_orig = table.encoding.to_original
-    for seg, fut, summary in zip(result.history, result.future, result.summary, strict=True):
-        if summary is None:
-            continue
-        sid = table.series_ids[seg.series]
-        fig = plot_forecast(
-            to_orig(seg.times),
-            seg.values,
-            to_orig(fut),
-            summary,
-            table.channels,
-            f"{sid}",
-            result.levels,
-        )
-        fig.savefig(pngs[seg.series], dpi=110)
-        plt.close(fig)
-
-
-def _summary_lines(
-    args: argparse.Namespace,
-    model: LatentODE | Ensemble,
-    state: dict,
-    table: SeriesTable,
-    merged: ForecastResult,
-    levels: tuple[float, ...],
-    cal: Calibration | None,
-    out: Path,
-    world: int,
-) -> list[str]:
-    """The lines printed after the forecast is written: what was written where, how an
-    ensemble was pooled, notes on the histories and the paths, and the calibration.
-
-    Args:
-        args: the parsed ``latentode predict`` options.
-        model: the loaded latent ODE or `Ensemble`.
-        state: the checkpoint's data settings.
-        table: the history file.
-        merged: the forecast of every series.
-        levels: the extra band levels.
-        cal: the band factors, or None.
-        out: the ``--output`` path.
-        world: the number of processes.
-
-    Returns:
-        The lines, each starting ``latentode predict:``.
-    """
-    procs = f" ({world} processes)" if world > 1 else ""
-    where = "standard output" if args.output == STDOUT else out
-    n = len(merged.history)
-    lines = [f"latentode predict: wrote {merged.n_rows} rows for {n} series to {where}{procs}"]
-    if isinstance(model, Ensemble):
-        lines.append(f"latentode predict: {_pooled(model, args.n_samples)}.")
-    for note in (
-        _unobserved(merged.history, table),
-        _outside_training(merged.history, table, state),
-        _few_paths(args.n_samples, levels),
-    ):
-        if note:
-            lines.append(f"latentode predict: note: {note}")
-    if cal is not None:
-        lines += _calibration_lines(cal, table, merged)
-    return lines
-
-
-def _calibration_lines(cal: Calibration, table: SeriesTable, merged: ForecastResult) -> list[str]:
-    """The calibration's description, and a note when the forecasts reach past the lead
-    times it was validated (and, with factors, calibrated) on.
-
-    Args:
-        cal: the band factors.
-        table: the history file (its channels and time unit).
-        merged: the forecast of every series.
-
-    Returns:
-        The lines, each starting ``latentode predict:``.
-    """
-    lines = [f"latentode predict: {x}." for x in cal.describe(table.channels).splitlines()]
-    furthest = max(
-        float(f[-1] - g.times[-1]) for g, f in zip(merged.history, merged.future, strict=True)
-    )
-    past = furthest > cal.max_lead * (1 + 1e-9)  # max_lead NaN: nothing was validated
-    unit = table.encoding.unit if table.encoding.kind == "datetime" else ""
-    reach, lead = f"{furthest:.4g}{unit}", f"{cal.max_lead:.4g}{unit}"
-    if past and cal.scale is not None:
-        lines.append(
-            f"latentode predict: note: forecasts reach {reach} ahead, past the calibrated "
-            f"lead times ({lead}); the last factor is carried on there untested (refit "
-            "with a larger holdout to calibrate further ahead)."
-        )
-    elif past:
-        lines.append(
-            f"latentode predict: note: forecasts reach {reach} ahead, past the fit's "
-            f"validation forecasts (lead times up to {lead}); how good they and their "
-            "bands are there is untested (refit with a larger holdout to validate further "
-            "ahead)."
-        )
-    return lines
