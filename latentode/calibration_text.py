@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .conformal import nested_factors
 from .predictive import LEVEL, band_columns, band_levels, percent, quantile_names
 
 if TYPE_CHECKING:  # calibration imports this module
@@ -77,8 +76,9 @@ def _applied(cal: Calibration, channels: list[str]) -> _Applied:
     lead = np.concatenate([[-np.inf], edges])  # (P,) each piece's first lead (`bin_index`)
     shape = (2, len(levels), len(lead), cal.scale.shape[1])
     own = np.broadcast_to(cal._own(lead, levels), shape)
+    applied = np.broadcast_to(cal.factors(lead, levels), shape)  # what a forecast is scaled by
     ends = {t.level for t in cal.tails if t.lower is not None and t.upper is not None}
-    return _Applied(levels, edges, nested_factors(own), own, frozenset(ends), channels)
+    return _Applied(levels, edges, applied, own, frozenset(ends), channels)
 
 
 @dataclass(frozen=True)
