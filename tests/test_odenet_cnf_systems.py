@@ -14,7 +14,7 @@ from cli_helpers import run_cli
 from lightning_helpers import quiet_trainer
 
 from latentode.cli import LatentODECLI
-from latentode.data.errors import DataError
+from latentode.data.errors import SAME_ON_EVERY_PROCESS, DataError
 from latentode.data.image_modules import DigitsDataModule, MNISTDataModule
 from latentode.data.toy_modules import Toy2DDataModule
 from latentode.nn.cnf import CNFInputError
@@ -274,6 +274,29 @@ def test_labels_and_image_shape_are_checked_against_the_model(tmp_path: Path) ->
     x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 6, 1, 2])
     with pytest.raises(ClassifierConfigError, match=r"^a label lies outside 0..4 \(num_classes=5"):
         system.training_step((x, y), 0)
+
+
+def test_toy_fixed_sample_refuses_shards_smaller_than_a_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under DDP each process trains on ceil(train_size / processes) points; with the last
+    incomplete batch dropped, a shard below batch_size used to leave every process without a
+    batch, and the construction check (on the whole sample) passed it."""
+    import latentode.data.toy_modules as toy_modules
+
+    monkeypatch.setattr(toy_modules, "process_rank", lambda: (0, 2))
+    with pytest.raises(DataError) as info:
+        Toy2DDataModule("moons", batch_size=32, train_size=40).train_dataloader()
+    assert str(info.value) == (
+        "train_size=40 split over 2 processes gives each 20 points, fewer than "
+        "batch_size=32: training drops the incomplete last batch, so no process would have a "
+        "batch. Give train_size >= 64, batch_size <= 20 (the batch is per process), or "
+        "train_size null (fresh points every step)."
+    )
+    assert getattr(info.value, SAME_ON_EVERY_PROCESS)  # every process raises it: printed once
+    # 63 points: shards of 32 (Lightning's sampler pads the second), one batch each.
+    loader = Toy2DDataModule("moons", batch_size=32, train_size=63).train_dataloader()
+    assert len(loader) == 1
 
 
 @pytest.mark.parametrize(

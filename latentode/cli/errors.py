@@ -8,7 +8,7 @@ import signal
 
 from pytorch_lightning.utilities import rank_zero_only
 
-from ..data.errors import DataError
+from ..data.errors import SAME_ON_EVERY_PROCESS, DataError
 from ..nn.base import ModelInputError
 from ..solver import SolverError, SolverInputError
 from ..systems.guard import TrainingStoppedError
@@ -45,9 +45,6 @@ USER_ERRORS = (
     ForecastStoppedError,
     FileNotFoundError,
 )
-# Set on a user error that every process of a multi-process run raises alike (reading the
-# same file): only the first process prints it.
-SAME_ON_EVERY_PROCESS = "latentode_same_on_every_process"
 STOP_NOTE = "latentode_stop_note"  # what a fit stopped by SIGTERM saved, set by `LastCheckpoint`
 SIGTERM_STATUS = 128 + signal.SIGTERM  # the shell's status for a process ended by SIGTERM
 

@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 
-from ..data.errors import DataError
+from ..data.errors import DataError, same_on_every_process
 from ..paths import check_output_dir
 from ..resume import (
     check_classes,
@@ -33,7 +33,7 @@ from .checkpoints import (
     check_ckpt_path,
     resolve_last,
 )
-from .errors import SAME_ON_EVERY_PROCESS, USER_ERRORS
+from .errors import USER_ERRORS
 
 __all__ = ["LatentODECLI"]
 
@@ -262,5 +262,5 @@ def _read_data_first(datamodule: pl.LightningDataModule | None) -> None:
     try:
         datamodule.setup("fit")
     except USER_ERRORS as e:
-        setattr(e, SAME_ON_EVERY_PROCESS, True)
+        same_on_every_process(e)
         raise

@@ -5,7 +5,11 @@ Messages name the series (by index), the time or the argument at fault, and what
 
 from __future__ import annotations
 
-__all__ = ["DataError", "check_counts"]
+__all__ = ["SAME_ON_EVERY_PROCESS", "DataError", "check_counts", "same_on_every_process"]
+
+# Set on a user error that every process of a multi-process run raises alike (reading the
+# same file, the same settings): the ``latentode`` command prints it from the first only.
+SAME_ON_EVERY_PROCESS = "latentode_same_on_every_process"
 
 
 class DataError(ValueError):
@@ -22,3 +26,9 @@ def check_counts(error: type[DataError], minimum: int, **counts: object) -> None
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise error(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def same_on_every_process(error: BaseException) -> BaseException:
+    """``error``, marked `SAME_ON_EVERY_PROCESS` (every process raises it alike); returned."""
+    setattr(error, SAME_ON_EVERY_PROCESS, True)
+    return error

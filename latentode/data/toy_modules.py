@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from .errors import check_counts
+from .errors import check_counts, same_on_every_process
 from .resumable import ResumableLoader
 from .sharding import eval_loader, process_rank
 from .toy2d import ToyDataError, sample_toy
@@ -132,6 +132,7 @@ class Toy2DDataModule(pl.LightningDataModule):
         self.setup()
         if self.train_x is None:
             return DataLoader(self.fresh, batch_size=None)
+        self._check_shard_holds_a_batch()
         return ResumableLoader(
             self.train_x,
             batch_size=self.batch_size,
@@ -139,6 +140,22 @@ class Toy2DDataModule(pl.LightningDataModule):
             generator=self._shuffle_gen,
             drop_last=True,
         )
+
+    def _check_shard_holds_a_batch(self) -> None:
+        """Under DDP each process trains on its shard of the fixed sample, ``ceil(train_size /
+        processes)`` points (Lightning's `DistributedSampler`); with incomplete batches dropped,
+        a shard smaller than ``batch_size`` would train on nothing."""
+        processes = process_rank()[1]
+        shard = -(-len(self.train_x) // processes)  # type: ignore[arg-type]
+        if processes > 1 and shard < self.batch_size:
+            error = ToyDataError(
+                f"train_size={self.train_size} split over {processes} processes gives each "
+                f"{shard} points, fewer than batch_size={self.batch_size}: training drops the "
+                "incomplete last batch, so no process would have a batch. Give train_size >= "
+                f"{self.batch_size * processes}, batch_size <= {shard} (the batch is per "
+                "process), or train_size null (fresh points every step)."
+            )
+            raise same_on_every_process(error)
 
     def generators(self) -> dict[str, torch.Generator]:
         """The generators training draws from (fresh points, the shuffle); a checkpoint stores
