@@ -174,11 +174,13 @@ class LatentODECLI(LightningCLI):
         checkpoints is refused, since it would replace that fit's ``last.ckpt``.
 
         Raises:
-            DataError: a new fit would write over an earlier fit's checkpoints.
+            DataError: a new fit would write over an earlier fit's checkpoints, or its saved
+                configuration over a ``--config`` file (`_refuse_config_overwrite`).
         """
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             config["ckpt_path"] = resolve_last(self.trainer)
+        _refuse_config_overwrite(self)
         if config.get("ckpt_path") is None:
             _refuse_earlier_fit(self.trainer)
         elif Path(str(config["ckpt_path"])).is_file():
@@ -190,11 +192,15 @@ class LatentODECLI(LightningCLI):
             print(f"latentode fit: {self.datamodule.describe()}", file=sys.stderr)
 
     def before_validate(self) -> None:
-        """Read the data before any other process starts (`_read_data_first`)."""
+        """Read the data before any other process starts (`_read_data_first`); refuse to save
+        the configuration over a ``--config`` file (`_refuse_config_overwrite`)."""
+        _refuse_config_overwrite(self)
         _read_data_first(self.datamodule)
 
     def before_test(self) -> None:
-        """Read the data before any other process starts (`_read_data_first`)."""
+        """Read the data before any other process starts (`_read_data_first`); refuse to save
+        the configuration over a ``--config`` file (`_refuse_config_overwrite`)."""
+        _refuse_config_overwrite(self)
         _read_data_first(self.datamodule)
 
     def after_test(self) -> None:
@@ -264,3 +270,33 @@ def _read_data_first(datamodule: pl.LightningDataModule | None) -> None:
     except USER_ERRORS as e:
         same_on_every_process(e)
         raise
+
+
+def _refuse_config_overwrite(cli: LightningCLI) -> None:
+    """Refuse a run whose configuration would be saved over one of its own ``--config``
+    files: Lightning saves it as ``config.yaml`` in the trainer's log folder, replacing what
+    is there, and with ``--trainer.logger false`` that folder is ``default_root_dir``, where
+    a user may keep the config the run was given.
+
+    Raises:
+        DataError: naming the file and the ways round.
+    """
+    config = cli.config[cli.subcommand]
+    saved = cli.save_config_callback and not config.trainer.get("fast_dev_run")
+    if not saved or cli.trainer.log_dir is None:  # Lightning saves none
+        return
+    name = cli.save_config_kwargs.get("config_filename", "config.yaml")
+    target = (Path(str(cli.trainer.log_dir)) / name).resolve()
+    given = config.get("config") or []
+    for path in given:
+        source = Path(getattr(path, "absolute", None) or str(path)).resolve()
+        if source == target:  # every process of a multi-process run stops alike
+            raise same_on_every_process(
+                DataError(
+                    f"--config {path}: this run saves its configuration as {target}, which would "
+                    "replace that file (with --trainer.logger false the configuration is saved in "
+                    "--trainer.default_root_dir). Keep the config elsewhere (copy it), give "
+                    "another --trainer.default_root_dir, or leave the logger on (each run then "
+                    "saves it under <default_root_dir>/logs/version_N)."
+                )
+            )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -31,6 +30,7 @@ import pandas as pd
 
 from .csv_header import (
     CSVDataError,
+    _check_channel_names,
     _columns,
     _fail,
     _names,
@@ -84,23 +84,6 @@ def _default_channels(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
         elif pd.to_numeric(col, errors="coerce").notna().any():
             out.append(c)  # numbers with typos: let _to_number report the bad cells
     return out
-
-
-def _check_channel_names(
-    path: Path, channels: list[str], time_column: str, series_column: str | None
-) -> None:
-    """Refuse a channel list that names a column twice, or names the time or series column."""
-    twice = [c for c, n in Counter(channels).items() if n > 1]
-    if twice:
-        raise CSVDataError(
-            f"{path}: channels: {_names(twice)} listed more than once; list each once."
-        )
-    roles = [c for c in channels if c in (time_column, series_column)]
-    if roles:
-        raise CSVDataError(
-            f"{path}: channels include {_names(roles)}, the time or series column; list only "
-            "value columns."
-        )
 
 
 def _text_columns(frame: pd.DataFrame, exclude: set[str | None]) -> list[str]:
@@ -210,11 +193,12 @@ def read_series_csv(
             delimiter, missing columns, a header that names a column twice, non-numeric or
             infinite values, numbers written with a comma, unreadable or mixed times,
             whole-number times that read as dates (20231202), date-times outside 1677-2262,
-            a channel list naming a column twice, duplicate rows, a channel with no
-            observation (unless allowed), a value a channel's transform cannot take, an
-            unknown transform or channel in ``transform``, no series with two observed
-            times, or, in a file read as one series with the channels left to the reader, a
-            column of whole numbers that reads like the ids of series written one after
+            an empty (or blank) time or series id, a time column that is also the series
+            column, a channel list that is empty or names a column twice, duplicate rows,
+            a channel with no observation (unless allowed), a value a channel's transform
+            cannot take, an unknown transform or channel in ``transform``, no series with two
+            observed times, or, in a file read as one series with the channels left to the
+            reader, a column of whole numbers that reads like the ids of series written one after
             another (`_stacked_ids`). Dropped short series only warn, and so does a text
             column that looks like series ids in a file read as one series.
     """
@@ -280,8 +264,7 @@ def _check_arguments(
         channels = [channels]
     if duplicates not in ("error", "mean"):
         raise CSVDataError(f"duplicates must be 'error' or 'mean', got {duplicates!r}.")
-    if channels is not None:
-        _check_channel_names(path, list(channels), time_column, series_column)
+    _check_channel_names(path, channels, time_column, series_column)
     return path, channels
 
 
@@ -319,11 +302,11 @@ def _series_codes(
     ``[N]`` each row's index into them; refuses a row with an empty id."""
     if series_column is None:
         return np.array([path.stem], dtype=object), np.zeros(len(frame), dtype=np.int64)
-    sid = frame[series_column]
-    if sid.isna().any():
-        missing = lines[sid.isna().to_numpy()]
-        raise _fail(path, f"empty {series_column!r}", "Every row needs a series id.", missing)
-    codes, ids = pd.factorize(sid.astype(str).str.strip(), sort=False)
+    sid = frame[series_column].astype(str).where(frame[series_column].notna()).str.strip()
+    empty = (sid.isna() | (sid == "")).to_numpy()  # a cell of spaces is empty too
+    if empty.any():
+        raise _fail(path, f"empty {series_column!r}", "Every row needs a series id.", lines[empty])
+    codes, ids = pd.factorize(sid, sort=False)
     return np.asarray(ids, dtype=object), codes.astype(np.int64)
 
 

@@ -1,23 +1,33 @@
 """The checks `CSVDataModule` makes: on its options when built, on its training part at setup.
 
-`check_options` refuses options no division or training could use, with the values given;
+`check_options` and `check_cuts` refuse options no division or training could use, with the
+values given; `check_training_channels` refuses a channel the training part never observes;
 `check_training_part` refuses a training part without a segment to learn from and warns about
-channels the model learns nothing from. Both raise `DataError` with a message naming what to
-change.
+channels the model learns nothing from; `no_forecast_error` says why a validation or test
+split is empty. All raise (or return) `DataError` with a message naming what to change.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any
+
+import numpy as np
 
 from .errors import DataError
 from .prep import Segment, check_fractions, constant_within_series
 from .resumable import check_num_workers
 from .table import SeriesTable
 
-__all__ = ["check_options", "check_training_part"]
+__all__ = [
+    "check_cuts",
+    "check_options",
+    "check_training_channels",
+    "check_training_part",
+    "no_forecast_error",
+]
 
 
 def check_options(
@@ -108,3 +118,64 @@ def check_training_part(
             f"{n_obs} observed times in all) is too short; give longer series, or a "
             "smaller holdout, val_fraction or test_fraction."
         )
+
+
+def check_cuts(window: float | None, stride: float | None, history: float | None) -> None:
+    """Refuse a ``window``, ``stride`` or ``history`` (time units; None: the default) that is
+    not a positive number: a stride of 0 was taken for the default, and a negative history
+    left no history to forecast from, blamed on the holdout.
+
+    Raises:
+        DataError: naming the option and the value given.
+    """
+    for name, value in (("window", window), ("stride", stride), ("history", history)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise DataError(
+                f"{name} must be a positive number of time units (or null for the "
+                f"default); got {value!r}. Give --data.init_args.{name} a value > 0."
+            )
+
+
+def check_training_channels(path: str, table: SeriesTable, train: SeriesTable) -> None:
+    """Refuse a channel that the training part (``train``, of ``table``) never observes: its
+    normalisation and value range would be NaN (the message blamed values too large).
+
+    Raises:
+        DataError: naming the channels and what to change.
+    """
+    unseen = np.isnan(train.values).all(axis=0)  # (D,)
+    if not len(train.times) or not unseen.any():  # no training rows: check_training_part
+        return
+    names = [table.channels[d] for d in np.flatnonzero(unseen)]
+    raise DataError(
+        f"{path}: channel(s) {names} have no observed value in the training part: they are "
+        "observed only in the series or the times held out for validation and test, so the "
+        "model cannot learn their scale; give them values in more series (or earlier "
+        "times), or leave them out of the channels (--data.init_args.channels [...] lists "
+        "the ones to model)."
+    )
+
+
+def no_forecast_error(data: Any, stage: str) -> DataError:
+    """Why `CSVDataModule` ``data`` (set up) has no ``stage`` (``"val"`` or ``"test"``)
+    forecast, and what to change: too few series to hold out whole, or held-out blocks at
+    the end of the series that hold no observation (a gap), or none before them."""
+    path, table = data.path, data.table
+    held = data.val_series if stage == "val" else data.test_series
+    fraction = data.val_fraction if stage == "val" else data.test_fraction
+    if data.val_series is not None and not held:  # series held out whole: none for stage
+        n = table.n_series
+        return DataError(
+            f"{path}: no {stage} series: {stage}_fraction {fraction:g} of {n} series rounds "
+            f"to none; give --data.init_args.{stage}_fraction {1 / n:.3g} or more, or "
+            "--data.init_args.split time (the last holdout blocks of every series)."
+        )
+    block = "validation" if stage == "val" else "test"
+    where = "the series" if table.n_series == 1 else f"any of the {table.n_series} series"
+    return DataError(
+        f"{path}: no {block} forecast: the {block} block (holdout {data.holdout:g}) at the "
+        f"end of {where} holds no observed time, or none is observed before it within the "
+        "history; the observations there are too far apart (a gap). Give a holdout in time "
+        "units (a value >= 1) whose two blocks each hold observations with some before "
+        "them, or a longer --data.init_args.history."
+    )

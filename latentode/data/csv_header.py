@@ -161,6 +161,41 @@ def _raw_header(path: Path) -> list[str]:
         return next(csv.reader(f, delimiter=sep), [])
 
 
+def _check_channel_names(
+    path: Path,
+    channels: Sequence[str] | None,
+    time_column: str,
+    series_column: str | None,
+) -> None:
+    """Refuse a time column that is also the series column, and a channel list that is
+    empty, names a column twice, or names the time or series column (None: every numeric
+    column, nothing to check)."""
+    if series_column is not None and series_column == time_column:
+        raise CSVDataError(
+            f"{path}: time_column and series_column both name {time_column!r}; the series ids "
+            "and the times need a column each (--data.init_args.series_column null reads the "
+            "file as one series)."
+        )
+    if channels is None:
+        return
+    if not channels:
+        raise CSVDataError(
+            f"{path}: channels is an empty list; list the value columns to model, or leave "
+            "channels out (null) to model every numeric column."
+        )
+    twice = [c for c, n in Counter(channels).items() if n > 1]
+    if twice:
+        raise CSVDataError(
+            f"{path}: channels: {_names(twice)} listed more than once; list each once."
+        )
+    roles = [c for c in channels if c in (time_column, series_column)]
+    if roles:
+        raise CSVDataError(
+            f"{path}: channels include {_names(roles)}, the time or series column; list only "
+            "value columns."
+        )
+
+
 def _columns(
     path: Path,
     header: list[str],

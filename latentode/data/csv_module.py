@@ -43,9 +43,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from . import csv_checks
 from .batch import Split
 from .csv import csv_columns, read_series_csv
-from .csv_checks import check_options, check_training_part
 from .csv_split import divide_in_time, divide_series, divide_single, split_summary
 from .errors import DataError
 from .prep import (
@@ -135,7 +135,7 @@ class CSVDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        check_options(
+        csv_checks.check_options(
             path,
             holdout,
             val_fraction,
@@ -147,6 +147,7 @@ class CSVDataModule(pl.LightningDataModule):
             batch_size,
             num_workers,
         )
+        csv_checks.check_cuts(window, stride, history)
         lo, hi = train_condition
         self.save_hyperparameters()
         self.path, self.time_unit, self.duplicates = path, time_unit, duplicates
@@ -206,12 +207,13 @@ class CSVDataModule(pl.LightningDataModule):
         self.test_series, self.val_series = division.test_series, division.val_series
         self.val_window, self.val_windows = division.val_window, division.val_windows
         self._norm = None
+        csv_checks.check_training_channels(self.path, table, train)
         if self.use_normalisation or self.transform:
             self._norm = fit_normalisation(
                 train, transform=self.transform, centre=self.use_normalisation
             )
         self._range = value_range(train)
-        check_training_part(self.path, table, self._range, self.train_segments)
+        csv_checks.check_training_part(self.path, table, self._range, self.train_segments)
         if self.time_scale is None:
             span = float(segment_spans(self.train_segments).median())
             self.time_scale = span / 10 if span > 0 else 1.0
@@ -363,7 +365,7 @@ class CSVDataModule(pl.LightningDataModule):
     def _eval_loader(self, segs: list[Segment], stage: str) -> DataLoader:
         self._ready()
         if not segs:
-            raise DataError(f"{self.path}: no {stage} series; raise {stage}_fraction or holdout.")
+            raise csv_checks.no_forecast_error(self, stage)
         return eval_loader(
             range(len(segs)),
             self.batch_size,

@@ -154,14 +154,18 @@ def divide_in_time(
     )
     val_segments: list[Segment] = []
     test_segments: list[Segment] = []
+    unscored: dict[str, list[str]] = {"validation": [], "test": []}
     for s in held:
         t_val, t_test = cuts[s]
-        for seg, out in (
-            (forecast_segment(table, s, t_val, history, t_test), val_segments),
-            (forecast_segment(table, s, t_test, history, None), test_segments),
+        for seg, out, block in (
+            (forecast_segment(table, s, t_val, history, t_test), val_segments, "validation"),
+            (forecast_segment(table, s, t_test, history, None), test_segments, "test"),
         ):
             if seg is not None:
                 out.append(seg)
+            else:
+                unscored[block].append(ids[s])
+    _warn_unscored(path, unscored, bool(val_segments), bool(test_segments))
     val_windows = {ids[s]: [float(cuts[s, 0]), float(cuts[s, 1])] for s in held}
     test_series = [ids[s] for s in held]  # scored on their test blocks
     return Division(
@@ -173,6 +177,24 @@ def divide_in_time(
         test_series=test_series,
         val_windows=val_windows,
     )
+
+
+def _warn_unscored(
+    path: str, unscored: dict[str, list[str]], any_val: bool, any_test: bool
+) -> None:
+    """Warn about series held out in time whose validation or test block holds no
+    observation, or has none before it within the history (a gap): they are not scored
+    there. Where no series is scored, `no_forecast_error` says so when the split is used."""
+    for block, some in (("validation", any_val), ("test", any_test)):
+        lost = unscored[block]
+        if lost and some:
+            warnings.warn(
+                f"{path}: {len(lost)} series have no observation in their {block} block, "
+                f"or none before it within the history, and are not scored in it: "
+                f"{', '.join(map(repr, lost[:5]))}{' ...' if len(lost) > 5 else ''}.",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _train_segments(

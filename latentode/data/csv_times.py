@@ -29,7 +29,7 @@ __all__: list[str] = []  # helpers of `read_series_csv`
 def _parse_times(
     path: Path, raw: pd.Series, column: str, lines: np.ndarray, time_unit: str
 ) -> tuple[np.ndarray, TimeEncoding]:
-    missing = raw.isna().to_numpy()
+    missing = (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()  # or spaces
     if missing.any():
         raise _fail(path, f"empty time in {column!r}", "Every row needs a time.", lines[missing])
     text = raw.astype(str).str.strip().reset_index(drop=True)
