@@ -198,3 +198,114 @@ def test_a_fit_never_saves_its_configuration_over_the_config_it_was_given(
         "--trainer.default_root_dir, or leave the logger on (each run then saves it under "
         "<default_root_dir>/logs/version_N)."
     )
+
+
+_HEADER_FIX = "The header (the column names) must be the first line"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (  # "missing column 'time'. The file has columns 'My data export'; name the ..."
+            "My data export\nseries_id,time,value\na,1,2\na,2,3\n",
+            f"missing column 'time'. {_HEADER_FIX}, but line 1 holds 'My data export', which "
+            "looks like a title or a comment, and the column names ('series_id', 'time', "
+            "'value') are on line 2: delete line 1.",
+        ),
+        (  # "missing column 'time'. The file has columns ; name the ..."
+            "\nseries_id,time,value\na,1,2\na,2,3\n",
+            f"missing column 'time'. {_HEADER_FIX}, but line 1 is blank, and the column names "
+            "('series_id', 'time', 'value') are on line 2: delete line 1.",
+        ),
+        (
+            "# exported, 2024\n\ntime,value\n1,2\n2,3\n",
+            f"missing column 'time'. {_HEADER_FIX}, but line 1 holds '# exported, 2024', which "
+            "looks like a title or a comment, and the column names ('time', 'value') are on "
+            "line 3: delete lines 1 to 2.",
+        ),
+        (  # "the file is empty"
+            "\n\ntime,value\n1,2\n2,3\n",
+            f"the file starts with 2 blank lines (lines 1, 2). {_HEADER_FIX}: delete the blank "
+            "lines above line 3, 'time,value'.",
+        ),
+    ],
+    ids=["title", "blank-line", "comment-and-blank", "two-blank-lines"],
+)
+def test_lines_above_the_header_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(CSVDataError) as err:
+        read_series_csv(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_whole_number_times_beyond_2_53_that_read_alike_are_refused(tmp_path: Path) -> None:
+    """Epoch nanoseconds lose their last digits as float64: rows at different written times
+    were called duplicates, or averaged into one with ``duplicates: mean``."""
+    times = (1700000000000000000, 1700000000000000001, 1700000000000000100)
+    path = _write(tmp_path, "series_id,time,v\n" + "".join(f"a,{t},{t % 7}\n" for t in times))
+    for duplicates in ("error", "mean"):
+        with pytest.raises(CSVDataError) as err:
+            read_series_csv(path, duplicates=duplicates)
+        assert str(err.value) == (
+            f"{path}: the times in 'time' are too large for their digits to be kept: "
+            "'1700000000000000000' and '1700000000000000001' differ but read as the same "
+            "number (a floating-point number holds whole numbers exactly only up to 2**53, "
+            "about 9.007e15) (lines 2, 3). Rescale the times to a coarser unit (nanoseconds "
+            "since 1970 to seconds: divide by 1e9), subtract one constant near the first time "
+            "from all of them, or write ISO date-times (2023-11-14T22:13:20.000000001)."
+        )
+    # the same time written twice (or in another notation) is a duplicate, as before
+    same = _write(tmp_path, "series_id,time,v\na,1.7e18,1\na,1700000000000000000,2\n", "d.csv")
+    with pytest.raises(CSVDataError, match=r"duplicate \(series, time\) rows"):
+        read_series_csv(same)
+
+
+def test_averaging_a_file_read_as_one_series_names_the_likely_series_column(
+    tmp_path: Path,
+) -> None:
+    """``series_column: null`` and ``duplicates: mean`` on a file with a series column: the
+    series were averaged into one without a word."""
+    path = _write(
+        tmp_path, "region,time,v\n" + "".join(f"{s},{t},{t}\n" for t in (0, 1) for s in "ab")
+    )
+    with pytest.warns(UserWarning) as seen:
+        table = read_series_csv(path, series_column=None, duplicates="mean")
+    assert [str(w.message) for w in seen] == [
+        f"{path}: the file was read as one series (no series column given), but rows at the "
+        "same time '0' differ in column 'region' ('a' and 'b') (lines 2, 3). If 'region' "
+        "names the series, say so: --data.init_args.series_column region (`latentode fit`; "
+        "series_column='region' in the library); averaging mixes the rows of different "
+        "series into one. If it does not, these are repeated rows of one series. They are "
+        "averaged, as asked."
+    ]
+    assert table.n_series == 1 and len(table.times) == 2
+    with warnings.catch_warnings():  # the column named the series: nothing to say
+        warnings.simplefilter("error")
+        assert read_series_csv(path, series_column="region").n_series == 2
+
+
+def test_a_stride_longer_than_the_window_warns(tmp_path: Path) -> None:
+    """Training windows 5 units long every 8 units never trained on the 3 units between."""
+    path = _write(tmp_path, "time,v\n" + "".join(f"{t},{t % 7}\n" for t in range(100)))
+    fix = (
+        "whose observations are never trained on. Give a stride no longer than the window "
+        "(--data.init_args.stride; the default is window / 10) to train on every observation."
+    )
+    with pytest.warns(UserWarning) as seen:
+        CSVDataModule(str(path), window=5.0, stride=8.0)
+    assert [str(w.message) for w in seen] == [
+        "stride 8 is longer than window 5: the training windows leave out the 3 time units "
+        "between one window's end and the next one's start (about 38% of each series' "
+        f"training part), {fix}"
+    ]
+    data = CSVDataModule(str(path), stride=40.0)  # the window left to its default: 29.7
+    with pytest.warns(UserWarning) as seen:
+        data.setup()
+    assert [str(w.message) for w in seen] == [
+        "stride 40 is longer than the default window 29.7 (three holdout blocks): the training "
+        "windows leave out the 10.3 time units between one window's end and the next one's "
+        f"start (about 26% of each series' training part), {fix}"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CSVDataModule(str(path), window=5.0, stride=5.0).setup()

@@ -192,7 +192,8 @@ def read_series_csv(
         CSVDataError: a missing or empty file, a ``sep=`` first line naming no single
             delimiter, missing columns, a header that names a column twice, non-numeric or
             infinite values, numbers written with a comma, unreadable or mixed times,
-            whole-number times that read as dates (20231202), date-times outside 1677-2262,
+            whole-number times that read as dates (20231202) or that differ only beyond
+            float64's digits (epoch nanoseconds), date-times outside 1677-2262,
             an empty (or blank) time or series id, a time column that is also the series
             column, a channel list that is empty or names a column twice, duplicate rows,
             a channel with no observation (unless allowed), a value a channel's transform
@@ -200,7 +201,8 @@ def read_series_csv(
             observed times, or, in a file read as one series with the channels left to the
             reader, a column of whole numbers that reads like the ids of series written one after
             another (`_stacked_ids`). Dropped short series only warn, and so does a text
-            column that looks like series ids in a file read as one series.
+            column that looks like series ids in a file read as one series (or, averaged
+            with ``duplicates="mean"``, one that differs between rows at one time).
     """
     path, channels = _check_arguments(path, channels, time_column, series_column, duplicates)
     header = csv_columns(path)
@@ -222,9 +224,10 @@ def read_series_csv(
     if unnamed and not same.any():  # rows at one time would show the ids: see below
         _warn_text_ids(path, frame, unread)
     named = False  # a column named as the likely series ids by `_check_unnamed_series`
-    if same.any() and unnamed:  # one series by default: are the rows at one time several?
+    if same.any() and (unnamed or (series_column is None and duplicates == "mean")):
+        # one series (by default, or averaged as asked): are the rows at one time several?
         named = _check_unnamed_series(
-            path, frame, names, time_column, order, same, lines, duplicates, x
+            path, frame, names, time_column, order, same, lines, duplicates, x, unnamed
         )
     if series_column is None and not channels and not named:
         _refuse_stacked_ids(path, names, *file_order, unnamed)

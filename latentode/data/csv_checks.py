@@ -1,7 +1,8 @@
 """The checks `CSVDataModule` makes: on its options when built, on its training part at setup.
 
 `check_options` and `check_cuts` refuse options no division or training could use, with the
-values given; `check_training_channels` refuses a channel the training part never observes;
+values given (`warn_stride_gaps` warns of training windows that leave gaps between them);
+`check_training_channels` refuses a channel the training part never observes;
 `check_training_part` refuses a training part without a segment to learn from and warns about
 channels the model learns nothing from; `no_forecast_error` says why a validation or test
 split is empty. All raise (or return) `DataError` with a message naming what to change.
@@ -27,6 +28,7 @@ __all__ = [
     "check_training_channels",
     "check_training_part",
     "no_forecast_error",
+    "warn_stride_gaps",
 ]
 
 
@@ -123,7 +125,8 @@ def check_training_part(
 def check_cuts(window: float | None, stride: float | None, history: float | None) -> None:
     """Refuse a ``window``, ``stride`` or ``history`` (time units; None: the default) that is
     not a positive number: a stride of 0 was taken for the default, and a negative history
-    left no history to forecast from, blamed on the holdout.
+    left no history to forecast from, blamed on the holdout. A stride longer than the window
+    only warns (`warn_stride_gaps`).
 
     Raises:
         DataError: naming the option and the value given.
@@ -134,6 +137,30 @@ def check_cuts(window: float | None, stride: float | None, history: float | None
                 f"{name} must be a positive number of time units (or null for the "
                 f"default); got {value!r}. Give --data.init_args.{name} a value > 0."
             )
+    if window is not None and stride is not None:
+        warn_stride_gaps(window, stride)
+
+
+def warn_stride_gaps(window: float, stride: float, default: bool = False) -> None:
+    """Warn when training windows (``window`` time units every ``stride``; ``default``: the
+    window was left to its default) leave gaps: the observations between one window's end and
+    the next one's start are never trained on. A stride longer than the window may be meant
+    (fewer, unrelated windows of a long series), so it is not refused."""
+    if not stride > window:
+        return
+    gap = stride - window
+    which = (
+        f"the default window {window:g} (three holdout blocks)" if default else f"window {window:g}"
+    )
+    warnings.warn(
+        f"stride {stride:g} is longer than {which}: the training windows leave out the "
+        f"{gap:g} time units between one window's end and the next one's start (about "
+        f"{100 * gap / stride:.0f}% of each series' training part), whose observations are "
+        "never trained on. Give a stride no longer than the window (--data.init_args.stride; "
+        "the default is window / 10) to train on every observation.",
+        UserWarning,
+        stacklevel=1,  # here, in the package: the CLI prints it as one line
+    )
 
 
 def check_training_channels(path: str, table: SeriesTable, train: SeriesTable) -> None:

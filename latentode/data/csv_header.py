@@ -2,7 +2,8 @@
 
 Opening the file (a spreadsheet's ``sep=;`` first line names the delimiter and is skipped),
 reading it with pandas, the header's names (`csv_columns`: a name given twice is refused), the
-columns the caller asks for, and the advice when they are missing. Here too are the reader's
+columns the caller asks for, and the advice when they are missing (a title, a comment or
+blank lines above the header among the causes named). Here too are the reader's
 error, `CSVDataError`, and `_fail`, which writes its message: the file, the lines, what to
 change.
 """
@@ -117,7 +118,7 @@ def _read_frame(
                 **na,
             )
     except pd.errors.EmptyDataError:
-        raise _fail(path, "the file is empty", "Write a header line and data rows.") from None
+        raise _empty_error(path, skip) from None
     except pd.errors.ParserWarning:
         raise _fail(
             path,
@@ -126,6 +127,29 @@ def _read_frame(
         ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise _fail(path, f"not a readable CSV ({e})", "Save it as UTF-8 CSV.") from None
+
+
+def _header_place(skip: int) -> str:
+    """Where the header belongs: the first line, or under ``skip`` (1) ``sep=`` line."""
+    where = "line 2, under the sep= line" if skip else "the first line"
+    return f"The header (the column names) must be {where}"
+
+
+def _empty_error(path: Path, skip: int) -> CSVDataError:
+    """The error for a file pandas finds no columns in: empty, or blank lines (two or more:
+    pandas reads one blank first line as a header without names) above the header."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        lines = f.readlines()[skip:]
+    filled = next((n for n, line in enumerate(lines) if line.strip()), None)
+    if filled is None:
+        return _fail(path, "the file is empty", "Write a header line and data rows.")
+    return _fail(
+        path,
+        f"the file starts with {filled} blank line{'s' if filled > 1 else ''}",
+        f"{_header_place(skip)}: delete the blank lines above line {skip + filled + 1}, "
+        f"{lines[filled].strip()[:60]!r}.",
+        np.arange(skip + 1, skip + filled + 1),
+    )
 
 
 def csv_columns(path: str | Path) -> list[str]:
@@ -206,16 +230,45 @@ def _columns(
     wanted = [time_column, *([series_column] if series_column else []), *(channels or [])]
     missing = [c for c in wanted if c not in header]
     if missing:
-        advice = _header_advice(header, missing)
-        if advice is None:
-            roles = {time_column: "time_column", series_column: "series_column"}
-            advice = _option_advice(header, missing, roles)
-        raise _fail(
-            path,
-            f"missing column{'s' if len(missing) > 1 else ''} {_names(missing)}",
-            f"The file has columns {_names(header)}; {advice}",
-        )
+        fix = _header_below(path, wanted)  # a title or a blank line above the header
+        if fix is None:
+            advice = _header_advice(header, missing)
+            if advice is None:
+                roles = {time_column: "time_column", series_column: "series_column"}
+                advice = _option_advice(header, missing, roles)
+            fix = f"The file has columns {_names(header)}; {advice}"
+        raise _fail(path, f"missing column{'s' if len(missing) > 1 else ''} {_names(missing)}", fix)
     return wanted
+
+
+_LOOK_BELOW = 10  # lines read below the first for the column names (`_header_below`)
+
+
+def _header_below(path: Path, wanted: list[str]) -> str | None:
+    """What to do when the header is not the first line: a title, a comment or a blank line
+    above it (the column names ``wanted`` on one of the next lines, or a blank first line);
+    None otherwise. The line numbers count a ``sep=`` line."""
+    sep, skip = _separator(path)
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        rows = [f.readline() for _ in range(skip + 1 + _LOOK_BELOW)][skip:]
+    cells = [[c.strip() for c in next(csv.reader([r], delimiter=sep), [])] for r in rows]
+    must = _header_place(skip)
+    first = f"line {skip + 1}"
+    if not any(cells[0]):
+        first += " is blank"
+    else:
+        first += f" holds {rows[0].strip()[:60]!r}, which looks like a title or a comment"
+    below = next((k for k, c in enumerate(cells[1:], 1) if set(wanted) <= set(c)), None)
+    if below is not None:
+        return (
+            f"{must}, but {first}, and the "
+            f"column names ({_names([c for c in cells[below] if c])}) are on line "
+            f"{skip + 1 + below}: delete line{'s' if below > 1 else ''} {skip + 1}"
+            f"{f' to {skip + below}' if below > 1 else ''}."
+        )
+    if not any(cells[0]):
+        return f"{must}, but {first}: delete the blank line(s) above the header."
+    return None
 
 
 # header names that usually hold the times, for the advice on a missing time column

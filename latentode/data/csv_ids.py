@@ -48,10 +48,13 @@ def _check_unnamed_series(
     lines: np.ndarray,
     duplicates: str,
     x: np.ndarray,
+    unnamed: bool = True,
 ) -> bool:
     """A file without a series column is one series. When its rows at one time differ in a
     column that is likely the series id, refused with that said (``duplicates="error"``), or
     averaged as asked, with a warning that names it (and True returned: the column is named).
+    ``unnamed``: the file has no 'series_id' column (else one series was asked for,
+    ``series_column=None``, and only averaging is checked: it would mix the series).
 
     Likely ids: a text column the reader ignored that differs between rows at one time, or a
     channel of whole numbers that never repeats at one time, with at least two rows per
@@ -81,16 +84,25 @@ def _check_unnamed_series(
     if found is None:
         return False
     c, a, b, k, why = found
+    read = (
+        "no 'series_id' column, so the file was read as one series"
+        if unnamed
+        else "the file was read as one series (no series column given)"
+    )
     problem = (
-        "no 'series_id' column, so the file was read as one series, but rows at the same "
-        f"time {frame[time_column].iloc[order[k]]!r} differ in column {c!r} ({a} and {b}"
-        f"{why})"
+        f"{read}, but rows at the same time {frame[time_column].iloc[order[k]]!r} differ in "
+        f"column {c!r} ({a} and {b}{why})"
     )
     fix = (
         f"If {c!r} names the series, say so: --data.init_args.series_column {c} "
-        f"(`latentode fit`; series_column={c!r} in the library), or rename the column to "
-        "series_id. If it does not, these are repeated rows: remove them, or average them "
-        "(--data.init_args.duplicates mean)."
+        f"(`latentode fit`; series_column={c!r} in the library)"
+        + (
+            ", or rename the column to series_id. If it does not, these are repeated rows: "
+            "remove them, or average them (--data.init_args.duplicates mean)."
+            if unnamed
+            else "; averaging mixes the rows of different series into one. If it does not, "
+            "these are repeated rows of one series."
+        )
     )
     if duplicates == "error":
         raise _fail(path, problem, fix, lines[[k, k + 1]])

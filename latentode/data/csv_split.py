@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .csv_checks import warn_stride_gaps
 from .errors import DataError
 from .prep import (
     Segment,
@@ -88,6 +89,8 @@ def divide_single(
     t = table.times[table.mask.any(axis=1)]  # observed rows
     t_val, t_test = holdout_bounds(float(t[0]), float(t[-1]), holdout)
     h = t_test - t_val
+    if window is None and stride is not None:
+        warn_stride_gaps(3 * h, stride, default=True)
     window = window if window is not None else 3 * h
     history = history if history is not None else max(window - h, 0.5 * window)
     train = table.before(t_val)

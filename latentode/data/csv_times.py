@@ -7,6 +7,7 @@ date-times, which become a float axis of ``time_unit`` after the earliest time, 
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def _parse_times(
         if np.isinf(num).any():
             raise _fail(path, f"infinite time in {column!r}", "Fix it.", lines[np.isinf(num)])
         _refuse_dates_as_numbers(path, num, column)
+        _refuse_lost_digits(path, text, num, column, lines)
         return num, TimeEncoding("numeric", unit=time_unit if time_unit not in TIME_UNITS else "")
     if time_unit not in TIME_UNITS:
         raise CSVDataError(f"{path}: time_unit must be one of {sorted(TIME_UNITS)} for date-times.")
@@ -135,6 +137,45 @@ def _refuse_dates_as_numbers(path: Path, num: np.ndarray, column: str) -> None:
             f"format={fmt!r}).dt.strftime({iso!r}). If they are plain numbers after all, "
             "shift them all by one constant so that they no longer read as dates.",
         )
+
+
+_EXACT = 2.0**53  # beyond it, float64 cannot hold every whole number
+
+
+def _refuse_lost_digits(
+    path: Path, text: pd.Series, num: np.ndarray, column: str, lines: np.ndarray
+) -> None:
+    """Refuse numeric times whose written values differ but read as the same float64
+    (``text [N]`` as written, ``num [N]`` as read): whole numbers beyond 2**53, such as epoch
+    nanoseconds, lose their last digits, and such rows were called duplicates (or averaged)."""
+    big = np.flatnonzero(np.abs(num) >= _EXACT)  # (B,) the rows that may have lost digits
+    if len(big) < 2:
+        return
+    written = [_decimal(s) for s in text.iloc[big]]
+    first: dict[float, int] = {}  # float value -> the first row of ``big`` read as it
+    for k, r in enumerate(big):
+        seen = first.setdefault(float(num[r]), k)
+        if written[seen] is not None and written[k] is not None and written[seen] != written[k]:
+            a, b = big[seen], r
+            raise _fail(
+                path,
+                f"the times in {column!r} are too large for their digits to be kept: "
+                f"{text.iloc[a]!r} and {text.iloc[b]!r} differ but read as the same number "
+                "(a floating-point number holds whole numbers exactly only up to 2**53, "
+                "about 9.007e15)",
+                "Rescale the times to a coarser unit (nanoseconds since 1970 to seconds: "
+                "divide by 1e9), subtract one constant near the first time from all of them, "
+                "or write ISO date-times (2023-11-14T22:13:20.000000001).",
+                lines[[a, b]],
+            )
+
+
+def _decimal(text: str) -> Decimal | None:
+    """The exact value of a number as written (None if `Decimal` cannot read it)."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
 
 
 def _parse_datetimes(text: pd.Series) -> tuple[pd.Series, str | None]:
