@@ -16,6 +16,7 @@ import numpy as np
 
 from .data.csv import csv_columns, read_series_csv
 from .data.errors import DataError
+from .data.prep import normalise
 from .data.table import SeriesTable
 from .data.transforms import domain_of, kinds_of, outside_domain, transform_of
 
@@ -86,8 +87,9 @@ def read_history(
 def check_table(table: SeriesTable, data_state: dict[str, Any]) -> None:
     """Refuse a history table the checkpoint cannot read as its training data was read:
     not a `SeriesTable`, other channels (`check_channels`), times of another kind or unit
-    (hours read as days would compress the model's time axis 24x, without a word), or a
-    value outside a transformed channel's domain (it would turn into a missing value).
+    (hours read as days would compress the model's time axis 24x, without a word), a
+    value outside a transformed channel's domain (it would turn into a missing value), or a
+    value too large for the model's numbers once normalised (`_check_magnitude`).
 
     Raises:
         DataError: naming what differs and how to read the file as the fit did.
@@ -110,11 +112,45 @@ def check_table(table: SeriesTable, data_state: dict[str, Any]) -> None:
     kinds = kinds_of(data_state.get("normalisation"), table.n_channels)
     bad = outside_domain(table.values, kinds)  # (N, D)
     if bad.any():
-        row, d = (int(v[0]) for v in np.nonzero(bad))
-        sid = table.series_ids[int(np.searchsorted(table.offsets, row, side="right")) - 1]
+        sid, d, row, at = _first(table, bad)
         raise DataError(
             f"{table.source}: series {sid!r}: channel {table.channels[d]!r} is modelled on a "
             f"{kinds[d]} scale, which takes values {domain_of(kinds[d])}, but it has "
-            f"{table.values[row, d]:g} at time {table.encoding.format(table.times[[row]])[0]} "
+            f"{table.values[row, d]:g} at time {at} "
             f"({int(bad[:, d].sum())} such value(s)); correct them or leave them empty."
+        )
+    _check_magnitude(table, data_state.get("normalisation"))
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model's numbers (float32 by default)
+
+
+def _first(table: SeriesTable, bad: np.ndarray) -> tuple[str, int, int, str]:
+    """The first flagged value of ``bad`` (N, D): its series id, channel, row and time."""
+    row, d = (int(v[0]) for v in np.nonzero(bad))
+    sid = table.series_ids[int(np.searchsorted(table.offsets, row, side="right")) - 1]
+    return sid, d, row, table.encoding.format(table.times[[row]])[0]
+
+
+def _check_magnitude(table: SeriesTable, norm: dict[str, Any] | None) -> None:
+    """Refuse a value whose normalised value the model's 32-bit numbers cannot hold (beyond
+    about 3.4e38 times the channel's training spread): it became infinite in the model, which
+    refused it naming a batch row and a shifted time instead of the file's series and time.
+
+    Raises:
+        DataError: naming the series, channel, value and time.
+    """
+    if not norm:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = normalise(table.values, norm)
+    bad = np.abs(z) > FLOAT32_MAX  # NaN (missing) is not flagged
+    if bad.any():
+        sid, d, row, at = _first(table, bad)
+        raise DataError(
+            f"{table.source}: series {sid!r}: channel {table.channels[d]!r} has "
+            f"{table.values[row, d]:g} at time {at}, too large for the model (scaled by the "
+            f"fit's normalisation it is past the {FLOAT32_MAX:.3g} its numbers hold; "
+            f"{int(bad[:, d].sum())} such value(s)); correct it (the file's units?) or leave "
+            "it empty."
         )

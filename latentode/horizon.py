@@ -22,7 +22,7 @@ from .data.errors import DataError
 from .data.prep import Segment, whole_series
 from .data.table import TIME_UNITS, SeriesTable
 from .ensemble import Ensemble
-from .history import check_table
+from .history import FLOAT32_MAX, check_table
 from .nn.latent_ode import LatentODE
 from .predictive import call_gb, draws_held, draws_per_call
 
@@ -191,7 +191,8 @@ def future_times(
 
     Raises:
         DataError: channels differ from the model's; a requested time is not after the
-            series' history or is past the last date-time that can be written; or one
+            series' history, is past the last date-time that can be written or past what
+            the model's time axis holds (`_check_axis`); or one
             series' paths at its times are more than one model call holds
             (`draws_per_call`), which would exhaust the memory.
     """
@@ -224,6 +225,7 @@ def future_times(
         else:
             f = _explicit_future(sid, times.get(sid), seg, table)
             n, end = len(f), f[-1]
+        _check_axis(sid, seg, end, float(data_state.get("time_scale", 1.0)), table, given)
         if end > latest:
             raise DataError(
                 f"series {sid!r}: forecast times reach past {table.encoding.format([latest])[0]}, "
@@ -238,6 +240,21 @@ def future_times(
             held = draws_held(model, [seg], future[-1:], n_samples, on_history)
             _check_size(sid, n, held, budget, n_samples, given, on_history=True)
     return segs, future
+
+
+def _check_axis(
+    sid: str, seg: Segment, end: float, scale: float, table: SeriesTable, given: str
+) -> None:
+    """Refuse forecast times so far from the series' history that on the model's time axis
+    (time units over ``scale``) they pass what its 32-bit numbers hold: they became infinite
+    in the model, which refused them without naming the series or the option."""
+    if not (end - seg.t0) / scale <= FLOAT32_MAX:
+        raise DataError(
+            f"series {sid!r}: forecast times ({given}) reach {table.encoding.format([end])[0]}, "
+            f"too far past its history: the model's time axis, in steps of {scale:g} time "
+            f"units, holds at most {FLOAT32_MAX:.3g} of them. Ask for times nearer its last "
+            f"observation {table.encoding.format(seg.times[-1:])[0]}."
+        )
 
 
 _RESOLUTION_NAMES = {

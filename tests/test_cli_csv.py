@@ -1270,3 +1270,151 @@ def test_the_readmes_python_forecast_is_what_predict_writes(fitted, tmp_path: Pa
     assert len(written) == 6 * 10 * 2
     pd.testing.assert_frame_equal(scope["result"].frame.reset_index(drop=True), written,
                                   check_dtype=False)  # fmt: skip
+
+
+def test_predict_times_files_are_read_as_the_history_is(
+    fitted, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-series history without a series column (its series named after the file) takes
+    a --times file without one too (it was refused: "missing column(s) ['series_id']", a
+    column the history lacks); ids padded with spaces name the series they name in the history,
+    whose ids are stripped (they were "not in the history file"); values past the header's
+    columns are refused (they shifted every column, "series ['...'] are not in the history
+    file"); a missing or directory --times is refused naming the option before the checkpoint
+    is read (it was '[Errno 2] No such file...' after it, and a traceback)."""
+    from latentode.cli import predict  # where run_predict looks `_load_forecaster` up
+
+    ckpt, data = fitted
+    last, rows = _days_after_last(data, (3, 1))
+    base = ["--ckpt_path", str(ckpt), "--horizon", "1", "--n_samples", "4", "--no-calibrate"]
+    one, times = tmp_path / "one.csv", tmp_path / "times.csv"
+    frame = pd.read_csv(data)
+    frame[frame.series_id == "s0"].drop(columns="series_id").to_csv(one, index=False)
+    times.write_text("time\n" + "".join(f"{t}\n" for s, t in rows if s == "s0"))
+    out = tmp_path / "one_out.csv"
+    assert predict.predict_main([*base, "--data.path", str(one), "--times", str(times),
+                                 "--output", str(out)]) == 0  # fmt: skip
+    got = pd.read_csv(out)
+    want = [(last["s0"] + pd.Timedelta(days=d)).strftime("%Y-%m-%d") for d in (1, 3)]
+    assert set(got.series_id) == {"one"} and list(got.time.unique()) == want
+    padded, plain = tmp_path / "padded.csv", tmp_path / "plain.csv"
+    padded.write_text("series_id,time\n" + "".join(f"  {s} ,{t}\n" for s, t in rows))
+    plain.write_text("series_id,time\n" + "".join(f"{s},{t}\n" for s, t in rows))
+    on_data = [*base, "--data.path", str(data)]
+    for path in (padded, plain):
+        target = tmp_path / f"{path.stem}_out.csv"
+        assert predict.predict_main([*on_data, "--times", str(path), "--output", str(target)]) == 0
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "padded_out.csv"), pd.read_csv(tmp_path / "plain_out.csv")
+    )
+    extra, columns = tmp_path / "extra.csv", tmp_path / "columns.csv"
+    extra.write_text("series_id,time\n" + "".join(f"{s},{t},1\n" for s, t in rows))
+    columns.write_text("time\n" + "".join(f"{t}\n" for s, t in rows))
+    cases = {
+        extra: f"{extra}: its rows hold more values than the header names columns; name the "
+        "extra column in the header, or remove the values past the last column.",
+        columns: f"{columns}: missing column(s) ['series_id']; found ['time']. The history "
+        "file holds 6 series: name each row's series.",
+    }
+    for path, message in cases.items():
+        capsys.readouterr()
+        target = tmp_path / "refused.csv"
+        assert predict.predict_main([*on_data, "--times", str(path), "--output", str(target)]) == 2
+        assert capsys.readouterr().err == f"latentode predict: error: {message}\n"
+        assert not target.exists()
+    loaded = []
+    monkeypatch.setattr(predict, "_load_forecaster", lambda *a: loaded.append(a))
+    for path, message in (
+        (tmp_path / "nope.csv", f"--times {tmp_path / 'nope.csv'}: no such file."),
+        (tmp_path, f"--times {tmp_path} is a directory; name a CSV file."),
+    ):
+        capsys.readouterr()
+        target = tmp_path / "refused.csv"
+        assert predict.predict_main([*on_data, "--times", str(path), "--output", str(target)]) == 2
+        assert capsys.readouterr().err == f"latentode predict: error: {message}\n"
+    assert not loaded and not (tmp_path / "refused.csv").exists()
+
+
+def test_output_never_replaces_an_input_file(fitted, tmp_path: Path, capsys) -> None:
+    """``--output`` naming the command's own --data.path, --times or --ckpt_path file (or a
+    link to one) is refused, also with --overwrite, and the file is kept: `predict` wrote
+    the forecast over the history, times or checkpoint it read, and `test` its table of errors
+    over the history or checkpoint. An --output that is a series' --plot PNG is refused too
+    (the plot replaced the forecast, which was reported written there)."""
+    from latentode.cli import predict_main, test_main
+
+    ckpt, data = (shutil.copy(p, tmp_path / p.name) for p in fitted)  # copies, kept or not
+    times = tmp_path / "times.csv"
+    pd.DataFrame(_days_after_last(data, (2,))[1], columns=["series_id", "time"]).to_csv(
+        times, index=False
+    )
+    link = tmp_path / "link.csv"
+    link.symlink_to(data)
+    kept = {p: p.read_bytes() for p in (ckpt, data, times)}
+    inputs = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--n_samples", "4"]
+    cases = [
+        (predict_main, ["--times", str(times)], times, "--times", "the forecast"),
+        (predict_main, [], data, "--data.path", "the forecast"),
+        (predict_main, [], link, "--data.path", "the forecast"),
+        (predict_main, [], ckpt, "--ckpt_path", "the forecast"),
+        (test_main, [], data, "--data.path", "the table of errors"),
+        (test_main, [], ckpt, "--ckpt_path", "the table of errors"),
+    ]
+    for run, extra, out, option, what in cases:
+        horizon = ["--horizon", "2D", "--no-calibrate"] if run is predict_main else []
+        capsys.readouterr()
+        assert run([*inputs, *horizon, *extra, "--output", str(out), "--overwrite"]) == 2
+        prog = "predict" if run is predict_main else "test"
+        assert capsys.readouterr().err == (
+            f"latentode {prog}: error: --output {out} is the {option} file; {what} would "
+            "replace it. Name another file for --output (nothing was written).\n"
+        )
+        assert {p: p.read_bytes() for p in kept} == kept, (prog, out)
+    plots = tmp_path / "plots"  # the PNG of s3 replaced the forecast written there first
+    target = plots / "s3.png"
+    args = [*inputs, "--horizon", "2D", "--no-calibrate", "--plot", str(plots)]
+    capsys.readouterr()
+    assert predict_main([*args, "--output", str(target)]) == 2
+    assert capsys.readouterr().err == (
+        f"latentode predict: error: --output {target} is the --plot file of series 's3'; its "
+        "plot would replace the forecast. Name another file for --output, or another --plot "
+        "directory (nothing was written).\n"
+    )
+    assert not plots.exists()
+
+
+def test_levels_whose_columns_would_share_a_name_are_refused(
+    fitted, tmp_path: Path, capsys
+) -> None:
+    """Column names keep 6 digits: ``--levels 50.000001 50`` wrote q25, q25, q75, q75 (and
+    99.99999 with 99.999991 q100 twice, 90.0000001 a second q05), a table whose columns cannot
+    be told apart. `predict` and `test` refuse them naming both levels; a level given twice is
+    one band, as before."""
+    from latentode.cli import predict_main, test_main
+
+    ckpt, data = fitted
+    out = tmp_path / "f.csv"
+    base = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--n_samples", "4"]
+    cases = {
+        ("50.000001", "50"): "--levels 50: its band would be written in column q25, as the "
+        "50.000001% band is",
+        ("99.99999", "99.999991"): "--levels 99.999991: its band would be written in column "
+        "q100, as the 99.99999% band is",
+        ("90.0000001",): "--levels 90.0000001: its band would be written in column q05, as the "
+        "90% band is",
+    }
+    for levels, message in cases.items():
+        for run, prog, extra in (
+            (predict_main, "predict", ["--horizon", "2D", "--no-calibrate", "--output", str(out)]),
+            (test_main, "test", ["--output", str(out)]),
+        ):
+            capsys.readouterr()
+            assert run([*base, *extra, "--levels", *levels]) == 2, (prog, levels)
+            assert capsys.readouterr().err == (
+                f"latentode {prog}: error: {message} (column names keep 6 digits); give levels "
+                "that differ within them.\n"
+            )
+            assert not out.exists()
+    args = [*base, "--horizon", "2D", "--no-calibrate", "--output", str(out)]
+    assert predict_main([*args, "--levels", "50", "50"]) == 0
+    assert list(pd.read_csv(out).columns[3:]) == ["mean", "std", "q05", "q25", "q50", "q75", "q95"]

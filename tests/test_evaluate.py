@@ -606,3 +606,41 @@ def test_a_series_table_refuses_arrays_that_do_not_fit_and_reads_positions_as_li
             np.array([0.0, 1.0, 2.0, 0.5]), np.zeros((4, 1)), np.array([0, 1, 4]),
             ["x", "y"], ["v"], table.encoding,
         )  # fmt: skip
+
+
+def test_values_and_times_past_the_models_numbers_are_refused_naming_them(tmp_path: Path) -> None:
+    """A value that normalised passes float32's 3.4e38 became infinite in the model, which
+    refused it as 'series 0 has a non-finite observed value at time -0.5, feature 0; set its
+    mask to 0' (a batch row, a shifted time); forecast times whose model time passes it, as
+    'query times must be finite numbers'. Both are refused naming the file's series, channel,
+    value and time, by `forecast` and `evaluate` (`latentode predict` and `latentode test`)."""
+    torch.manual_seed(0)
+    model = LatentODE(LatentODEConfig(input_dim=1, latent_dim=2))  # float32, as fitted
+    path = tmp_path / "years.csv"
+    path.write_text("series_id,time,v\na,2000,1\na,2001,2\nb,2000,3\nb,2002,-1e39\n")
+    norm = {"channels": ["v"], "mean": [0.0], "std": [1.0]}
+    state = {"channels": ["v"], "normalisation": norm, "time_scale": 2.0}
+    huge = (
+        f"{path}: series 'b': channel 'v' has -1e+39 at time 2002, too large for the model "
+        "(scaled by the fit's normalisation it is past the 3.4e+38 its numbers hold; 1 such "
+        "value(s)); correct it (the file's units?) or leave it empty."
+    )
+    for run in (forecast, evaluate):
+        with pytest.raises(DataError) as stop:
+            run(model, read_series_csv(path), state, 1.0)
+        assert str(stop.value) == huge
+    # 3e38 passes on its own, but not scaled by a std of 0.5
+    path.write_text(path.read_text().replace("-1e39", "3e38"))
+    assert len(forecast(model, read_series_csv(path), state, 1.0, n_samples=2).frame) == 2
+    halved = {**state, "normalisation": {**norm, "std": [0.5]}}
+    with pytest.raises(DataError, match=r"'v' has 3e\+38 at time 2002, too large for the model"):
+        forecast(model, read_series_csv(path), halved, 1.0)
+    path.write_text(path.read_text().replace("3e38", "4"))
+    far = {"a": np.array([1e300]), "b": np.array([2003.0])}
+    with pytest.raises(DataError) as stop:
+        forecast(model, read_series_csv(path), state, 1.0, times=far)
+    assert str(stop.value) == (
+        "series 'a': forecast times (--times) reach 1e+300, too far past its history: the "
+        "model's time axis, in steps of 2 time units, holds at most 3.4e+38 of them. Ask for "
+        "times nearer its last observation 2001."
+    )

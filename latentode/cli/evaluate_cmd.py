@@ -25,6 +25,7 @@ from .options import (
     _draws,
     _levels,
     add_band_options,
+    refuse_input_as_output,
 )
 
 if TYPE_CHECKING:
@@ -111,8 +112,9 @@ def _check_output(args: argparse.Namespace) -> None:
         args: the parsed ``latentode test`` options.
 
     Raises:
-        DataError: ``--output -``, or a file that exists without ``--overwrite``, is a
-            directory or cannot be written.
+        DataError: ``--output -``, or a file that is the ``--data.path`` or a
+            ``--ckpt_path`` file (also with ``--overwrite``), exists without ``--overwrite``,
+            is a directory or cannot be written.
     """
     if args.output == STDOUT:
         raise DataError(
@@ -120,6 +122,8 @@ def _check_output(args: argparse.Namespace) -> None:
             "file for --output."
         )
     if args.output:
+        inputs = {"--data.path": [args.data_path], "--ckpt_path": args.ckpt_path}
+        refuse_input_as_output(Path(args.output), inputs, "the table of errors")
         check_output_file(args.output, args.overwrite, example="scores.csv")
 
 

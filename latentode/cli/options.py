@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from ..bands import LEVEL, percent
 from ..data.errors import DataError
 
 __all__ = [
@@ -22,6 +26,8 @@ __all__ = [
     "SEED_HELP",
     "TAILS_HELP",
     "add_band_options",
+    "check_input_file",
+    "refuse_input_as_output",
 ]
 
 
@@ -113,7 +119,31 @@ def _levels(values: list[str] | None) -> tuple[float, ...]:
                 f"below 100, such as 80 for the 10-90% band{share}."
             )
         out.append(value / 100)
+    _check_column_names(list(values or ()), out)
     return tuple(out)
+
+
+def _check_column_names(texts: list[str], levels: list[float]) -> None:
+    """Refuse two different ``--levels`` whose bands' ends would be written under one column
+    name (a name keeps 6 digits: 50.000001 and 50 both give ``q25``, ``q75``), which wrote a
+    table with repeated columns; the 5-95% band counts as ``90``. A level given twice is one
+    band, not refused.
+
+    Raises:
+        DataError: naming both levels and the shared column.
+    """
+    owner: dict[str, tuple[float, str]] = {}
+    for text, level in [("90", LEVEL), *zip(texts, levels, strict=True)]:
+        low = round((1.0 - round(level, 12)) / 2, 12)
+        for p in (low, round(1.0 - low, 12)):
+            name = f"q{'0' if p < 0.1 else ''}{percent(p)}"
+            other, said = owner.setdefault(name, (round(level, 12), text))
+            if other != round(level, 12):
+                raise DataError(
+                    f"--levels {text}: its band would be written in column {name}, as the "
+                    f"{said}% band is (column names keep 6 digits); give levels that differ "
+                    "within them."
+                )
 
 
 def _draws(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,3 +172,45 @@ def add_band_options(p: argparse.ArgumentParser) -> None:
         default=False,
         help=TAILS_HELP,
     )
+
+
+def check_input_file(path: str, option: str) -> None:
+    """Refuse an input file ``option`` names that is missing or a directory, before any work.
+
+    Raises:
+        DataError: naming ``option`` and the path.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{option} {p} is a directory; name a CSV file.")
+    if not p.is_file():
+        raise DataError(f"{option} {p}: no such file.")
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (through links too; ``b`` exists or not)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare the names
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_input_as_output(out: Path, inputs: dict[str, Sequence[str | None]], what: str) -> None:
+    """Refuse an ``--output`` that names one of the command's own input files, also with
+    ``--overwrite``: the output would replace the file it was computed from.
+
+    Args:
+        out: the ``--output`` path.
+        inputs: the input files by option (``{"--data.path": [path], ...}``; None skipped).
+        what: what the output holds, for the message ("the forecast").
+
+    Raises:
+        DataError: naming the option whose file ``--output`` is.
+    """
+    for option, paths in inputs.items():
+        for path in paths:
+            if path is not None and _same_file(out, Path(path)):
+                raise DataError(
+                    f"--output {out} is the {option} file; {what} would replace it. Name "
+                    "another file for --output (nothing was written)."
+                )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ from .options import (
     _draws,
     _levels,
     add_band_options,
+    check_input_file,
+    refuse_input_as_output,
 )
 from .predict_output import _draw_plots, _plot_files, _summary_lines
 
@@ -128,23 +131,45 @@ def _predict_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _explicit_times(path: str, table, series_column: str | None, time_column: str) -> dict:
-    # a spreadsheet's sep=X first line is honoured as the history file's is: skipped, X the
-    # delimiter, and counted in the line numbers (one rule, `latentode.data.csv`)
+def _read_times(path: str) -> tuple[pd.DataFrame, int]:
+    """The ``--times`` file as text cells, read as the history file is, and the line of its
+    first row: a spreadsheet's ``sep=X`` first line is skipped, ``X`` the delimiter, and
+    counted in the line numbers (one rule, `latentode.data.csv`); every cell missing only when
+    empty (a series may be named NA); values past the header's columns refused, not taken for
+    an index column (which shifted every column by one)."""
     sep, skip = _separator(Path(path))
-    first = 2 + skip  # the line of the first row, under the header
     try:
-        # every cell text, missing only when empty (a series may be named NA), as the
-        # history's ids are read
-        frame = pd.read_csv(
-            path, sep=sep, skiprows=skip, dtype=str, keep_default_na=False, na_values=[""]
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            text = {"dtype": str, "keep_default_na": False, "na_values": [""]}
+            frame = pd.read_csv(path, sep=sep, skiprows=skip, index_col=False, **text)
+    except pd.errors.ParserWarning:
+        raise DataError(
+            f"{path}: its rows hold more values than the header names columns; name the extra "
+            "column in the header, or remove the values past the last column."
+        ) from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a CSV of series and times ({e}).") from None
-    missing = [c for c in (series_column, time_column) if c and c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}.")
-    ids = frame[series_column] if series_column else pd.Series([table.series_ids[0]] * len(frame))
+    return frame, 2 + skip
+
+
+def _times_ids(path: str, frame: pd.DataFrame, table, series_column: str | None) -> pd.Series:
+    """The series id of each ``--times`` row, stripped of spaces as the history's ids are. A
+    file without the series column names the one series of a one-series history (a file
+    without a series column, such as data/co2_mauna_loa_weekly.csv, is named after itself).
+
+    Raises:
+        DataError: a missing series column with several series, or an id not in the history.
+    """
+    one = len(table.series_ids) == 1
+    if not series_column or (series_column not in frame.columns and one):
+        return pd.Series([table.series_ids[0]] * len(frame), dtype=object)
+    if series_column not in frame.columns:
+        raise DataError(
+            f"{path}: missing column(s) {[series_column]}; found {list(frame.columns)}. The "
+            f"history file holds {len(table.series_ids)} series: name each row's series."
+        )
+    ids = frame[series_column].str.strip().replace("", np.nan)
     unknown = sorted(set(ids.dropna()) - set(table.series_ids))
     if unknown or ids.isna().any():
         named = unknown[:5] if unknown else ["(empty)"]
@@ -152,6 +177,15 @@ def _explicit_times(path: str, table, series_column: str | None, time_column: st
             f"{path}: series {named} are not in the history file {table.source}; every "
             f"--times row needs a series of --data.path."
         )
+    return ids
+
+
+def _explicit_times(path: str, table, series_column: str | None, time_column: str) -> dict:
+    frame, first = _read_times(path)
+    if time_column not in frame.columns:
+        missing = [c for c in (series_column, time_column) if c and c not in frame.columns]
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}.")
+    ids = _times_ids(path, frame, table, series_column)
     empty = np.flatnonzero(frame[time_column].isna().to_numpy())
     if len(empty):
         raise DataError(
@@ -214,8 +248,10 @@ def run_predict(args: argparse.Namespace) -> str:
 def _checked_options(args: argparse.Namespace) -> tuple[Path, tuple[float, ...]]:
     """Check the options that need no file read, before any work is done.
 
-    The ``--output`` file is checked first (`check_output_file`; ``-``, standard output, is
-    not checked), then the process counts and ``--chunk``, then ``--levels``.
+    The ``--times`` file must exist; the ``--output`` file must not be one of the command's
+    input files (`refuse_input_as_output`, also with ``--overwrite``) and is checked
+    (`check_output_file`; ``-``, standard output, is not checked), then the process counts
+    and ``--chunk``, then ``--levels``.
 
     Args:
         args: the parsed ``latentode predict`` options.
@@ -225,10 +261,18 @@ def _checked_options(args: argparse.Namespace) -> tuple[Path, tuple[float, ...]]
         band levels as fractions.
 
     Raises:
-        DataError: an ``--output`` that cannot be written, a count below 1, or a
+        DataError: a missing ``--times`` file, an ``--output`` that is an input file or
+            cannot be written, a count below 1, or a
             ``--levels`` value that is not a percentage.
     """
     to_stdout = args.output == STDOUT
+    if args.times is not None:
+        check_input_file(args.times, "--times")
+    if not to_stdout:
+        inputs = {"--data.path": [args.data_path], "--times": [args.times]}
+        refuse_input_as_output(
+            Path(args.output), {**inputs, "--ckpt_path": args.ckpt_path}, "the forecast"
+        )
     out = Path(args.output) if to_stdout else check_output_file(args.output, args.overwrite)
     if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
         raise DataError("--devices, --num_nodes and --chunk must be >= 1.")

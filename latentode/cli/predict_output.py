@@ -23,6 +23,7 @@ from ..paths import STDOUT, check_output_dir
 from ..predictive import percent, quantile_probs
 from .errors import _listed
 from .forecaster import _pooled
+from .options import _same_file
 
 if TYPE_CHECKING:
     from ..calibration import Calibration
@@ -58,11 +59,18 @@ def _plot_files(args: argparse.Namespace, series_ids: list[str]) -> list[Path]:
     """The ``--plot`` PNG of each series, checked before anything is computed or written.
 
     Raises:
-        DataError: ``--plot`` names a file, or some of the PNGs exist and ``--overwrite`` is
-            not given.
+        DataError: ``--plot`` names a file, ``--output`` is one of the PNGs, or some of the
+            PNGs exist and ``--overwrite`` is not given.
     """
     folder = check_output_dir(args.plot, "--plot")
     files = [folder / name for name in plot_names(series_ids)]
+    mine = [i for i, p in enumerate(files) if args.output != STDOUT and _same_file(args.output, p)]
+    if mine:
+        raise DataError(
+            f"--output {args.output} is the --plot file of series {series_ids[mine[0]]!r}; its "
+            "plot would replace the forecast. Name another file for --output, or another --plot "
+            "directory (nothing was written)."
+        )
     there = [p.name for p in files if p.exists()]
     if there and not args.overwrite:
         raise DataError(
