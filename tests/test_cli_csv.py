@@ -452,6 +452,11 @@ def test_predict_refuses_to_overwrite_and_foreign_channels(fitted, tmp_path: Pat
     res = run_cli("predict", "--data.path", str(data), *args)
     assert res.returncode == 2 and "--overwrite" in res.stderr and "Traceback" not in res.stderr
     assert out.read_text() == "precious\n"
+    res = run_cli("predict", "--data.path", str(data), *args, "--overwrite", "--n_samples", "0")
+    assert res.returncode == 2 and res.stderr.endswith(
+        "latentode predict: error: --n_samples must be >= 1 (posterior paths per series); got 0.\n"
+    )
+    assert out.read_text() == "precious\n"
     other = tmp_path / "other.csv"
     pd.read_csv(data).rename(columns={"b": "c"}).to_csv(other, index=False)
     res = run_cli("predict", "--data.path", str(other), *args, "--overwrite")
@@ -738,8 +743,14 @@ def test_test_command_prints_model_and_baselines(fitted, tmp_path: Path) -> None
     assert not np.allclose(plain.mse.to_numpy(), model.mse.to_numpy(), rtol=1e-6)
     args = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--refine", "-1"]
     bad = run_cli("test", *args)
-    assert bad.returncode == 2 and "refine needs steps >= 0" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.endswith(
+        "latentode test: error: --refine must be >= 0 (Adam steps on each history's ELBO; 0: "
+        "none); got -1.\n"
+    )
+    bad = run_cli("test", *args[:-2], "--n_samples", "0")
+    assert bad.returncode == 2 and bad.stderr.endswith(
+        "latentode test: error: --n_samples must be >= 1 (posterior paths per series); got 0.\n"
+    )
 
 
 def test_lightning_test_on_a_csv_points_to_the_evaluation_in_user_units(

@@ -25,6 +25,7 @@ from .options import (
     _draws,
     _levels,
     add_band_options,
+    check_draws,
     refuse_input_as_output,
 )
 
@@ -43,6 +44,7 @@ def test_main(argv: list[str]) -> int:
     args = _test_parser().parse_args(argv)
     try:
         _check_output(args)
+        check_draws(args)
         model, state, table = _load_forecaster(args.ckpt_path, args.data_path, args.duplicates)
         with call_memory(args.call_memory):
             frame, cal, overlap = _scores(args, model, state, table)

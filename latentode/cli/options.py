@@ -26,6 +26,7 @@ __all__ = [
     "SEED_HELP",
     "TAILS_HELP",
     "add_band_options",
+    "check_draws",
     "check_input_file",
     "refuse_input_as_output",
 ]
@@ -144,6 +145,24 @@ def _check_column_names(texts: list[str], levels: list[float]) -> None:
                     f"{said}% band is (column names keep 6 digits); give levels that differ "
                     "within them."
                 )
+
+
+def check_draws(args: argparse.Namespace) -> None:
+    """Refuse ``--n_samples`` below 1 and ``--refine`` below 0 by their options, before any
+    work (the model refused them later, naming its own arguments).
+
+    Raises:
+        DataError: naming the option and the value given.
+    """
+    if args.n_samples < 1:
+        raise DataError(
+            f"--n_samples must be >= 1 (posterior paths per series); got {args.n_samples}."
+        )
+    if args.refine < 0:
+        raise DataError(
+            f"--refine must be >= 0 (Adam steps on each history's ELBO; 0: none); got "
+            f"{args.refine}."
+        )
 
 
 def _draws(args: argparse.Namespace) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from .options import (
     _draws,
     _levels,
     add_band_options,
+    check_draws,
     check_input_file,
     refuse_input_as_output,
 )
@@ -276,6 +277,7 @@ def _checked_options(args: argparse.Namespace) -> tuple[Path, tuple[float, ...]]
     out = Path(args.output) if to_stdout else check_output_file(args.output, args.overwrite)
     if args.devices < 1 or args.num_nodes < 1 or args.chunk < 1:
         raise DataError("--devices, --num_nodes and --chunk must be >= 1.")
+    check_draws(args)
     return out, _levels(args.levels)
 
 
