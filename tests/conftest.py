@@ -1,11 +1,14 @@
-"""Shared fixtures: small seeded float64 vector fields; one torch thread for tiny models."""
+"""Shared fixtures: small seeded float64 vector fields; one torch thread for tiny models; a tiny
+model fitted once on a CSV for the ``latentode`` CSV command tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
+from csv_cli_helpers import fit_tiny_model
 from torch import nn
 
 
@@ -52,3 +55,10 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(checkpoint, data)``: a tiny model fitted for 3 steps on `write_csv`'s file, once per
+    session (per xdist worker) and shared by the test_cli_csv_*.py tests; treat as read-only."""
+    return fit_tiny_model(tmp_path_factory)

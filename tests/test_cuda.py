@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import torch
 from cli_helpers import QUIET_FIT, run_cli
-from test_cli_csv import csv_fit_args, csv_predict_args, write_csv
+from csv_cli_helpers import csv_fit_args, csv_predict_args, write_csv
 from test_odenet import seeded
 from torch import Tensor, nn
 from torch.distributions import Normal
@@ -192,7 +192,7 @@ def count_cuda_syncs(run: Callable[[], object]) -> collections.Counter[str]:
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
 def test_latent_ode_step_syncs_with_the_gpu_about_once_per_solver_step(gradient: str) -> None:
-    """The bound of the CPU test (tests/test_latent_ode_models.py), here counted by CUDA."""
+    """The bound of the CPU test (tests/test_latent_model_solver.py), here counted by CUDA."""
     config = LatentODEConfig(
         input_dim=2,
         latent_dim=4,
