@@ -202,3 +202,48 @@ def test_encoder_sizes_are_the_configured_ones_and_the_defaults_keep_old_checkpo
     explicit = _latent("odernn", encoder_hidden=8, encoder_ode_hidden=8, encoder_head_hidden=0)
     explicit.load_state_dict(default.state_dict())
     assert {k: tuple(v.shape) for k, v in explicit.state_dict().items()} == shapes
+
+
+def _gru_hidden_step_by_step(enc: GRUEncoder, times: Tensor, values: Tensor, mask: Tensor):
+    """The GRU encoder's recurrence with every input built inside the loop, as it was up to
+    session 44: the reference for the inputs `GRUEncoder` now builds before it."""
+    B = values.shape[0]
+    h = values.new_zeros(B, enc.hidden_dim)
+    t_next = values.new_zeros(B)
+    seen = torch.zeros(B, 1, dtype=torch.bool)
+    for c in reversed(torch.nonzero((mask > 0).any(2).any(0)).flatten().tolist()):
+        m = mask[:, c]
+        obs = (m > 0).any(dim=-1, keepdim=True)
+        dt = torch.where(seen[:, 0], t_next - times[c], 0.0)
+        inputs = [values[:, c], m, dt.unsqueeze(-1)]
+        if enc.time_input:
+            inputs.append((times[c] - times[0]).expand(B, 1))
+        h = torch.where(obs, enc.cell(torch.cat(inputs, dim=-1), h), h)
+        t_next = torch.where(obs[:, 0], times[c], t_next)
+        seen = seen | obs
+    lead = torch.where(seen[:, 0], t_next - times[0], 0.0)
+    return torch.cat([h, lead.unsqueeze(-1)], dim=-1)
+
+
+@pytest.mark.parametrize("time_input", [False, True])
+def test_gru_encoder_inputs_built_before_the_loop_equal_the_step_by_step_ones(
+    time_input: bool,
+) -> None:
+    """Same hidden state, bit for bit, and the same gradients: with series observing some
+    features, series observing nothing, and columns no series observes."""
+    enc = GRUEncoder(3, 4, hidden=7, time_input=time_input).to(F64)
+    times = torch.sort(torch.rand(12, dtype=F64) * 5).values
+    values = torch.randn(5, 12, 3, dtype=F64)
+    mask = (torch.rand(5, 12, 3) < 0.4).to(F64)
+    mask[3] = 0.0  # a series with no observation
+    mask[:, 7] = 0.0  # a column nobody observes
+    mask[:, -1] = 0.0  # nor the last
+    values = torch.where(mask > 0, values, 0.0)
+    new = enc.hidden(times, values, mask)
+    old = _gru_hidden_step_by_step(enc, times, values, mask)
+    assert torch.equal(new, old)
+    assert new[3].abs().sum() == 0  # nothing observed: the state and the lead stay 0
+    grads_new = torch.autograd.grad(new.square().sum(), list(enc.cell.parameters()))
+    grads_old = torch.autograd.grad(old.square().sum(), list(enc.cell.parameters()))
+    for a, b in zip(grads_new, grads_old, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
