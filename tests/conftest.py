@@ -62,3 +62,12 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``(checkpoint, data)``: a tiny model fitted for 3 steps on `write_csv`'s file, once per
     session (per xdist worker) and shared by the test_cli_csv_*.py tests; treat as read-only."""
     return fit_tiny_model(tmp_path_factory)
+
+
+@pytest.fixture
+def torch_seed_0() -> Iterator[None]:
+    """Seed torch's global RNG with 0 for a test (model init, posterior samples) and restore
+    it afterwards (the latent model tests use it for every test: their ``pytestmark``)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield

@@ -6,7 +6,7 @@ Numerics in float64 with fixed seeds; the fit runs in float32 (a few seconds on 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -30,15 +30,7 @@ from latentode.nn import (
     masked_log_likelihood,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def seeded() -> Iterator[None]:
-    """Seed torch's global RNG for model init and posterior samples; restore it afterwards."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "torch_seed_0")
 
 
 def scrambled(batch: IrregularBatch) -> dict[str, Tensor]:

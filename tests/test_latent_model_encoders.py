@@ -4,7 +4,7 @@ baselines, configured encoder sizes and old checkpoints."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -14,15 +14,7 @@ from torch import Tensor, nn
 from latentode.data import IrregularBatch
 from latentode.nn import GRUBaseline, GRUEncoder, ModelInputError, ODERNNEncoder
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def seeded() -> Iterator[None]:
-    """Seed torch's global RNG for model init and posterior samples; restore it afterwards."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "torch_seed_0")
 
 
 @pytest.mark.parametrize("encoder", ["gru", "odernn"])

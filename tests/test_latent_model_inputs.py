@@ -5,7 +5,6 @@ non-finite observations, bad constructor arguments and MLP depths."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -24,15 +23,7 @@ from latentode.nn import (
     SolverSettings,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def seeded() -> Iterator[None]:
-    """Seed torch's global RNG for model init and posterior samples; restore it afterwards."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "torch_seed_0")
 
 
 def test_observed_that_is_not_a_batch_of_tensors_is_named() -> None:

@@ -4,8 +4,6 @@ aggregate-posterior priors, chunked scoring of shared paths, per-series generato
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from latent_model_helpers import F64, TIGHT, B, D, L, T, _latent, _linear_gaussian, make_batch
@@ -15,15 +13,7 @@ from torch.distributions import MultivariateNormal, Normal
 from latentode.data import IrregularBatch
 from latentode.nn import AggregatePosterior, LatentODE, ModelInputError, Prediction
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def seeded() -> Iterator[None]:
-    """Seed torch's global RNG for model init and posterior samples; restore it afterwards."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "torch_seed_0")
 
 
 def test_forecast_and_reconstruct_outputs() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,15 +16,7 @@ from torch import Tensor
 from latentode.nn import ModelInputError, ODEFunc, ODERNNEncoder, SolverSettings, flow_hidden
 from latentode.solver import odeint
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def seeded() -> Iterator[None]:
-    """Seed torch's global RNG for model init and posterior samples; restore it afterwards."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread", "torch_seed_0")
 
 
 def test_nfe_counted_by_the_vector_field_matches_the_solver() -> None:
