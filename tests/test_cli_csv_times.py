@@ -192,3 +192,30 @@ def test_predict_times_files_are_read_as_the_history_is(
         assert predict.predict_main([*on_data, "--times", str(path), "--output", str(target)]) == 2
         assert capsys.readouterr().err == f"latentode predict: error: {message}\n"
     assert not loaded and not (tmp_path / "refused.csv").exists()
+
+
+def test_times_naming_a_series_the_history_reader_dropped_say_why(
+    fitted, tmp_path: Path, capsys
+) -> None:
+    """A series with one observation is dropped from the history (with a warning); --times
+    rows naming it were refused as "not in the history file", which it is."""
+    from latentode.cli import predict
+
+    ckpt, data = fitted
+    hist, times = tmp_path / "hist.csv", tmp_path / "times.csv"
+    frame = pd.read_csv(data)
+    lone = frame.iloc[[0]].assign(series_id="lone")
+    pd.concat([frame, lone]).to_csv(hist, index=False)
+    times.write_text(
+        f"series_id,time\nlone,{pd.Timestamp(lone.time.iloc[0]) + pd.Timedelta(days=1):%Y-%m-%d}\n"
+    )
+    args = ["--ckpt_path", str(ckpt), "--data.path", str(hist), "--times", str(times)]
+    args += ["--horizon", "1", "--n_samples", "4", "--no-calibrate"]
+    with pytest.warns(UserWarning, match="dropped 1 series with fewer than two observed times"):
+        status = predict.predict_main([*args, "--output", str(tmp_path / "out.csv")])
+    assert status == 2
+    assert capsys.readouterr().err == (
+        f"latentode predict: error: {times}: series ['lone'] have fewer than two observed "
+        f"times in {hist}, which leaves them out; give them two or more values, or leave out "
+        "their rows.\n"
+    )

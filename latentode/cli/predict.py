@@ -172,6 +172,11 @@ def _times_ids(path: str, frame: pd.DataFrame, table, series_column: str | None)
         )
     ids = frame[series_column].str.strip().replace("", np.nan)
     unknown = sorted(set(ids.dropna()) - set(table.series_ids))
+    if short := [i for i in unknown if i in table.dropped]:
+        raise DataError(
+            f"{path}: series {short[:5]} have fewer than two observed times in {table.source}, "
+            "which leaves them out; give them two or more values, or leave out their rows."
+        )
     if unknown or ids.isna().any():
         named = unknown[:5] if unknown else ["(empty)"]
         raise DataError(
@@ -263,8 +268,7 @@ def _checked_options(args: argparse.Namespace) -> tuple[Path, tuple[float, ...]]
 
     Raises:
         DataError: a missing ``--times`` file, an ``--output`` that is an input file or
-            cannot be written, a count below 1, or a
-            ``--levels`` value that is not a percentage.
+            cannot be written, a count below 1, or a ``--levels`` value not a percentage.
     """
     to_stdout = args.output == STDOUT
     if args.times is not None:

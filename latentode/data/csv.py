@@ -242,10 +242,13 @@ def read_series_csv(
         t, x, codes = t[keep], mean, codes[keep]
 
     _check_observed(path, x, names, allow_unobserved)
+    read = [str(i) for i in ids]
     t, x, codes, ids = _drop_short_series(path, t, x, codes, ids)
+    kept = [str(i) for i in ids]
+    dropped = tuple(sorted(set(read) - set(kept)))
     counts = np.bincount(codes, minlength=len(ids))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return SeriesTable(t, x, offsets, [str(i) for i in ids], names, encoding, str(path))
+    return SeriesTable(t, x, offsets, kept, names, encoding, str(path), dropped)
 
 
 def _check_arguments(

@@ -2,8 +2,7 @@
 
 A `SeriesTable` holds S series with D channels as one long array sorted by (series, time):
 ``times [N]`` (float64, the model's time axis), ``values [N, D]`` (float64, NaN = missing) and
-``offsets [S + 1]`` (series ``s`` is rows ``offsets[s]:offsets[s + 1]``). Series keep the order
-in which they first appear in the file.
+``offsets [S + 1]`` (series ``s`` is rows ``offsets[s]:offsets[s + 1]``), in file order.
 
 A `TimeEncoding` says how the float axis maps back to the user's time column: numbers are kept
 as they are; date-times become ``(timestamp - origin) / unit`` and come back rounded to the
@@ -233,6 +232,7 @@ class SeriesTable:
         channels: the D channel names.
         encoding: how ``times`` map back to the file's time column.
         source: where the data came from (a path), for messages.
+        dropped: ids the reader left out (fewer than two observed times), for messages.
     """
 
     times: np.ndarray
@@ -242,6 +242,7 @@ class SeriesTable:
     channels: list[str]
     encoding: TimeEncoding
     source: str = "<memory>"
+    dropped: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse arrays that do not fit together (a table built by hand): shapes, offsets
@@ -309,8 +310,7 @@ class SeriesTable:
         return int(s) % S
 
     def series(self, s: int) -> tuple[np.ndarray, np.ndarray]:
-        """Times ``[n]`` and values ``[n, D]`` (NaN = missing) of series ``s`` (views;
-        negative ``s`` counts from the end).
+        """Times ``[n]`` and values ``[n, D]`` (NaN: missing; views) of series ``s`` (-1: the last).
 
         Raises:
             DataError: ``s`` out of range.
