@@ -20,10 +20,12 @@ __all__ = [
     "LEVEL",
     "QUANTILES",
     "band_columns",
+    "band_ends",
     "band_levels",
     "band_scores",
     "center_factor",
     "percent",
+    "quantile_name",
     "quantile_names",
     "quantile_probs",
     "scale_bands",
@@ -56,18 +58,29 @@ def _level(value: float) -> float:
     return round(float(value), 12)
 
 
+def band_ends(level: float) -> tuple[float, float]:
+    """The lower and upper quantiles ``(1 -+ level) / 2`` of the band of coverage ``level``
+    (a `band_levels` value), rounded to 12 digits."""
+    low = round((1.0 - level) / 2, 12)
+    return low, round(1.0 - low, 12)
+
+
 def quantile_probs(levels: Sequence[float] | None = None) -> tuple[float, ...]:
     """The quantiles a summary holds, ascending: for each of `band_levels` its lower and
-    upper ends ``(1 -+ level) / 2``, and the median; ``(0.05, 0.5, 0.95)`` by default."""
-    levels = band_levels(levels)
-    lower = [round((1.0 - v) / 2, 12) for v in reversed(levels)]  # widest band first
-    return (*lower, 0.5, *(round(1.0 - p, 12) for p in reversed(lower)))
+    upper ends (`band_ends`), and the median; ``(0.05, 0.5, 0.95)`` by default."""
+    ends = [band_ends(v) for v in reversed(band_levels(levels))]  # widest band first
+    return (*(lo for lo, _ in ends), 0.5, *(hi for _, hi in reversed(ends)))
+
+
+def quantile_name(p: float) -> str:
+    """The column name of quantile ``p``, in percent: ``q05``, ``q50``, ``q97.5``, ``q00.5``."""
+    return f"q{'0' if p < 0.1 else ''}{percent(p)}"
 
 
 def quantile_names(levels: Sequence[float] | None = None) -> list[str]:
-    """Column names of `quantile_probs`, in percent: ``q05``, ``q50``, ``q95``; ``q02.5``,
-    ``q97.5`` for the 95% band; ``q00.5`` for the 0.5% quantile."""
-    return [f"q{'0' if p < 0.1 else ''}{percent(p)}" for p in quantile_probs(levels)]
+    """Column names of `quantile_probs` (`quantile_name`): ``q05``, ``q50``, ``q95``;
+    ``q02.5``, ``q97.5`` for the 95% band; ``q00.5`` for the 0.5% quantile."""
+    return [quantile_name(p) for p in quantile_probs(levels)]
 
 
 def percent(share: float) -> str:

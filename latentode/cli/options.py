@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..bands import LEVEL, percent
+from ..bands import LEVEL, band_ends, quantile_name
 from ..data.errors import DataError
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "check_draws",
     "check_input_file",
     "refuse_input_as_output",
+    "same_file",
 ]
 
 
@@ -135,9 +136,8 @@ def _check_column_names(texts: list[str], levels: list[float]) -> None:
     """
     owner: dict[str, tuple[float, str]] = {}
     for text, level in [("90", LEVEL), *zip(texts, levels, strict=True)]:
-        low = round((1.0 - round(level, 12)) / 2, 12)
-        for p in (low, round(1.0 - low, 12)):
-            name = f"q{'0' if p < 0.1 else ''}{percent(p)}"
+        for p in band_ends(round(level, 12)):
+            name = quantile_name(p)
             other, said = owner.setdefault(name, (round(level, 12), text))
             if other != round(level, 12):
                 raise DataError(
@@ -206,7 +206,7 @@ def check_input_file(path: str, option: str) -> None:
         raise DataError(f"{option} {p}: no such file.")
 
 
-def _same_file(a: str | Path, b: str | Path) -> bool:
+def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether ``a`` and ``b`` name one file (through links too; ``b`` exists or not)."""
     try:
         return os.path.samefile(a, b)
@@ -228,7 +228,7 @@ def refuse_input_as_output(out: Path, inputs: dict[str, Sequence[str | None]], w
     """
     for option, paths in inputs.items():
         for path in paths:
-            if path is not None and _same_file(out, Path(path)):
+            if path is not None and same_file(out, Path(path)):
                 raise DataError(
                     f"--output {out} is the {option} file; {what} would replace it. Name "
                     "another file for --output (nothing was written)."

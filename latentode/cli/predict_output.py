@@ -23,7 +23,7 @@ from ..paths import STDOUT, check_output_dir
 from ..predictive import percent, quantile_probs
 from .errors import _listed
 from .forecaster import _pooled
-from .options import _same_file
+from .options import same_file
 
 if TYPE_CHECKING:
     from ..calibration import Calibration
@@ -64,7 +64,7 @@ def _plot_files(args: argparse.Namespace, series_ids: list[str]) -> list[Path]:
     """
     folder = check_output_dir(args.plot, "--plot")
     files = [folder / name for name in plot_names(series_ids)]
-    mine = [i for i, p in enumerate(files) if args.output != STDOUT and _same_file(args.output, p)]
+    mine = [i for i, p in enumerate(files) if args.output != STDOUT and same_file(args.output, p)]
     if mine:
         raise DataError(
             f"--output {args.output} is the --plot file of series {series_ids[mine[0]]!r}; its "

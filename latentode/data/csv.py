@@ -242,13 +242,11 @@ def read_series_csv(
         t, x, codes = t[keep], mean, codes[keep]
 
     _check_observed(path, x, names, allow_unobserved)
-    read = [str(i) for i in ids]
-    t, x, codes, ids = _drop_short_series(path, t, x, codes, ids)
-    kept = [str(i) for i in ids]
-    dropped = tuple(sorted(set(read) - set(kept)))
+    t, x, codes, ids, dropped = _drop_short_series(path, t, x, codes, ids)
     counts = np.bincount(codes, minlength=len(ids))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return SeriesTable(t, x, offsets, kept, names, encoding, str(path), dropped)
+    ids = [str(i) for i in ids]
+    return SeriesTable(t, x, offsets, ids, names, encoding, str(path), dropped)
 
 
 def _check_arguments(
@@ -359,10 +357,10 @@ def _check_observed(path: Path, x: np.ndarray, names: list[str], allow_unobserve
 
 def _drop_short_series(
     path: Path, t: np.ndarray, x: np.ndarray, codes: np.ndarray, ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Drop with a warning the series with fewer than two observed times (the ``stacklevel``
     is `read_series_csv`'s caller); refuse a file where none has two. Returns the kept rows'
-    ``t``, ``x`` and renumbered ``codes``, and the kept ``ids``."""
+    ``t``, ``x`` and renumbered ``codes``, the kept ``ids``, and the dropped ones."""
     observed = ~np.isnan(x)  # (N, D)
     n_obs = np.bincount(codes[observed.any(axis=1)], minlength=len(ids))  # (S,)
     short = np.flatnonzero(n_obs < 2)
@@ -372,14 +370,15 @@ def _drop_short_series(
             "no series has two observed times",
             "A series needs at least two rows with a value to be fitted.",
         )
-    if len(short):
+    dropped = tuple(str(ids[s]) for s in short)
+    if dropped:
         warnings.warn(
             f"{path}: dropped {len(short)} series with fewer than two observed times: "
-            f"{_names([str(ids[s]) for s in short])}.",
+            f"{_names(list(dropped))}.",
             UserWarning,
             stacklevel=3,
         )
         keep = np.isin(codes, short, invert=True)
         remap = np.cumsum(n_obs >= 2) - 1  # old code -> new code
         t, x, codes, ids = t[keep], x[keep], remap[codes[keep]], ids[n_obs >= 2]
-    return t, x, codes, ids
+    return t, x, codes, ids, dropped

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -349,14 +349,13 @@ class SeriesTable:
         rows = [np.arange(self.offsets[s], self.offsets[s + 1]) for s in index]
         rows_all = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        return SeriesTable(
-            self.times[rows_all],
-            self.values[rows_all],
-            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            [self.series_ids[s] for s in index],
-            list(self.channels),
-            self.encoding,
-            self.source,
+        return replace(  # the same channels, encoding, source and dropped ids
+            self,
+            times=self.times[rows_all],
+            values=self.values[rows_all],
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            series_ids=[self.series_ids[s] for s in index],
+            channels=list(self.channels),
         )
 
     def before(self, t_end: float | np.ndarray) -> SeriesTable:
@@ -380,14 +379,13 @@ class SeriesTable:
         alive = np.flatnonzero(counts > 0)
         offsets = np.concatenate([[0], np.cumsum(counts[alive])]).astype(np.int64)
         ids = [self.series_ids[s] for s in alive]
-        return SeriesTable(
-            self.times[keep],
-            self.values[keep],
-            offsets,
-            ids,
-            list(self.channels),
-            self.encoding,
-            self.source,
+        return replace(
+            self,
+            times=self.times[keep],
+            values=self.values[keep],
+            offsets=offsets,
+            series_ids=ids,
+            channels=list(self.channels),
         )
 
     def to_frame(self) -> pd.DataFrame:
