@@ -84,8 +84,9 @@ def quantile_names(levels: Sequence[float] | None = None) -> list[str]:
 
 
 def percent(share: float) -> str:
-    """A share in percent, as short as it goes: ``90``, ``97.5``, ``2.5``."""
-    return f"{round(100 * share, 9):g}"
+    """A share in percent, as short as it goes and never in exponent notation: ``90``,
+    ``97.5``, ``2.5``, ``0.000005`` (to 10 decimals, the 12 digits `band_ends` keeps)."""
+    return np.format_float_positional(round(100 * share, 10), trim="-")
 
 
 def band_columns(levels: Sequence[float], level: float = LEVEL) -> tuple[int, int, int]:

@@ -11,6 +11,7 @@ import torch
 from scipy.stats import norm
 from test_transforms import _predictive
 
+from latentode.bands import percent
 from latentode.calibration import (
     MIN_VALUES,
     WIDEN,
@@ -69,6 +70,10 @@ def test_levels_name_their_quantiles_and_the_default_is_the_five_to_ninety_five_
         "q97.5",
         "q99.5",
     ]
+    # a very wide band is named in full, not 'q100' over 'q04.5e-06' (6 significant digits)
+    assert quantile_names(0.9999999) == ["q00.000005", "q05", "q50", "q95", "q99.999995"]
+    assert quantile_names(1 - 1e-11)[0] == "q00.0000000005"
+    assert percent(0.025) == "2.5" and percent(0.9) == "90" and percent(0.975) == "97.5"
     # (mean, std, q02.5, q05, q10, q25, q50, ...): the 80% band is q10 / q90
     assert band_columns(LEVELS, 0.8) == (4, 6, 8)
     assert band_columns(LEVELS) == (3, 6, 9) and band_columns(()) == (2, 3, 4)
