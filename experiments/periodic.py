@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from latentode.data import (
     IrregularBatch,
     Split,
+    align_last,
     make_periodic,
     split_extrapolation,
     split_interpolation,
@@ -183,9 +184,11 @@ def train(
     task: str,
     args: argparse.Namespace,
     both: bool = False,
+    prepare: Callable[[Split], Split] | None = None,
 ) -> float:
-    """Adamax lr 0.01 decaying 0.999 per step (Rubanova); ``both``: see `loss_fn`. Returns
-    the wall time (s)."""
+    """Adamax lr 0.01 decaying 0.999 per step (Rubanova); ``both``: see `loss_fn`;
+    ``prepare`` maps every training split before the loss (e.g. `align_last`). Returns the
+    wall time (s)."""
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.Adamax(model.parameters(), lr=0.01)
@@ -195,7 +198,8 @@ def train(
     for it in range(args.iters):
         idx = torch.randperm(train_set.batch_size, generator=gen)[: args.batch_size]
         frac = FRACTIONS[int(torch.randint(len(FRACTIONS), (1,), generator=gen))]
-        loss = step(make_split(train_set[idx], task, frac, gen), it)
+        split = make_split(train_set[idx], task, frac, gen)
+        loss = step(prepare(split) if prepare else split, it)
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -261,11 +265,19 @@ def analog(train_set: IrregularBatch, std: float = 0.01) -> Predictor:
     return predict
 
 
-def evaluate(predict: Predictor, test: IrregularBatch, task: str, seed: int) -> dict:
-    """Held-out and all-points test MSE at each fraction (`ForecastMetrics`)."""
+def evaluate(
+    predict: Predictor,
+    test: IrregularBatch,
+    task: str,
+    seed: int,
+    prepare: Callable[[Split], Split] | None = None,
+) -> dict:
+    """Held-out and all-points test MSE at each fraction (`ForecastMetrics`); ``prepare``
+    maps each split before it is predicted and scored (the same points, e.g. `align_last`)."""
     out = {}
     for frac in FRACTIONS:
         split = make_split(test, task, frac, torch.Generator().manual_seed(seed + int(100 * frac)))
+        split = prepare(split) if prepare else split
         mean, std = predict(split)
         metrics = ForecastMetrics("test")
         metrics.update(mean, std, split.target.values, split.target.mask, split.heldout_mask)
@@ -454,11 +466,12 @@ def trained(
     args: argparse.Namespace,
     train_set: IrregularBatch,
     make: Callable[[str], nn.Module] = build,
+    aligned: bool = False,
 ) -> tuple[nn.Module, float]:
     """The model ``make(name)`` trained on ``task`` (`train`; on both halves when ``name``
-    ends with `BOTH`), loaded from ``args.workdir`` when a run with the same settings was
-    cached there. Returns it in eval mode and the training wall time (s) of the run that
-    trained it."""
+    ends with `BOTH`; with ``aligned`` on batches aligned series by series, `align_last`),
+    loaded from ``args.workdir`` when a run with the same settings was cached there. Returns
+    it in eval mode and the training wall time (s) of the run that trained it."""
     slug = name.lower().replace(" ", "_").replace("(", "").replace(")", "").replace(".", "")
     slug = slug.replace("+", "plus").replace("-", "").replace(",", "")
     slug = re.sub(r"[^a-z0-9_]", "", slug)
@@ -469,13 +482,16 @@ def trained(
         slug += "_" + config_hash(model.config)
     elif isinstance(model, ODERNN) and depth != 1:
         slug += f"_depth{depth}"
+    slug += "_aligned" if aligned else ""
     path = args.workdir / f"{slug}_{task}_it{args.iters}_n{args.n_train}_s{args.seed}.pt"
     if path.exists():
         saved = torch.load(path, weights_only=True)
         model.load_state_dict(saved["state"])
         print(f"[{name}, {task}] loaded {path}", flush=True)
         return model.eval(), float(saved["wall"])
-    wall = train(f"{name}, {task}", model, train_set, task, args, both=name.endswith(BOTH))
+    prepare = align_last if aligned else None
+    label, both = f"{name}, {task}{', aligned' if aligned else ''}", name.endswith(BOTH)
+    wall = train(label, model, train_set, task, args, both=both, prepare=prepare)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "wall": wall}, path)
     return model.eval(), wall
