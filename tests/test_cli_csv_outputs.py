@@ -174,22 +174,23 @@ def test_output_never_replaces_an_input_file(fitted, tmp_path: Path, capsys) -> 
 def test_levels_whose_columns_would_share_a_name_are_refused(
     fitted, tmp_path: Path, capsys
 ) -> None:
-    """Column names keep 6 digits: ``--levels 50.000001 50`` wrote q25, q25, q75, q75 (and
-    99.99999 with 99.999991 q100 twice, 90.0000001 a second q05), a table whose columns cannot
-    be told apart. `predict` and `test` refuse them naming both levels; a level given twice is
-    one band, as before."""
+    """Column names keep the quantiles to 12 digits: ``--levels 50.0000000001 50`` would
+    write q25, q25, q75, q75 (with 6 digits, before session 46, 50.000001 did too), a table
+    whose columns cannot be told apart. `predict` and `test` refuse them naming both levels;
+    a level given twice is one band, as before; a band whose ends are the quantiles 0 and 1
+    to 12 digits is refused."""
     from latentode.cli import predict_main, test_main
 
     ckpt, data = fitted
     out = tmp_path / "f.csv"
     base = ["--ckpt_path", str(ckpt), "--data.path", str(data), "--n_samples", "4"]
+    clash = "(column names keep the quantiles to 12 digits); give levels that differ within them."
     cases = {
-        ("50.000001", "50"): "--levels 50: its band would be written in column q25, as the "
-        "50.000001% band is",
-        ("99.99999", "99.999991"): "--levels 99.999991: its band would be written in column "
-        "q100, as the 99.99999% band is",
-        ("90.0000001",): "--levels 90.0000001: its band would be written in column q05, as the "
-        "90% band is",
+        ("50.0000000001", "50"): "--levels 50: its band would be written in column q25, as the "
+        f"50.0000000001% band is {clash}",
+        ("99.9999999999",): "--levels 99.9999999999: a band this close to 100% has its ends at "
+        "quantiles that are 0 and 1 to 12 digits, the least and greatest draw; give at most "
+        "99.9999999998.",
     }
     for levels, message in cases.items():
         for run, prog, extra in (
@@ -198,10 +199,7 @@ def test_levels_whose_columns_would_share_a_name_are_refused(
         ):
             capsys.readouterr()
             assert run([*base, *extra, "--levels", *levels]) == 2, (prog, levels)
-            assert capsys.readouterr().err == (
-                f"latentode {prog}: error: {message} (column names keep 6 digits); give levels "
-                "that differ within them.\n"
-            )
+            assert capsys.readouterr().err == f"latentode {prog}: error: {message}\n"
             assert not out.exists()
     args = [*base, "--horizon", "2D", "--no-calibrate", "--output", str(out)]
     assert predict_main([*args, "--levels", "50", "50"]) == 0

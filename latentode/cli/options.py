@@ -120,6 +120,12 @@ def _levels(values: list[str] | None) -> tuple[float, ...]:
                 f"--levels {text}: give each band's coverage in percent, a number from 1 to "
                 f"below 100, such as 80 for the 10-90% band{share}."
             )
+        if band_ends(round(value / 100, 12))[0] <= 0.0:  # the ends 0 and 1: min and max
+            raise DataError(
+                f"--levels {text}: a band this close to 100% has its ends at quantiles that "
+                "are 0 and 1 to 12 digits, the least and greatest draw; give at most "
+                "99.9999999998."
+            )
         out.append(value / 100)
     _check_column_names(list(values or ()), out)
     return tuple(out)
@@ -127,9 +133,9 @@ def _levels(values: list[str] | None) -> tuple[float, ...]:
 
 def _check_column_names(texts: list[str], levels: list[float]) -> None:
     """Refuse two different ``--levels`` whose bands' ends would be written under one column
-    name (a name keeps 6 digits: 50.000001 and 50 both give ``q25``, ``q75``), which wrote a
-    table with repeated columns; the 5-95% band counts as ``90``. A level given twice is one
-    band, not refused.
+    name (a name keeps the quantile to 12 digits: 50.0000000001 and 50 both give ``q25``,
+    ``q75``), which wrote a table with repeated columns; the 5-95% band counts as ``90``. A
+    level given twice (to 12 digits) is one band, not refused.
 
     Raises:
         DataError: naming both levels and the shared column.
@@ -142,8 +148,8 @@ def _check_column_names(texts: list[str], levels: list[float]) -> None:
             if other != round(level, 12):
                 raise DataError(
                     f"--levels {text}: its band would be written in column {name}, as the "
-                    f"{said}% band is (column names keep 6 digits); give levels that differ "
-                    "within them."
+                    f"{said}% band is (column names keep the quantiles to 12 digits); give levels "
+                    "that differ within them."
                 )
 
 
