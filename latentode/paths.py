@@ -9,7 +9,9 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,19 +82,41 @@ def check_output_file(
     return out
 
 
+def _umask() -> int:
+    """This process's umask (read by setting it and back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_whole(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on ``path.partial`` and move it onto ``path``: a reader never sees
-    half a file, and an existing ``path`` is replaced only by a complete one.
+    """Run ``write(tmp)`` on a new temporary file beside ``path`` and move it onto ``path``: a
+    reader never sees half a file, and an existing ``path`` is replaced only by a complete
+    one.
+
+    The temporary file (``.<name>.<random>.partial`` in ``path``'s folder) is created afresh,
+    so it is never a file that was already there: a user's own ``<name>.partial`` is left
+    alone. ``write`` is given it existing and empty, and must overwrite it (open it ``"w"``).
+    It gets the permissions a new file would (not ``mkstemp``'s owner-only ones). Whatever
+    ``write`` raises, the temporary file is removed.
 
     Raises:
         DataError: the system refused the write (disk full, permissions changed meanwhile);
-            the partial file is removed.
+            the message names ``path``.
     """
-    tmp = path.with_name(path.name + ".partial")
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        tmp = Path(name)
+        os.close(fd)
+        tmp.chmod(0o666 & ~_umask())
         write(tmp)
         tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"could not write {path}: {e.strerror or e}.") from None
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise DataError(f"could not write {path}: {e.strerror or e}.") from None
+        raise

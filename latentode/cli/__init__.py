@@ -42,6 +42,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from ..parse_errors import ConciseParser
 from ..systems.guard import TrainingStoppedError, end_process, leave_process_group
 from .checkpoints import LastCheckpoint, RunSummary, check_ckpt_path, resolve_last
+from .config_save import SaveRunConfig
 from .errors import (
     SIGTERM_STATUS,
     STOP_NOTE,
@@ -145,6 +146,8 @@ def main(args: list[str] | None = None) -> None:
             pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            # config.yaml replaces only one a latentode run saved (`SaveRunConfig`)
+            save_config_callback=SaveRunConfig,
             save_config_kwargs={"overwrite": True},
             args=None if args is None else argv,  # None: Lightning reads sys.argv itself
             auto_configure_optimizers=False,
