@@ -1,7 +1,9 @@
 """The checks `CSVDataModule` makes: on its options when built, on its training part at setup.
 
 `check_options` and `check_cuts` refuse options no division or training could use, with the
-values given (`warn_stride_gaps` warns of training windows that leave gaps between them);
+values given (`warn_stride_gaps` warns of training windows that leave gaps between them,
+`warn_stride_unused` of a stride no window uses); `note_fractional_holdout` says what a
+``holdout`` below 1 was read as, in the file's time units;
 `check_training_channels` refuses a channel the training part never observes;
 `check_training_part` refuses a training part without a segment to learn from and warns about
 channels the model learns nothing from; `no_forecast_error` says why a validation or test
@@ -13,14 +15,18 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pytorch_lightning.utilities import rank_zero_info
 
 from .errors import DataError
 from .prep import Segment, check_fractions, constant_within_series
 from .resumable import check_num_workers
-from .table import SeriesTable
+from .table import TIME_UNITS, SeriesTable
+
+if TYPE_CHECKING:  # csv_split imports this module
+    from .csv_split import Division
 
 __all__ = [
     "check_cuts",
@@ -28,7 +34,9 @@ __all__ = [
     "check_training_channels",
     "check_training_part",
     "no_forecast_error",
+    "note_fractional_holdout",
     "warn_stride_gaps",
+    "warn_stride_unused",
 ]
 
 
@@ -160,6 +168,112 @@ def warn_stride_gaps(window: float, stride: float, default: bool = False) -> Non
         "the default is window / 10) to train on every observation.",
         UserWarning,
         stacklevel=1,  # here, in the package: the CLI prints it as one line
+    )
+
+
+def warn_stride_unused(path: str, n_series: int, stride: float | None) -> None:
+    """Warn that a ``stride`` given (not None) for ``n_series`` training series without a
+    ``window`` is not used: those series are trained on whole, not cut into windows (with one
+    series the default window of three holdout blocks uses it, so it is not called there)."""
+    if stride is None:
+        return
+    warnings.warn(
+        f"{path}: stride {stride:g} (--data.init_args.stride; stride in the config) is not "
+        f"used: no window is set, so each of the {n_series} training series is used whole, not "
+        "cut into windows. Set a window (--data.init_args.window, in time units) to train on "
+        "windows that long, one every stride, or drop the stride.",
+        UserWarning,
+        stacklevel=1,  # here, in the package: the CLI prints it as one line
+    )
+
+
+# The names of `TIME_UNITS` (the float axis of date-times), for messages.
+_UNIT_NAMES = {"s": "seconds", "min": "minutes", "h": "hours", "D": "days", "W": "weeks"}
+_UNIT_NAMES["Y"] = "years"
+
+
+def fractional_holdout_note(
+    path: str, table: SeriesTable, holdout: float, division: Division
+) -> str | None:
+    """What a ``holdout`` below 1 was read as for ``table`` divided into ``division``: a
+    fraction of each held-out series' time span, with the lengths it came to in the file's
+    time units, and how to ask for a length below one time unit instead (None: ``holdout``
+    is 1 or more, a length in time units)."""
+    if holdout >= 1:
+        return None
+    enc = table.encoding
+    unit = _UNIT_NAMES.get(enc.unit, enc.unit) if enc.kind == "datetime" else "time units"
+    share = f"{100 * holdout:g}%"
+    if division.val_window is not None:  # one series: its last two blocks
+        lengths = [division.val_window[1] - division.val_window[0]]
+        what = (
+            f"the last two blocks of the series, each {share} of its time span (here "
+            f"{_lengths(lengths, unit)}), are held out: the first for validation, the second "
+            "for test."
+        )
+    elif division.val_windows is not None:  # several series, each held out in time
+        lengths = [b - a for a, b in division.val_windows.values()]
+        what = (
+            f"each of the {len(lengths)} series held out in time holds out its last two "
+            f"blocks, each {share} of its own time span (here {_lengths(lengths, unit)}): "
+            "the first for validation, the second for test."
+        )
+    else:  # a share of the series held out whole, each forecast over its last part
+        held = [*(division.val_series or []), *(division.test_series or [])]
+        if not held:  # fractions that round to no series: `no_forecast_error` says so
+            return None
+        times = [table.series(table.index_of(i))[0] for i in held]
+        lengths = [holdout * float(t[-1] - t[0]) for t in times]
+        what = (
+            f"each of the {len(lengths)} validation and test series is forecast over the last "
+            f"{share} of its own time span (here {_lengths(lengths, unit)})."
+        )
+    head = (
+        f"latentode: {path}: holdout {holdout:g} is below 1, so it is read as a fraction of "
+        f"the time span: {what} A holdout of 1 or more is a length in {unit}"
+    )
+    if enc.kind != "datetime":  # the times' unit is the file's; a fraction is the default
+        return head + "."
+    return (
+        f"{head}, so a length below 1 cannot be given as one: to hold out {holdout:g} {unit}, "
+        + _smaller_unit(holdout, enc)
+    )
+
+
+def note_fractional_holdout(
+    path: str, table: SeriesTable, holdout: float, division: Division
+) -> None:
+    """Log (Lightning's info log, on the first process) what a ``holdout`` below 1 was read
+    as (`fractional_holdout_note`). A note, not a warning: a fraction is the documented
+    default (0.1) and what ``configs/csv.yaml`` ships, but ``holdout: 0.5`` with yearly
+    date-times may be meant as half a year."""
+    note = fractional_holdout_note(path, table, holdout, division)
+    if note is not None:
+        rank_zero_info(note)
+
+
+def _lengths(lengths: list[float], unit: str) -> str:
+    """``"4.2 years"``, or ``"3.1 to 6 years, by series"`` for the least and greatest of
+    lengths that differ (3 significant digits, whole numbers from 100 up)."""
+    lo, hi = (f"{x:.0f}" if x >= 100 else f"{x:.3g}" for x in (min(lengths), max(lengths)))
+    return f"{lo} {unit}" if lo == hi else f"{lo} to {hi} {unit}, by series"
+
+
+def _smaller_unit(holdout: float, enc: Any) -> str:
+    """How to give ``holdout`` (< 1) time units of the date-time encoding ``enc`` as a
+    length: in the largest smaller ``time_unit`` in which it is 1 or more."""
+    ns = holdout * TIME_UNITS[enc.unit]
+    for key, size in sorted(TIME_UNITS.items(), key=lambda kv: -kv[1]):
+        if size < TIME_UNITS[enc.unit] and ns / size >= 1:
+            name = _UNIT_NAMES[key]
+            return (
+                f"choose a smaller time unit, --data.init_args.time_unit {key}: "
+                f"{holdout:g} {_UNIT_NAMES[enc.unit]} is {ns / size:.4g} {name}, so give "
+                f"holdout {ns / size:.4g} (window, stride and history are then in {name} too)."
+            )
+    return (  # s is the smallest time_unit
+        f"write the times as numbers in a smaller unit than seconds (milliseconds: holdout "
+        f"{holdout * 1000:.4g})."
     )
 
 

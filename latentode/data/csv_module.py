@@ -71,9 +71,10 @@ class CSVDataModule(pl.LightningDataModule):
         time_column, series_column, channels, time_unit, duplicates: as `read_series_csv`.
         window: training window length in time units (None: one series is cut into windows of
             three ``holdout`` blocks; many series are used whole).
-        stride: distance between window starts (None: ``window / 10``).
+        stride: distance between window starts (None: ``window / 10``; unused, with a
+            warning, for several series without a window).
         holdout: length of each held-out forecast in time units (a value below 1 is a fraction
-            of the series' time span).
+            of the series' time span; setup logs the lengths it comes to).
         history: time units of history conditioned on at validation / test (None: ``window -
             holdout`` for windows when positive, else everything before the forecast).
         val_fraction, test_fraction: shares of the series held out (``split="series"``).
@@ -200,6 +201,7 @@ class CSVDataModule(pl.LightningDataModule):
             division = divide_series(
                 self.path, table, *cut, self.val_fraction, self.test_fraction, self.seed
             )
+        csv_checks.note_fractional_holdout(self.path, table, self.holdout, division)
         train = division.train
         self.train_segments = division.train_segments
         self.val_segments, self.test_segments = division.val_segments, division.test_segments

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .csv_checks import warn_stride_gaps
+from .csv_checks import warn_stride_gaps, warn_stride_unused
 from .errors import DataError
 from .prep import (
     Segment,
@@ -138,22 +138,32 @@ def divide_in_time(
     ids = table.series_ids
     held = np.flatnonzero(np.isfinite(cuts[:, 0])).tolist()
     short = [ids[s] for s in np.flatnonzero(~np.isfinite(cuts[:, 0]))]
+    fraction = holdout < 1  # a fraction of each series' span (`holdout_bounds`)
+    blocks = (
+        f"{100 * holdout:g}% of each series' time span" if fraction else f"{holdout:g} time units"
+    )
     if not held:
         raise DataError(
-            f"{path}: no series spans two holdout blocks of {holdout:g} time "
-            "units (validation and test) and some time before them; use a smaller holdout."
+            f"{path}: no series spans two holdout blocks of {blocks} (validation and test) "
+            "and some time before them; use a smaller holdout"
+            + (
+                f" (holdout {holdout:g} is below 1, so a fraction: two blocks of it leave "
+                "time before them only below 0.5)."
+                if fraction
+                else "."
+            )
         )
     if short:
         warnings.warn(
             f"{path}: {len(short)} series too short for two holdout blocks of "
-            f"{holdout:g} time units are used for training only: "
+            f"{blocks} are used for training only: "
             f"{', '.join(map(repr, short[:5]))}{' ...' if len(short) > 5 else ''}.",
             UserWarning,
             stacklevel=2,
         )
     train = table.before(cuts[:, 0])
     train_segments = _train_segments(
-        train, [table.index_of(i) for i in train.series_ids], window, stride
+        path, train, [table.index_of(i) for i in train.series_ids], window, stride
     )
     val_segments: list[Segment] = []
     test_segments: list[Segment] = []
@@ -201,11 +211,13 @@ def _warn_unscored(
 
 
 def _train_segments(
-    train: SeriesTable, index: list[int], window: float | None, stride: float | None
+    path: str, train: SeriesTable, index: list[int], window: float | None, stride: float | None
 ) -> list[Segment]:
     """``train``'s series whole, or cut into windows when ``window`` is set, each named by
-    its index in the file (``index[s]`` for ``train``'s series ``s``)."""
+    its index in the file (``index[s]`` for ``train``'s series ``s``); a ``stride`` given
+    without a window is not used, and `warn_stride_unused` says so."""
     if window is None:
+        warn_stride_unused(path, len(index), stride)
         segs = whole_series(train)
     else:
         segs = make_windows(train, window, stride or window / 10)
@@ -239,7 +251,7 @@ def divide_series(
     """
     tr, va, te = split_series(table.n_series, val_fraction, test_fraction, seed)
     train = table.select(tr)
-    train_segments = _train_segments(train, tr, window, stride)
+    train_segments = _train_segments(path, train, tr, window, stride)
     test_series = [table.series_ids[s] for s in te]
     val_series = [table.series_ids[s] for s in va]
     val_segments: list[Segment] = []
