@@ -15,6 +15,7 @@ checked in `latentode.horizon`; both are re-exported here.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from .ensemble import Ensemble
 from .history import check_channels, check_table, read_history
 from .horizon import _future_grid as _future_grid
 from .horizon import _recent as _recent
-from .horizon import future_times, parse_horizon
+from .horizon import far_reach, future_times, parse_horizon
 from .nn.latent_ode import LatentODE
 from .predictive import (
     LEVEL,
@@ -215,6 +216,11 @@ def forecast(
     Returns:
         A `ForecastResult`.
 
+    Warns:
+        UserWarning: some series are forecast more than `latentode.horizon.REACH` times as
+            far ahead as the fit validated (`latentode.horizon.far_reach`; from the first
+            process of a shared-out forecast only).
+
     Raises:
         DataError: as `future_times`.
     """
@@ -228,9 +234,12 @@ def forecast(
     segs, future = future_times(
         model, table, data_state, horizon, step, times, n_samples, importance or refine > 0
     )
+    rank, world = shard
+    far = far_reach(table, data_state, segs, future)  # of every series: by the first process
+    if far and rank == 0:
+        warnings.warn(far, UserWarning, stacklevel=2)
     levels = band_levels(levels)
     model.eval()
-    rank, world = shard
     summary: list[np.ndarray | None] = [None] * len(segs)
     seeds = draw_seeds(seed, [table.series_ids[g.series] for g in segs])
     for c, lo in enumerate(range(0, len(segs), chunk)):

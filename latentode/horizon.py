@@ -5,7 +5,9 @@ like ``104W``); `future_times` gives each series' conditioning segment (its last
 time units, as in training) and its future times (a grid every ``step`` up to ``horizon``
 past its last observation, or the times asked for), refusing before anything is drawn times
 inside the history, between the steps of its resolution, past the last date-time that can be
-written, or more than one model call holds. Used by `latentode.forecast.forecast`.
+written, or more than one model call holds; `far_reach` words the warning `forecast` gives
+when a series is forecast more than `REACH` times as far ahead as the fit validated. Used by
+`latentode.forecast.forecast`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from .history import FLOAT32_MAX, check_table
 from .nn.latent_ode import LatentODE
 from .predictive import call_gb, draws_held, draws_per_call
 
-__all__ = ["future_times", "parse_horizon"]
+REACH = 10.0  # `far_reach`: leads past this many times the fit's validated one are warned of
+SHOWN = 3  # series named in `far_reach`'s warning (then a count of the others)
+
+__all__ = ["REACH", "far_reach", "future_times", "parse_horizon", "validated_lead"]
 
 
 def parse_horizon(horizon: str | float, table: SeriesTable, option: str = "--horizon") -> float:
@@ -300,3 +305,78 @@ def _check_size(
             f"(a coarser --step or a shorter --horizon) or fewer --n_samples{options}, or on a "
             "machine with the memory to spare raise --call_memory (GB per call)."
         )
+
+
+def _length(x: float, table: SeriesTable) -> str:
+    """A length of time as `far_reach` writes it: ``30D`` for date-times (a span as
+    ``--horizon`` takes it), ``30 time units`` for numbers."""
+    unit = table.encoding.unit if table.encoding.kind == "datetime" else " time units"
+    return f"{x:.4g}{unit}"
+
+
+def validated_lead(table: SeriesTable, data_state: dict[str, Any]) -> tuple[float, str]:
+    """The longest lead the fit validated its forecasts on, resolved on ``table``, and how.
+
+    ``data.holdout`` (``data_state["holdout"]``) of 1 or more is that many time units; below 1
+    it is a fraction of each series' span, so the longest such forecast is that fraction of
+    the longest series' span (``table``'s, as training resolves it on its file). A checkpoint
+    without a holdout: the longest series' span.
+
+    Returns:
+        ``(lead, how)``: the lead in the table's time units (0 for a table of single
+        observations) and the words that say what it is, for `far_reach`'s message.
+    """
+    holdout = data_state.get("holdout")
+    if holdout is not None and float(holdout) >= 1:
+        return float(holdout), f"{_length(float(holdout), table)}, data.holdout"
+    span = max((float(g.times[-1] - g.times[0]) for g in whole_series(table)), default=0.0)
+    if holdout is None:
+        return span, (
+            f"{_length(span, table)}: the checkpoint stores no data.holdout, so the longest "
+            "series' span in the file stands in for it"
+        )
+    held = float(holdout) * span
+    return held, (
+        f"{_length(held, table)}: data.holdout {float(holdout):g} of the longest series' span "
+        f"in the file, {_length(span, table)}"
+    )
+
+
+def far_reach(
+    table: SeriesTable,
+    data_state: dict[str, Any],
+    segs: list[Segment],
+    future: list[np.ndarray],
+) -> str:
+    """The warning (empty when none is due) naming the series whose farthest forecast time
+    lies more than `REACH` times the fit's longest validated lead (`validated_lead`) past
+    their last observation: there the forecast extrapolates the learned dynamics far beyond
+    anything fitted or validated, and its bands are the model's own uncertainty alone.
+
+    Args:
+        table: the histories (series ids, time unit).
+        data_state: the checkpoint's data settings (``holdout``).
+        segs, future: each series' conditioning segment and future times (`future_times`).
+    """
+    held, how = validated_lead(table, data_state)
+    if not held > 0:  # nothing to compare with
+        return ""
+    limit = REACH * held * (1 + 1e-9)  # REACH x held reached by summed steps: not warned of
+    leads = [float(f[-1] - g.times[-1]) for g, f in zip(segs, future, strict=True)]
+    far = [(g, lead) for g, lead in zip(segs, leads, strict=True) if lead > limit]
+    if not far:
+        return ""
+    named = ", ".join(
+        f"{table.series_ids[g.series]!r} (to {_length(lead, table)} ahead)"
+        for g, lead in far[:SHOWN]
+    )
+    more = f" and {len(far) - SHOWN} more" if len(far) > SHOWN else ""
+    return (
+        f"{len(far)} series {'is' if len(far) == 1 else 'are'} forecast more than "
+        f"{REACH:g} times as far ahead as the fit "
+        f"validated ({how}): {named}{more}. That far past their last observation the "
+        "forecasts extrapolate the learned dynamics beyond anything the model was fitted or "
+        "validated on, and their bands reflect only the model's own uncertainty, not evidence "
+        "from the data. Shorten --horizon (or the --times), or refit with a longer "
+        "data.holdout to validate further ahead."
+    )

@@ -40,14 +40,25 @@ class IrregularBatch:
     precision can convert its tensors to float64 (`lightning_utilities.apply_to_collection`
     refuses frozen ones).
 
+    ``times`` may be of another floating dtype than ``values``, and is kept as given:
+    `collate_series` promotes the times and the values apart, so float64 times (from numpy)
+    beside float32 values give such a batch. The models compute with the times in their own
+    dtype, so their results are those of ``times.to(values.dtype)``; times distinct as given
+    that coincide in the model's dtype are refused by the model, naming both dtypes
+    (`latentode.nn.checks.check_observations`), where cast before building the batch they
+    would be refused here as repeated times, without the cause. Integer, boolean and complex
+    times are refused: `latentode.data.prep.split_at` compares in the times' dtype, so
+    integer times turned a split time of 2.5 into 2, and complex ones failed inside torch.
+
     Attributes:
-        times: ``[T]`` strictly increasing times shared by the batch.
+        times: ``[T]`` strictly increasing floating times shared by the batch (any floating
+            dtype, kept as given).
         values: ``[B, T, D]`` floating values, 0 where unobserved.
         mask: ``[B, T, D]``, 1.0 where observed, 0.0 elsewhere (dtype of ``values``).
 
     Raises:
-        DataError: for wrong shapes, unsorted or duplicate times, a mask other than 0/1, or a
-            non-finite observed value.
+        DataError: for wrong shapes, times that are not floating point, unsorted or duplicate
+            times, a mask other than 0/1, or a non-finite observed value.
     """
 
     times: Tensor
@@ -69,6 +80,11 @@ class IrregularBatch:
             raise DataError(
                 f"times must be [T={values.shape[1]}] (one grid for the batch); got "
                 f"{tuple(times.shape)}."
+            )
+        if not times.is_floating_point():
+            raise DataError(
+                f"times must be floating point; got {times.dtype} times beside {values.dtype} "
+                f"values. Pass times.to({values.dtype})."
             )
         if not bool(torch.isfinite(times).all()):
             i = int(torch.nonzero(~torch.isfinite(times))[0])
