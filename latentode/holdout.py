@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.prep import Segment, _observed_rows, forecast_segment
+from .data.prep import Segment, _observed_rows, forecast_segment, holdout_length
 from .data.table import SeriesTable
 from .ensemble import Ensemble
 from .nn.base import ModelInputError
@@ -58,8 +58,7 @@ def held_out_cases(
     cases = []
     for s in series:
         t, x = _observed_rows(table, s)
-        h = holdout * (t[-1] - t[0]) if holdout < 1 else holdout
-        t_split = t[-1] - h
+        t_split = t[-1] - holdout_length(t[-1] - t[0], holdout)
         lo = -np.inf if history is None else t_split - history
         if task == "extrapolation":
             past, future = (t >= lo) & (t < t_split), t >= t_split

@@ -82,8 +82,17 @@ def check_output_file(
     return out
 
 
-def _umask() -> int:
-    """This process's umask (read by setting it and back)."""
+def _umask(status: str = "/proc/self/status") -> int:
+    """This process's umask: on Linux the ``Umask:`` line of ``status`` (octal), read without
+    changing it; elsewhere (no such file or line) by setting it and back, which a thread
+    creating a file in between would see as 0o022."""
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open(status, encoding="ascii", errors="replace") as f,
+    ):
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split(":", 1)[1].strip(), 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -185,8 +185,8 @@ def test_the_data_module_says_what_a_fit_reads_and_how_it_holds_series_out(
     dm.setup()
     assert dm.describe().endswith(
         "210 series, 10284 observed times; channels modelled: 'fertility'; 168 series to "
-        "train on, 21 for validation and 21 for testing (each held out whole; their last "
-        "part is forecast)."
+        "train on, 21 for validation and 21 for testing (each held out whole and forecast "
+        "over its last 10 time units)."
     )
 
 

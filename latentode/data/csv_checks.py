@@ -21,7 +21,7 @@ import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
 
 from .errors import DataError
-from .prep import Segment, check_fractions, constant_within_series
+from .prep import Segment, check_fractions, constant_within_series, holdout_length
 from .resumable import check_num_workers
 from .table import TIME_UNITS, SeriesTable
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # csv_split imports this module
     from .csv_split import Division
 
 __all__ = [
+    "UNIT_NAMES",
     "check_cuts",
     "check_options",
     "check_training_channels",
@@ -187,9 +188,9 @@ def warn_stride_unused(path: str, n_series: int, stride: float | None) -> None:
     )
 
 
-# The names of `TIME_UNITS` (the float axis of date-times), for messages.
-_UNIT_NAMES = {"s": "seconds", "min": "minutes", "h": "hours", "D": "days", "W": "weeks"}
-_UNIT_NAMES["Y"] = "years"
+# The names of `TIME_UNITS` (the float axis of date-times), for messages (also `split_summary`).
+UNIT_NAMES = {"s": "seconds", "min": "minutes", "h": "hours", "D": "days", "W": "weeks"}
+UNIT_NAMES["Y"] = "years"
 
 
 def fractional_holdout_note(
@@ -202,7 +203,7 @@ def fractional_holdout_note(
     if holdout >= 1:
         return None
     enc = table.encoding
-    unit = _UNIT_NAMES.get(enc.unit, enc.unit) if enc.kind == "datetime" else "time units"
+    unit = UNIT_NAMES.get(enc.unit, enc.unit) if enc.kind == "datetime" else "time units"
     share = f"{100 * holdout:g}%"
     if division.val_window is not None:  # one series: its last two blocks
         lengths = [division.val_window[1] - division.val_window[0]]
@@ -223,7 +224,7 @@ def fractional_holdout_note(
         if not held:  # fractions that round to no series: `no_forecast_error` says so
             return None
         times = [table.series(table.index_of(i))[0] for i in held]
-        lengths = [holdout * float(t[-1] - t[0]) for t in times]
+        lengths = [holdout_length(float(t[-1] - t[0]), holdout) for t in times]
         what = (
             f"each of the {len(lengths)} validation and test series is forecast over the last "
             f"{share} of its own time span (here {_lengths(lengths, unit)})."
@@ -265,10 +266,10 @@ def _smaller_unit(holdout: float, enc: Any) -> str:
     ns = holdout * TIME_UNITS[enc.unit]
     for key, size in sorted(TIME_UNITS.items(), key=lambda kv: -kv[1]):
         if size < TIME_UNITS[enc.unit] and ns / size >= 1:
-            name = _UNIT_NAMES[key]
+            name = UNIT_NAMES[key]
             return (
                 f"choose a smaller time unit, --data.init_args.time_unit {key}: "
-                f"{holdout:g} {_UNIT_NAMES[enc.unit]} is {ns / size:.4g} {name}, so give "
+                f"{holdout:g} {UNIT_NAMES[enc.unit]} is {ns / size:.4g} {name}, so give "
                 f"holdout {ns / size:.4g} (window, stride and history are then in {name} too)."
             )
     return (  # s is the smallest time_unit

@@ -279,6 +279,7 @@ class CSVDataModule(pl.LightningDataModule):
             self.test_series,
             self.val_window,
             self.val_windows,
+            encoding=table.encoding,
         )
         channels = ", ".join(map(repr, table.channels))
         return (

@@ -21,18 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from .csv_checks import warn_stride_gaps, warn_stride_unused
+from .csv_checks import UNIT_NAMES, warn_stride_gaps, warn_stride_unused
 from .errors import DataError
 from .prep import (
     Segment,
     _observed_rows,
     forecast_segment,
     holdout_bounds,
+    holdout_length,
     make_windows,
     split_series,
     whole_series,
 )
-from .table import SeriesTable
+from .table import SeriesTable, TimeEncoding
 
 __all__ = [
     "Division",
@@ -260,7 +261,7 @@ def divide_series(
         lost = []
         for s in index:
             t, _ = table.series(s)
-            h = holdout * (t[-1] - t[0]) if holdout < 1 else holdout
+            h = holdout_length(float(t[-1] - t[0]), holdout)
             g = forecast_segment(table, s, float(t[-1] - h), history, None)
             if g is None:
                 lost.append(s)
@@ -323,6 +324,7 @@ def split_summary(
     test_series: list[str] | None,
     val_window: list[float] | None,
     val_windows: dict[str, Any] | None,
+    encoding: TimeEncoding | None = None,
 ) -> str:
     """How the ``n_series`` series are held out, in words (for `CSVDataModule.describe`).
 
@@ -330,23 +332,33 @@ def split_summary(
         n_series: the number of series in the file.
         holdout, val_series, test_series, val_window, val_windows: as on `CSVDataModule`
             after setup.
+        encoding: the file's `TimeEncoding`; for date-times a ``holdout`` of 1 or more is
+            named in its time unit (``"2 years"``), otherwise in ``"time units"``.
 
     Returns:
         A clause such as ``"12 series to train on, 2 for validation and 2 for testing ..."``.
     """
+    if encoding is not None and encoding.kind == "datetime":
+        unit = UNIT_NAMES.get(encoding.unit, encoding.unit)
+    else:
+        unit = "time units"
+    length = f"{holdout:g} {unit[:-1] if holdout == 1 and unit.endswith('s') else unit}"
     if val_series is not None:
+        forecast = (
+            f"the last {100 * holdout:g}% of its span" if holdout < 1 else f"its last {length}"
+        )
         split = (
             f"{n_series - len(val_series) - len(test_series or [])} "
             f"series to train on, {len(val_series)} for validation and "
-            f"{len(test_series or [])} for testing (each held out whole; their "
-            "last part is forecast)"
+            f"{len(test_series or [])} for testing (each held out whole and forecast over "
+            f"{forecast})"
         )
     else:
         held = 1 if val_window is not None else len(val_windows or {})
         block = (
             f"{100 * holdout:g}% of " + ("its" if n_series == 1 else "each series'") + " span"
             if holdout < 1
-            else f"{holdout:g} time units"
+            else length
         )
         split = f"a validation and a test block, each {block}, held out at the end of "
         if n_series == 1:

@@ -149,13 +149,43 @@ class IrregularBatch:
 
     def to(
         self,
-        device: torch.device | str | None = None,
+        device: torch.device | str | int | torch.dtype | None = None,
         dtype: torch.dtype | None = None,
         non_blocking: bool = False,
     ) -> IrregularBatch:
-        """Move (and/or cast) every tensor; ``dtype`` applies to times, values and mask."""
+        """Move (and/or cast) every tensor; ``dtype`` applies to times, values and mask.
+
+        Called as `torch.Tensor.to` is: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``
+        or with keywords.
+
+        Raises:
+            DataError: the cast makes two of the times coincide (float64 times far from 0
+                cast to float32); the message names the cast and the times.
+        """
+        if isinstance(device, torch.dtype):  # to(dtype): torch's positional form
+            if dtype is not None:
+                raise TypeError(
+                    "to() takes a dtype, a device, or a device then a dtype; got "
+                    f"{device!r} then {dtype!r}."
+                )
+            device, dtype = None, device
+        times = self.times
+        if dtype is not None and dtype.is_floating_point and dtype != times.dtype:
+            cast = times.to(dtype)
+            same = torch.nonzero(cast.diff() <= 0)
+            if len(same):
+                i = int(same[0]) + 1
+                raise DataError(
+                    f"IrregularBatch.to({dtype}) casts the times from {times.dtype} to {dtype}, "
+                    f"in which times[{i - 1}] = {float(times[i - 1])!r} and times[{i}] = "
+                    f"{float(times[i])!r} coincide (both become {float(cast[i])!r}). Shift the "
+                    "times to start near 0 before casting (subtract times[0]), or keep them in "
+                    f"{times.dtype} by casting only the values: IrregularBatch(batch.times, "
+                    f"batch.values.to({dtype}), batch.mask) (a model computing in {dtype} "
+                    "refuses such times too)."
+                )
         kw = {"device": device, "dtype": dtype, "non_blocking": non_blocking}
-        return IrregularBatch(self.times.to(**kw), self.values.to(**kw), self.mask.to(**kw))
+        return IrregularBatch(times.to(**kw), self.values.to(**kw), self.mask.to(**kw))
 
     def subset_times(self, index: Tensor | slice) -> IrregularBatch:
         """Keep the time columns selected by ``index`` (bool ``[T]``, sorted longs, or a slice)."""

@@ -47,6 +47,7 @@ __all__ = [
     "forecast_segment",
     "held_out_counts",
     "holdout_bounds",
+    "holdout_length",
     "make_windows",
     "normalise",
     "segment_spans",
@@ -287,6 +288,11 @@ def split_series(
     return sorted(perm[n_test + n_val :]), sorted(val), sorted(test)
 
 
+def holdout_length(span: float, holdout: float) -> float:
+    """The length held out of a series' ``span``: ``holdout`` below 1 is a fraction of it."""
+    return holdout * span if holdout < 1 else holdout
+
+
 def holdout_bounds(t_first: float, t_last: float, holdout: float, n_parts: int = 2) -> list[float]:
     """Split times that hold out the last ``n_parts`` blocks of ``holdout`` time units.
 
@@ -296,12 +302,15 @@ def holdout_bounds(t_first: float, t_last: float, holdout: float, n_parts: int =
     Raises:
         DataError: if the held-out blocks would leave no training time.
     """
-    h = holdout * (t_last - t_first) if holdout < 1 else holdout
+    h = holdout_length(t_last - t_first, holdout)
     bounds = [t_last - k * h for k in range(n_parts, 0, -1)]
     if not h > 0 or bounds[0] <= t_first:
+        blocks = f"{n_parts} blocks of {h:g} time units"
+        what = f"holdout {holdout!r} is below 1, so a fraction of the span: {blocks} leave"
+        if holdout >= 1:
+            what = f"holdout = {holdout!r} ({blocks}) leaves"
         raise DataError(
-            f"holdout = {holdout!r} ({n_parts} blocks of {h:g} time units) leaves no training "
-            f"time in [{t_first:g}, {t_last:g}]; use a smaller holdout."
+            f"{what} no training time in [{t_first:g}, {t_last:g}]; use a smaller holdout."
         )
     return bounds
 
