@@ -32,7 +32,7 @@ from pathlib import Path
 import periodic
 import torch
 
-from latentode.data import align_last, make_periodic
+from latentode.data import IrregularBatch, align_last, make_periodic
 from latentode.nn import LatentODE, SolverSettings
 
 MODELS = (
@@ -53,11 +53,27 @@ def build(name: str, step: float | None) -> LatentODE:
     return LatentODE(config)
 
 
+def periodic_data(phase: str) -> IrregularBatch:
+    """`make_periodic`'s 1000 series (data seed 0); ``phase="random"``: each series shifted
+    by its own phase drawn from U(0, 2 pi) (seeded), the frequencies, offsets and noise kept,
+    so that where t = 0 lies no longer tells the phase."""
+    series = make_periodic(n=1000, seed=0)
+    batch = series.batch
+    if phase == "zero":
+        return batch
+    gen = torch.Generator().manual_seed(0)
+    shift = 2 * torch.pi * torch.rand(1000, 1, generator=gen)  # (N, 1)
+    arg = 2 * torch.pi * series.frequency[:, None] * series.times[None, :] + shift  # (N, T)
+    clean = torch.sin(arg) + series.offset[:, None]  # (N, T)
+    values = (clean[..., None] + series.values - series.clean).to(batch.values.dtype)
+    return IrregularBatch(batch.times, values, batch.mask)
+
+
 def run(name: str, task: str, aligned: bool, args: argparse.Namespace) -> list[str]:
     """Train (or load) one model, anchored as ``aligned`` says during training, and score it
     anchored both ways; one table row per scoring."""
     torch.set_num_threads(1)
-    data = make_periodic(n=1000, seed=0).batch
+    data = periodic_data(args.phase)
     train_set, test_set = data[list(range(800))], data[list(range(800, 1000))]
     make = lambda n: build(n, args.step)  # noqa: E731
     model, wall = periodic.trained(name, task, args, train_set, make=make, aligned=aligned)
@@ -86,6 +102,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--tasks", nargs="+", choices=periodic.TASKS, default=list(periodic.TASKS))
     parser.add_argument("--workdir", type=Path, default=Path("runs/periodic"))
+    parser.add_argument(
+        "--phase",
+        choices=("zero", "random"),
+        default="zero",
+        help="zero (default): Rubanova's series, all of phase 0 at t = 0; random: each series "
+        "with its own phase (give another --workdir: cache names do not say which)",
+    )
     parser.add_argument(
         "--step",
         type=float,
