@@ -235,8 +235,7 @@ def forecast(
         model, table, data_state, horizon, step, times, n_samples, importance or refine > 0
     )
     rank, world = shard
-    far = far_reach(table, data_state, segs, future)  # of every series: by the first process
-    if far and rank == 0:
+    if rank == 0 and (far := far_reach(table, data_state, segs, future)):  # every series
         warnings.warn(far, UserWarning, stacklevel=2)
     levels = band_levels(levels)
     model.eval()

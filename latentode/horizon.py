@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .data.errors import DataError
-from .data.prep import Segment, whole_series
+from .data.prep import Segment, holdout_length, whole_series
 from .data.table import TIME_UNITS, SeriesTable
 from .ensemble import Ensemble
 from .history import FLOAT32_MAX, check_table
@@ -335,7 +335,7 @@ def validated_lead(table: SeriesTable, data_state: dict[str, Any]) -> tuple[floa
             f"{_length(span, table)}: the checkpoint stores no data.holdout, so the longest "
             "series' span in the file stands in for it"
         )
-    held = float(holdout) * span
+    held = holdout_length(span, float(holdout))
     return held, (
         f"{_length(held, table)}: data.holdout {float(holdout):g} of the longest series' span "
         f"in the file, {_length(span, table)}"

@@ -23,7 +23,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from .errors import DataError
 from .prep import Segment, check_fractions, constant_within_series, holdout_length
 from .resumable import check_num_workers
-from .table import TIME_UNITS, SeriesTable
+from .table import TIME_UNITS, SeriesTable, TimeEncoding
 
 if TYPE_CHECKING:  # csv_split imports this module
     from .csv_split import Division
@@ -34,8 +34,10 @@ __all__ = [
     "check_options",
     "check_training_channels",
     "check_training_part",
+    "holdout_words",
     "no_forecast_error",
     "note_fractional_holdout",
+    "unit_name",
     "warn_stride_gaps",
     "warn_stride_unused",
 ]
@@ -188,9 +190,25 @@ def warn_stride_unused(path: str, n_series: int, stride: float | None) -> None:
     )
 
 
-# The names of `TIME_UNITS` (the float axis of date-times), for messages (also `split_summary`).
+# The names of `TIME_UNITS` (the float axis of date-times), for messages (`unit_name`).
 UNIT_NAMES = {"s": "seconds", "min": "minutes", "h": "hours", "D": "days", "W": "weeks"}
 UNIT_NAMES["Y"] = "years"
+
+
+def unit_name(encoding: TimeEncoding | None) -> str:
+    """The time unit of a table's times in words: ``"years"`` for date-times of
+    ``time_unit`` Y, ``"time units"`` for numbers (or no encoding)."""
+    if encoding is None or encoding.kind != "datetime":
+        return "time units"
+    return UNIT_NAMES.get(encoding.unit, encoding.unit)
+
+
+def holdout_words(holdout: float, whose: str, unit: str = "time units") -> str:
+    """A ``holdout`` in words, as `holdout_length` reads it: ``"10% of <whose> span"`` below
+    1, else its length, ``"2 years"`` (``"1 time unit"``)."""
+    if holdout < 1:
+        return f"{100 * holdout:g}% of {whose} span"
+    return f"{holdout:g} {unit[:-1] if holdout == 1 and unit.endswith('s') else unit}"
 
 
 def fractional_holdout_note(
@@ -203,7 +221,7 @@ def fractional_holdout_note(
     if holdout >= 1:
         return None
     enc = table.encoding
-    unit = UNIT_NAMES.get(enc.unit, enc.unit) if enc.kind == "datetime" else "time units"
+    unit = unit_name(enc)
     share = f"{100 * holdout:g}%"
     if division.val_window is not None:  # one series: its last two blocks
         lengths = [division.val_window[1] - division.val_window[0]]

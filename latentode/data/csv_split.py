@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .csv_checks import UNIT_NAMES, warn_stride_gaps, warn_stride_unused
+from .csv_checks import holdout_words, unit_name, warn_stride_gaps, warn_stride_unused
 from .errors import DataError
 from .prep import (
     Segment,
@@ -140,9 +140,7 @@ def divide_in_time(
     held = np.flatnonzero(np.isfinite(cuts[:, 0])).tolist()
     short = [ids[s] for s in np.flatnonzero(~np.isfinite(cuts[:, 0]))]
     fraction = holdout < 1  # a fraction of each series' span (`holdout_bounds`)
-    blocks = (
-        f"{100 * holdout:g}% of each series' time span" if fraction else f"{holdout:g} time units"
-    )
+    blocks = holdout_words(holdout, "each series' time")
     if not held:
         raise DataError(
             f"{path}: no series spans two holdout blocks of {blocks} (validation and test) "
@@ -292,11 +290,7 @@ def _lost_holdout(
     """
     spans = [float(np.ptp(table.series(s)[0])) for s in lost]
     one = len(lost) == 1
-    what = (
-        f"{100 * holdout:g}% of {'its' if one else 'their'} span"
-        if holdout < 1
-        else f"{holdout:g} time units"
-    )
+    what = holdout_words(holdout, "its" if one else "their")
     shown = [table.series_ids[s] for s in lost[:5]]
     names = f"{', '.join(map(repr, shown))}{' ...' if len(lost) > 5 else ''}"
     span = f"span {spans[0]:.4g}" if one else f"spans {min(spans):.4g} to {max(spans):.4g}"
@@ -338,14 +332,10 @@ def split_summary(
     Returns:
         A clause such as ``"12 series to train on, 2 for validation and 2 for testing ..."``.
     """
-    if encoding is not None and encoding.kind == "datetime":
-        unit = UNIT_NAMES.get(encoding.unit, encoding.unit)
-    else:
-        unit = "time units"
-    length = f"{holdout:g} {unit[:-1] if holdout == 1 and unit.endswith('s') else unit}"
+    unit = unit_name(encoding)
     if val_series is not None:
-        forecast = (
-            f"the last {100 * holdout:g}% of its span" if holdout < 1 else f"its last {length}"
+        forecast = ("the last " if holdout < 1 else "its last ") + holdout_words(
+            holdout, "its", unit
         )
         split = (
             f"{n_series - len(val_series) - len(test_series or [])} "
@@ -355,11 +345,7 @@ def split_summary(
         )
     else:
         held = 1 if val_window is not None else len(val_windows or {})
-        block = (
-            f"{100 * holdout:g}% of " + ("its" if n_series == 1 else "each series'") + " span"
-            if holdout < 1
-            else length
-        )
+        block = holdout_words(holdout, "its" if n_series == 1 else "each series'", unit)
         split = f"a validation and a test block, each {block}, held out at the end of "
         if n_series == 1:
             split += "the series; trained on the part before them"
