@@ -194,7 +194,7 @@ class CSVDataModule(pl.LightningDataModule):
         )
         cut = (self.window, self.stride, self.holdout, self.history)  # as given
         if table.n_series == 1:
-            division = divide_single(table, *cut)
+            division = divide_single(self.path, table, *cut)
         elif self.split_mode(table.n_series) == "time":
             division = divide_in_time(self.path, table, *cut)
         else:

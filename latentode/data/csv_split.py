@@ -70,6 +70,7 @@ class Division:
 
 
 def divide_single(
+    path: str,
     table: SeriesTable,
     window: float | None,
     stride: float | None,
@@ -80,6 +81,7 @@ def divide_single(
     from the time before them.
 
     Args:
+        path: the CSV file, for messages.
         table: a table of one series.
         window, stride, holdout, history: as `CSVDataModule` (None ``window``: three holdout
             blocks; None ``history``: ``window`` less a block, at least half a window).
@@ -88,7 +90,11 @@ def divide_single(
         The division, with ``val_window`` and the ``eval_history`` used.
     """
     t = table.times[table.mask.any(axis=1)]  # observed rows
-    t_val, t_test = holdout_bounds(float(t[0]), float(t[-1]), holdout)
+    t0, t1 = float(t[0]), float(t[-1])
+    enc, unit = table.encoding, unit_name(table.encoding)
+    span = " to ".join(enc.format([t0, t1])) if enc.kind == "datetime" else f"[{t0:g}, {t1:g}]"
+    where = f"the series of {path}, which spans {span} ({t1 - t0:.4g} {unit})"
+    t_val, t_test = holdout_bounds(t0, t1, holdout, unit=unit, where=where)
     h = t_test - t_val
     if window is None and stride is not None:
         warn_stride_gaps(3 * h, stride, default=True)
@@ -140,7 +146,7 @@ def divide_in_time(
     held = np.flatnonzero(np.isfinite(cuts[:, 0])).tolist()
     short = [ids[s] for s in np.flatnonzero(~np.isfinite(cuts[:, 0]))]
     fraction = holdout < 1  # a fraction of each series' span (`holdout_bounds`)
-    blocks = holdout_words(holdout, "each series' time")
+    blocks = holdout_words(holdout, "each series' time", unit_name(table.encoding))
     if not held:
         raise DataError(
             f"{path}: no series spans two holdout blocks of {blocks} (validation and test) "
@@ -290,13 +296,14 @@ def _lost_holdout(
     """
     spans = [float(np.ptp(table.series(s)[0])) for s in lost]
     one = len(lost) == 1
-    what = holdout_words(holdout, "its" if one else "their")
+    unit = unit_name(table.encoding)
+    what = holdout_words(holdout, "its" if one else "their", unit)
     shown = [table.series_ids[s] for s in lost[:5]]
     names = f"{', '.join(map(repr, shown))}{' ...' if len(lost) > 5 else ''}"
     span = f"span {spans[0]:.4g}" if one else f"spans {min(spans):.4g} to {max(spans):.4g}"
     whose = "the" if len(lost) == n else f"{len(lost)} of the {n}"
     why = (
-        f"{whose} {stage} series {names} ({span} time units) "
+        f"{whose} {stage} series {names} ({span} {unit}) "
         f"{'has' if one else 'have'} no observation before {'its' if one else 'their'} "
         f"held-out last {what}, or none in it"
     )

@@ -159,8 +159,10 @@ class IrregularBatch:
         or with keywords.
 
         Raises:
-            DataError: the cast makes two of the times coincide (float64 times far from 0
-                cast to float32); the message names the cast and the times.
+            DataError: the cast turns an observed value or a time into infinity (it exceeds
+                the largest number of the narrower dtype), or makes two of the times coincide
+                (float64 times far from 0 cast to float32); the message names the cast and the
+                value or the times.
         """
         if isinstance(device, torch.dtype):  # to(dtype): torch's positional form
             if dtype is not None:
@@ -170,6 +172,8 @@ class IrregularBatch:
                 )
             device, dtype = None, device
         times = self.times
+        if dtype is not None and dtype.is_floating_point:
+            self._check_range(dtype)
         if dtype is not None and dtype.is_floating_point and dtype != times.dtype:
             cast = times.to(dtype)
             same = torch.nonzero(cast.diff() <= 0)
@@ -186,6 +190,35 @@ class IrregularBatch:
                 )
         kw = {"device": device, "dtype": dtype, "non_blocking": non_blocking}
         return IrregularBatch(times.to(**kw), self.values.to(**kw), self.mask.to(**kw))
+
+    def _check_range(self, dtype: torch.dtype) -> None:
+        """Refuse a cast to the floating ``dtype`` that would turn a time or an observed value
+        into infinity (values under a 0 mask are zeroed on construction, so may be anything)."""
+        top = torch.finfo(dtype).max
+        cast = f"IrregularBatch.to({dtype}) casts the"
+        if torch.finfo(self.times.dtype).max > top:
+            over = torch.nonzero(self.times.abs() > top)
+            if len(over):
+                i = int(over[0])
+                raise DataError(
+                    f"{cast} times from {self.times.dtype} to {dtype}, whose largest number is "
+                    f"{top:.4g}, and times[{i}] = {float(self.times[i])!r} would become "
+                    "infinite. Rescale the times (a larger time unit), or keep them in "
+                    f"{self.times.dtype} by casting only the values: IrregularBatch(batch.times, "
+                    f"batch.values.to({dtype}), batch.mask)."
+                )
+        if torch.finfo(self.values.dtype).max > top:
+            over = torch.nonzero((self.mask > 0) & (self.values.abs() > top))  # (n, 3)
+            if len(over):
+                b, i, d = (int(v) for v in over[0])
+                raise DataError(
+                    f"{cast} values from {self.values.dtype} to {dtype}, whose largest number "
+                    f"is {top:.4g}, and series {b}'s observed value "
+                    f"{float(self.values[b, i, d])!r} at time {float(self.times[i])!r}, "
+                    f"feature {d}, would become infinite. Rescale the values (normalise them, "
+                    "e.g. with latentode.data.prep.normalise, or use a larger unit), or keep "
+                    f"the batch in {self.values.dtype}."
+                )
 
     def subset_times(self, index: Tensor | slice) -> IrregularBatch:
         """Keep the time columns selected by ``index`` (bool ``[T]``, sorted longs, or a slice)."""

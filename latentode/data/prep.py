@@ -293,25 +293,25 @@ def holdout_length(span: float, holdout: float) -> float:
     return holdout * span if holdout < 1 else holdout
 
 
-def holdout_bounds(t_first: float, t_last: float, holdout: float, n_parts: int = 2) -> list[float]:
-    """Split times that hold out the last ``n_parts`` blocks of ``holdout`` time units.
-
-    ``holdout`` below 1 is a fraction of the span ``t_last - t_first``. Returns ``n_parts``
-    increasing times: ``[t_val, t_test]`` for two parts (train < t_val <= val < t_test <= test).
+def holdout_bounds(
+    t_first: float, t_last: float, holdout: float, n_parts: int = 2, unit: str = "", where: str = ""
+) -> list[float]:
+    """The ``n_parts`` increasing times that hold out the last ``n_parts`` blocks of
+    ``holdout`` (a length in ``unit``, default time units; below 1, a fraction of the span
+    ``t_last - t_first``): ``[t_val, t_test]`` for two (train < t_val <= val < t_test <= test).
 
     Raises:
-        DataError: if the held-out blocks would leave no training time.
+        DataError: the blocks leave no training time in ``where`` (default the times' range).
     """
     h = holdout_length(t_last - t_first, holdout)
     bounds = [t_last - k * h for k in range(n_parts, 0, -1)]
     if not h > 0 or bounds[0] <= t_first:
-        blocks = f"{n_parts} blocks of {h:g} time units"
+        blocks = f"{n_parts} blocks of {h:g} {unit or 'time units'}"
         what = f"holdout {holdout!r} is below 1, so a fraction of the span: {blocks} leave"
         if holdout >= 1:
             what = f"holdout = {holdout!r} ({blocks}) leaves"
-        raise DataError(
-            f"{what} no training time in [{t_first:g}, {t_last:g}]; use a smaller holdout."
-        )
+        where = where or f"[{t_first:g}, {t_last:g}]"
+        raise DataError(f"{what} no training time in {where}; use a smaller holdout.")
     return bounds
 
 
