@@ -42,6 +42,7 @@ __all__ = [
     "check_observations",
     "check_query_times",
     "check_sizes",
+    "check_solve_keywords",
     "check_solver_settings",
     "check_step_size",
     "finite_real",
@@ -126,17 +127,58 @@ class SolverSettings:
         return kw
 
 
-class _Still(nn.Module):
-    """``dy/dt = 0``: the field of `check_solver_settings`' trial solve."""
+class _ArgumentsAcceptedError(Exception):
+    """Raised by `_StopAtFirstCall` to end the trial solve: the solver accepted its arguments."""
+
+
+class _StopAtFirstCall(nn.Module):
+    """The field of `check_solve_keywords`' trial solve: it stops the solve at its first call."""
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        return torch.zeros_like(y)
+        raise _ArgumentsAcceptedError
+
+
+def check_solve_keywords(
+    owner: str, solve_kwargs: dict[str, Any], error: type[ModelInputError] = ModelInputError
+) -> None:
+    """Have the solver check a model's `solve` keywords at the model's construction rather than
+    at its first solve (in the sanity check of a fit, after the trainer was built).
+
+    A trial `solve` of a 1-element state with ``solve_kwargs`` is stopped at the first call of
+    its field: `solve` checks all its arguments before it calls the field (the tolerances and
+    step options, and with ``gradient="adjoint"`` the adjoint's), so the rules are the solver's
+    own and nothing is integrated (a ``max_num_steps`` too small for a trial interval is not
+    refused). The trial's interval is one step long (``[0, step_size]``, else ``[0, 1]``): the
+    step count of a fixed-step solve, which depends on the model's own interval, is left to the
+    first solve.
+
+    Args:
+        owner: the setting's or model's name, the prefix of the messages (``"ODEBlock"``,
+            ``"CNF"``, ``"encoder_solver"``).
+        solve_kwargs: the keywords the model passes to `solve` (`solve_keywords`' result).
+        error: the `ModelInputError` subclass to raise.
+
+    Raises:
+        error: the solver's reason, prefixed with ``owner``.
+    """
+    step = solve_kwargs.get("step_size")
+    try:
+        # Never in inference mode: the solver caches its tableau's tensors on the first solve
+        # of a method and dtype, and inference tensors there break later training solves.
+        with torch.inference_mode(False), torch.no_grad():
+            y0 = torch.zeros(1, dtype=torch.float64, device="cpu")
+            end = float(step) if finite_real(step) and step > 0 else 1.0  # else refused
+            t = torch.tensor([0.0, end], dtype=torch.float64, device="cpu")
+            solve(_StopAtFirstCall(), y0, t, **solve_kwargs)
+    except SolverInputError as err:
+        raise error(f"{owner}: {err}") from None
+    except _ArgumentsAcceptedError:
+        pass
 
 
 def check_solver_settings(solver: SolverSettings, what: str) -> None:
     """Have the solver check ``solver``'s options now, at the model's construction, rather
-    than at its first solve: a trial solve of ``dy/dt = 0`` over one step, whose argument
-    checks are the solver's own.
+    than at its first solve (`check_solve_keywords`).
 
     Args:
         solver: the settings.
@@ -151,15 +193,7 @@ def check_solver_settings(solver: SolverSettings, what: str) -> None:
             f"{what}: step_size must be a finite number > 0 (or null: the method's own steps), "
             f"got {step!r}."
         )
-    try:
-        # Never in inference mode: the solver caches its tableau's tensors on the first solve
-        # of a method and dtype, and inference tensors there break later training solves.
-        with torch.inference_mode(False), torch.no_grad():
-            y0 = torch.zeros(1, dtype=torch.float64)
-            t = torch.tensor([0.0, 1.0 if step is None else float(step)], dtype=torch.float64)
-            solve(_Still(), y0, t, **solver.kwargs())
-    except SolverInputError as err:
-        raise ModelInputError(f"{what}: {err}") from None
+    check_solve_keywords(what, solver.kwargs())
 
 
 def solve_keywords(

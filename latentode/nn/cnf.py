@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..solver import SolverError, SolveStats, solve
-from .base import solve_keywords
+from .base import check_solve_keywords, solve_keywords
 from .checks import (
     ModelInputError,
     check_dtype,
@@ -101,6 +101,10 @@ class CNF(nn.Module):
         gradient: ``"backprop"``, ``"adjoint"`` or ``"checkpoint"``.
         kinetic_weight, jacobian_weight: RNODE weights; either > 0 turns the penalties on.
         options: further solver options (``max_num_steps``, ``adjoint_rtol``, ...).
+
+    Raises:
+        CNFInputError: a bad argument; the solver settings (tolerances, options) are checked
+            here by the solver's own rules (`check_solve_keywords`), not at the first solve.
     """
 
     def __init__(
@@ -139,6 +143,7 @@ class CNF(nn.Module):
             reserved=("adjoint_params",),  # the adjoint's parameters are the field's
         )
         check_step_size("CNF", method, step_size, float(T), "T", CNFInputError)
+        check_solve_keywords("CNF", self.solve_kwargs, CNFInputError)
         self.register_buffer("t", torch.tensor([0.0, float(T)]), persistent=False)
         self._stats: SolveStats | None = None
 
@@ -271,7 +276,7 @@ def _check_args(
     noise: str,
 ) -> None:
     """Raise `CNFInputError` for the first invalid constructor argument (the solver arguments:
-    `solve_keywords`)."""
+    `solve_keywords`, `check_step_size` and `check_solve_keywords`)."""
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise CNFInputError(f"dim must be a positive integer, got {dim!r}.")
     if (

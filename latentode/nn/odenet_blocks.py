@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..solver import SolveStats, solve
-from .base import solve_keywords
+from .base import check_solve_keywords, solve_keywords
 from .checks import ModelInputError, check_step_size, finite_real
 from .vector_fields import ACTIVATIONS, ODEFunc
 
@@ -105,6 +105,11 @@ class ODEBlock(nn.Module):
             one in ``(0, t1]``; ``None`` for the adaptive methods.
         augment_dim: zero channels appended along dim 1 (ANODE); ``func`` acts on ``C + A``.
         options: further solver options (``max_num_steps``, ``adjoint_rtol``, ...).
+
+    Raises:
+        ODENetInputError: a bad argument; the solver settings (tolerances, options) are
+            checked here by the solver's own rules (`check_solve_keywords`), not at the first
+            solve.
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class ODEBlock(nn.Module):
         if not finite_real(t1) or not t1 > 0:
             raise ODENetInputError(f"t1 must be a finite number > 0, got {t1!r}.")
         check_step_size("ODEBlock", method, step_size, float(t1), "t1", ODENetInputError)
+        check_solve_keywords("ODEBlock", self.solve_kwargs, ODENetInputError)
         _check_ints(0, augment_dim=augment_dim)
         self.func, self.augment_dim = func, augment_dim
         self.register_buffer("t", torch.tensor([0.0, float(t1)]), persistent=False)

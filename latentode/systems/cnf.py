@@ -53,6 +53,10 @@ class CNFSystem(ExactResume, pl.LightningModule):
         weight_decay: L2 penalty.
         lr_schedule: ``"constant"`` or ``"cosine"`` (to zero over the trainer's optimizer
             steps, ``estimated_stepping_batches``; stepped every batch).
+
+    Raises:
+        CNFInputError: a bad argument; in `setup`, a data module whose points have another
+            dimension than ``dim``.
     """
 
     def __init__(
@@ -102,6 +106,33 @@ class CNFSystem(ExactResume, pl.LightningModule):
         self.nll = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.bpd = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.nfe = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+
+    def setup(self, stage: str) -> None:
+        """Check the dimension of the data module's points against ``dim`` once, before any
+        step (`check_data`); a data module that holds no sample of points (``train_x``,
+        ``val_x``, ``test_x``: `Toy2DDataModule`'s, drawn in its ``setup``, which Lightning
+        calls first) is not checked."""
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dim = _points_dim(dm)
+        if dim is not None:
+            self.check_data(type(dm).__name__, dim)
+
+    def check_data(self, name: str, dim: int) -> None:
+        """Refuse points the flow cannot model.
+
+        Args:
+            name: the data's name, for the message.
+            dim: the dimension of its points.
+
+        Raises:
+            CNFInputError: ``dim`` differs from the flow's.
+        """
+        if dim != self.flow.dim:
+            raise CNFInputError(
+                f"the points of {name} are {dim}-D but the model takes dim={self.flow.dim}: "
+                f"set --model.init_args.dim {dim}."
+            )
 
     @staticmethod
     def _points(batch: Tensor | Sequence[Tensor]) -> Tensor:
@@ -180,3 +211,13 @@ class CNFSystem(ExactResume, pl.LightningModule):
         """Adam, optionally with a per-step cosine decay over the whole run."""
         opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         return make_schedule(self.lr_schedule, opt, self.trainer, "step", CNFInputError)
+
+
+def _points_dim(datamodule: object) -> int | None:
+    """The dimension of the points of ``datamodule``'s first sample of points ``(n, d)`` among
+    ``train_x``, ``val_x``, ``test_x``, or None when it holds none."""
+    for name in ("train_x", "val_x", "test_x"):
+        x = getattr(datamodule, name, None)
+        if isinstance(x, Tensor) and x.dim() == 2:
+            return int(x.shape[1])
+    return None
