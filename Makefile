@@ -14,7 +14,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# pytest-xdist processes (0: one process): the suite takes ~6 min on 2 cores with 2, ~9 with 0
+# pytest-xdist processes (0: one process): the suite takes ~9 min on 2 cores with 2
 PYTEST_WORKERS ?= 2
 
 .PHONY: test main bench bench-gpu lint format
