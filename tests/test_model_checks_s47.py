@@ -158,3 +158,29 @@ def test_cli_stops_before_the_sanity_check(
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == f"latentode: error: {message}", err[-2000:]
     assert "Sanity Checking" not in err and "Traceback" not in err
+
+
+def test_the_data_checks_are_printed_by_the_first_process_only() -> None:
+    """The CNF's and the classifier's data checks run in every process of a multi-process run
+    and fail alike there (the whole data's dimension, labels and image shape), so the
+    ``latentode`` command prints them from the first process only, as it does a bad file."""
+    from latentode.data.errors import SAME_ON_EVERY_PROCESS
+    from latentode.systems.classifier import ClassifierConfigError
+
+    checks = [
+        (CNFInputError, lambda: CNFSystem(dim=3, hidden=[4]).check_data("Toy", 2)),
+        (
+            ClassifierConfigError,
+            lambda: ODENetSystem(model="mlp", width=8, num_classes=5).check_data(
+                "Digits", (0, 9), (1, 8, 8)
+            ),
+        ),
+        (
+            ClassifierConfigError,
+            lambda: ODENetSystem(model="mlp", width=8).check_data("Digits", (0, 9), (1, 28, 28)),
+        ),
+    ]
+    for error, check in checks:
+        with pytest.raises(error) as info:
+            check()
+        assert getattr(info.value, SAME_ON_EVERY_PROCESS, False) is True, info.value

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..data.errors import same_on_every_process
 from ..nn.base import ModelInputError
 from ..nn.odenet import (
     MLPClassifier,
@@ -194,17 +195,21 @@ class ODENetSystem(ExactResume, pl.LightningModule):
                 if lo >= 0
                 else "relabel the classes 0, 1, ..., K - 1"
             )
-            raise ClassifierConfigError(
-                f"num_classes={self.num_classes} but the labels of {name} run from {lo} to "
-                f"{hi}; the labels must lie in 0..num_classes - 1: {fix}."
+            raise same_on_every_process(  # the whole data's labels: alike on every process
+                ClassifierConfigError(
+                    f"num_classes={self.num_classes} but the labels of {name} run from {lo} to "
+                    f"{hi}; the labels must lie in 0..num_classes - 1: {fix}."
+                )
             )
         if tuple(shape) != (self.in_channels, self.image_size, self.image_size):
             c, h, w = shape
             fix = f"--model.init_args.in_channels {c} --model.init_args.image_size {h}"
-            raise ClassifierConfigError(
-                f"the images of {name} are {c}x{h}x{w} (channels x height x width) but the model "
-                f"takes in_channels={self.in_channels}, image_size={self.image_size}"
-                + (f": set {fix}." if h == w else "; the models take square images.")
+            raise same_on_every_process(
+                ClassifierConfigError(
+                    f"the images of {name} are {c}x{h}x{w} (channels x height x width) but the "
+                    f"model takes in_channels={self.in_channels}, image_size={self.image_size}"
+                    + (f": set {fix}." if h == w else "; the models take square images.")
+                )
             )
 
     def forward(self, x: Tensor) -> Tensor:

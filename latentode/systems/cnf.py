@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from ..data.errors import same_on_every_process
 from ..nn.cnf import CNF, CNFInputError
 from .guard import guarded
 from .rng import ExactResume
@@ -128,10 +129,12 @@ class CNFSystem(ExactResume, pl.LightningModule):
         Raises:
             CNFInputError: ``dim`` differs from the flow's.
         """
-        if dim != self.flow.dim:
-            raise CNFInputError(
-                f"the points of {name} are {dim}-D but the model takes dim={self.flow.dim}: "
-                f"set --model.init_args.dim {dim}."
+        if dim != self.flow.dim:  # every process of a multi-process run: printed once
+            raise same_on_every_process(
+                CNFInputError(
+                    f"the points of {name} are {dim}-D but the model takes dim={self.flow.dim}: "
+                    f"set --model.init_args.dim {dim}."
+                )
             )
 
     @staticmethod
