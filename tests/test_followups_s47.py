@@ -146,3 +146,16 @@ def test_a_cast_that_overflows_a_time_names_the_cast() -> None:
         "casting only the values: IrregularBatch(batch.times, batch.values.to(torch.float32), "
         "batch.mask)."
     )
+
+
+def test_holdout_bounds_names_a_length_of_one_in_the_singular() -> None:
+    """'2 blocks of 1 years' read wrongly; a length of exactly 1 is singular."""
+    from latentode.data.prep import holdout_bounds
+
+    with pytest.raises(DataError) as err:
+        holdout_bounds(0.0, 1.5, 1.0, unit="years")
+    assert str(err.value).startswith("holdout = 1.0 (2 blocks of 1 year) leaves no training time")
+    with pytest.raises(DataError, match=r"\(2 blocks of 1 time unit\)"):
+        holdout_bounds(0.0, 1.5, 1.0)
+    with pytest.raises(DataError, match=r"\(2 blocks of 2 years\)"):
+        holdout_bounds(0.0, 1.5, 2.0, unit="years")

@@ -306,7 +306,7 @@ def holdout_bounds(
     h = holdout_length(t_last - t_first, holdout)
     bounds = [t_last - k * h for k in range(n_parts, 0, -1)]
     if not h > 0 or bounds[0] <= t_first:
-        blocks = f"{n_parts} blocks of {h:g} {unit or 'time units'}"
+        blocks = f"{n_parts} blocks of {h:g} {(unit or 'time units').removesuffix('s' * (h == 1))}"
         what = f"holdout {holdout!r} is below 1, so a fraction of the span: {blocks} leave"
         if holdout >= 1:
             what = f"holdout = {holdout!r} ({blocks}) leaves"
