@@ -19,10 +19,37 @@ from pathlib import Path
 import periodic
 import periodic_align
 import torch
+from torch import nn
 
-from latentode.data import align_last
+from latentode.data import Split, align_last
 
 EDGES = (-10.0, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 10.0)  # distance bins, time units
+
+
+def by_distance(model: nn.Module, split: Split, aligned: bool) -> str:
+    """``model``'s mean held-out squared error (x 1e-2) on ``split``, overall and per `EDGES`
+    bin of each point's distance before its series' own last conditioning time
+    (``aligned``: the split's times are already relative to it, `align_last`)."""
+    with torch.no_grad():
+        mean, _ = periodic.predictor(model)(split)
+    err = ((mean - split.target.values) ** 2 * split.heldout_mask).sum(-1)  # (B, T)
+    held = split.heldout_mask.sum(-1) > 0  # (B, T)
+    times = split.target.times[None, :].expand_as(held)  # (B, T)
+    if aligned:
+        dist = -times
+    else:
+        point = split.observed.point_mask  # (B, T_obs)
+        obs_t = split.observed.times[None, :].expand_as(point)
+        last = torch.where(point, obs_t, -torch.inf).amax(dim=1)  # (B,)
+        dist = last[:, None] - times
+    bins = torch.bucketize(dist, torch.tensor(EDGES))
+    cells = []
+    for k in range(1, len(EDGES)):
+        m = held & (bins == k)
+        if m.any():
+            lo, hi = EDGES[k - 1], EDGES[k]
+            cells.append(f"[{lo:g}, {hi:g}) {100 * float(err[m].mean()):.2f} (n={int(m.sum())})")
+    return f"all {100 * float(err[held].mean()):.2f} | " + " | ".join(cells)
 
 
 def main() -> None:
@@ -41,7 +68,6 @@ def main() -> None:
     data = periodic_align.periodic_data(cli.phase)
     train_set, test = data[list(range(800))], data[list(range(800, 1000))]
     name = periodic_align.MODELS[0]
-    edges = torch.tensor(EDGES)
     for aligned in (False, True):
         make = lambda n: periodic_align.build(n, cli.step)  # noqa: E731
         model, _ = periodic.trained(name, "interpolation", args, train_set, make, aligned)
@@ -50,29 +76,7 @@ def main() -> None:
         gen = torch.Generator().manual_seed(seed + int(100 * cli.fraction))
         split = periodic.make_split(test, "interpolation", cli.fraction, gen)
         split = align_last(split) if aligned else split
-        with torch.no_grad():
-            mean, _ = periodic.predictor(model)(split)
-        err = ((mean - split.target.values) ** 2 * split.heldout_mask).sum(-1)  # (B, T)
-        held = split.heldout_mask.sum(-1) > 0  # (B, T)
-        times = split.target.times[None, :].expand_as(held)  # (B, T)
-        if aligned:  # times are already relative to each series' own last conditioning time
-            dist = -times
-        else:
-            point = split.observed.point_mask  # (B, T_obs)
-            obs_t = split.observed.times[None, :].expand_as(point)
-            last = torch.where(point, obs_t, -torch.inf).amax(dim=1)  # (B,)
-            dist = last[:, None] - times
-        bins = torch.bucketize(dist, edges)
-        cells = []
-        for k in range(1, len(EDGES)):
-            m = held & (bins == k)
-            if m.any():
-                lo, hi = EDGES[k - 1], EDGES[k]
-                cells.append(
-                    f"[{lo:g}, {hi:g}) {100 * float(err[m].mean()):.2f} (n={int(m.sum())})"
-                )
-        where = periodic_align.ANCHORS[aligned]
-        print(f"{where}: all {100 * float(err[held].mean()):.2f} | " + " | ".join(cells))
+        print(f"{periodic_align.ANCHORS[aligned]}: {by_distance(model, split, aligned)}")
 
 
 if __name__ == "__main__":

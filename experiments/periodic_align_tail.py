@@ -21,7 +21,7 @@ from pathlib import Path
 import periodic
 import periodic_align
 import torch
-from periodic_align_distance import EDGES
+from periodic_align_distance import by_distance
 
 from latentode.data import Split, align_last
 
@@ -50,8 +50,9 @@ def run(seed: int, args: argparse.Namespace) -> list[str]:
     path = args.workdir / f"tail{args.tail:g}_{args.phase}_step{args.step:g}_s{seed}.pt"
     model = periodic_align.build(name, args.step)
     if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True)["state"])
-        wall = float(torch.load(path, weights_only=True)["wall"])
+        saved = torch.load(path, weights_only=True)
+        model.load_state_dict(saved["state"])
+        wall = float(saved["wall"])
     else:
         torch.manual_seed(seed)
         targs = argparse.Namespace(seed=seed, iters=args.iters, batch_size=50)
@@ -71,18 +72,7 @@ def run(seed: int, args: argparse.Namespace) -> list[str]:
     gen = torch.Generator().manual_seed(scoring_seed + 30)
     split = align_last(periodic.make_split(test, "interpolation", 0.3, gen))
     torch.manual_seed(scoring_seed)
-    with torch.no_grad():
-        mean, _ = predict(split)
-    err = ((mean - split.target.values) ** 2 * split.heldout_mask).sum(-1)  # (B, T)
-    held = split.heldout_mask.sum(-1) > 0  # (B, T)
-    bins = torch.bucketize(-split.target.times[None, :].expand_as(held), torch.tensor(EDGES))
-    cells = [
-        f"[{EDGES[k - 1]:g}, {EDGES[k]:g}) {100 * float(err[held & (bins == k)].mean()):.2f}"
-        for k in range(1, len(EDGES))
-        if (held & (bins == k)).any()
-    ]
-    lines.append(f"seed {seed}, 30% by distance: all {100 * float(err[held].mean()):.2f} | ")
-    lines[-1] += " | ".join(cells)
+    lines.append(f"seed {seed}, 30% by distance: {by_distance(model, split, aligned=True)}")
     return lines
 
 

@@ -171,29 +171,15 @@ class IrregularBatch:
                     f"{device!r} then {dtype!r}."
                 )
             device, dtype = None, device
-        times = self.times
         if dtype is not None and dtype.is_floating_point:
-            self._check_range(dtype)
-        if dtype is not None and dtype.is_floating_point and dtype != times.dtype:
-            cast = times.to(dtype)
-            same = torch.nonzero(cast.diff() <= 0)
-            if len(same):
-                i = int(same[0]) + 1
-                raise DataError(
-                    f"IrregularBatch.to({dtype}) casts the times from {times.dtype} to {dtype}, "
-                    f"in which times[{i - 1}] = {float(times[i - 1])!r} and times[{i}] = "
-                    f"{float(times[i])!r} coincide (both become {float(cast[i])!r}). Shift the "
-                    "times to start near 0 before casting (subtract times[0]), or keep them in "
-                    f"{times.dtype} by casting only the values: IrregularBatch(batch.times, "
-                    f"batch.values.to({dtype}), batch.mask) (a model computing in {dtype} "
-                    "refuses such times too)."
-                )
+            self._check_cast(dtype)
         kw = {"device": device, "dtype": dtype, "non_blocking": non_blocking}
-        return IrregularBatch(times.to(**kw), self.values.to(**kw), self.mask.to(**kw))
+        return IrregularBatch(self.times.to(**kw), self.values.to(**kw), self.mask.to(**kw))
 
-    def _check_range(self, dtype: torch.dtype) -> None:
+    def _check_cast(self, dtype: torch.dtype) -> None:
         """Refuse a cast to the floating ``dtype`` that would turn a time or an observed value
-        into infinity (values under a 0 mask are zeroed on construction, so may be anything)."""
+        into infinity (values under a 0 mask are zeroed on construction, so may be anything)
+        or make two times coincide."""
         top = torch.finfo(dtype).max
         cast = f"IrregularBatch.to({dtype}) casts the"
         if torch.finfo(self.times.dtype).max > top:
@@ -219,6 +205,22 @@ class IrregularBatch:
                     "e.g. with latentode.data.prep.normalise, or use a larger unit), or keep "
                     f"the batch in {self.values.dtype}."
                 )
+        times = self.times
+        if dtype == times.dtype:
+            return
+        narrowed = times.to(dtype)
+        same = torch.nonzero(narrowed.diff() <= 0)
+        if len(same):
+            i = int(same[0]) + 1
+            raise DataError(
+                f"{cast} times from {times.dtype} to {dtype}, "
+                f"in which times[{i - 1}] = {float(times[i - 1])!r} and times[{i}] = "
+                f"{float(times[i])!r} coincide (both become {float(narrowed[i])!r}). Shift the "
+                "times to start near 0 before casting (subtract times[0]), or keep them in "
+                f"{times.dtype} by casting only the values: IrregularBatch(batch.times, "
+                f"batch.values.to({dtype}), batch.mask) (a model computing in {dtype} "
+                "refuses such times too)."
+            )
 
     def subset_times(self, index: Tensor | slice) -> IrregularBatch:
         """Keep the time columns selected by ``index`` (bool ``[T]``, sorted longs, or a slice)."""
